@@ -1,0 +1,128 @@
+//! Commands (what goes into the log) and their outcomes (what apply answers).
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{EngineConfig, QueueConfig};
+use crate::task::{LeaseToken, Task, TaskId, TimeMs};
+
+/// One log entry's application payload: a command and the leader's clock when it was proposed.
+///
+/// Apply never reads the local clock; `now_ms` is the only time it knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub now_ms: TimeMs,
+    pub cmd: Command,
+}
+
+/// A task as submitted by a producer, before the engine gives it an id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NewTask {
+    pub queue: String,
+    pub kind: String,
+    /// JSON text.
+    pub payload: String,
+    pub capabilities: Vec<String>,
+    pub priority: i32,
+    pub idempotency_key: Option<String>,
+    /// Absolute run time; wins over `delay_ms` when both are given.
+    pub run_at_ms: Option<TimeMs>,
+    pub delay_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub lease_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Submit tasks atomically: all are accepted or none.
+    Submit { tasks: Vec<NewTask> },
+    /// Lease up to `max` ready tasks from `queues` whose required capabilities the agent has.
+    Claim { agent_id: String, queues: Vec<String>, capabilities: Vec<String>, max: u32 },
+    Progress { task_id: TaskId, lease_token: LeaseToken, percent: Option<u8>, message: Option<String> },
+    Complete { task_id: TaskId, lease_token: LeaseToken, result: Option<String> },
+    Fail { task_id: TaskId, lease_token: LeaseToken, error: String },
+    Extend { task_id: TaskId, lease_token: LeaseToken, lease_ms: Option<u64> },
+    Cancel { task_id: TaskId, reason: Option<String> },
+    /// Manual retry of a dead or cancelled task.
+    Retry { task_id: TaskId },
+    SetQueue { name: String, config: QueueConfig },
+    Configure { config: EngineConfig },
+    /// Housekeeping only: promote due tasks, expire leases and dedup keys, apply retention.
+    Tick,
+    /// Several commands in one log entry (group commit); each gets its own outcome.
+    Batch { cmds: Vec<Command> },
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Submit { .. } => "submit",
+            Command::Claim { .. } => "claim",
+            Command::Progress { .. } => "progress",
+            Command::Complete { .. } => "complete",
+            Command::Fail { .. } => "fail",
+            Command::Extend { .. } => "extend",
+            Command::Cancel { .. } => "cancel",
+            Command::Retry { .. } => "retry",
+            Command::SetQueue { .. } => "set_queue",
+            Command::Configure { .. } => "configure",
+            Command::Tick => "tick",
+            Command::Batch { .. } => "batch",
+        }
+    }
+}
+
+/// Where apply was called from: the log position of the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyMeta {
+    pub log_index: u64,
+}
+
+/// Result of one submitted task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    pub id: TaskId,
+    /// True when the idempotency key already mapped to this task; nothing was created.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Submitted(Vec<Submitted>),
+    Claimed(Vec<Task>),
+    /// The task after the operation.
+    Task(Box<Task>),
+    Done,
+    Batch(Vec<Result<Outcome, Rejection>>),
+}
+
+/// Why a command changed nothing. An expected answer, not a failure of the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct Rejection {
+    pub code: RejectCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectCode {
+    NotFound,
+    Invalid,
+    /// The lease token is not the task's current lease.
+    StaleLease,
+    /// The task is in a state that does not allow the operation.
+    WrongState,
+}
+
+impl Rejection {
+    pub fn new(code: RejectCode, message: impl Into<String>) -> Self {
+        Rejection { code, message: message.into() }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(RejectCode::Invalid, message)
+    }
+    pub fn not_found(id: TaskId) -> Self {
+        Self::new(RejectCode::NotFound, format!("task {id} not found"))
+    }
+}
+
+pub type Response = Result<Outcome, Rejection>;

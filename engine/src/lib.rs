@@ -1,0 +1,18 @@
+//! Minion's engine: a pure, deterministic state machine for task queues.
+//!
+//! Every change is a [`Command`] applied by [`State::apply`] with the time stamped into the log
+//! entry; no I/O and no local clock. The `storage` crate persists what [`State::take_dirty`]
+//! reports, the `raft` crate feeds committed entries in log order.
+
+pub mod backoff;
+pub mod command;
+pub mod config;
+pub mod dedup;
+pub mod state;
+pub mod task;
+
+pub use command::{ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response, Submitted};
+pub use config::{EngineConfig, QueueConfig};
+pub use dedup::{DedupEntry, DedupKey, DedupStats};
+pub use state::{Dirty, Meta, QueueStats, State, StateImage, TaskFilter};
+pub use task::{Attempt, AttemptOutcome, Lease, LeaseToken, ProgressEvent, Task, TaskId, TaskState, TimeMs};

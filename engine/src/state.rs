@@ -1,0 +1,883 @@
+//! The state machine: every change to tasks, queues and dedup keys happens in [`State::apply`].
+//!
+//! Apply is a deterministic function of (state, request, log index): time comes from the request,
+//! ids and lease tokens from counters in the state. Indexes (ready queues, timers, lease expiries,
+//! retention) are derived data, rebuilt on load and checked by [`State::validate`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backoff::retry_backoff_ms;
+use crate::command::{ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response, Submitted};
+use crate::config::{limits, validate_queue_name, EngineConfig, QueueConfig};
+use crate::dedup::{Dedup, DedupEntry, DedupKey};
+use crate::task::{Attempt, AttemptOutcome, Lease, LeaseToken, ProgressEvent, Task, TaskId, TaskState, TimeMs};
+
+/// Scalar state persisted next to the records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub config: EngineConfig,
+    pub next_id: TaskId,
+    pub next_token: LeaseToken,
+    /// The largest `now_ms` applied so far; the engine's clock never runs backwards.
+    pub clock: TimeMs,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta { config: EngineConfig::default(), next_id: 1, next_token: 1, clock: 0 }
+    }
+}
+
+/// What apply changed since the last [`State::take_dirty`]; the storage layer persists exactly this.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dirty {
+    /// Tasks to write, or to delete when the state no longer has them.
+    pub tasks: BTreeSet<TaskId>,
+    pub dedup: BTreeSet<DedupKey>,
+    pub queues: BTreeSet<String>,
+}
+
+impl Dirty {
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty() && self.dedup.is_empty() && self.queues.is_empty()
+    }
+}
+
+/// Priority order within a queue: higher priority first, then lower id (earlier submission).
+type ReadyKey = (i64, TaskId);
+
+fn ready_key(t: &Task) -> ReadyKey {
+    (-(t.priority as i64), t.id)
+}
+
+/// Derived indexes over `tasks`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Indexes {
+    ready: BTreeMap<String, BTreeSet<ReadyKey>>,
+    /// Delayed and failed tasks by the time they become ready.
+    timers: BTreeSet<(TimeMs, TaskId)>,
+    /// Leased tasks by lease expiry.
+    leases: BTreeSet<(TimeMs, TaskId)>,
+    /// Finished tasks by the time retention removes them.
+    retention: BTreeSet<(TimeMs, TaskId)>,
+    /// Task count per queue per state.
+    counts: BTreeMap<String, [u64; 7]>,
+}
+
+impl Indexes {
+    fn insert(&mut self, t: &Task) {
+        match t.state {
+            TaskState::Ready => {
+                self.ready.entry(t.queue.clone()).or_default().insert(ready_key(t));
+            }
+            TaskState::Delayed | TaskState::Failed => {
+                self.timers.insert((t.run_at_ms, t.id));
+            }
+            TaskState::Leased => {
+                if let Some(l) = &t.lease {
+                    self.leases.insert((l.expires_ms, t.id));
+                }
+            }
+            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled => {
+                if let Some(at) = t.purge_after_ms {
+                    self.retention.insert((at, t.id));
+                }
+            }
+        }
+        self.counts.entry(t.queue.clone()).or_default()[t.state.index()] += 1;
+    }
+
+    fn remove(&mut self, t: &Task) {
+        match t.state {
+            TaskState::Ready => {
+                if let Some(set) = self.ready.get_mut(&t.queue) {
+                    set.remove(&ready_key(t));
+                }
+            }
+            TaskState::Delayed | TaskState::Failed => {
+                self.timers.remove(&(t.run_at_ms, t.id));
+            }
+            TaskState::Leased => {
+                if let Some(l) = &t.lease {
+                    self.leases.remove(&(l.expires_ms, t.id));
+                }
+            }
+            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled => {
+                if let Some(at) = t.purge_after_ms {
+                    self.retention.remove(&(at, t.id));
+                }
+            }
+        }
+        if let Some(c) = self.counts.get_mut(&t.queue) {
+            c[t.state.index()] -= 1;
+        }
+    }
+
+    /// Compare two index sets, ignoring empty containers.
+    fn same_as(&self, other: &Indexes) -> bool {
+        let ready = |i: &Indexes| -> BTreeMap<String, BTreeSet<ReadyKey>> {
+            i.ready.iter().filter(|(_, s)| !s.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let counts = |i: &Indexes| -> BTreeMap<String, [u64; 7]> {
+            i.counts.iter().filter(|(_, c)| c.iter().any(|n| *n > 0)).map(|(k, v)| (k.clone(), *v)).collect()
+        };
+        ready(self) == ready(other)
+            && counts(self) == counts(other)
+            && self.timers == other.timers
+            && self.leases == other.leases
+            && self.retention == other.retention
+    }
+}
+
+/// Per-queue figures for the stats API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    pub queue: String,
+    pub ready: u64,
+    pub delayed: u64,
+    pub leased: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    /// Age of the longest-waiting ready task (0 when none is ready).
+    pub oldest_ready_age_ms: u64,
+}
+
+/// A ledger query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub queue: Option<String>,
+    pub state: Option<TaskState>,
+    pub kind: Option<String>,
+    /// Tasks any of whose attempts went to this agent.
+    pub agent: Option<String>,
+    pub created_from_ms: Option<TimeMs>,
+    pub created_before_ms: Option<TimeMs>,
+    /// Cursor: only tasks with a larger id.
+    pub after: Option<TaskId>,
+    pub limit: usize,
+}
+
+pub const LIST_LIMIT_MAX: usize = 1_000;
+
+#[derive(Debug, Default)]
+pub struct State {
+    tasks: BTreeMap<TaskId, Task>,
+    queues: BTreeMap<String, QueueConfig>,
+    meta: Meta,
+    dedup: Dedup,
+    idx: Indexes,
+    dirty: Dirty,
+}
+
+fn invalid(msg: impl Into<String>) -> Rejection {
+    Rejection::invalid(msg)
+}
+
+fn check_capabilities(caps: &[String]) -> Result<(), Rejection> {
+    if caps.len() > limits::CAPABILITIES_MAX {
+        return Err(invalid(format!("at most {} capabilities", limits::CAPABILITIES_MAX)));
+    }
+    for c in caps {
+        if c.is_empty() || c.len() > limits::CAPABILITY_BYTES_MAX {
+            return Err(invalid(format!("capability must be 1 to {} bytes", limits::CAPABILITY_BYTES_MAX)));
+        }
+    }
+    Ok(())
+}
+
+fn check_lease_ms(field: &str, v: u64) -> Result<(), Rejection> {
+    if !(limits::LEASE_MS_MIN..=limits::LEASE_MS_MAX).contains(&v) {
+        return Err(invalid(format!(
+            "{field} must be between {} and {}, got {v}",
+            limits::LEASE_MS_MIN,
+            limits::LEASE_MS_MAX
+        )));
+    }
+    Ok(())
+}
+
+fn check_queue_config(c: &QueueConfig, defaults: &EngineConfig) -> Result<(), Rejection> {
+    // A queue's overrides must make a valid configuration on top of the defaults.
+    let mut merged = defaults.resolve(Some(c));
+    // retry_max may legitimately be lowered together with retry_base; validate as one unit.
+    if c.retry_base_ms.is_some() && c.retry_max_ms.is_none() && merged.retry_max_ms < merged.retry_base_ms {
+        merged.retry_max_ms = merged.retry_base_ms;
+    }
+    merged.validate()
+}
+
+impl State {
+    pub fn new(config: EngineConfig) -> Self {
+        State { meta: Meta { config, ..Meta::default() }, ..State::default() }
+    }
+
+    /// Rebuild a state from persisted parts (storage load or snapshot install).
+    pub fn from_parts(
+        meta: Meta,
+        tasks: impl IntoIterator<Item = Task>,
+        dedup: impl IntoIterator<Item = (DedupKey, DedupEntry)>,
+        queues: impl IntoIterator<Item = (String, QueueConfig)>,
+    ) -> Self {
+        let mut s = State { meta, ..State::default() };
+        for t in tasks {
+            s.idx.insert(&t);
+            s.tasks.insert(t.id, t);
+        }
+        for (k, e) in dedup {
+            s.dedup.insert(k, e);
+        }
+        s.queues = queues.into_iter().collect();
+        s
+    }
+
+    // ---- read side -------------------------------------------------------------------------
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+    pub fn config(&self) -> &EngineConfig {
+        &self.meta.config
+    }
+    pub fn task(&self, id: TaskId) -> Option<&Task> {
+        self.tasks.get(&id)
+    }
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+    pub fn dedup(&self) -> &Dedup {
+        &self.dedup
+    }
+    pub fn dedup_entry(&self, key: &DedupKey) -> Option<&DedupEntry> {
+        self.dedup.get(key)
+    }
+    pub fn queue_config(&self, name: &str) -> Option<&QueueConfig> {
+        self.queues.get(name)
+    }
+    pub fn queue_configs(&self) -> impl Iterator<Item = (&String, &QueueConfig)> {
+        self.queues.iter()
+    }
+    /// Effective settings of a queue (its overrides over the engine defaults).
+    pub fn effective_config(&self, queue: &str) -> EngineConfig {
+        self.meta.config.resolve(self.queues.get(queue))
+    }
+
+    /// Every queue that has tasks or a configuration.
+    pub fn queue_names(&self) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = self.queues.keys().cloned().collect();
+        for (q, c) in &self.idx.counts {
+            if c.iter().any(|n| *n > 0) {
+                names.insert(q.clone());
+            }
+        }
+        names
+    }
+
+    pub fn queue_stats(&self, queue: &str) -> QueueStats {
+        let c = self.idx.counts.get(queue).copied().unwrap_or_default();
+        let now = self.meta.clock;
+        let oldest = self
+            .idx
+            .ready
+            .get(queue)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, id)| self.tasks.get(id))
+            .map(|t| t.run_at_ms)
+            .min();
+        QueueStats {
+            queue: queue.to_string(),
+            ready: c[TaskState::Ready.index()],
+            delayed: c[TaskState::Delayed.index()],
+            leased: c[TaskState::Leased.index()],
+            succeeded: c[TaskState::Succeeded.index()],
+            failed: c[TaskState::Failed.index()],
+            dead: c[TaskState::Dead.index()],
+            cancelled: c[TaskState::Cancelled.index()],
+            oldest_ready_age_ms: oldest.map(|t| now.saturating_sub(t)).unwrap_or(0),
+        }
+    }
+
+    /// Ledger query with cursor pagination. Returns the page and the cursor for the next one.
+    pub fn list(&self, f: &TaskFilter) -> (Vec<&Task>, Option<TaskId>) {
+        let limit = f.limit.clamp(1, LIST_LIMIT_MAX);
+        let start = f.after.map(|a| a.saturating_add(1)).unwrap_or(0);
+        let mut out = Vec::new();
+        let mut next = None;
+        for t in self.tasks.range(start..).map(|(_, t)| t) {
+            let keep = f.queue.as_deref().is_none_or(|q| t.queue == q)
+                && f.state.is_none_or(|s| t.state == s)
+                && f.kind.as_deref().is_none_or(|k| t.kind == k)
+                && f.agent.as_deref().is_none_or(|a| t.attempts.iter().any(|at| at.agent_id == a))
+                && f.created_from_ms.is_none_or(|from| t.created_ms >= from)
+                && f.created_before_ms.is_none_or(|before| t.created_ms < before);
+            if !keep {
+                continue;
+            }
+            if out.len() == limit {
+                next = out.last().map(|t: &&Task| t.id);
+                break;
+            }
+            out.push(t);
+        }
+        (out, next)
+    }
+
+    /// True when a claim by an agent with `capabilities` on `queues` would lease something at `now`.
+    /// Used by long-polling claims to avoid proposing claims that would come back empty.
+    pub fn has_claimable(&self, queues: &[String], capabilities: &[String], now: TimeMs) -> bool {
+        let due_soon = self.idx.timers.first().is_some_and(|(t, _)| *t <= now)
+            || self.idx.leases.first().is_some_and(|(t, _)| *t <= now);
+        if due_soon {
+            return true;
+        }
+        queues.iter().any(|q| {
+            self.idx.ready.get(q).into_iter().flatten().take(limits::CLAIM_SCAN_MAX).any(|(_, id)| {
+                self.tasks.get(id).is_some_and(|t| t.capabilities.iter().all(|c| capabilities.contains(c)))
+            })
+        })
+    }
+
+    /// The earliest time at which housekeeping has work: a timer, a lease expiry, a dedup expiry or
+    /// a retention removal.
+    pub fn next_due(&self) -> Option<TimeMs> {
+        [
+            self.idx.timers.first().map(|(t, _)| *t),
+            self.idx.leases.first().map(|(t, _)| *t),
+            self.idx.retention.first().map(|(t, _)| *t),
+            self.dedup.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ---- write side ------------------------------------------------------------------------
+
+    /// Changes since the last call, for the storage layer to persist.
+    pub fn take_dirty(&mut self) -> Dirty {
+        std::mem::take(&mut self.dirty)
+    }
+
+    pub fn apply(&mut self, req: &Request, _meta: ApplyMeta) -> Response {
+        self.meta.clock = self.meta.clock.max(req.now_ms);
+        self.advance();
+        self.exec(&req.cmd)
+    }
+
+    fn exec(&mut self, cmd: &Command) -> Response {
+        match cmd {
+            Command::Submit { tasks } => self.submit(tasks),
+            Command::Claim { agent_id, queues, capabilities, max } => {
+                self.claim(agent_id, queues, capabilities, *max)
+            }
+            Command::Progress { task_id, lease_token, percent, message } => {
+                self.progress(*task_id, *lease_token, *percent, message.as_deref())
+            }
+            Command::Complete { task_id, lease_token, result } => {
+                self.complete(*task_id, *lease_token, result.as_deref())
+            }
+            Command::Fail { task_id, lease_token, error } => self.fail(*task_id, *lease_token, error),
+            Command::Extend { task_id, lease_token, lease_ms } => self.extend(*task_id, *lease_token, *lease_ms),
+            Command::Cancel { task_id, reason } => self.cancel(*task_id, reason.as_deref()),
+            Command::Retry { task_id } => self.retry(*task_id),
+            Command::SetQueue { name, config } => {
+                validate_queue_name(name)?;
+                check_queue_config(config, &self.meta.config)?;
+                self.queues.insert(name.clone(), config.clone());
+                self.dirty.queues.insert(name.clone());
+                Ok(Outcome::Done)
+            }
+            Command::Configure { config } => {
+                config.validate()?;
+                self.meta.config = config.clone();
+                Ok(Outcome::Done)
+            }
+            Command::Tick => Ok(Outcome::Done),
+            Command::Batch { cmds } => {
+                if cmds.iter().any(|c| matches!(c, Command::Batch { .. })) {
+                    return Err(invalid("batches do not nest"));
+                }
+                Ok(Outcome::Batch(cmds.iter().map(|c| self.exec(c)).collect()))
+            }
+        }
+    }
+
+    /// Move a task through a mutation, keeping indexes and dirty set in step.
+    fn update<R>(&mut self, id: TaskId, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
+        let t = self.tasks.get_mut(&id)?;
+        self.idx.remove(t);
+        let r = f(t);
+        t.updated_ms = self.meta.clock;
+        self.idx.insert(t);
+        self.dirty.tasks.insert(id);
+        Some(r)
+    }
+
+    /// Housekeeping due at the current clock: expire leases, promote due timers, expire dedup keys,
+    /// remove finished tasks past retention.
+    fn advance(&mut self) {
+        let now = self.meta.clock;
+        while let Some(&(at, id)) = self.idx.leases.first() {
+            if at > now {
+                break;
+            }
+            self.end_attempt(id, AttemptOutcome::LeaseExpired, "lease expired".to_string());
+        }
+        while let Some(&(at, id)) = self.idx.timers.first() {
+            if at > now {
+                break;
+            }
+            self.update(id, |t| t.state = TaskState::Ready);
+        }
+        for key in self.dedup.expire(now, limits::SWEEP_PER_ENTRY_MAX) {
+            self.dirty.dedup.insert(key);
+        }
+        let mut removed = 0;
+        while let Some(&(at, id)) = self.idx.retention.first() {
+            if at > now || removed == limits::SWEEP_PER_ENTRY_MAX {
+                break;
+            }
+            if let Some(t) = self.tasks.remove(&id) {
+                self.idx.remove(&t);
+            }
+            self.dirty.tasks.insert(id);
+            removed += 1;
+        }
+    }
+
+    fn submit(&mut self, tasks: &[NewTask]) -> Response {
+        if tasks.is_empty() {
+            return Err(invalid("a submission needs at least one task"));
+        }
+        if tasks.len() > limits::SUBMIT_BATCH_MAX {
+            return Err(invalid(format!("a batch holds at most {} tasks", limits::SUBMIT_BATCH_MAX)));
+        }
+        // Validate everything first: the batch is atomic.
+        for (i, t) in tasks.iter().enumerate() {
+            self.validate_new(t).map_err(|r| {
+                let prefix = if tasks.len() > 1 { format!("tasks[{i}]: ") } else { String::new() };
+                Rejection::new(r.code, format!("{prefix}{}", r.message))
+            })?;
+        }
+        let now = self.meta.clock;
+        let mut out = Vec::with_capacity(tasks.len());
+        for nt in tasks {
+            let cfg = self.effective_config(&nt.queue);
+            let key = nt.idempotency_key.as_ref().map(|k| DedupKey { queue: nt.queue.clone(), key: k.clone() });
+            if let Some(key) = &key {
+                if let Some(id) = self.dedup.lookup(key, now) {
+                    out.push(Submitted { id, duplicate: true });
+                    continue;
+                }
+            }
+            let id = self.meta.next_id;
+            self.meta.next_id += 1;
+            let run_at = nt.run_at_ms.or_else(|| nt.delay_ms.map(|d| now.saturating_add(d))).unwrap_or(now);
+            let max_attempts = nt.max_attempts.unwrap_or(cfg.max_attempts);
+            let task = Task {
+                id,
+                queue: nt.queue.clone(),
+                kind: nt.kind.clone(),
+                payload: nt.payload.clone(),
+                capabilities: nt.capabilities.clone(),
+                priority: nt.priority,
+                idempotency_key: nt.idempotency_key.clone(),
+                max_attempts,
+                attempt_limit: max_attempts,
+                lease_ms: nt.lease_ms.unwrap_or(cfg.lease_ms),
+                state: if run_at > now { TaskState::Delayed } else { TaskState::Ready },
+                created_ms: now,
+                updated_ms: now,
+                run_at_ms: run_at.max(now),
+                lease: None,
+                attempts: Vec::new(),
+                progress: Vec::new(),
+                progress_dropped: 0,
+                result: None,
+                last_error: None,
+                finished_ms: None,
+                purge_after_ms: None,
+                cancel_reason: None,
+            };
+            self.idx.insert(&task);
+            self.tasks.insert(id, task);
+            self.dirty.tasks.insert(id);
+            if let Some(key) = key {
+                let entry = DedupEntry { task_id: id, expires_ms: now.saturating_add(cfg.dedup_ttl_ms) };
+                self.dedup.insert(key.clone(), entry);
+                self.dirty.dedup.insert(key);
+            }
+            out.push(Submitted { id, duplicate: false });
+        }
+        Ok(Outcome::Submitted(out))
+    }
+
+    fn validate_new(&self, t: &NewTask) -> Result<(), Rejection> {
+        validate_queue_name(&t.queue)?;
+        if t.kind.len() > limits::KIND_BYTES_MAX {
+            return Err(invalid(format!("kind is longer than {} bytes", limits::KIND_BYTES_MAX)));
+        }
+        let cfg = self.effective_config(&t.queue);
+        if t.payload.len() as u64 > cfg.payload_bytes_max {
+            return Err(invalid(format!(
+                "payload is {} bytes, over the limit of {} bytes",
+                t.payload.len(),
+                cfg.payload_bytes_max
+            )));
+        }
+        check_capabilities(&t.capabilities)?;
+        if let Some(k) = &t.idempotency_key {
+            if k.is_empty() || k.len() > limits::IDEMPOTENCY_KEY_BYTES_MAX {
+                return Err(invalid(format!(
+                    "idempotency_key must be 1 to {} bytes",
+                    limits::IDEMPOTENCY_KEY_BYTES_MAX
+                )));
+            }
+        }
+        if let Some(m) = t.max_attempts {
+            if m == 0 || m > limits::ATTEMPTS_MAX {
+                return Err(invalid(format!("max_attempts must be between 1 and {}", limits::ATTEMPTS_MAX)));
+            }
+        }
+        if let Some(l) = t.lease_ms {
+            check_lease_ms("lease_ms", l)?;
+        }
+        if let Some(d) = t.delay_ms {
+            if d > limits::TTL_MS_MAX {
+                return Err(invalid(format!("delay_ms must be at most {}", limits::TTL_MS_MAX)));
+            }
+        }
+        if let Some(r) = t.run_at_ms {
+            if r > self.meta.clock.saturating_add(limits::TTL_MS_MAX) {
+                return Err(invalid("run_at is more than a year ahead"));
+            }
+        }
+        Ok(())
+    }
+
+    fn claim(&mut self, agent_id: &str, queues: &[String], caps: &[String], max: u32) -> Response {
+        if agent_id.is_empty() || agent_id.len() > limits::AGENT_ID_BYTES_MAX {
+            return Err(invalid(format!("agent_id must be 1 to {} bytes", limits::AGENT_ID_BYTES_MAX)));
+        }
+        if queues.is_empty() {
+            return Err(invalid("a claim names at least one queue"));
+        }
+        for q in queues {
+            validate_queue_name(q)?;
+        }
+        check_capabilities(caps)?;
+        if max == 0 || max > limits::CLAIM_TASKS_MAX {
+            return Err(invalid(format!("max must be between 1 and {}", limits::CLAIM_TASKS_MAX)));
+        }
+        // Candidates from every named queue, merged in priority order.
+        let mut candidates: Vec<ReadyKey> = Vec::new();
+        let unique: BTreeSet<&String> = queues.iter().collect();
+        for q in unique {
+            let Some(ready) = self.idx.ready.get(q) else { continue };
+            let mut found = 0;
+            for key in ready.iter().take(limits::CLAIM_SCAN_MAX) {
+                let ok = self.tasks.get(&key.1).is_some_and(|t| t.capabilities.iter().all(|c| caps.contains(c)));
+                if ok {
+                    candidates.push(*key);
+                    found += 1;
+                    if found == max {
+                        break;
+                    }
+                }
+            }
+        }
+        candidates.sort_unstable();
+        candidates.truncate(max as usize);
+        let now = self.meta.clock;
+        let mut leased = Vec::with_capacity(candidates.len());
+        for (_, id) in candidates {
+            let token = self.meta.next_token;
+            self.meta.next_token += 1;
+            let task = self.update(id, |t| {
+                let number = t.attempts.len() as u32 + 1;
+                t.attempts.push(Attempt {
+                    number,
+                    agent_id: agent_id.to_string(),
+                    lease_token: token,
+                    started_ms: now,
+                    ended_ms: None,
+                    outcome: None,
+                });
+                t.lease = Some(Lease { token, agent_id: agent_id.to_string(), expires_ms: now + t.lease_ms });
+                t.state = TaskState::Leased;
+                t.clone()
+            });
+            leased.extend(task);
+        }
+        Ok(Outcome::Claimed(leased))
+    }
+
+    /// The task, if `token` is its current lease.
+    fn check_lease(&self, id: TaskId, token: LeaseToken) -> Result<&Task, Rejection> {
+        let t = self.tasks.get(&id).ok_or_else(|| Rejection::not_found(id))?;
+        match &t.lease {
+            Some(l) if t.state == TaskState::Leased && l.token == token => Ok(t),
+            _ if t.state.is_terminal() => Err(Rejection::new(
+                RejectCode::WrongState,
+                format!("task {id} is already {}", t.state.as_str()),
+            )),
+            _ => Err(Rejection::new(
+                RejectCode::StaleLease,
+                format!("lease token {token} is not the current lease of task {id} (task is {})", t.state.as_str()),
+            )),
+        }
+    }
+
+    fn progress(&mut self, id: TaskId, token: LeaseToken, percent: Option<u8>, msg: Option<&str>) -> Response {
+        self.check_lease(id, token)?;
+        if percent.is_some_and(|p| p > 100) {
+            return Err(invalid("percent must be between 0 and 100"));
+        }
+        if msg.is_some_and(|m| m.len() > limits::PROGRESS_MESSAGE_BYTES_MAX) {
+            return Err(invalid(format!("message is longer than {} bytes", limits::PROGRESS_MESSAGE_BYTES_MAX)));
+        }
+        let now = self.meta.clock;
+        let t = self.update(id, |t| {
+            if t.progress.len() == limits::PROGRESS_EVENTS_MAX {
+                t.progress.remove(0);
+                t.progress_dropped += 1;
+            }
+            t.progress.push(ProgressEvent {
+                at_ms: now,
+                attempt: t.attempts.len() as u32,
+                percent,
+                message: msg.map(str::to_string),
+            });
+            t.clone()
+        });
+        t.map(|t| Outcome::Task(Box::new(t))).ok_or_else(|| Rejection::not_found(id))
+    }
+
+    fn complete(&mut self, id: TaskId, token: LeaseToken, result: Option<&str>) -> Response {
+        let t = self.check_lease(id, token)?;
+        let cfg = self.effective_config(&t.queue);
+        if let Some(r) = result {
+            if r.len() as u64 > cfg.payload_bytes_max {
+                return Err(invalid(format!(
+                    "result is {} bytes, over the limit of {} bytes",
+                    r.len(),
+                    cfg.payload_bytes_max
+                )));
+            }
+        }
+        let now = self.meta.clock;
+        let t = self.update(id, |t| {
+            if let Some(a) = t.attempts.last_mut() {
+                a.ended_ms = Some(now);
+                a.outcome = Some(AttemptOutcome::Succeeded);
+            }
+            t.lease = None;
+            t.result = result.map(str::to_string);
+            t.state = TaskState::Succeeded;
+            t.finished_ms = Some(now);
+            t.purge_after_ms = Some(now.saturating_add(cfg.retention_ms));
+            t.clone()
+        });
+        t.map(|t| Outcome::Task(Box::new(t))).ok_or_else(|| Rejection::not_found(id))
+    }
+
+    fn fail(&mut self, id: TaskId, token: LeaseToken, error: &str) -> Response {
+        self.check_lease(id, token)?;
+        if error.len() > limits::ERROR_BYTES_MAX {
+            return Err(invalid(format!("error is longer than {} bytes", limits::ERROR_BYTES_MAX)));
+        }
+        self.end_attempt(id, AttemptOutcome::Failed { error: error.to_string() }, error.to_string());
+        let t = self.tasks.get(&id).cloned().ok_or_else(|| Rejection::not_found(id))?;
+        Ok(Outcome::Task(Box::new(t)))
+    }
+
+    /// End the current attempt of a leased task unsuccessfully: retry after backoff, or dead.
+    fn end_attempt(&mut self, id: TaskId, outcome: AttemptOutcome, error: String) {
+        let now = self.meta.clock;
+        let Some(t) = self.tasks.get(&id) else { return };
+        let cfg = self.effective_config(&t.queue);
+        self.update(id, |t| {
+            if let Some(a) = t.attempts.last_mut() {
+                a.ended_ms = Some(now);
+                a.outcome = Some(outcome);
+            }
+            t.lease = None;
+            t.last_error = Some(error);
+            let n = t.attempts.len() as u32;
+            if n >= t.attempt_limit {
+                t.state = TaskState::Dead;
+                t.finished_ms = Some(now);
+                t.purge_after_ms = Some(now.saturating_add(cfg.retention_ms));
+            } else {
+                t.state = TaskState::Failed;
+                t.run_at_ms = now.saturating_add(retry_backoff_ms(id, n, cfg.retry_base_ms, cfg.retry_max_ms));
+            }
+        });
+        // A zero backoff makes the task ready at once.
+        if let Some(t) = self.tasks.get(&id) {
+            if t.state == TaskState::Failed && t.run_at_ms <= now {
+                self.update(id, |t| t.state = TaskState::Ready);
+            }
+        }
+    }
+
+    fn extend(&mut self, id: TaskId, token: LeaseToken, lease_ms: Option<u64>) -> Response {
+        let t = self.check_lease(id, token)?;
+        let ms = lease_ms.unwrap_or(t.lease_ms);
+        check_lease_ms("lease_ms", ms)?;
+        let now = self.meta.clock;
+        let t = self.update(id, |t| {
+            if let Some(l) = t.lease.as_mut() {
+                l.expires_ms = now.saturating_add(ms);
+            }
+            t.clone()
+        });
+        t.map(|t| Outcome::Task(Box::new(t))).ok_or_else(|| Rejection::not_found(id))
+    }
+
+    fn cancel(&mut self, id: TaskId, reason: Option<&str>) -> Response {
+        let t = self.tasks.get(&id).ok_or_else(|| Rejection::not_found(id))?;
+        if t.state.is_terminal() {
+            return Err(Rejection::new(
+                RejectCode::WrongState,
+                format!("task {id} is already {}; only unfinished tasks can be cancelled", t.state.as_str()),
+            ));
+        }
+        if reason.is_some_and(|r| r.len() > limits::ERROR_BYTES_MAX) {
+            return Err(invalid(format!("reason is longer than {} bytes", limits::ERROR_BYTES_MAX)));
+        }
+        let cfg = self.effective_config(&t.queue);
+        let now = self.meta.clock;
+        let t = self.update(id, |t| {
+            if t.state == TaskState::Leased {
+                if let Some(a) = t.attempts.last_mut() {
+                    a.ended_ms = Some(now);
+                    a.outcome = Some(AttemptOutcome::Cancelled);
+                }
+            }
+            t.lease = None;
+            t.state = TaskState::Cancelled;
+            t.cancel_reason = reason.map(str::to_string);
+            t.finished_ms = Some(now);
+            t.purge_after_ms = Some(now.saturating_add(cfg.retention_ms));
+            t.clone()
+        });
+        t.map(|t| Outcome::Task(Box::new(t))).ok_or_else(|| Rejection::not_found(id))
+    }
+
+    fn retry(&mut self, id: TaskId) -> Response {
+        let t = self.tasks.get(&id).ok_or_else(|| Rejection::not_found(id))?;
+        if !matches!(t.state, TaskState::Dead | TaskState::Cancelled | TaskState::Failed) {
+            return Err(Rejection::new(
+                RejectCode::WrongState,
+                format!("task {id} is {}; only dead, cancelled or failed tasks can be retried", t.state.as_str()),
+            ));
+        }
+        let now = self.meta.clock;
+        let t = self.update(id, |t| {
+            if t.state != TaskState::Failed {
+                t.attempt_limit = t.attempt_count().saturating_add(t.max_attempts);
+            }
+            t.state = TaskState::Ready;
+            t.run_at_ms = now;
+            t.finished_ms = None;
+            t.purge_after_ms = None;
+            t.cancel_reason = None;
+            t.clone()
+        });
+        t.map(|t| Outcome::Task(Box::new(t))).ok_or_else(|| Rejection::not_found(id))
+    }
+
+    // ---- invariants ------------------------------------------------------------------------
+
+    /// Check every invariant of the state; returns the first violation.
+    ///
+    /// - indexes equal a rebuild from the records;
+    /// - a task is leased iff it has a lease, and that lease is its last attempt's, still open;
+    /// - ids and lease tokens are below their counters;
+    /// - every live idempotency key maps to an existing task of the same queue and key;
+    /// - no task has more attempts than its limit.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut rebuilt = Indexes::default();
+        for t in self.tasks.values() {
+            rebuilt.insert(t);
+        }
+        if !rebuilt.same_as(&self.idx) {
+            return Err("indexes differ from a rebuild from the task records".into());
+        }
+        for (id, t) in &self.tasks {
+            if *id != t.id || t.id >= self.meta.next_id {
+                return Err(format!("task {id}: id out of range"));
+            }
+            let open = t.attempts.last().filter(|a| a.outcome.is_none());
+            match (t.state, &t.lease, open) {
+                (TaskState::Leased, Some(l), Some(a)) => {
+                    if l.token != a.lease_token || l.agent_id != a.agent_id || l.token >= self.meta.next_token {
+                        return Err(format!("task {id}: lease does not match its open attempt"));
+                    }
+                }
+                (TaskState::Leased, _, _) => return Err(format!("task {id}: leased without lease or open attempt")),
+                (_, None, None) => {}
+                _ => return Err(format!("task {id}: {} with a lease or an open attempt", t.state.as_str())),
+            }
+            if t.attempt_count() > t.attempt_limit {
+                return Err(format!("task {id}: {} attempts over its limit {}", t.attempt_count(), t.attempt_limit));
+            }
+            if t.state.is_terminal() != t.finished_ms.is_some() {
+                return Err(format!("task {id}: finished_ms does not match state {}", t.state.as_str()));
+            }
+            let mut tokens = t.attempts.iter().map(|a| a.lease_token);
+            if let Some(first) = tokens.next() {
+                let mut prev = first;
+                for tok in tokens {
+                    if tok <= prev {
+                        return Err(format!("task {id}: lease tokens not increasing"));
+                    }
+                    prev = tok;
+                }
+            }
+        }
+        for (k, e) in self.dedup.iter() {
+            if e.task_id >= self.meta.next_id {
+                return Err(format!("dedup key {k:?} names a task id never assigned"));
+            }
+            if let Some(t) = self.tasks.get(&e.task_id) {
+                if t.queue != k.queue || t.idempotency_key.as_deref() != Some(k.key.as_str()) {
+                    return Err(format!("dedup key {k:?} maps to task {} with another key", t.id));
+                }
+            }
+        }
+        self.dedup.check_invariants()
+    }
+}
+
+/// A complete, self-contained copy of the replicated state: the body of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateImage {
+    pub meta: Meta,
+    pub tasks: Vec<Task>,
+    pub dedup: Vec<(DedupKey, DedupEntry)>,
+    pub queues: Vec<(String, QueueConfig)>,
+}
+
+impl State {
+    pub fn image(&self) -> StateImage {
+        StateImage {
+            meta: self.meta.clone(),
+            tasks: self.tasks.values().cloned().collect(),
+            dedup: self.dedup.iter().map(|(k, e)| (k.clone(), *e)).collect(),
+            queues: self.queues.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+
+    pub fn from_image(image: StateImage) -> State {
+        State::from_parts(image.meta, image.tasks, image.dedup, image.queues)
+    }
+}
