@@ -1,0 +1,413 @@
+//! Minion's on-disk layout. The only crate that names sled.
+//!
+//! One sled database at `<data-dir>/db` with four trees:
+//!
+//! | tree       | key                          | value (framed, see [`frame`])            |
+//! |------------|------------------------------|------------------------------------------|
+//! | `log`      | log index, u64 big-endian    | a raft log entry                          |
+//! | `raft`     | `vote`, `committed`, `purged`| raft's own metadata                       |
+//! | `sm`       | `t` + task id (u64 BE)       | a task record                             |
+//! |            | `d` + queue + `\0` + key     | a dedup entry                             |
+//! |            | `q` + queue name             | a queue's configuration                   |
+//! |            | `m:engine`, `m:applied`      | engine counters/config; last applied log  |
+//! | `snapshot` | `current`                    | the last built or installed snapshot      |
+//!
+//! Durability: sled makes writes durable only on `flush`; [`Store::sync`] flushes and, in the
+//! [`Durability::Fsync`] tier, also `fdatasync`s sled's data file (sled's own flush uses
+//! `sync_file_range` on Linux, which neither flushes the disk cache nor file-size metadata).
+//! Recovery of a sled database yields a prefix of its writes across all trees, so state-machine
+//! writes are never on disk without the log entries they came from.
+
+pub mod frame;
+
+use std::fs::File;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use minion_engine::{DedupKey, Dirty, Meta, QueueConfig, State, StateImage, Task};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use frame::FrameError;
+
+/// How far [`Store::sync`] goes before a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// sled flush + fdatasync of the data file: survives power loss.
+    Fsync,
+    /// sled flush only (data handed to the OS): survives a process crash, not power loss.
+    Flush,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Flush => "flush",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage I/O error in {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("sled error in {path}: {message}")]
+    Sled { path: PathBuf, message: String },
+    #[error("corrupt data in {path}: {what}: {source}")]
+    Corrupt { path: PathBuf, what: String, source: FrameError },
+    #[error("{0}")]
+    Encode(FrameError),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"purged";
+const KEY_ENGINE: &[u8] = b"m:engine";
+const KEY_APPLIED: &[u8] = b"m:applied";
+const KEY_SNAPSHOT: &[u8] = b"current";
+const PREFIX_TASK: u8 = b't';
+const PREFIX_DEDUP: u8 = b'd';
+const PREFIX_QUEUE: u8 = b'q';
+
+/// Big-endian so that sled's byte order is numeric order.
+fn task_key(id: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = PREFIX_TASK;
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn dedup_key(k: &DedupKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + k.queue.len() + k.key.len());
+    out.push(PREFIX_DEDUP);
+    out.extend_from_slice(k.queue.as_bytes());
+    out.push(0);
+    out.extend_from_slice(k.key.as_bytes());
+    out
+}
+
+fn queue_key(name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + name.len());
+    out.push(PREFIX_QUEUE);
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
+fn index_key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+fn index_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+/// The data directory's database. Cheap to clone; all clones share one sled instance.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    durability: Durability,
+    db: sled::Db,
+    data_file: File,
+    log: sled::Tree,
+    raft: sled::Tree,
+    sm: sled::Tree,
+    snapshot: sled::Tree,
+}
+
+impl Store {
+    /// Open (or create) the database under `data_dir`.
+    pub fn open(data_dir: &Path, durability: Durability) -> Result<Store> {
+        let path = data_dir.join("db");
+        std::fs::create_dir_all(&path).map_err(|source| StorageError::Io { path: path.clone(), source })?;
+        let db = sled::Config::new()
+            .path(&path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| sled_err(&path, e))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| sled_err(&path, e));
+        let log = tree("log")?;
+        let raft = tree("raft")?;
+        let sm = tree("sm")?;
+        let snapshot = tree("snapshot")?;
+        let data_path = path.join("db");
+        let data_file = File::open(&data_path).map_err(|source| StorageError::Io { path: data_path, source })?;
+        Ok(Store { inner: Arc::new(Inner { path, durability, db, data_file, log, raft, sm, snapshot }) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    fn corrupt(&self, what: impl Into<String>, source: FrameError) -> StorageError {
+        StorageError::Corrupt { path: self.inner.path.clone(), what: what.into(), source }
+    }
+
+    fn sled(&self, e: sled::Error) -> StorageError {
+        sled_err(&self.inner.path, e)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, what: impl FnOnce() -> String, bytes: &[u8]) -> Result<T> {
+        frame::decode(bytes).map_err(|e| self.corrupt(what(), e))
+    }
+
+    /// Make every write so far durable at this store's [`Durability`] tier.
+    ///
+    /// Blocking: call it from a blocking context (`spawn_blocking`) in async code.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.db.flush().map_err(|e| self.sled(e))?;
+        if self.inner.durability == Durability::Fsync {
+            self.inner
+                .data_file
+                .sync_data()
+                .map_err(|source| StorageError::Io { path: self.inner.path.join("db"), source })?;
+        }
+        Ok(())
+    }
+
+    /// Bytes sled reports on disk, for metrics and the soak benchmark.
+    pub fn size_on_disk(&self) -> u64 {
+        self.inner.db.size_on_disk().unwrap_or(0)
+    }
+
+    // ---- raft log ------------------------------------------------------------------------------
+
+    /// Stage log entries; durable after [`Store::sync`].
+    pub fn log_append<'a, T: Serialize + 'a>(&self, entries: impl IntoIterator<Item = (u64, &'a T)>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (index, entry) in entries {
+            batch.insert(&index_key(index), frame::encode(entry).map_err(StorageError::Encode)?);
+        }
+        self.inner.log.apply_batch(batch).map_err(|e| self.sled(e))
+    }
+
+    pub fn log_range<T: DeserializeOwned>(&self, range: impl RangeBounds<u64>) -> Result<Vec<T>> {
+        let start = match range.start_bound() {
+            std::ops::Bound::Included(s) => *s,
+            std::ops::Bound::Excluded(s) => s.saturating_add(1),
+            std::ops::Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        for item in self.inner.log.range(index_key(start)..) {
+            let (k, v) = item.map_err(|e| self.sled(e))?;
+            let index = index_of(&k).ok_or_else(|| self.corrupt("raft log key", FrameError::Short(k.len())))?;
+            if !range.contains(&index) {
+                break;
+            }
+            out.push(self.decode(|| format!("raft log entry {index}"), &v)?);
+        }
+        Ok(out)
+    }
+
+    pub fn log_last<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        match self.inner.log.last().map_err(|e| self.sled(e))? {
+            Some((k, v)) => {
+                let index = index_of(&k).unwrap_or_default();
+                Ok(Some(self.decode(|| format!("raft log entry {index}"), &v)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Remove entries with index ≥ `from`.
+    pub fn log_truncate(&self, from: u64) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for k in self.inner.log.range(index_key(from)..).keys() {
+            batch.remove(k.map_err(|e| self.sled(e))?);
+        }
+        self.inner.log.apply_batch(batch).map_err(|e| self.sled(e))
+    }
+
+    /// Remove entries with index ≤ `upto`.
+    pub fn log_purge(&self, upto: u64) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for k in self.inner.log.range(..=index_key(upto)).keys() {
+            batch.remove(k.map_err(|e| self.sled(e))?);
+        }
+        self.inner.log.apply_batch(batch).map_err(|e| self.sled(e))
+    }
+
+    fn raft_put<T: Serialize>(&self, key: &[u8], v: &T) -> Result<()> {
+        self.inner.raft.insert(key, frame::encode(v).map_err(StorageError::Encode)?).map_err(|e| self.sled(e))?;
+        Ok(())
+    }
+
+    fn raft_get<T: DeserializeOwned>(&self, key: &'static [u8]) -> Result<Option<T>> {
+        match self.inner.raft.get(key).map_err(|e| self.sled(e))? {
+            Some(v) => Ok(Some(self.decode(|| format!("raft {}", String::from_utf8_lossy(key)), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Save the vote; durable after [`Store::sync`].
+    pub fn put_vote<T: Serialize>(&self, v: &T) -> Result<()> {
+        self.raft_put(KEY_VOTE, v)
+    }
+    pub fn vote<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.raft_get(KEY_VOTE)
+    }
+    pub fn put_committed<T: Serialize>(&self, v: &T) -> Result<()> {
+        self.raft_put(KEY_COMMITTED, v)
+    }
+    pub fn committed<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.raft_get(KEY_COMMITTED)
+    }
+    pub fn put_purged<T: Serialize>(&self, v: &T) -> Result<()> {
+        self.raft_put(KEY_PURGED, v)
+    }
+    pub fn purged<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.raft_get(KEY_PURGED)
+    }
+
+    // ---- state machine -------------------------------------------------------------------------
+
+    /// Write what apply changed, together with the last-applied marker, in one atomic batch.
+    pub fn sm_persist<A: Serialize>(&self, state: &State, dirty: &Dirty, applied: &A) -> Result<()> {
+        let enc = |v: &dyn erased::Encode| v.encode().map_err(StorageError::Encode);
+        let mut batch = sled::Batch::default();
+        for id in &dirty.tasks {
+            match state.task(*id) {
+                Some(t) => batch.insert(&task_key(*id), enc(t)?),
+                None => batch.remove(&task_key(*id)),
+            }
+        }
+        for k in &dirty.dedup {
+            match state.dedup_entry(k) {
+                Some(e) => batch.insert(dedup_key(k), enc(e)?),
+                None => batch.remove(dedup_key(k)),
+            }
+        }
+        for q in &dirty.queues {
+            match state.queue_config(q) {
+                Some(c) => batch.insert(queue_key(q), enc(c)?),
+                None => batch.remove(queue_key(q)),
+            }
+        }
+        batch.insert(KEY_ENGINE, enc(state.meta())?);
+        batch.insert(KEY_APPLIED, frame::encode(applied).map_err(StorageError::Encode)?);
+        self.inner.sm.apply_batch(batch).map_err(|e| self.sled(e))
+    }
+
+    /// Replace the whole state machine (snapshot install) in one atomic batch.
+    pub fn sm_replace<A: Serialize>(&self, image: &StateImage, applied: &A) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for k in self.inner.sm.iter().keys() {
+            batch.remove(k.map_err(|e| self.sled(e))?);
+        }
+        let enc = |v: &dyn erased::Encode| v.encode().map_err(StorageError::Encode);
+        for t in &image.tasks {
+            batch.insert(&task_key(t.id), enc(t)?);
+        }
+        for (k, e) in &image.dedup {
+            batch.insert(dedup_key(k), enc(e)?);
+        }
+        for (q, c) in &image.queues {
+            batch.insert(queue_key(q), enc(c)?);
+        }
+        batch.insert(KEY_ENGINE, enc(&image.meta)?);
+        batch.insert(KEY_APPLIED, frame::encode(applied).map_err(StorageError::Encode)?);
+        self.inner.sm.apply_batch(batch).map_err(|e| self.sled(e))
+    }
+
+    /// Load the state machine: the engine state and the last-applied marker.
+    pub fn sm_load<A: DeserializeOwned>(&self) -> Result<(State, Option<A>)> {
+        let mut meta = Meta::default();
+        let mut applied = None;
+        let mut tasks: Vec<Task> = Vec::new();
+        let mut dedup = Vec::new();
+        let mut queues: Vec<(String, QueueConfig)> = Vec::new();
+        for item in self.inner.sm.iter() {
+            let (k, v) = item.map_err(|e| self.sled(e))?;
+            let lossy = || String::from_utf8_lossy(&k).into_owned();
+            match k.first() {
+                Some(&PREFIX_TASK) => {
+                    let id = index_of(&k[1..]).unwrap_or_default();
+                    let t: Task = self.decode(|| format!("task record {id}"), &v)?;
+                    tasks.push(t);
+                }
+                Some(&PREFIX_DEDUP) => {
+                    let raw = &k[1..];
+                    let split = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+                    let key = DedupKey {
+                        queue: String::from_utf8_lossy(&raw[..split]).into_owned(),
+                        key: String::from_utf8_lossy(raw.get(split + 1..).unwrap_or_default()).into_owned(),
+                    };
+                    let e = self.decode(|| format!("dedup entry {}", lossy()), &v)?;
+                    dedup.push((key, e));
+                }
+                Some(&PREFIX_QUEUE) => {
+                    let name = String::from_utf8_lossy(&k[1..]).into_owned();
+                    let c = self.decode(|| format!("queue config {name}"), &v)?;
+                    queues.push((name, c));
+                }
+                _ if &*k == KEY_ENGINE => meta = self.decode(|| "engine meta".into(), &v)?,
+                _ if &*k == KEY_APPLIED => applied = Some(self.decode(|| "last applied marker".into(), &v)?),
+                _ => {
+                    return Err(self.corrupt(
+                        format!("unknown state machine key {:?}", lossy()),
+                        FrameError::Decode("unknown key".into()),
+                    ))
+                }
+            }
+        }
+        Ok((State::from_parts(meta, tasks, dedup, queues), applied))
+    }
+
+    // ---- snapshots -----------------------------------------------------------------------------
+
+    /// Store the current snapshot (already framed by the caller's encoding) and make it durable.
+    pub fn put_snapshot<T: Serialize>(&self, snapshot: &T) -> Result<()> {
+        let bytes = frame::encode(snapshot).map_err(StorageError::Encode)?;
+        self.inner.snapshot.insert(KEY_SNAPSHOT, bytes).map_err(|e| self.sled(e))?;
+        self.sync()
+    }
+
+    pub fn snapshot<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        match self.inner.snapshot.get(KEY_SNAPSHOT).map_err(|e| self.sled(e))? {
+            Some(v) => Ok(Some(self.decode(|| "current snapshot".into(), &v)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn sled_err(path: &Path, e: sled::Error) -> StorageError {
+    match e {
+        sled::Error::Io(source) => StorageError::Io { path: path.to_path_buf(), source },
+        sled::Error::Corruption { at, .. } => StorageError::Corrupt {
+            path: path.to_path_buf(),
+            what: format!("sled reports corruption at {at:?}"),
+            source: FrameError::Decode("sled checksum".into()),
+        },
+        other => StorageError::Sled { path: path.to_path_buf(), message: other.to_string() },
+    }
+}
+
+/// Object-safe framing for the heterogeneous values of one batch.
+mod erased {
+    use crate::frame::{self, FrameError};
+
+    pub trait Encode {
+        fn encode(&self) -> Result<Vec<u8>, FrameError>;
+    }
+
+    impl<T: serde::Serialize> Encode for T {
+        fn encode(&self) -> Result<Vec<u8>, FrameError> {
+            frame::encode(self)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

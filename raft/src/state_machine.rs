@@ -1,0 +1,213 @@
+//! The state machine adapter: applies committed entries to the engine and persists the changes
+//! with the last-applied log id in one atomic batch.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use minion_engine::{ApplyMeta, Outcome, Response, State, StateImage};
+use minion_storage::{frame, Store};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+
+use crate::{blocking, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+/// Stored next to the engine state: where it is in the log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Applied {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// A snapshot as kept on disk: its metadata and the framed [`StateImage`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+pub struct Inner {
+    pub engine: State,
+    pub applied: Applied,
+}
+
+/// The applied state, shared with the API for reads.
+#[derive(Clone)]
+pub struct SharedState {
+    inner: Arc<RwLock<Inner>>,
+    /// Woken after every applied batch (long-poll claims wait on it).
+    changed: Arc<Notify>,
+    applied_index: watch::Sender<u64>,
+}
+
+impl SharedState {
+    /// Read the state. Never hold the guard across an await.
+    pub fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// The last applied log index, observable.
+    pub fn applied_index(&self) -> watch::Receiver<u64> {
+        self.applied_index.subscribe()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub struct StateMachine {
+    store: Store,
+    shared: SharedState,
+    snapshot_seq: u64,
+}
+
+impl StateMachine {
+    /// Load the state machine from the store (rebuilding the in-memory indexes).
+    pub fn open(store: Store) -> Result<StateMachine, minion_storage::StorageError> {
+        let (engine, applied) = store.sm_load::<Applied>()?;
+        let applied = applied.unwrap_or_default();
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        let shared = SharedState {
+            inner: Arc::new(RwLock::new(Inner { engine, applied })),
+            changed: Arc::new(Notify::new()),
+            applied_index: watch::Sender::new(index),
+        };
+        Ok(StateMachine { store, shared, snapshot_seq: 0 })
+    }
+
+    pub fn shared(&self) -> SharedState {
+        self.shared.clone()
+    }
+}
+
+pub struct SnapshotBuilder {
+    store: Store,
+    shared: SharedState,
+    seq: u64,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// Copies the state under the read lock, then encodes and stores it off the runtime. The
+    /// stored snapshot is synced (with every state-machine write before it) before this returns,
+    /// so the log up to it may be purged.
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (image, applied) = {
+            let g = self.shared.read();
+            (g.engine.image(), g.applied.clone())
+        };
+        let snapshot_id = match applied.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
+            None => format!("0-0-{}", self.seq),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership.clone(),
+            snapshot_id,
+        };
+        let store = self.store.clone();
+        let meta2 = meta.clone();
+        let data = blocking(move || {
+            let data = frame::encode(&image).map_err(minion_storage::StorageError::Encode)?;
+            store.put_snapshot(&StoredSnapshot { meta: meta2, data: data.clone() })?;
+            Ok(data)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let g = self.shared.read();
+        Ok((g.applied.last_applied, g.applied.membership.clone()))
+    }
+
+    /// Applies in log order, then writes all changes and the new last-applied id in one batch.
+    /// The batch is not synced here: the entries are already durable in the log, and sled recovers
+    /// a prefix of its writes, so after a crash apply resumes from the stored last-applied id.
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        let last_index;
+        {
+            let mut g = self.shared.write();
+            for entry in entries {
+                let meta = ApplyMeta { log_index: entry.log_id.index };
+                g.applied.last_applied = Some(entry.log_id);
+                let resp = match entry.payload {
+                    EntryPayload::Blank => Ok(Outcome::Done),
+                    EntryPayload::Normal(req) => g.engine.apply(&req, meta),
+                    EntryPayload::Membership(m) => {
+                        g.applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                        Ok(Outcome::Done)
+                    }
+                };
+                out.push(resp);
+            }
+            let dirty = g.engine.take_dirty();
+            self.store
+                .sm_persist(&g.engine, &dirty, &g.applied)
+                .map_err(|e| StorageIOError::write_state_machine(&e))?;
+            #[cfg(debug_assertions)]
+            if let Err(violation) = g.engine.validate() {
+                panic!("engine invariant violated after apply: {violation}");
+            }
+            last_index = g.applied.last_applied.map(|l| l.index).unwrap_or(0);
+        }
+        self.shared.applied_index.send_replace(last_index);
+        self.shared.changed.notify_waiters();
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshot_seq += 1;
+        SnapshotBuilder { store: self.store.clone(), shared: self.shared.clone(), seq: self.snapshot_seq }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let sig = Some(meta.signature());
+        let image: StateImage = frame::decode(&data).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        let applied = Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        let store = self.store.clone();
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let (image, applied) = blocking(move || {
+            store.sm_replace(&image, &applied)?;
+            store.put_snapshot(&stored)?;
+            Ok((image, applied))
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        {
+            let mut g = self.shared.write();
+            g.engine = State::from_image(image);
+            g.applied = applied;
+        }
+        self.shared.applied_index.send_replace(index);
+        self.shared.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let stored: Option<StoredSnapshot> = self.store.snapshot().map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
