@@ -1,1 +1,90 @@
-fn main(){}
+//! The `minion` binary: server, CLI client and load generator.
+
+mod api;
+mod bench;
+mod cli;
+mod client;
+mod config;
+mod metrics;
+mod node;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Cmd};
+use crate::config::{Config, LogFormat};
+
+fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MINION_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Cmd::Serve(args) => {
+                let config = Config::load(&args)?;
+                init_tracing(config.log_format, &config.log_level);
+                serve(config).await
+            }
+            Cmd::Task(cmd) => client::task(cmd).await,
+            Cmd::Queue(cmd) => client::queue(cmd).await,
+            Cmd::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listen = config.listen;
+    let data_dir = config.data_dir.clone();
+    let handle = metrics::install();
+    let node = node::Node::start(config).await?;
+    let app = api::router(api::AppState { node: node.clone(), metrics: handle });
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    tracing::info!(%listen, data_dir = %data_dir.display(), durability = node.store.durability().as_str(), "minion serving");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
+    tracing::info!("in-flight requests finished; stopping raft");
+    if let Err(e) = node.raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested");
+}

@@ -14,5 +14,5 @@ pub mod task;
 pub use command::{ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response, Submitted};
 pub use config::{EngineConfig, QueueConfig};
 pub use dedup::{DedupEntry, DedupKey, DedupStats};
-pub use state::{Dirty, Meta, QueueStats, State, StateImage, TaskFilter};
+pub use state::{Counters, Dirty, Meta, QueueStats, State, StateImage, TaskFilter};
 pub use task::{Attempt, AttemptOutcome, Lease, LeaseToken, ProgressEvent, Task, TaskId, TaskState, TimeMs};

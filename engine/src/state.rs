@@ -163,6 +163,18 @@ pub struct TaskFilter {
 
 pub const LIST_LIMIT_MAX: usize = 1_000;
 
+/// Event counters for metrics. Local to a replica and not persisted: they restart from zero.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Transitions into each state, indexed like [`TaskState::ALL`] (submissions count as
+    /// transitions into `ready` or `delayed`).
+    pub transitions: [u64; 7],
+    pub lease_expiries: u64,
+    /// Failed attempts that were scheduled for another attempt.
+    pub retries: u64,
+    pub retention_removed: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct State {
     tasks: BTreeMap<TaskId, Task>,
@@ -171,6 +183,7 @@ pub struct State {
     dedup: Dedup,
     idx: Indexes,
     dirty: Dirty,
+    counters: Counters,
 }
 
 fn invalid(msg: impl Into<String>) -> Rejection {
@@ -250,6 +263,9 @@ impl State {
     }
     pub fn task_count(&self) -> usize {
         self.tasks.len()
+    }
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
     pub fn dedup(&self) -> &Dedup {
         &self.dedup
@@ -413,8 +429,12 @@ impl State {
     fn update<R>(&mut self, id: TaskId, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
         let t = self.tasks.get_mut(&id)?;
         self.idx.remove(t);
-        let r = f(t);
+        let before = t.state;
         t.updated_ms = self.meta.clock;
+        let r = f(t);
+        if t.state != before {
+            self.counters.transitions[t.state.index()] += 1;
+        }
         self.idx.insert(t);
         self.dirty.tasks.insert(id);
         Some(r)
@@ -428,6 +448,7 @@ impl State {
             if at > now {
                 break;
             }
+            self.counters.lease_expiries += 1;
             self.end_attempt(id, AttemptOutcome::LeaseExpired, "lease expired".to_string());
         }
         while let Some(&(at, id)) = self.idx.timers.first() {
@@ -446,6 +467,7 @@ impl State {
             }
             if let Some(t) = self.tasks.remove(&id) {
                 self.idx.remove(&t);
+                self.counters.retention_removed += 1;
             }
             self.dirty.tasks.insert(id);
             removed += 1;
@@ -507,6 +529,7 @@ impl State {
                 cancel_reason: None,
             };
             self.idx.insert(&task);
+            self.counters.transitions[task.state.index()] += 1;
             self.tasks.insert(id, task);
             self.dirty.tasks.insert(id);
             if let Some(key) = key {
@@ -703,6 +726,7 @@ impl State {
         let now = self.meta.clock;
         let Some(t) = self.tasks.get(&id) else { return };
         let cfg = self.effective_config(&t.queue);
+        let mut retried = false;
         self.update(id, |t| {
             if let Some(a) = t.attempts.last_mut() {
                 a.ended_ms = Some(now);
@@ -716,10 +740,14 @@ impl State {
                 t.finished_ms = Some(now);
                 t.purge_after_ms = Some(now.saturating_add(cfg.retention_ms));
             } else {
+                retried = true;
                 t.state = TaskState::Failed;
                 t.run_at_ms = now.saturating_add(retry_backoff_ms(id, n, cfg.retry_base_ms, cfg.retry_max_ms));
             }
         });
+        if retried {
+            self.counters.retries += 1;
+        }
         // A zero backoff makes the task ready at once.
         if let Some(t) = self.tasks.get(&id) {
             if t.state == TaskState::Failed && t.run_at_ms <= now {

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Writes docs/openapi.json, the source of truth for Minion's v1 HTTP API.
+
+Edit this file, run it, and commit both. tests/api_contract.rs checks that every route the
+server serves is described here and vice versa.
+"""
+import json, pathlib
+
+def ref(name): return {"$ref": f"#/components/schemas/{name}"}
+def body(schema, required=True):
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+def resp(desc, schema=None):
+    r = {"description": desc}
+    if schema: r["content"] = {"application/json": {"schema": schema}}
+    return r
+ERR = {"400": resp("invalid request or malformed JSON", ref("Error")),
+       "413": resp("request body over the limit", ref("Error")),
+       "503": resp("no leader or shutting down", ref("Error"))}
+def errs(*codes):
+    out = {c: ERR[c] for c in codes if c in ERR}
+    if "404" in codes: out["404"] = resp("unknown task", ref("Error"))
+    if "409" in codes: out["409"] = resp("stale lease token or wrong task state", ref("Error"))
+    return out
+ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "format": "uint64"}}
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+def q(name, t="string", desc=""):
+    return {"name": name, "in": "query", "required": False, "schema": {"type": t}, "description": desc}
+def op(summary, responses, **kw):
+    o = {"summary": summary, "responses": responses}; o.update(kw); return o
+def lease_op(summary, schema):
+    return {"post": op(summary, {"200": resp("the task after the operation", ref("Task")), **errs("400", "404", "409", "413", "503")},
+                       parameters=[ID], requestBody=body(schema))}
+
+u64 = {"type": "integer", "format": "uint64", "minimum": 0}
+opt = lambda s: {**s, "nullable": True}
+schemas = {
+  "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+      "code": {"type": "string", "enum": ["invalid_request", "invalid_json", "payload_too_large", "unsupported_media_type", "not_found", "stale_lease", "wrong_state", "not_leader", "unavailable", "method_not_allowed", "internal"]},
+      "message": {"type": "string"}}}}},
+  "TaskIn": {"type": "object", "required": ["queue"], "additionalProperties": False, "properties": {
+      "queue": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"}, "kind": {"type": "string", "maxLength": 128},
+      "payload": {"description": "any JSON value; default null"}, "capabilities": {"type": "array", "items": {"type": "string"}, "maxItems": 32},
+      "priority": {"type": "integer", "format": "int32", "description": "higher runs first"}, "idempotency_key": opt({"type": "string", "maxLength": 512}),
+      "run_at_ms": opt({**u64, "description": "absolute run time, ms since the Unix epoch"}), "delay_ms": opt(u64),
+      "max_attempts": opt({"type": "integer", "minimum": 1, "maximum": 1000}), "lease_ms": opt({"type": "integer", "minimum": 100})}},
+  "BatchIn": {"type": "object", "required": ["tasks"], "additionalProperties": False, "properties": {"tasks": {"type": "array", "items": ref("TaskIn"), "maxItems": 10000}}},
+  "Submitted": {"type": "object", "required": ["id", "duplicate"], "properties": {"id": u64, "duplicate": {"type": "boolean"}}},
+  "Lease": {"type": "object", "properties": {"token": u64, "agent_id": {"type": "string"}, "expires_ms": u64}},
+  "Attempt": {"type": "object", "properties": {"number": {"type": "integer"}, "agent_id": {"type": "string"}, "lease_token": u64, "started_ms": u64, "ended_ms": opt(u64),
+      "outcome": opt({"type": "object", "properties": {"outcome": {"type": "string", "enum": ["succeeded", "failed", "lease_expired", "cancelled"]}, "error": {"type": "string"}}})}},
+  "Progress": {"type": "object", "properties": {"at_ms": u64, "attempt": {"type": "integer"}, "percent": opt({"type": "integer", "minimum": 0, "maximum": 100}), "message": opt({"type": "string"})}},
+  "TaskState": {"type": "string", "enum": ["ready", "delayed", "leased", "succeeded", "failed", "dead", "cancelled"]},
+  "Task": {"type": "object", "properties": {"id": u64, "queue": {"type": "string"}, "kind": {"type": "string"}, "state": ref("TaskState"), "payload": {}, "result": {},
+      "capabilities": {"type": "array", "items": {"type": "string"}}, "priority": {"type": "integer"}, "idempotency_key": opt({"type": "string"}),
+      "max_attempts": {"type": "integer"}, "attempt_limit": {"type": "integer"}, "lease_ms": u64, "lease": opt(ref("Lease")), "created_ms": u64, "updated_ms": u64,
+      "run_at_ms": u64, "finished_ms": opt(u64), "last_error": opt({"type": "string"}), "cancel_reason": opt({"type": "string"}),
+      "attempts": {"type": "array", "items": ref("Attempt")}, "progress": {"type": "array", "items": ref("Progress")}, "progress_dropped": u64}},
+  "TaskList": {"type": "object", "properties": {"tasks": {"type": "array", "items": ref("Task")}, "next": opt({**u64, "description": "cursor for the next page"})}},
+  "ClaimIn": {"type": "object", "required": ["agent_id", "queues"], "additionalProperties": False, "properties": {
+      "agent_id": {"type": "string"}, "queues": {"type": "array", "items": {"type": "string"}}, "capabilities": {"type": "array", "items": {"type": "string"}},
+      "max": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1}, "wait_ms": {**u64, "description": "long-poll up to this long (capped by the server's claim_wait_ms_max)"}}},
+  "ProgressIn": {"type": "object", "required": ["lease_token"], "additionalProperties": False, "properties": {"lease_token": u64, "percent": opt({"type": "integer", "minimum": 0, "maximum": 100}), "message": opt({"type": "string", "maxLength": 4096})}},
+  "CompleteIn": {"type": "object", "required": ["lease_token"], "additionalProperties": False, "properties": {"lease_token": u64, "result": {}}},
+  "FailIn": {"type": "object", "required": ["lease_token", "error"], "additionalProperties": False, "properties": {"lease_token": u64, "error": {"type": "string", "maxLength": 16384}}},
+  "ExtendIn": {"type": "object", "required": ["lease_token"], "additionalProperties": False, "properties": {"lease_token": u64, "lease_ms": opt(u64)}},
+  "CancelIn": {"type": "object", "additionalProperties": False, "properties": {"reason": opt({"type": "string"})}},
+  "QueueConfig": {"type": "object", "additionalProperties": False, "properties": {k: opt(u64) for k in ["max_attempts", "lease_ms", "dedup_ttl_ms", "retry_base_ms", "retry_max_ms", "retention_ms", "payload_bytes_max"]}},
+  "QueueStats": {"type": "object", "properties": {"queue": {"type": "string"}, **{k: u64 for k in ["ready", "delayed", "leased", "succeeded", "failed", "dead", "cancelled", "oldest_ready_age_ms"]}}},
+  "Queue": {"type": "object", "properties": {"name": {"type": "string"}, "config": ref("QueueConfig"), "overrides": ref("QueueConfig"), "stats": ref("QueueStats")}},
+}
+
+paths = {
+  "/v1/tasks": {
+    "post": op("Submit one task, or {\"tasks\": [...]} as one atomic batch",
+               {"201": resp("created (a duplicate idempotency key returns the original id with duplicate=true; 200 when every task was a duplicate)",
+                            {"oneOf": [ref("Submitted"), {"type": "object", "properties": {"tasks": {"type": "array", "items": ref("Submitted")}}}]}),
+                **errs("400", "413", "503")},
+               requestBody=body({"oneOf": [ref("TaskIn"), ref("BatchIn")]})),
+    "get": op("List tasks from the ledger with filters and cursor pagination (ascending id)",
+              {"200": resp("a page", ref("TaskList")), **errs("400")},
+              parameters=[q("queue"), q("state", desc="ready|delayed|leased|succeeded|failed|dead|cancelled"), q("kind"), q("agent", desc="tasks with an attempt by this agent"),
+                          q("created_from_ms", "integer"), q("created_before_ms", "integer"), q("after", "integer", "cursor: ids greater than this"), q("limit", "integer", "1..1000, default 100")])},
+  "/v1/tasks/{id}": {"get": op("A task with its attempts and progress history", {"200": resp("the task", ref("Task")), **errs("400", "404")}, parameters=[ID])},
+  "/v1/tasks/{id}/cancel": {"post": op("Cancel an unfinished task (a leased one loses its lease)", {"200": resp("the cancelled task", ref("Task")), **errs("400", "404", "409", "503")},
+                                       parameters=[ID], requestBody=body(ref("CancelIn"), False))},
+  "/v1/tasks/{id}/retry": {"post": op("Make a dead, cancelled or failed task ready now; dead and cancelled tasks get max_attempts more attempts",
+                                      {"200": resp("the task", ref("Task")), **errs("400", "404", "409", "503")}, parameters=[ID])},
+  "/v1/tasks/{id}/progress": lease_op("Report progress (kept as history)", ref("ProgressIn")),
+  "/v1/tasks/{id}/complete": lease_op("Complete with a result", ref("CompleteIn")),
+  "/v1/tasks/{id}/fail": lease_op("Fail the attempt: retry after backoff, or dead after max attempts", ref("FailIn")),
+  "/v1/tasks/{id}/extend": lease_op("Extend the lease from now by lease_ms (default: the task's lease_ms)", ref("ExtendIn")),
+  "/v1/claims": {"post": op("Lease up to max ready tasks, long-polling up to wait_ms", {"200": resp("leased tasks (possibly none)", {"type": "object", "properties": {"tasks": {"type": "array", "items": ref("Task")}}}), **errs("400", "413", "503")},
+                            requestBody=body(ref("ClaimIn")))},
+  "/v1/queues": {"get": op("Every queue with its counts by state", {"200": resp("queues", {"type": "object", "properties": {"queues": {"type": "array", "items": ref("QueueStats")}}})})},
+  "/v1/queues/{name}": {
+    "get": op("A queue's effective configuration, its overrides and stats", {"200": resp("the queue", ref("Queue")), **errs("400")}, parameters=[NAME]),
+    "put": op("Replace a queue's overrides (fields left out use the engine defaults)", {"200": resp("the queue", ref("Queue")), **errs("400", "503")}, parameters=[NAME], requestBody=body(ref("QueueConfig")))},
+  "/v1/stats": {"get": op("Engine, dedup, raft and storage figures", {"200": resp("stats", {"type": "object"})})},
+  "/v1/openapi.json": {"get": op("This document", {"200": resp("OpenAPI 3.0", {"type": "object"})})},
+  "/healthz": {"get": op("Liveness: the process serves HTTP", {"200": resp("ok", {"type": "object"})})},
+  "/readyz": {"get": op("Readiness: a leader is known", {"200": resp("ready", {"type": "object"}), "503": resp("not ready", ref("Error"))})},
+  "/metrics": {"get": op("Prometheus exposition", {"200": {"description": "text/plain; version=0.0.4"}})},
+}
+
+doc = {"openapi": "3.0.3",
+       "info": {"title": "Minion API", "version": "1",
+                "description": "Durable task queues for multi-agent systems. Every error has the body {\"error\": {\"code\", \"message\"}}."},
+       "servers": [{"url": "http://127.0.0.1:7070"}],
+       "paths": paths, "components": {"schemas": schemas}}
+out = pathlib.Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+out.write_text(json.dumps(doc, indent=2) + "\n")
+print(f"wrote {out}")

@@ -1,0 +1,385 @@
+//! The v1 HTTP API (axum). Reads come from the applied state; writes go through raft.
+
+mod error;
+pub mod views;
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use minion_engine::{Command, Outcome, QueueConfig, Submitted, TaskFilter, TaskState};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+pub use error::ApiError;
+use views::*;
+
+use crate::node::{now_ms, Node};
+
+/// The OpenAPI document, checked in at `docs/openapi.json` and served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Node,
+    pub metrics: PrometheusHandle,
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// JSON body extractor whose rejections use the API's error shape.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) => Err(ApiError::from(e)),
+        }
+    }
+}
+
+/// Like [`JsonBody`], but an empty body means `T::default()`.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| error::body_error(e.status(), e.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        serde_json::from_slice(&bytes).map(OptionalJson).map_err(json_error)
+    }
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => ApiError::bad_request(format!("invalid request body: {e}")),
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("malformed JSON: {e}")),
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_max = state.node.config.body_bytes_max;
+    Router::new()
+        .route("/v1/tasks", post(submit).get(list_tasks))
+        .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/tasks/{id}/cancel", post(cancel))
+        .route("/v1/tasks/{id}/retry", post(retry))
+        .route("/v1/tasks/{id}/progress", post(progress))
+        .route("/v1/tasks/{id}/complete", post(complete))
+        .route("/v1/tasks/{id}/fail", post(fail))
+        .route("/v1/tasks/{id}/extend", post(extend))
+        .route("/v1/claims", post(claim))
+        .route("/v1/queues", get(list_queues))
+        .route("/v1/queues/{name}", get(get_queue).put(put_queue))
+        .route("/v1/stats", get(stats))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+        .fallback(fallback)
+        .layer(middleware::from_fn(crate::metrics::track_http))
+        .layer(middleware::from_fn(error_shape))
+        .layer(DefaultBodyLimit::max(body_max))
+        .layer(middleware::from_fn_with_state(body_max, content_length_limit))
+        .with_state(state)
+}
+
+/// Refuse a declared body over the limit before reading any of it.
+async fn content_length_limit(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body of {} bytes is over the limit of {max} bytes", declared.unwrap_or(0)),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Give axum's own plain-text rejections (405 and the like) the API's JSON error shape.
+async fn error_shape(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || resp.status().is_success() || resp.status().is_redirection() {
+        return resp;
+    }
+    let status = resp.status();
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::NOT_FOUND => "not_found",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    };
+    let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+    ApiError::new(status, code, reason).into_response()
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("no such route; see /v1/openapi.json")
+}
+
+fn task_not_found(id: u64) -> ApiError {
+    ApiError::not_found(format!("task {id} not found"))
+}
+
+async fn submit(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    // `{"tasks": [...]}` is an atomic batch; anything else is one task.
+    let keys: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice::<
+        std::collections::BTreeMap<String, &RawValue>,
+    >(&body)
+    {
+        Ok(m) => m.into_keys().map(|k| (k, serde_json::Value::Null)).collect(),
+        Err(e) => return Err(json_error(e)),
+    };
+    let batch = keys.contains_key("tasks");
+    let tasks: Vec<TaskIn> = if batch {
+        serde_json::from_slice::<BatchIn>(&body).map_err(json_error)?.tasks
+    } else {
+        vec![serde_json::from_slice::<TaskIn>(&body).map_err(json_error)?]
+    };
+    let tasks = tasks.into_iter().map(TaskIn::into_new).collect();
+    let out = s.node.propose(Command::Submit { tasks }).await??;
+    let Outcome::Submitted(results) = out else { return Err(unexpected(out)) };
+    let to_out = |r: &Submitted| SubmittedOut { id: r.id, duplicate: r.duplicate };
+    let created = results.iter().any(|r| !r.duplicate);
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    if batch {
+        let list: Vec<SubmittedOut> = results.iter().map(to_out).collect();
+        Ok((status, Json(json!({ "tasks": list }))).into_response())
+    } else {
+        let first = results.first().map(to_out).ok_or_else(|| unexpected(Outcome::Done))?;
+        Ok((status, Json(first)).into_response())
+    }
+}
+
+fn unexpected(out: Outcome) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected engine outcome {out:?}"))
+}
+
+fn task_out(out: Outcome) -> ApiResult<Json<TaskOut>> {
+    match out {
+        Outcome::Task(t) => Ok(Json(TaskOut::from(&*t))),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn get_task(State(s): State<AppState>, path: Result<Path<u64>, axum::extract::rejection::PathRejection>) -> ApiResult<Json<TaskOut>> {
+    let Path(id) = path?;
+    let g = s.node.state.read();
+    g.engine.task(id).map(|t| Json(TaskOut::from(t))).ok_or_else(|| task_not_found(id))
+}
+
+async fn list_tasks(
+    State(s): State<AppState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<TaskList>> {
+    let Query(q) = q?;
+    let state = match q.state.as_deref() {
+        Some(st) => Some(TaskState::parse(st).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown state {st:?}; one of ready, delayed, leased, succeeded, failed, dead, cancelled"
+            ))
+        })?),
+        None => None,
+    };
+    let filter = TaskFilter {
+        queue: q.queue,
+        state,
+        kind: q.kind,
+        agent: q.agent,
+        created_from_ms: q.created_from_ms,
+        created_before_ms: q.created_before_ms,
+        after: q.after,
+        limit: q.limit.unwrap_or(100),
+    };
+    let g = s.node.state.read();
+    let (tasks, next) = g.engine.list(&filter);
+    Ok(Json(TaskList { tasks: tasks.into_iter().map(TaskOut::from).collect(), next }))
+}
+
+type PathId = Result<Path<u64>, axum::extract::rejection::PathRejection>;
+
+async fn cancel(State(s): State<AppState>, path: PathId, OptionalJson(body): OptionalJson<CancelIn>) -> ApiResult<Json<TaskOut>> {
+    let Path(id) = path?;
+    task_out(s.node.propose(Command::Cancel { task_id: id, reason: body.reason }).await??)
+}
+
+async fn retry(State(s): State<AppState>, path: PathId, OptionalJson(_body): OptionalJson<EmptyIn>) -> ApiResult<Json<TaskOut>> {
+    let Path(id) = path?;
+    task_out(s.node.propose(Command::Retry { task_id: id }).await??)
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyIn {}
+
+async fn progress(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<ProgressIn>) -> ApiResult<Json<TaskOut>> {
+    let Path(id) = path?;
+    let cmd = Command::Progress { task_id: id, lease_token: b.lease_token, percent: b.percent, message: b.message };
+    task_out(s.node.propose(cmd).await??)
+}
+
+async fn complete(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<CompleteIn>) -> ApiResult<Json<TaskOut>> {
+    let Path(id) = path?;
+    let result = b.result.map(|r| r.get().to_string());
+    task_out(s.node.propose(Command::Complete { task_id: id, lease_token: b.lease_token, result }).await??)
+}
+
+async fn fail(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<FailIn>) -> ApiResult<Json<TaskOut>> {
+    let Path(id) = path?;
+    task_out(s.node.propose(Command::Fail { task_id: id, lease_token: b.lease_token, error: b.error }).await??)
+}
+
+async fn extend(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<ExtendIn>) -> ApiResult<Json<TaskOut>> {
+    let Path(id) = path?;
+    task_out(s.node.propose(Command::Extend { task_id: id, lease_token: b.lease_token, lease_ms: b.lease_ms }).await??)
+}
+
+/// Lease up to `max` tasks, long-polling up to `wait_ms` when none is ready.
+///
+/// The waiter re-checks the applied state whenever an entry is applied (or a timer is due) and
+/// proposes a claim only when one would lease something, so idle agents do not write to the log.
+async fn claim(State(s): State<AppState>, JsonBody(b): JsonBody<ClaimIn>) -> ApiResult<Json<serde_json::Value>> {
+    let wait = Duration::from_millis(b.wait_ms.min(s.node.config.claim_wait_ms_max));
+    let deadline = tokio::time::Instant::now() + wait;
+    let cmd = Command::Claim {
+        agent_id: b.agent_id.clone(),
+        queues: b.queues.clone(),
+        capabilities: b.capabilities.clone(),
+        max: b.max,
+    };
+    let mut first = true;
+    loop {
+        let changed = s.node.state.changed().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let (claimable, next_due) = {
+            let g = s.node.state.read();
+            (g.engine.has_claimable(&b.queues, &b.capabilities, now_ms()), g.engine.next_due())
+        };
+        // The first attempt always goes to the engine, so that invalid claims are refused.
+        if claimable || first {
+            first = false;
+            let out = s.node.propose(cmd.clone()).await??;
+            let Outcome::Claimed(tasks) = out else { return Err(unexpected(out)) };
+            if !tasks.is_empty() || tokio::time::Instant::now() >= deadline {
+                let tasks: Vec<TaskOut> = tasks.iter().map(TaskOut::from).collect();
+                return Ok(Json(json!({ "tasks": tasks })));
+            }
+            continue;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(Json(json!({ "tasks": [] })));
+        }
+        // Wake for an applied entry, a due timer, or the deadline.
+        let mut wake = deadline;
+        if let Some(due) = next_due {
+            let in_ms = due.saturating_sub(now_ms());
+            wake = wake.min(now + Duration::from_millis(in_ms + 1));
+        }
+        tokio::select! {
+            _ = &mut changed => {}
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
+
+async fn list_queues(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let g = s.node.state.read();
+    let stats: Vec<_> = g.engine.queue_names().iter().map(|q| g.engine.queue_stats(q)).collect();
+    Json(json!({ "queues": stats }))
+}
+
+async fn get_queue(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    minion_engine::config::validate_queue_name(&name)?;
+    let g = s.node.state.read();
+    Ok(Json(json!({
+        "name": name,
+        "config": g.engine.effective_config(&name),
+        "overrides": g.engine.queue_config(&name).cloned().unwrap_or_default(),
+        "stats": g.engine.queue_stats(&name),
+    })))
+}
+
+async fn put_queue(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(config): JsonBody<QueueConfig>,
+) -> ApiResult<Json<serde_json::Value>> {
+    s.node.propose(Command::SetQueue { name: name.clone(), config }).await??;
+    get_queue(State(s), Path(name)).await
+}
+
+async fn stats(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let m = s.node.raft.metrics().borrow().clone();
+    let g = s.node.state.read();
+    let queues: Vec<_> = g.engine.queue_names().iter().map(|q| g.engine.queue_stats(q)).collect();
+    Json(json!({
+        "tasks": g.engine.task_count(),
+        "queues": queues,
+        "dedup": { "keys": g.engine.dedup().len(), "stats": g.engine.dedup().stats },
+        "counters": g.engine.counters(),
+        "raft": {
+            "node_id": s.node.config.node_id,
+            "leader": m.current_leader,
+            "term": m.current_term,
+            "last_log_index": m.last_log_index,
+            "applied_index": m.last_applied.map(|l| l.index),
+            "snapshot_index": m.snapshot.map(|l| l.index),
+        },
+        "storage": { "durability": s.node.store.durability().as_str(), "disk_bytes": s.node.store.size_on_disk() },
+    }))
+}
+
+async fn openapi() -> impl IntoResponse {
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    (h, OPENAPI)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready when this node knows a leader and has applied what it has committed.
+async fn readyz(State(s): State<AppState>) -> Response {
+    let m = s.node.raft.metrics().borrow().clone();
+    let leader = m.current_leader;
+    if leader.is_none() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no known leader").into_response();
+    }
+    Json(json!({ "status": "ready", "leader": leader, "applied_index": m.last_applied.map(|l| l.index) })).into_response()
+}
+
+async fn prometheus(State(s): State<AppState>) -> impl IntoResponse {
+    let text = crate::metrics::render(&s.metrics, &s.node);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}

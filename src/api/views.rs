@@ -1,0 +1,191 @@
+//! Wire shapes of the v1 API.
+
+use minion_engine::{Attempt, Lease, NewTask, ProgressEvent, Task};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// A task as a producer submits it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskIn {
+    pub queue: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub payload: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub priority: i32,
+    pub idempotency_key: Option<String>,
+    /// Absolute run time, milliseconds since the Unix epoch.
+    pub run_at_ms: Option<u64>,
+    pub delay_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub lease_ms: Option<u64>,
+}
+
+impl TaskIn {
+    pub fn into_new(self) -> NewTask {
+        NewTask {
+            queue: self.queue,
+            kind: self.kind,
+            payload: self.payload.map(|p| p.get().to_string()).unwrap_or_else(|| "null".into()),
+            capabilities: self.capabilities,
+            priority: self.priority,
+            idempotency_key: self.idempotency_key,
+            run_at_ms: self.run_at_ms,
+            delay_ms: self.delay_ms,
+            max_attempts: self.max_attempts,
+            lease_ms: self.lease_ms,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchIn {
+    pub tasks: Vec<TaskIn>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubmittedOut {
+    pub id: u64,
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimIn {
+    pub agent_id: String,
+    pub queues: Vec<String>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default = "one")]
+    pub max: u32,
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressIn {
+    pub lease_token: u64,
+    pub percent: Option<u8>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteIn {
+    pub lease_token: u64,
+    #[serde(default)]
+    pub result: Option<Box<RawValue>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailIn {
+    pub lease_token: u64,
+    pub error: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendIn {
+    pub lease_token: u64,
+    pub lease_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CancelIn {
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub queue: Option<String>,
+    pub state: Option<String>,
+    pub kind: Option<String>,
+    pub agent: Option<String>,
+    pub created_from_ms: Option<u64>,
+    pub created_before_ms: Option<u64>,
+    pub after: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+/// JSON text stored by the engine, emitted verbatim.
+fn raw(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_string()).unwrap_or_else(|_| {
+        serde_json::value::to_raw_value(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
+    })
+}
+
+/// A task as the API returns it: the ledger record with payload and result as JSON.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TaskOut {
+    pub id: u64,
+    pub queue: String,
+    pub kind: String,
+    pub state: minion_engine::TaskState,
+    pub payload: Box<RawValue>,
+    pub result: Option<Box<RawValue>>,
+    pub capabilities: Vec<String>,
+    pub priority: i32,
+    pub idempotency_key: Option<String>,
+    pub max_attempts: u32,
+    pub attempt_limit: u32,
+    pub lease_ms: u64,
+    pub lease: Option<Lease>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub run_at_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub attempts: Vec<Attempt>,
+    pub progress: Vec<ProgressEvent>,
+    pub progress_dropped: u64,
+}
+
+impl From<&Task> for TaskOut {
+    fn from(t: &Task) -> Self {
+        TaskOut {
+            id: t.id,
+            queue: t.queue.clone(),
+            kind: t.kind.clone(),
+            state: t.state,
+            payload: raw(&t.payload),
+            result: t.result.as_deref().map(raw),
+            capabilities: t.capabilities.clone(),
+            priority: t.priority,
+            idempotency_key: t.idempotency_key.clone(),
+            max_attempts: t.max_attempts,
+            attempt_limit: t.attempt_limit,
+            lease_ms: t.lease_ms,
+            lease: t.lease.clone(),
+            created_ms: t.created_ms,
+            updated_ms: t.updated_ms,
+            run_at_ms: t.run_at_ms,
+            finished_ms: t.finished_ms,
+            last_error: t.last_error.clone(),
+            cancel_reason: t.cancel_reason.clone(),
+            attempts: t.attempts.clone(),
+            progress: t.progress.clone(),
+            progress_dropped: t.progress_dropped,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TaskList {
+    pub tasks: Vec<TaskOut>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next: Option<u64>,
+}

@@ -1,0 +1,199 @@
+//! `minion bench`: an end-to-end load generator against a running server.
+//!
+//! Reports throughput and latency percentiles for each client count, with the server's durability
+//! tier and this machine's measured fdatasync latency, so figures are never compared across tiers.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Mode {
+    /// One task per request.
+    Submit,
+    /// `--batch` tasks per request (an atomic batch).
+    Batch,
+    /// Submit one task, claim one, complete it: a full lifecycle per iteration.
+    Lifecycle,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long, env = "MINION_SERVER", default_value = "http://127.0.0.1:7070")]
+    pub server: String,
+    #[arg(long, value_enum, default_value = "submit")]
+    pub mode: Mode,
+    /// Comma-separated client counts to run one after another.
+    #[arg(long, default_value = "1,8,32", value_delimiter = ',')]
+    pub clients: Vec<usize>,
+    /// Tasks per request in `batch` mode.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Seconds per client count.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// Payload bytes per task.
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    #[arg(long, default_value = "bench")]
+    pub queue: String,
+    /// Directory in which to measure fdatasync latency (the server's data disk).
+    #[arg(long, default_value = ".")]
+    pub fsync_probe_dir: std::path::PathBuf,
+}
+
+struct RunResult {
+    clients: usize,
+    ops: u64,
+    tasks: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
+    let stats: Value = http
+        .get(format!("{}/v1/stats", args.server))
+        .send()
+        .await
+        .with_context(|| format!("contacting {}", args.server))?
+        .json()
+        .await?;
+    let durability = stats["storage"]["durability"].as_str().unwrap_or("unknown").to_string();
+    let (fsync_p50, fsync_p99) = fsync_latency_us(&args.fsync_probe_dir)?;
+    println!(
+        "minion bench: mode={:?} server={} durability={} fdatasync p50={}us p99={}us payload={}B{}",
+        args.mode,
+        args.server,
+        durability,
+        fsync_p50,
+        fsync_p99,
+        args.payload_bytes,
+        if args.mode == Mode::Batch { format!(" batch={}", args.batch) } else { String::new() }
+    );
+    println!("| clients | requests/s | tasks/s | p50 ms | p99 ms | max ms | errors |");
+    println!("|--------:|-----------:|--------:|-------:|-------:|-------:|-------:|");
+    for &clients in &args.clients {
+        let r = run_one(&http, &args, clients).await?;
+        let secs = r.elapsed.as_secs_f64();
+        let q = |p: f64| r.latency_us.value_at_quantile(p) as f64 / 1000.0;
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            r.clients,
+            r.ops as f64 / secs,
+            r.tasks as f64 / secs,
+            q(0.5),
+            q(0.99),
+            r.latency_us.max() as f64 / 1000.0,
+            r.errors
+        );
+    }
+    Ok(())
+}
+
+async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> anyhow::Result<RunResult> {
+    if clients == 0 {
+        bail!("--clients must be positive");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let payload = json!({ "data": "x".repeat(args.payload_bytes.saturating_sub(12)) });
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for c in 0..clients {
+        let http = http.clone();
+        let stop = stop.clone();
+        let base = args.server.clone();
+        let queue = format!("{}-{:?}-{clients}", args.queue, args.mode).to_lowercase();
+        let payload = payload.clone();
+        let (mode, batch) = (args.mode, args.batch);
+        handles.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let (mut ops, mut tasks, mut errors) = (0u64, 0u64, 0u64);
+            let agent = format!("bench-agent-{c}");
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let ok = match mode {
+                    Mode::Submit => post(&http, &base, "/v1/tasks", &json!({"queue": queue, "payload": payload})).await.map(|_| 1),
+                    Mode::Batch => {
+                        let list: Vec<Value> = (0..batch).map(|_| json!({"queue": queue, "payload": payload})).collect();
+                        post(&http, &base, "/v1/tasks", &json!({ "tasks": list })).await.map(|_| batch as u64)
+                    }
+                    Mode::Lifecycle => lifecycle(&http, &base, &queue, &agent, &payload).await,
+                };
+                match ok {
+                    Ok(n) => {
+                        ops += 1;
+                        tasks += n;
+                        let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (ops, tasks, errors, hist)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(args.duration_secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut r = RunResult {
+        clients,
+        ops: 0,
+        tasks: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+    };
+    for h in handles {
+        let (ops, tasks, errors, hist) = h.await?;
+        r.ops += ops;
+        r.tasks += tasks;
+        r.errors += errors;
+        r.latency_us.add(hist)?;
+    }
+    r.elapsed = started.elapsed();
+    Ok(r)
+}
+
+async fn post(http: &reqwest::Client, base: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+    let resp = http.post(format!("{base}{path}")).json(body).send().await?;
+    let status = resp.status();
+    let v: Value = resp.json().await?;
+    if !status.is_success() {
+        bail!("{status}: {v}");
+    }
+    Ok(v)
+}
+
+/// Submit → claim → complete. Counts one completed task.
+async fn lifecycle(http: &reqwest::Client, base: &str, queue: &str, agent: &str, payload: &Value) -> anyhow::Result<u64> {
+    post(http, base, "/v1/tasks", &json!({"queue": queue, "payload": payload})).await?;
+    let claimed = post(http, base, "/v1/claims", &json!({"agent_id": agent, "queues": [queue], "max": 1, "wait_ms": 1000})).await?;
+    let Some(t) = claimed["tasks"].as_array().and_then(|a| a.first()) else { bail!("claim returned nothing") };
+    let id = t["id"].as_u64().unwrap_or(0);
+    let token = t["lease"]["token"].as_u64().unwrap_or(0);
+    post(http, base, &format!("/v1/tasks/{id}/complete"), &json!({"lease_token": token, "result": {"ok": true}})).await?;
+    Ok(1)
+}
+
+/// fdatasync latency (p50, p99) in µs of 4 KiB appends to a scratch file in `dir`.
+pub fn fsync_latency_us(dir: &std::path::Path) -> anyhow::Result<(u64, u64)> {
+    use std::io::Write;
+    let path = dir.join(format!(".minion-fsync-probe-{}", std::process::id()));
+    let mut f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3)?;
+    let block = [0u8; 4096];
+    for _ in 0..200 {
+        f.write_all(&block)?;
+        let t0 = Instant::now();
+        f.sync_data()?;
+        hist.record(t0.elapsed().as_micros().max(1) as u64)?;
+    }
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok((hist.value_at_quantile(0.5), hist.value_at_quantile(0.99)))
+}

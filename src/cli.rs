@@ -1,0 +1,193 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use minion_storage::Durability;
+
+use crate::config::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "minion", version, about = "Durable task coordination for multi-agent systems")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run a Minion node (defaults: data in ./minion-data, API on 127.0.0.1:7070).
+    Serve(Box<ServeArgs>),
+    /// Submit, inspect, list, cancel and retry tasks.
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// Queue statistics and configuration.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Load generator: throughput and latency percentiles against a running server.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DurabilityArg {
+    Fsync,
+    Flush,
+}
+
+impl From<DurabilityArg> for Durability {
+    fn from(d: DurabilityArg) -> Self {
+        match d {
+            DurabilityArg::Fsync => Durability::Fsync,
+            DurabilityArg::Flush => Durability::Flush,
+        }
+    }
+}
+
+/// Every flag also reads `MINION_<NAME>`; both override the config file.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, env = "MINION_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "MINION_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Client API address.
+    #[arg(long, env = "MINION_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    #[arg(long, env = "MINION_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// fsync: survive power loss; flush: survive a process crash.
+    #[arg(long, env = "MINION_DURABILITY", value_enum)]
+    pub durability: Option<DurabilityArg>,
+    #[arg(long, env = "MINION_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[arg(long, env = "MINION_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    #[arg(long, env = "MINION_BODY_BYTES_MAX")]
+    pub body_bytes_max: Option<usize>,
+    #[arg(long, env = "MINION_CLAIM_WAIT_MS_MAX")]
+    pub claim_wait_ms_max: Option<u64>,
+    #[arg(long, env = "MINION_SNAPSHOT_LOGS")]
+    pub snapshot_logs: Option<u64>,
+    #[arg(long, env = "MINION_PAYLOAD_BYTES_MAX")]
+    pub payload_bytes_max: Option<u64>,
+    /// How long finished tasks stay in the ledger.
+    #[arg(long, env = "MINION_RETENTION_MS")]
+    pub retention_ms: Option<u64>,
+    #[arg(long, env = "MINION_DEDUP_TTL_MS")]
+    pub dedup_ttl_ms: Option<u64>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Server URL.
+    #[arg(long, env = "MINION_SERVER", default_value = "http://127.0.0.1:7070", global = true)]
+    pub server: String,
+    /// Print the server's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// Submit one task.
+    Submit {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        queue: String,
+        #[arg(long, default_value = "")]
+        kind: String,
+        /// JSON payload.
+        #[arg(long, default_value = "null")]
+        payload: String,
+        /// Required capability (repeatable).
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        delay_ms: Option<u64>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        #[arg(long)]
+        lease_ms: Option<u64>,
+    },
+    /// Show a task with its attempts and progress history.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: u64,
+    },
+    /// List tasks from the ledger.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        /// Cursor from a previous page.
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    Cancel {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Retry a dead, cancelled or failed task now.
+    Retry {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCmd {
+    /// Per-queue counts by state and the oldest ready task's age.
+    Stats {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// One queue; all queues when omitted.
+        queue: Option<String>,
+    },
+    /// Show a queue's effective configuration.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        queue: String,
+    },
+    /// Change a queue's configuration (fields not given keep their value).
+    Set {
+        #[command(flatten)]
+        client: ClientArgs,
+        queue: String,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        #[arg(long)]
+        lease_ms: Option<u64>,
+        #[arg(long)]
+        dedup_ttl_ms: Option<u64>,
+        #[arg(long)]
+        retry_base_ms: Option<u64>,
+        #[arg(long)]
+        retry_max_ms: Option<u64>,
+        #[arg(long)]
+        retention_ms: Option<u64>,
+        #[arg(long)]
+        payload_bytes_max: Option<u64>,
+    },
+}

@@ -1,0 +1,207 @@
+//! CLI verbs against a server's HTTP API. Human-readable by default, `--json` for scripts.
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Value};
+
+use crate::cli::{ClientArgs, QueueCmd, TaskCmd};
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn new(args: &ClientArgs) -> Client {
+        Client { http: reqwest::Client::new(), base: args.server.trim_end_matches('/').to_string() }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let resp = req.send().await.with_context(|| format!("contacting {}", self.base))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let msg = body["error"]["message"].as_str().unwrap_or("no error message");
+            let code = body["error"]["code"].as_str().unwrap_or("error");
+            bail!("server answered {status}: {code}: {msg}");
+        }
+        Ok(body)
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query)).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(&body)).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(&body)).await
+    }
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_task(t: &Value) {
+    println!("task {}  queue={} kind={} state={}", s(&t["id"]), s(&t["queue"]), s(&t["kind"]), s(&t["state"]));
+    println!("  priority={} attempts={}/{} idempotency_key={}", s(&t["priority"]), t["attempts"].as_array().map_or(0, |a| a.len()), s(&t["attempt_limit"]), s(&t["idempotency_key"]));
+    println!("  payload: {}", t["payload"]);
+    if !t["result"].is_null() {
+        println!("  result: {}", t["result"]);
+    }
+    if !t["last_error"].is_null() {
+        println!("  last error: {}", s(&t["last_error"]));
+    }
+    if let Some(l) = t["lease"].as_object() {
+        println!("  leased to {} (token {}, expires {})", s(&l["agent_id"]), s(&l["token"]), s(&l["expires_ms"]));
+    }
+    for a in t["attempts"].as_array().into_iter().flatten() {
+        let outcome = a["outcome"]["outcome"].as_str().unwrap_or("running");
+        println!("  attempt {}: agent={} token={} outcome={}", s(&a["number"]), s(&a["agent_id"]), s(&a["lease_token"]), outcome);
+    }
+    for p in t["progress"].as_array().into_iter().flatten() {
+        println!("  progress @{}: {}% {}", s(&p["at_ms"]), s(&p["percent"]), s(&p["message"]));
+    }
+}
+
+pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
+    match cmd {
+        TaskCmd::Submit { client, queue, kind, payload, capabilities, priority, idempotency_key, delay_ms, max_attempts, lease_ms } => {
+            let payload: Value = serde_json::from_str(&payload).map_err(|e| anyhow!("--payload is not JSON: {e}"))?;
+            let c = Client::new(&client);
+            let body = json!({
+                "queue": queue, "kind": kind, "payload": payload, "capabilities": capabilities,
+                "priority": priority, "idempotency_key": idempotency_key, "delay_ms": delay_ms,
+                "max_attempts": max_attempts, "lease_ms": lease_ms,
+            });
+            let out = c.post("/v1/tasks", body).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            if out["duplicate"].as_bool() == Some(true) {
+                println!("task {} (duplicate: the idempotency key already names it)", s(&out["id"]));
+            } else {
+                println!("task {} submitted", s(&out["id"]));
+            }
+        }
+        TaskCmd::Get { client, id } => {
+            let out = Client::new(&client).get(&format!("/v1/tasks/{id}"), &[]).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            print_task(&out);
+        }
+        TaskCmd::List { client, queue, state, kind, agent, after, limit } => {
+            let mut q = vec![("limit", limit.to_string())];
+            let opt = [("queue", queue), ("state", state), ("kind", kind), ("agent", agent), ("after", after.map(|a| a.to_string()))];
+            for (k, v) in opt {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            let out = Client::new(&client).get("/v1/tasks", &q).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            println!("{:>10}  {:<20} {:<16} {:<10} {:>8}  {:>5}", "ID", "QUEUE", "KIND", "STATE", "PRIORITY", "TRIES");
+            for t in out["tasks"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>10}  {:<20} {:<16} {:<10} {:>8}  {:>5}",
+                    s(&t["id"]), s(&t["queue"]), s(&t["kind"]), s(&t["state"]), s(&t["priority"]),
+                    t["attempts"].as_array().map_or(0, |a| a.len())
+                );
+            }
+            if !out["next"].is_null() {
+                println!("more: --after {}", s(&out["next"]));
+            }
+        }
+        TaskCmd::Cancel { client, id, reason } => {
+            let out = Client::new(&client).post(&format!("/v1/tasks/{id}/cancel"), json!({ "reason": reason })).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            println!("task {id} cancelled");
+        }
+        TaskCmd::Retry { client, id } => {
+            let out = Client::new(&client).post(&format!("/v1/tasks/{id}/retry"), json!({})).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            println!("task {id} is ready again ({} attempts allowed in all)", s(&out["attempt_limit"]));
+        }
+    }
+    Ok(())
+}
+
+pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
+    match cmd {
+        QueueCmd::Stats { client, queue } => {
+            let c = Client::new(&client);
+            let rows: Vec<Value> = match &queue {
+                Some(q) => vec![c.get(&format!("/v1/queues/{q}"), &[]).await?["stats"].clone()],
+                None => c.get("/v1/queues", &[]).await?["queues"].as_array().cloned().unwrap_or_default(),
+            };
+            if client.json {
+                return print_json(&Value::Array(rows));
+            }
+            println!(
+                "{:<24} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8} {:>10} {:>12}",
+                "QUEUE", "READY", "DELAYED", "LEASED", "SUCCEEDED", "FAILED", "DEAD", "CANCELLED", "OLDEST_READY"
+            );
+            for r in rows {
+                println!(
+                    "{:<24} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8} {:>10} {:>10}ms",
+                    s(&r["queue"]), s(&r["ready"]), s(&r["delayed"]), s(&r["leased"]), s(&r["succeeded"]),
+                    s(&r["failed"]), s(&r["dead"]), s(&r["cancelled"]), s(&r["oldest_ready_age_ms"])
+                );
+            }
+        }
+        QueueCmd::Get { client, queue } => {
+            let out = Client::new(&client).get(&format!("/v1/queues/{queue}"), &[]).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            println!("queue {queue}");
+            for (k, v) in out["config"].as_object().into_iter().flatten() {
+                let overridden = !out["overrides"][k].is_null();
+                println!("  {k:<20} {v}{}", if overridden { "  (set for this queue)" } else { "" });
+            }
+        }
+        QueueCmd::Set { client, queue, max_attempts, lease_ms, dedup_ttl_ms, retry_base_ms, retry_max_ms, retention_ms, payload_bytes_max } => {
+            let c = Client::new(&client);
+            let current = c.get(&format!("/v1/queues/{queue}"), &[]).await?;
+            let mut overrides = current["overrides"].as_object().cloned().unwrap_or_default();
+            let changes = [
+                ("max_attempts", max_attempts.map(u64::from)),
+                ("lease_ms", lease_ms),
+                ("dedup_ttl_ms", dedup_ttl_ms),
+                ("retry_base_ms", retry_base_ms),
+                ("retry_max_ms", retry_max_ms),
+                ("retention_ms", retention_ms),
+                ("payload_bytes_max", payload_bytes_max),
+            ];
+            for (k, v) in changes {
+                if let Some(v) = v {
+                    overrides.insert(k.to_string(), json!(v));
+                }
+            }
+            let out = c.put(&format!("/v1/queues/{queue}"), Value::Object(overrides)).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            println!("queue {queue} updated");
+        }
+    }
+    Ok(())
+}

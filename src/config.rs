@@ -1,0 +1,162 @@
+//! Server configuration: defaults, then an optional TOML file, then `MINION_*` environment
+//! variables and command-line flags (clap resolves those two, flags winning).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use minion_engine::EngineConfig;
+use minion_storage::Durability;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::ServeArgs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Everything `minion serve` can be told. Durations and sizes carry their unit in the name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// Client API address.
+    pub listen: SocketAddr,
+    pub node_id: u64,
+    /// `fsync` (survives power loss) or `flush` (survives a process crash).
+    pub durability: Durability,
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `minion=debug,openraft=warn`.
+    pub log_level: String,
+    /// Largest request body the API reads, for any route.
+    pub body_bytes_max: usize,
+    /// Longest a claim may long-poll.
+    pub claim_wait_ms_max: u64,
+    /// Concurrent client connections the API serves; further ones wait.
+    pub connections_max: usize,
+    /// Commands coalesced into one log entry at most.
+    pub group_commit_max: usize,
+    /// Log entries in flight through raft at once.
+    pub proposals_in_flight_max: usize,
+    /// Build a snapshot (and compact the log) after this many entries.
+    pub snapshot_logs: u64,
+    /// How often the leader checks for due housekeeping (timers, lease expiry, retention).
+    pub tick_interval_ms: u64,
+    /// Engine defaults, replicated to the state machine at start.
+    pub engine: EngineConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./minion-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            node_id: 1,
+            durability: Durability::Fsync,
+            log_format: LogFormat::Human,
+            log_level: "info".into(),
+            body_bytes_max: 64 << 20,
+            claim_wait_ms_max: 60_000,
+            connections_max: 1_024,
+            group_commit_max: 1_024,
+            proposals_in_flight_max: 4,
+            snapshot_logs: 20_000,
+            tick_interval_ms: 100,
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, overlaid by the file named with `--config` (if any), then by env and flags.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+        let mut cfg = match &args.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! overlay {
+            ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone(); } )* };
+        }
+        overlay!(data_dir, listen, node_id, log_format, log_level, body_bytes_max, claim_wait_ms_max, snapshot_logs);
+        if let Some(d) = args.durability {
+            cfg.durability = d.into();
+        }
+        if let Some(v) = args.payload_bytes_max {
+            cfg.engine.payload_bytes_max = v;
+        }
+        if let Some(v) = args.retention_ms {
+            cfg.engine.retention_ms = v;
+        }
+        if let Some(v) = args.dedup_ttl_ms {
+            cfg.engine.dedup_ttl_ms = v;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Refuse settings that cannot work, naming the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        fn range(field: &str, v: u64, min: u64, max: u64) -> anyhow::Result<()> {
+            if v < min || v > max {
+                bail!("invalid config: {field} must be between {min} and {max}, got {v}");
+            }
+            Ok(())
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            bail!("invalid config: data_dir must not be empty");
+        }
+        range("node_id", self.node_id, 1, u64::MAX)?;
+        range("body_bytes_max", self.body_bytes_max as u64, 1024, 1 << 30)?;
+        range("claim_wait_ms_max", self.claim_wait_ms_max, 0, 600_000)?;
+        range("connections_max", self.connections_max as u64, 1, 1_000_000)?;
+        range("group_commit_max", self.group_commit_max as u64, 1, 100_000)?;
+        range("proposals_in_flight_max", self.proposals_in_flight_max as u64, 1, 1_024)?;
+        range("snapshot_logs", self.snapshot_logs, 100, u64::MAX)?;
+        range("tick_interval_ms", self.tick_interval_ms, 1, 60_000)?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            bail!("invalid config: log_level {:?}: {e}", self.log_level);
+        }
+        if (self.body_bytes_max as u64) < self.engine.payload_bytes_max {
+            bail!(
+                "invalid config: body_bytes_max ({}) must be at least engine.payload_bytes_max ({})",
+                self.body_bytes_max,
+                self.engine.payload_bytes_max
+            );
+        }
+        self.engine.validate().map_err(|r| anyhow::anyhow!("invalid config: engine.{}", r.message))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_override_defaults_and_unknown_fields_are_named() {
+        let cfg: Config = toml::from_str("listen = \"127.0.0.1:9999\"\n[engine]\nlease_ms = 5000\n").expect("parse");
+        assert_eq!(cfg.listen.port(), 9999);
+        assert_eq!(cfg.engine.lease_ms, 5000);
+        assert_eq!(cfg.engine.max_attempts, EngineConfig::default().max_attempts);
+        let err = toml::from_str::<Config>("lisen = \"x\"").expect_err("unknown field");
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let cfg = Config { tick_interval_ms: 0, ..Config::default() };
+        assert!(cfg.validate().expect_err("invalid").to_string().contains("tick_interval_ms"));
+        let mut cfg = Config::default();
+        cfg.engine.lease_ms = 1;
+        assert!(cfg.validate().expect_err("invalid").to_string().contains("lease_ms"));
+        Config::default().validate().expect("defaults are valid");
+    }
+}

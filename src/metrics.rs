@@ -1,0 +1,104 @@
+//! Prometheus metrics: a process-wide recorder; engine and raft gauges are refreshed at scrape time.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use minion_engine::TaskState;
+
+use crate::node::Node;
+
+/// Latency buckets in seconds, from 50 µs to 10 s.
+const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+const GROUP_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the recorder (once per process) and return its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("minion_raft_group_commands".into()), GROUP_BUCKETS));
+            match builder.and_then(|b| b.install_recorder().map_err(Into::into)) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(error = %e, "prometheus recorder not installed; /metrics will be empty");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+/// Refresh gauges from the node's state and render the exposition text.
+pub fn render(handle: &PrometheusHandle, node: &Node) -> String {
+    {
+        let g = node.state.read();
+        let engine = &g.engine;
+        for q in engine.queue_names() {
+            let s = engine.queue_stats(&q);
+            let by_state = [
+                (TaskState::Ready, s.ready),
+                (TaskState::Delayed, s.delayed),
+                (TaskState::Leased, s.leased),
+                (TaskState::Succeeded, s.succeeded),
+                (TaskState::Failed, s.failed),
+                (TaskState::Dead, s.dead),
+                (TaskState::Cancelled, s.cancelled),
+            ];
+            for (st, n) in by_state {
+                gauge!("minion_queue_tasks", "queue" => q.clone(), "state" => st.as_str()).set(n as f64);
+            }
+            gauge!("minion_queue_oldest_ready_age_seconds", "queue" => q.clone())
+                .set(s.oldest_ready_age_ms as f64 / 1000.0);
+        }
+        let c = engine.counters();
+        for st in TaskState::ALL {
+            counter!("minion_task_transitions_total", "to" => st.as_str()).absolute(c.transitions[st as usize]);
+        }
+        counter!("minion_lease_expiries_total").absolute(c.lease_expiries);
+        counter!("minion_task_retries_total").absolute(c.retries);
+        counter!("minion_retention_removed_total").absolute(c.retention_removed);
+        let d = engine.dedup().stats;
+        counter!("minion_dedup_hits_total").absolute(d.hits);
+        counter!("minion_dedup_misses_total").absolute(d.misses);
+        counter!("minion_dedup_bloom_negatives_total").absolute(d.bloom_negatives);
+        counter!("minion_dedup_bloom_false_positives_total").absolute(d.bloom_false_positives);
+        gauge!("minion_dedup_keys").set(engine.dedup().len() as f64);
+        gauge!("minion_ledger_tasks").set(engine.task_count() as f64);
+    }
+    let m = node.raft.metrics().borrow().clone();
+    gauge!("minion_raft_term").set(m.current_term as f64);
+    gauge!("minion_raft_is_leader").set(if m.current_leader == Some(node.config.node_id) { 1.0 } else { 0.0 });
+    gauge!("minion_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+    gauge!("minion_raft_applied_index").set(m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
+    gauge!("minion_raft_snapshot_index").set(m.snapshot.map(|l| l.index).unwrap_or(0) as f64);
+    gauge!("minion_storage_disk_bytes").set(node.store.size_on_disk() as f64);
+    handle.render()
+}
+
+/// Count and time every request by matched route, method and status.
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    histogram!("minion_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    counter!("minion_http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
+    resp
+}

@@ -1,0 +1,207 @@
+//! A running Minion node: storage, raft, the group-commit proposer and leader housekeeping.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context};
+use minion_engine::{Command, Outcome, Rejection, Request, Response};
+use minion_raft::network::SingleNodeNetwork;
+use minion_raft::{LogStore, Node as RaftNode, Raft, SharedState, StateMachine};
+use minion_storage::Store;
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::config::Config;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Why a proposal did not produce an engine answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this node is not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error("raft is shutting down: {0}")]
+    Fatal(String),
+    #[error("the node is shutting down")]
+    Closed,
+}
+
+struct Proposal {
+    cmd: Command,
+    reply: oneshot::Sender<Result<Response, ProposeError>>,
+}
+
+/// Handle to the node: cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    pub raft: Raft,
+    pub state: SharedState,
+    pub store: Store,
+    pub config: Arc<Config>,
+    proposals: mpsc::Sender<Proposal>,
+}
+
+impl Node {
+    /// Open the data directory, start raft, form a cluster of one on a fresh directory, and wait
+    /// until this node leads it.
+    pub async fn start(config: Config) -> anyhow::Result<Node> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let store = Store::open(&config.data_dir, config.durability)
+            .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+        let sm = StateMachine::open(store.clone())
+            .with_context(|| format!("loading state from {}", config.data_dir.display()))?;
+        let state = sm.shared();
+        let raft_config = openraft::Config {
+            cluster_name: "minion".into(),
+            heartbeat_interval: 250,
+            election_timeout_min: 1_000,
+            election_timeout_max: 2_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+            max_in_snapshot_log_to_keep: 1_000,
+            max_payload_entries: 512,
+            ..Default::default()
+        }
+        .validate()
+        .context("raft configuration")?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            SingleNodeNetwork,
+            LogStore::new(store.clone()),
+            sm,
+        )
+        .await
+        .context("starting raft")?;
+
+        if !raft.is_initialized().await.map_err(|e| anyhow!("raft: {e}"))? {
+            let me = RaftNode { api_addr: config.listen.to_string(), raft_addr: String::new() };
+            raft.initialize(BTreeMap::from([(config.node_id, me)]))
+                .await
+                .map_err(|e| anyhow!("initialising a cluster of one: {e}"))?;
+            tracing::info!(node_id = config.node_id, "initialised a new cluster of one");
+        }
+        raft.wait(Some(Duration::from_secs(30)))
+            .current_leader(config.node_id, "this node leads its cluster of one")
+            .await
+            .map_err(|e| anyhow!("waiting for leadership: {e}"))?;
+
+        let (tx, rx) = mpsc::channel(config.group_commit_max * 4);
+        let node = Node { raft, state, store, config: Arc::new(config), proposals: tx };
+        tokio::spawn(node.clone().run_proposer(rx));
+        let engine_cfg = node.config.engine.clone();
+        if node.state.read().engine.config() != &engine_cfg {
+            node.propose(Command::Configure { config: engine_cfg })
+                .await
+                .map_err(|e| anyhow!("applying engine config: {e}"))?
+                .map_err(|r| anyhow!("engine config refused: {}", r.message))?;
+        }
+        tokio::spawn(node.clone().run_housekeeping());
+        Ok(node)
+    }
+
+    /// Propose a command and wait until it is committed and applied.
+    pub async fn propose(&self, cmd: Command) -> Result<Response, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.proposals.send(Proposal { cmd, reply }).await.map_err(|_| ProposeError::Closed)?;
+        rx.await.map_err(|_| ProposeError::Closed)?
+    }
+
+    /// Group commit: every command waiting when a slot frees up goes into one log entry.
+    async fn run_proposer(self, mut rx: mpsc::Receiver<Proposal>) {
+        let slots = Arc::new(Semaphore::new(self.config.proposals_in_flight_max));
+        let max = self.config.group_commit_max;
+        while let Some(first) = rx.recv().await {
+            let Ok(permit) = slots.clone().acquire_owned().await else { break };
+            let mut group = vec![first];
+            while group.len() < max {
+                match rx.try_recv() {
+                    Ok(p) => group.push(p),
+                    Err(_) => break,
+                }
+            }
+            let raft = self.raft.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                commit_group(raft, group).await;
+            });
+        }
+    }
+
+    /// Leader housekeeping: when something is due (a timer, a lease expiry, a dedup or retention
+    /// expiry), propose a `Tick` so every replica applies it at the same log position.
+    async fn run_housekeeping(self) {
+        let mut interval = tokio::time::interval(Duration::from_millis(self.config.tick_interval_ms));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let due = self.state.read().engine.next_due();
+            if due.is_some_and(|t| t <= now_ms()) && self.is_leader() {
+                if let Err(e) = self.propose(Command::Tick).await {
+                    tracing::debug!(error = %e, "housekeeping tick not applied");
+                }
+            }
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.current_leader == Some(self.config.node_id)
+    }
+}
+
+async fn commit_group(raft: Raft, mut group: Vec<Proposal>) {
+    let now = now_ms();
+    let started = Instant::now();
+    let n = group.len();
+    if n == 1 {
+        let p = group.pop().map(|p| (p.cmd, p.reply));
+        if let Some((cmd, reply)) = p {
+            let res = write(&raft, Request { now_ms: now, cmd }).await;
+            let _ = reply.send(res);
+        }
+    } else {
+        let (cmds, replies): (Vec<Command>, Vec<_>) = group.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+        match write(&raft, Request { now_ms: now, cmd: Command::Batch { cmds } }).await {
+            Ok(Ok(Outcome::Batch(outs))) if outs.len() == replies.len() => {
+                for (out, reply) in outs.into_iter().zip(replies) {
+                    let _ = reply.send(Ok(out));
+                }
+            }
+            Ok(other) => {
+                let msg = format!("group commit answered {other:?}");
+                tracing::error!("{msg}");
+                for reply in replies {
+                    let _ = reply.send(Ok(Err(Rejection::invalid(msg.clone()))));
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                for reply in replies {
+                    let err = match &e {
+                        ProposeError::NotLeader { leader } => ProposeError::NotLeader { leader: *leader },
+                        ProposeError::Closed => ProposeError::Closed,
+                        ProposeError::Fatal(_) => ProposeError::Fatal(text.clone()),
+                    };
+                    let _ = reply.send(Err(err));
+                }
+            }
+        }
+    }
+    metrics::histogram!("minion_raft_propose_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("minion_raft_group_commands").record(n as f64);
+}
+
+async fn write(raft: &Raft, req: Request) -> Result<Response, ProposeError> {
+    match raft.client_write(req).await {
+        Ok(resp) => Ok(resp.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ProposeError::NotLeader { leader: f.leader_id })
+        }
+        Err(RaftError::APIError(e)) => Err(ProposeError::Fatal(e.to_string())),
+        Err(RaftError::Fatal(e)) => Err(ProposeError::Fatal(e.to_string())),
+    }
+}
