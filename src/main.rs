@@ -64,6 +64,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%listen, data_dir = %data_dir.display(), durability = node.store.durability().as_str(), "minion serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
     tracing::info!("in-flight requests finished; stopping raft");
+    if let Err(e) = node.checkpoint().await {
+        tracing::error!(error = %e, "writing the checkpoint file failed");
+    }
     if let Err(e) = node.raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
     }

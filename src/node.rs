@@ -100,6 +100,7 @@ impl Node {
                 .map_err(|r| anyhow!("engine config refused: {}", r.message))?;
         }
         tokio::spawn(node.clone().run_housekeeping());
+        tokio::spawn(node.clone().run_checkpointer());
         Ok(node)
     }
 
@@ -145,6 +146,25 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Once a second, record the applied index (durable in the log) in the checkpoint file, so a
+    /// data file that later loses entries is detected at start instead of served.
+    async fn run_checkpointer(self) {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            interval.tick().await;
+            if let Err(e) = self.checkpoint().await {
+                tracing::error!(error = %e, "writing the checkpoint file failed");
+            }
+        }
+    }
+
+    pub async fn checkpoint(&self) -> anyhow::Result<()> {
+        let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index).unwrap_or(0);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.checkpoint(applied)).await??;
+        Ok(())
     }
 
     pub fn is_leader(&self) -> bool {

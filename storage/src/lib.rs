@@ -67,6 +67,9 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"purged";
+const KEY_PURGED_INDEX: &[u8] = b"purged_index";
+/// File next to sled's directory recording a log index known to be durable (see [`Store::checkpoint`]).
+pub const CHECKPOINT_FILE: &str = "checkpoint";
 const KEY_ENGINE: &[u8] = b"m:engine";
 const KEY_APPLIED: &[u8] = b"m:applied";
 const KEY_SNAPSHOT: &[u8] = b"current";
@@ -117,6 +120,8 @@ struct Inner {
     durability: Durability,
     db: sled::Db,
     data_file: File,
+    checkpoint_path: PathBuf,
+    checkpointed: std::sync::Mutex<u64>,
     log: sled::Tree,
     raft: sled::Tree,
     sm: sled::Tree,
@@ -140,7 +145,91 @@ impl Store {
         let snapshot = tree("snapshot")?;
         let data_path = path.join("db");
         let data_file = File::open(&data_path).map_err(|source| StorageError::Io { path: data_path, source })?;
-        Ok(Store { inner: Arc::new(Inner { path, durability, db, data_file, log, raft, sm, snapshot }) })
+        let checkpoint_path = data_dir.join(CHECKPOINT_FILE);
+        let store = Store {
+            inner: Arc::new(Inner {
+                path,
+                durability,
+                db,
+                data_file,
+                checkpoint_path,
+                checkpointed: std::sync::Mutex::new(0),
+                log,
+                raft,
+                sm,
+                snapshot,
+            }),
+        };
+        store.verify_checkpoint()?;
+        Ok(store)
+    }
+
+    /// sled recovers a prefix of its writes and treats a damaged segment as the end of its log,
+    /// so corruption in the middle of its file can silently drop data. The checkpoint file records
+    /// a log index that was durable when it was written; a log that ends before it has lost
+    /// acknowledged entries, and the store refuses to open.
+    fn verify_checkpoint(&self) -> Result<()> {
+        let path = &self.inner.checkpoint_path;
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(StorageError::Io { path: path.clone(), source }),
+        };
+        let recorded: u64 = frame::decode(&bytes).map_err(|source| StorageError::Corrupt {
+            path: path.clone(),
+            what: "checkpoint file".into(),
+            source,
+        })?;
+        let have = self.log_last_index()?;
+        if have < recorded {
+            return Err(StorageError::Corrupt {
+                path: self.inner.path.join("db"),
+                what: format!(
+                    "the raft log ends at index {have} but {} records index {recorded} as durable: \
+                     the data file lost acknowledged entries (damaged or truncated)",
+                    path.display()
+                ),
+                source: FrameError::Decode("log shorter than checkpoint".into()),
+            });
+        }
+        *self.inner.checkpointed.lock().unwrap_or_else(|p| p.into_inner()) = recorded;
+        Ok(())
+    }
+
+    /// Record that the log is durable up to `log_index` (which must already be synced). Written
+    /// to a temporary file, fsynced and renamed, so the checkpoint itself is never torn.
+    /// Blocking.
+    pub fn checkpoint(&self, log_index: u64) -> Result<()> {
+        let mut done = self.inner.checkpointed.lock().unwrap_or_else(|p| p.into_inner());
+        if log_index <= *done {
+            return Ok(());
+        }
+        let path = &self.inner.checkpoint_path;
+        let io = |source| StorageError::Io { path: path.clone(), source };
+        let tmp = path.with_extension("tmp");
+        let bytes = frame::encode(&log_index).map_err(StorageError::Encode)?;
+        {
+            use std::io::Write;
+            let mut f = File::create(&tmp).map_err(io)?;
+            f.write_all(&bytes).map_err(io)?;
+            f.sync_data().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        *done = log_index;
+        Ok(())
+    }
+
+    /// The index of the last log entry, or of the last purged one when the log is empty.
+    pub fn log_last_index(&self) -> Result<u64> {
+        let last = self.inner.log.last().map_err(|e| self.sled(e))?.and_then(|(k, _)| index_of(&k)).unwrap_or(0);
+        let purged = match self.inner.raft.get(KEY_PURGED_INDEX).map_err(|e| self.sled(e))? {
+            Some(v) => self.decode::<u64>(|| "raft purged_index".into(), &v)?,
+            None => 0,
+        };
+        Ok(last.max(purged))
     }
 
     pub fn path(&self) -> &Path {
@@ -232,6 +321,10 @@ impl Store {
 
     /// Remove entries with index ≤ `upto`.
     pub fn log_purge(&self, upto: u64) -> Result<()> {
+        self.inner
+            .raft
+            .insert(KEY_PURGED_INDEX, frame::encode(&upto).map_err(StorageError::Encode)?)
+            .map_err(|e| self.sled(e))?;
         let mut batch = sled::Batch::default();
         for k in self.inner.log.range(..=index_key(upto)).keys() {
             batch.remove(k.map_err(|e| self.sled(e))?);

@@ -72,3 +72,39 @@ fn a_corrupt_record_is_reported_with_the_path_never_read_as_empty() {
     let msg = store.log_range::<String>(..).err().expect("log read must fail").to_string();
     assert!(msg.contains("raft log entry 1"), "{msg}");
 }
+
+#[test]
+fn a_log_shorter_than_the_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path(), Durability::Fsync).expect("open");
+        let entries: Vec<(u64, String)> = (1..=10).map(|i| (i, format!("e{i}"))).collect();
+        store.log_append(entries.iter().map(|(i, e)| (*i, e))).expect("append");
+        store.sync().expect("sync");
+        store.checkpoint(10).expect("checkpoint");
+        store.checkpoint(5).expect("an older checkpoint is a no-op");
+        // Simulate sled recovering only a prefix: the tail of the log is gone.
+        store.log_truncate(8).expect("truncate");
+        store.sync().expect("sync");
+    }
+    let err = Store::open(dir.path(), Durability::Fsync).err().expect("must refuse");
+    let msg = err.to_string();
+    assert!(msg.contains("ends at index 7") && msg.contains("index 10"), "{msg}");
+
+    // Purged entries count as present: a compacted log is not a lost log.
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path(), Durability::Fsync).expect("open");
+        let entries: Vec<(u64, String)> = (1..=10).map(|i| (i, format!("e{i}"))).collect();
+        store.log_append(entries.iter().map(|(i, e)| (*i, e))).expect("append");
+        store.log_purge(10).expect("purge");
+        store.sync().expect("sync");
+        store.checkpoint(10).expect("checkpoint");
+    }
+    Store::open(dir.path(), Durability::Fsync).expect("a purged log up to the checkpoint opens");
+
+    // A damaged checkpoint file is itself reported.
+    std::fs::write(dir.path().join(CHECKPOINT_FILE), b"\x01garbage").expect("write");
+    let msg = Store::open(dir.path(), Durability::Fsync).err().expect("must refuse").to_string();
+    assert!(msg.contains("checkpoint"), "{msg}");
+}
