@@ -66,8 +66,11 @@ impl TaskState {
 }
 
 /// How one attempt ended.
+///
+/// Externally tagged (serde's default): the binary log format cannot decode internally tagged
+/// enums. The HTTP API renders its own flat shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "outcome")]
+#[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     Succeeded,
     Failed { error: String },
@@ -75,6 +78,17 @@ pub enum AttemptOutcome {
     LeaseExpired,
     /// The task was cancelled while leased.
     Cancelled,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed { .. } => "failed",
+            AttemptOutcome::LeaseExpired => "lease_expired",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// One lease of the task to one agent.

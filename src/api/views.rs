@@ -1,6 +1,6 @@
 //! Wire shapes of the v1 API.
 
-use minion_engine::{Attempt, Lease, NewTask, ProgressEvent, Task};
+use minion_engine::{Attempt, AttemptOutcome, Lease, NewTask, ProgressEvent, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -149,9 +149,46 @@ pub struct TaskOut {
     pub finished_ms: Option<u64>,
     pub last_error: Option<String>,
     pub cancel_reason: Option<String>,
-    pub attempts: Vec<Attempt>,
+    pub attempts: Vec<AttemptOut>,
     pub progress: Vec<ProgressEvent>,
     pub progress_dropped: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OutcomeOut {
+    /// succeeded, failed, lease_expired or cancelled
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AttemptOut {
+    pub number: u32,
+    pub agent_id: String,
+    pub lease_token: u64,
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    pub outcome: Option<OutcomeOut>,
+}
+
+impl From<&Attempt> for AttemptOut {
+    fn from(a: &Attempt) -> Self {
+        AttemptOut {
+            number: a.number,
+            agent_id: a.agent_id.clone(),
+            lease_token: a.lease_token,
+            started_ms: a.started_ms,
+            ended_ms: a.ended_ms,
+            outcome: a.outcome.as_ref().map(|o| OutcomeOut {
+                outcome: o.as_str().to_string(),
+                error: match o {
+                    AttemptOutcome::Failed { error } => Some(error.clone()),
+                    _ => None,
+                },
+            }),
+        }
+    }
 }
 
 impl From<&Task> for TaskOut {
@@ -176,7 +213,7 @@ impl From<&Task> for TaskOut {
             finished_ms: t.finished_ms,
             last_error: t.last_error.clone(),
             cancel_reason: t.cancel_reason.clone(),
-            attempts: t.attempts.clone(),
+            attempts: t.attempts.iter().map(AttemptOut::from).collect(),
             progress: t.progress.clone(),
             progress_dropped: t.progress_dropped,
         }

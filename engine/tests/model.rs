@@ -1,0 +1,332 @@
+//! Model-based property test: random command sequences (with restarts through the binary snapshot
+//! format) applied to the engine and to a deliberately simple model; every answer and every task's
+//! state must agree, and the engine's invariants must hold after every step.
+
+use std::collections::BTreeMap;
+
+use minion_engine::backoff::retry_backoff_ms;
+use minion_engine::{
+    ApplyMeta, Command, EngineConfig, NewTask, Outcome, RejectCode, Request, State, StateImage, TaskState,
+};
+use proptest::prelude::*;
+
+const QUEUES: [&str; 2] = ["alpha", "beta"];
+const CAPS: [&str; 2] = ["gpu", "ssd"];
+const LEASE_MS: u64 = 1_000;
+const RETRY_BASE_MS: u64 = 100;
+const RETRY_MAX_MS: u64 = 1_000;
+const TTL_MS: u64 = 3_000;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Submit { tasks: Vec<(usize, i32, Option<u8>, Option<u64>, u32, bool)> },
+    Claim { agent: u8, queues: Vec<usize>, caps: Vec<usize>, max: u32 },
+    Complete { pick: usize, stale: bool },
+    Fail { pick: usize, stale: bool },
+    Progress { pick: usize },
+    Extend { pick: usize },
+    Cancel { pick: usize },
+    Retry { pick: usize },
+    Advance { ms: u64 },
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let task = (0..2usize, -2..3i32, proptest::option::of(0..4u8), proptest::option::of(0..2_000u64), 1..4u32, any::<bool>());
+    prop_oneof![
+        4 => proptest::collection::vec(task, 1..4).prop_map(|tasks| Op::Submit { tasks }),
+        4 => (0..3u8, proptest::collection::vec(0..2usize, 1..3), proptest::collection::vec(0..2usize, 0..3), 1..4u32)
+            .prop_map(|(agent, queues, caps, max)| Op::Claim { agent, queues, caps, max }),
+        2 => (any::<usize>(), proptest::bool::weighted(0.2)).prop_map(|(pick, stale)| Op::Complete { pick, stale }),
+        2 => (any::<usize>(), proptest::bool::weighted(0.2)).prop_map(|(pick, stale)| Op::Fail { pick, stale }),
+        1 => any::<usize>().prop_map(|pick| Op::Progress { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Extend { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Retry { pick }),
+        3 => (0..1_500u64).prop_map(|ms| Op::Advance { ms }),
+        1 => Just(Op::Restart),
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct MTask {
+    id: u64,
+    queue: String,
+    priority: i32,
+    caps: Vec<String>,
+    state: TaskState,
+    run_at: u64,
+    lease: Option<(u64, u64)>,
+    attempts: u32,
+    limit: u32,
+    max_attempts: u32,
+    progress: usize,
+}
+
+#[derive(Default)]
+struct Model {
+    tasks: BTreeMap<u64, MTask>,
+    keys: BTreeMap<(String, String), (u64, u64)>,
+    next_id: u64,
+    next_token: u64,
+    now: u64,
+}
+
+impl Model {
+    fn end_attempt(&mut self, id: u64) {
+        let now = self.now;
+        let t = self.tasks.get_mut(&id).expect("task");
+        t.lease = None;
+        if t.attempts >= t.limit {
+            t.state = TaskState::Dead;
+        } else {
+            t.run_at = now + retry_backoff_ms(id, t.attempts, RETRY_BASE_MS, RETRY_MAX_MS);
+            t.state = if t.run_at <= now { TaskState::Ready } else { TaskState::Failed };
+        }
+    }
+
+    fn advance(&mut self) {
+        let now = self.now;
+        let expired: Vec<u64> =
+            self.tasks.values().filter(|t| t.lease.is_some_and(|(_, exp)| exp <= now)).map(|t| t.id).collect();
+        for id in expired {
+            self.end_attempt(id);
+        }
+        for t in self.tasks.values_mut() {
+            if matches!(t.state, TaskState::Delayed | TaskState::Failed) && t.run_at <= now {
+                t.state = TaskState::Ready;
+            }
+        }
+    }
+}
+
+fn leased_ids(m: &Model) -> Vec<u64> {
+    m.tasks.values().filter(|t| t.state == TaskState::Leased).map(|t| t.id).collect()
+}
+
+fn pick(ids: &[u64], i: usize) -> Option<u64> {
+    (!ids.is_empty()).then(|| ids[i % ids.len()])
+}
+
+fn restart(state: &State) -> State {
+    let image = state.image();
+    let bytes = postcard::to_allocvec(&image).expect("encode image");
+    let decoded: StateImage = postcard::from_bytes(&bytes).expect("decode image");
+    assert_eq!(decoded, image, "snapshot image must roundtrip through postcard");
+    State::from_image(decoded)
+}
+
+fn run(ops: Vec<Op>) {
+    let config = EngineConfig {
+        lease_ms: LEASE_MS,
+        retry_base_ms: RETRY_BASE_MS,
+        retry_max_ms: RETRY_MAX_MS,
+        dedup_ttl_ms: TTL_MS,
+        ..EngineConfig::default()
+    };
+    let mut state = State::new(config);
+    let mut model = Model { next_id: 1, next_token: 1, now: 1_000_000, ..Model::default() };
+    let mut index = 0u64;
+    for op in ops {
+        index += 1;
+        let meta = ApplyMeta { log_index: index };
+        if let Op::Advance { ms } = op {
+            model.now += ms;
+        }
+        if let Op::Restart = op {
+            state = restart(&state);
+            state.validate().expect("invariants after restart");
+            continue;
+        }
+        model.advance();
+        let now = model.now;
+        let apply = |state: &mut State, cmd: Command| state.apply(&Request { now_ms: now, cmd }, meta);
+        match op {
+            Op::Submit { tasks } => {
+                let new: Vec<NewTask> = tasks
+                    .iter()
+                    .map(|(q, prio, key, delay, max, cap)| NewTask {
+                        queue: QUEUES[*q].into(),
+                        kind: "k".into(),
+                        payload: "null".into(),
+                        capabilities: if *cap { vec![CAPS[*q].to_string()] } else { vec![] },
+                        priority: *prio,
+                        idempotency_key: key.map(|k| format!("key{k}")),
+                        delay_ms: *delay,
+                        max_attempts: Some(*max),
+                        ..NewTask::default()
+                    })
+                    .collect();
+                let got = apply(&mut state, Command::Submit { tasks: new.clone() });
+                let mut want = Vec::new();
+                for nt in &new {
+                    if let Some(k) = &nt.idempotency_key {
+                        if let Some((id, exp)) = model.keys.get(&(nt.queue.clone(), k.clone())) {
+                            if *exp > now {
+                                want.push((*id, true));
+                                continue;
+                            }
+                        }
+                    }
+                    let id = model.next_id;
+                    model.next_id += 1;
+                    let run_at = now + nt.delay_ms.unwrap_or(0);
+                    model.tasks.insert(id, MTask {
+                        id,
+                        queue: nt.queue.clone(),
+                        priority: nt.priority,
+                        caps: nt.capabilities.clone(),
+                        state: if run_at > now { TaskState::Delayed } else { TaskState::Ready },
+                        run_at,
+                        lease: None,
+                        attempts: 0,
+                        limit: nt.max_attempts.unwrap_or(3),
+                        max_attempts: nt.max_attempts.unwrap_or(3),
+                        progress: 0,
+                    });
+                    if let Some(k) = &nt.idempotency_key {
+                        model.keys.insert((nt.queue.clone(), k.clone()), (id, now + TTL_MS));
+                    }
+                    want.push((id, false));
+                }
+                match got {
+                    Ok(Outcome::Submitted(s)) => {
+                        let got: Vec<(u64, bool)> = s.iter().map(|s| (s.id, s.duplicate)).collect();
+                        assert_eq!(got, want, "submit outcome");
+                    }
+                    other => panic!("submit: {other:?}"),
+                }
+            }
+            Op::Claim { agent, queues, caps, max } => {
+                let queues: Vec<String> = queues.iter().map(|q| QUEUES[*q].to_string()).collect();
+                let caps: Vec<String> = caps.iter().map(|c| CAPS[*c].to_string()).collect();
+                let agent_id = format!("agent{agent}");
+                let got = apply(&mut state, Command::Claim { agent_id, queues: queues.clone(), capabilities: caps.clone(), max });
+                let mut cands: Vec<&MTask> = model
+                    .tasks
+                    .values()
+                    .filter(|t| t.state == TaskState::Ready && queues.contains(&t.queue) && t.caps.iter().all(|c| caps.contains(c)))
+                    .collect();
+                cands.sort_by_key(|t| (-(t.priority as i64), t.id));
+                let want: Vec<u64> = cands.iter().take(max as usize).map(|t| t.id).collect();
+                for id in &want {
+                    let t = model.tasks.get_mut(id).expect("task");
+                    t.state = TaskState::Leased;
+                    t.attempts += 1;
+                    t.lease = Some((model.next_token, now + LEASE_MS));
+                    model.next_token += 1;
+                }
+                match got {
+                    Ok(Outcome::Claimed(ts)) => {
+                        let got: Vec<u64> = ts.iter().map(|t| t.id).collect();
+                        assert_eq!(got, want, "claim picks by priority, then id");
+                    }
+                    other => panic!("claim: {other:?}"),
+                }
+            }
+            Op::Complete { pick: i, stale } | Op::Fail { pick: i, stale } => {
+                let is_complete = matches!(op, Op::Complete { .. });
+                let Some(id) = pick(&leased_ids(&model), i) else { continue };
+                let token = model.tasks[&id].lease.expect("lease").0 + if stale { 1_000_000 } else { 0 };
+                let cmd = if is_complete {
+                    Command::Complete { task_id: id, lease_token: token, result: Some("1".into()) }
+                } else {
+                    Command::Fail { task_id: id, lease_token: token, error: "e".into() }
+                };
+                let got = apply(&mut state, cmd);
+                if stale {
+                    assert_eq!(got.expect_err("stale token must be refused").code, RejectCode::StaleLease);
+                } else {
+                    got.expect("valid lease operation");
+                    if is_complete {
+                        let t = model.tasks.get_mut(&id).expect("task");
+                        t.state = TaskState::Succeeded;
+                        t.lease = None;
+                    } else {
+                        model.end_attempt(id);
+                    }
+                }
+            }
+            Op::Progress { pick: i } => {
+                let Some(id) = pick(&leased_ids(&model), i) else { continue };
+                let token = model.tasks[&id].lease.expect("lease").0;
+                let cmd = Command::Progress { task_id: id, lease_token: token, percent: Some(50), message: None };
+                apply(&mut state, cmd).expect("progress");
+                model.tasks.get_mut(&id).expect("task").progress += 1;
+            }
+            Op::Extend { pick: i } => {
+                let Some(id) = pick(&leased_ids(&model), i) else { continue };
+                let token = model.tasks[&id].lease.expect("lease").0;
+                apply(&mut state, Command::Extend { task_id: id, lease_token: token, lease_ms: None }).expect("extend");
+                model.tasks.get_mut(&id).expect("task").lease = Some((token, now + LEASE_MS));
+            }
+            Op::Cancel { pick: i } => {
+                let ids: Vec<u64> = model.tasks.keys().copied().collect();
+                let Some(id) = pick(&ids, i) else { continue };
+                let got = apply(&mut state, Command::Cancel { task_id: id, reason: None });
+                let t = model.tasks.get_mut(&id).expect("task");
+                if t.state.is_terminal() {
+                    assert_eq!(got.expect_err("cancel of a finished task").code, RejectCode::WrongState);
+                } else {
+                    got.expect("cancel");
+                    t.state = TaskState::Cancelled;
+                    t.lease = None;
+                }
+            }
+            Op::Retry { pick: i } => {
+                let ids: Vec<u64> = model.tasks.keys().copied().collect();
+                let Some(id) = pick(&ids, i) else { continue };
+                let got = apply(&mut state, Command::Retry { task_id: id });
+                let t = model.tasks.get_mut(&id).expect("task");
+                if matches!(t.state, TaskState::Dead | TaskState::Cancelled | TaskState::Failed) {
+                    got.expect("retry");
+                    if t.state != TaskState::Failed {
+                        t.limit = t.attempts + t.max_attempts;
+                    }
+                    t.state = TaskState::Ready;
+                } else {
+                    assert_eq!(got.expect_err("retry refused").code, RejectCode::WrongState);
+                }
+            }
+            Op::Advance { .. } => {
+                apply(&mut state, Command::Tick).expect("tick");
+            }
+            Op::Restart => unreachable!(),
+        }
+        state.validate().expect("engine invariants");
+        for (id, m) in &model.tasks {
+            let t = state.task(*id).expect("every model task exists in the engine");
+            assert_eq!(t.state, m.state, "state of task {id}");
+            assert_eq!(t.lease.as_ref().map(|l| (l.token, l.expires_ms)), m.lease, "lease of task {id}");
+            assert_eq!(t.attempt_count(), m.attempts, "attempts of task {id}");
+            assert_eq!(t.progress.len(), m.progress, "progress of task {id}");
+        }
+        assert_eq!(state.task_count(), model.tasks.len());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_matches_model(ops in proptest::collection::vec(op(), 1..80)) {
+        run(ops);
+    }
+}
+
+/// A scripted sequence that always runs: lease expiry across a restart, a duplicate key after
+/// expiry, manual retry of a dead task, and a multi-queue claim with capabilities.
+#[test]
+fn scripted_expiry_restart_retry_sequence() {
+    run(vec![
+        Op::Submit { tasks: vec![(0, 0, Some(1), None, 2, false)] },
+        Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 1 },
+        Op::Restart,
+        Op::Advance { ms: 1_400 },
+        Op::Claim { agent: 1, queues: vec![0], caps: vec![], max: 1 },
+        Op::Submit { tasks: vec![(0, 0, Some(1), None, 1, false)] },
+        Op::Advance { ms: 1_400 },
+        Op::Retry { pick: 0 },
+        Op::Claim { agent: 2, queues: vec![0, 1], caps: vec![0, 1], max: 3 },
+    ]);
+}
