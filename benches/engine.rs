@@ -1,1 +1,104 @@
-fn main(){}
+//! Criterion micro-benchmarks of the engine's apply path and the dedup check.
+//!
+//! Run: `cargo bench --bench engine`. Figures and methodology: docs/benchmarks.md.
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use minion_engine::dedup::Dedup;
+use minion_engine::{ApplyMeta, Command, DedupEntry, DedupKey, NewTask, Outcome, Request, State};
+
+fn task(i: u64, key: bool) -> NewTask {
+    NewTask {
+        queue: "bench".into(),
+        kind: "k".into(),
+        payload: format!("{{\"i\":{i},\"data\":\"{}\"}}", "x".repeat(80)),
+        idempotency_key: key.then(|| format!("key-{i}")),
+        ..NewTask::default()
+    }
+}
+
+fn apply(state: &mut State, now: u64, cmd: Command) -> Outcome {
+    state.apply(&Request { now_ms: now, cmd }, ApplyMeta { log_index: 0 }).expect("apply")
+}
+
+/// A state holding `n` ready tasks.
+fn seeded(n: u64) -> State {
+    let mut s = State::default();
+    let tasks: Vec<NewTask> = (0..n).map(|i| task(i, true)).collect();
+    for chunk in tasks.chunks(10_000) {
+        apply(&mut s, 1, Command::Submit { tasks: chunk.to_vec() });
+    }
+    s.take_dirty();
+    s
+}
+
+fn bench_apply(c: &mut Criterion) {
+    let mut g = c.benchmark_group("apply");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("submit_one_with_key", |b| {
+        let mut s = seeded(10_000);
+        let mut i = 1_000_000u64;
+        b.iter(|| {
+            i += 1;
+            black_box(apply(&mut s, 2, Command::Submit { tasks: vec![task(i, true)] }));
+            s.take_dirty();
+        })
+    });
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("submit_batch_100", |b| {
+        let mut s = seeded(10_000);
+        let mut i = 1_000_000u64;
+        b.iter_batched(
+            || {
+                i += 100;
+                (i..i + 100).map(|j| task(j, true)).collect::<Vec<_>>()
+            },
+            |tasks| {
+                black_box(apply(&mut s, 2, Command::Submit { tasks }));
+                s.take_dirty();
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("claim_complete_one", |b| {
+        let mut s = seeded(100_000);
+        b.iter(|| {
+            let Outcome::Claimed(ts) = apply(&mut s, 3, Command::Claim {
+                agent_id: "a".into(),
+                queues: vec!["bench".into()],
+                capabilities: vec![],
+                max: 1,
+            }) else {
+                panic!("claim")
+            };
+            let t = &ts[0];
+            let token = t.lease.as_ref().map(|l| l.token).unwrap_or(0);
+            black_box(apply(&mut s, 3, Command::Complete { task_id: t.id, lease_token: token, result: None }));
+            s.take_dirty();
+        })
+    });
+    g.finish();
+}
+
+fn bench_dedup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("dedup");
+    let mut d = Dedup::default();
+    for i in 0..100_000u64 {
+        d.insert(DedupKey { queue: "bench".into(), key: format!("key-{i}") }, DedupEntry { task_id: i, expires_ms: u64::MAX });
+    }
+    let hit = DedupKey { queue: "bench".into(), key: "key-500".into() };
+    g.bench_function("check_hit_100k_keys", |b| b.iter(|| black_box(d.lookup(&hit, 2))));
+    let fresh: Vec<DedupKey> =
+        (0..10_000u64).map(|i| DedupKey { queue: "bench".into(), key: format!("fresh-{i}") }).collect();
+    let mut i = 0usize;
+    g.bench_function("check_miss_100k_keys", |b| {
+        b.iter(|| {
+            i = (i + 1) % fresh.len();
+            black_box(d.lookup(&fresh[i], 2))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_apply, bench_dedup);
+criterion_main!(benches);

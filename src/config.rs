@@ -35,8 +35,6 @@ pub struct Config {
     pub body_bytes_max: usize,
     /// Longest a claim may long-poll.
     pub claim_wait_ms_max: u64,
-    /// Concurrent client connections the API serves; further ones wait.
-    pub connections_max: usize,
     /// Commands coalesced into one log entry at most.
     pub group_commit_max: usize,
     /// Log entries in flight through raft at once.
@@ -60,7 +58,6 @@ impl Default for Config {
             log_level: "info".into(),
             body_bytes_max: 64 << 20,
             claim_wait_ms_max: 60_000,
-            connections_max: 1_024,
             group_commit_max: 1_024,
             proposals_in_flight_max: 4,
             snapshot_logs: 20_000,
@@ -116,7 +113,6 @@ impl Config {
         range("node_id", self.node_id, 1, u64::MAX)?;
         range("body_bytes_max", self.body_bytes_max as u64, 1024, 1 << 30)?;
         range("claim_wait_ms_max", self.claim_wait_ms_max, 0, 600_000)?;
-        range("connections_max", self.connections_max as u64, 1, 1_000_000)?;
         range("group_commit_max", self.group_commit_max as u64, 1, 100_000)?;
         range("proposals_in_flight_max", self.proposals_in_flight_max as u64, 1, 1_024)?;
         range("snapshot_logs", self.snapshot_logs, 100, u64::MAX)?;
