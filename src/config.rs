@@ -59,7 +59,7 @@ impl Default for Config {
             body_bytes_max: 64 << 20,
             claim_wait_ms_max: 60_000,
             group_commit_max: 1_024,
-            proposals_in_flight_max: 4,
+            proposals_in_flight_max: 1,
             snapshot_logs: 20_000,
             tick_interval_ms: 100,
             engine: EngineConfig::default(),

@@ -27,7 +27,8 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("minion_raft_group_commands".into()), GROUP_BUCKETS));
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("minion_raft_group_commands".into()), GROUP_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("minion_storage_sync_appends".into()), GROUP_BUCKETS));
             match builder.and_then(|b| b.install_recorder().map_err(Into::into)) {
                 Ok(h) => h,
                 Err(e) => {

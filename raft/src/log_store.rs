@@ -6,17 +6,49 @@ use std::ops::RangeBounds;
 use minion_storage::Store;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{RaftLogReader, StorageIOError, Vote};
+use tokio::sync::mpsc;
 
 use crate::{blocking, Entry, LogId, NodeId, StorageError, TypeConfig};
+
+/// Appends waiting for a sync, at most.
+const PENDING_SYNCS_MAX: usize = 4_096;
 
 #[derive(Clone)]
 pub struct LogStore {
     store: Store,
+    syncer: mpsc::Sender<LogFlushed<TypeConfig>>,
 }
 
 impl LogStore {
+    /// Starts the log's syncer task on the current tokio runtime.
     pub fn new(store: Store) -> Self {
-        LogStore { store }
+        let (tx, rx) = mpsc::channel(PENDING_SYNCS_MAX);
+        tokio::spawn(run_syncer(store.clone(), rx));
+        LogStore { store, syncer: tx }
+    }
+}
+
+/// Group commit at the log: every append whose entries were written before a sync starts is made
+/// durable by that sync, and its callback fires after it, in append order. Raft can append the
+/// next entries while the previous sync runs.
+async fn run_syncer(store: Store, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(cb) = rx.try_recv() {
+            waiting.push(cb);
+        }
+        let s = store.clone();
+        let started = std::time::Instant::now();
+        let res = blocking(move || s.sync()).await;
+        metrics::histogram!("minion_storage_sync_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("minion_storage_sync_appends").record(waiting.len() as f64);
+        for cb in waiting {
+            let r = match &res {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            cb.log_io_completed(r);
+        }
     }
 }
 
@@ -68,30 +100,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(c.flatten())
     }
 
-    /// Entries are staged, then synced; the callback fires only once they are durable. Appends
-    /// are awaited one at a time, so entries proposed during a sync are grouped into the next one.
+    /// Entries are written (readable at once) and handed to the syncer; the callback fires only
+    /// after a sync that started after they were written, i.e. once they are durable.
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let store = self.store.clone();
-        let res = blocking(move || {
-            store.log_append(entries.iter().map(|e| (e.log_id.index, e)))?;
-            store.sync()
-        })
-        .await;
-        match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(StorageIOError::write_logs(&e).into())
-            }
+        if let Err(e) = self.store.log_append(entries.iter().map(|e| (e.log_id.index, e))) {
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(StorageIOError::write_logs(&e).into());
         }
+        if let Err(mpsc::error::SendError(cb)) = self.syncer.send(callback).await {
+            let err = std::io::Error::other("the log syncer has stopped");
+            let any = StorageIOError::write_logs(&err);
+            cb.log_io_completed(Err(err));
+            return Err(any.into());
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -142,6 +142,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut out = Vec::new();
         let last_index;
+        let started = std::time::Instant::now();
         {
             let mut g = self.shared.write();
             for entry in entries {
@@ -171,6 +172,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
         }
+        metrics::histogram!("minion_raft_apply_seconds").record(started.elapsed().as_secs_f64());
         self.shared.applied_index.send_replace(last_index);
         self.shared.changed.notify_waiters();
         Ok(out)
