@@ -61,20 +61,25 @@ fn bench_apply(c: &mut Criterion) {
     });
     g.throughput(Throughput::Elements(1));
     g.bench_function("claim_complete_one", |b| {
-        let mut s = seeded(100_000);
-        b.iter(|| {
-            let Outcome::Claimed(ts) = apply(&mut s, 3, Command::Claim {
-                agent_id: "a".into(),
-                queues: vec!["bench".into()],
-                capabilities: vec![],
-                max: 1,
-            }) else {
-                panic!("claim")
-            };
-            let t = &ts[0];
-            let token = t.lease.as_ref().map(|l| l.token).unwrap_or(0);
-            black_box(apply(&mut s, 3, Command::Complete { task_id: t.id, lease_token: token, result: None }));
-            s.take_dirty();
+        b.iter_custom(|iters| {
+            // Untimed: a state with exactly `iters` ready tasks (plus a backlog of 10k).
+            let mut s = seeded(iters + 10_000);
+            let started = std::time::Instant::now();
+            for _ in 0..iters {
+                let Outcome::Claimed(ts) = apply(&mut s, 3, Command::Claim {
+                    agent_id: "a".into(),
+                    queues: vec!["bench".into()],
+                    capabilities: vec![],
+                    max: 1,
+                }) else {
+                    panic!("claim")
+                };
+                let t = &ts[0];
+                let token = t.lease.as_ref().map(|l| l.token).unwrap_or(0);
+                black_box(apply(&mut s, 3, Command::Complete { task_id: t.id, lease_token: token, result: None }));
+                s.take_dirty();
+            }
+            started.elapsed()
         })
     });
     g.finish();

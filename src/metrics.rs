@@ -81,6 +81,8 @@ pub fn render(handle: &PrometheusHandle, node: &Node) -> String {
     gauge!("minion_raft_term").set(m.current_term as f64);
     gauge!("minion_raft_is_leader").set(if m.current_leader == Some(node.config.node_id) { 1.0 } else { 0.0 });
     gauge!("minion_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+    gauge!("minion_raft_committed_index")
+        .set(node.committed_index.load(std::sync::atomic::Ordering::Relaxed) as f64);
     gauge!("minion_raft_applied_index").set(m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
     gauge!("minion_raft_snapshot_index").set(m.snapshot.map(|l| l.index).unwrap_or(0) as f64);
     gauge!("minion_storage_disk_bytes").set(node.store.size_on_disk() as f64);

@@ -42,6 +42,8 @@ pub struct Node {
     pub store: Store,
     pub config: Arc<Config>,
     proposals: mpsc::Sender<Proposal>,
+    /// Last committed log index as raft reported it to the log store.
+    pub committed_index: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Node {
@@ -67,13 +69,9 @@ impl Node {
         }
         .validate()
         .context("raft configuration")?;
-        let raft = Raft::new(
-            config.node_id,
-            Arc::new(raft_config),
-            SingleNodeNetwork,
-            LogStore::new(store.clone()),
-            sm,
-        )
+        let log_store = LogStore::new(store.clone());
+        let committed_index = log_store.committed_index();
+        let raft = Raft::new(config.node_id, Arc::new(raft_config), SingleNodeNetwork, log_store, sm)
         .await
         .context("starting raft")?;
 
@@ -90,7 +88,7 @@ impl Node {
             .map_err(|e| anyhow!("waiting for leadership: {e}"))?;
 
         let (tx, rx) = mpsc::channel(config.group_commit_max * 4);
-        let node = Node { raft, state, store, config: Arc::new(config), proposals: tx };
+        let node = Node { raft, state, store, config: Arc::new(config), proposals: tx, committed_index };
         tokio::spawn(node.clone().run_proposer(rx));
         let engine_cfg = node.config.engine.clone();
         if node.state.read().engine.config() != &engine_cfg {

@@ -298,6 +298,7 @@ async fn health_readiness_metrics_and_openapi() {
         "minion_task_transitions_total",
         "minion_http_request_duration_seconds_bucket",
         "minion_raft_applied_index",
+        "minion_raft_committed_index",
         "minion_raft_last_log_index",
     ] {
         assert!(text.contains(name), "/metrics lacks {name}:\n{text}");

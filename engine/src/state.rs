@@ -5,6 +5,7 @@
 //! retention) are derived data, rebuilt on load and checked by [`State::validate`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -177,7 +178,9 @@ pub struct Counters {
 
 #[derive(Debug, Default)]
 pub struct State {
-    tasks: BTreeMap<TaskId, Task>,
+    /// Shared with snapshots in progress: copying the map for a snapshot copies pointers, and a
+    /// task changed while a snapshot holds it is copied on write (`Arc::make_mut`).
+    tasks: BTreeMap<TaskId, Arc<Task>>,
     queues: BTreeMap<String, QueueConfig>,
     meta: Meta,
     dedup: Dedup,
@@ -231,7 +234,7 @@ impl State {
     /// Rebuild a state from persisted parts (storage load or snapshot install).
     pub fn from_parts(
         meta: Meta,
-        tasks: impl IntoIterator<Item = Task>,
+        tasks: impl IntoIterator<Item = Arc<Task>>,
         dedup: impl IntoIterator<Item = (DedupKey, DedupEntry)>,
         queues: impl IntoIterator<Item = (String, QueueConfig)>,
     ) -> Self {
@@ -256,10 +259,10 @@ impl State {
         &self.meta.config
     }
     pub fn task(&self, id: TaskId) -> Option<&Task> {
-        self.tasks.get(&id)
+        self.tasks.get(&id).map(|t| &**t)
     }
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
-        self.tasks.values()
+        self.tasks.values().map(|t| &**t)
     }
     pub fn task_count(&self) -> usize {
         self.tasks.len()
@@ -326,7 +329,7 @@ impl State {
         let start = f.after.map(|a| a.saturating_add(1)).unwrap_or(0);
         let mut out = Vec::new();
         let mut next = None;
-        for t in self.tasks.range(start..).map(|(_, t)| t) {
+        for t in self.tasks.range(start..).map(|(_, t)| &**t) {
             let keep = f.queue.as_deref().is_none_or(|q| t.queue == q)
                 && f.state.is_none_or(|s| t.state == s)
                 && f.kind.as_deref().is_none_or(|k| t.kind == k)
@@ -427,7 +430,7 @@ impl State {
 
     /// Move a task through a mutation, keeping indexes and dirty set in step.
     fn update<R>(&mut self, id: TaskId, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
-        let t = self.tasks.get_mut(&id)?;
+        let t = Arc::make_mut(self.tasks.get_mut(&id)?);
         self.idx.remove(t);
         let before = t.state;
         t.updated_ms = self.meta.clock;
@@ -530,7 +533,7 @@ impl State {
             };
             self.idx.insert(&task);
             self.counters.transitions[task.state.index()] += 1;
-            self.tasks.insert(id, task);
+            self.tasks.insert(id, Arc::new(task));
             self.dirty.tasks.insert(id);
             if let Some(key) = key {
                 let entry = DedupEntry { task_id: id, expires_ms: now.saturating_add(cfg.dedup_ttl_ms) };
@@ -717,7 +720,7 @@ impl State {
             return Err(invalid(format!("error is longer than {} bytes", limits::ERROR_BYTES_MAX)));
         }
         self.end_attempt(id, AttemptOutcome::Failed { error: error.to_string() }, error.to_string());
-        let t = self.tasks.get(&id).cloned().ok_or_else(|| Rejection::not_found(id))?;
+        let t = self.task(id).cloned().ok_or_else(|| Rejection::not_found(id))?;
         Ok(Outcome::Task(Box::new(t)))
     }
 
@@ -890,7 +893,7 @@ impl State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateImage {
     pub meta: Meta,
-    pub tasks: Vec<Task>,
+    pub tasks: Vec<Arc<Task>>,
     pub dedup: Vec<(DedupKey, DedupEntry)>,
     pub queues: Vec<(String, QueueConfig)>,
 }

@@ -2,6 +2,8 @@
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use minion_storage::Store;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -17,6 +19,7 @@ const PENDING_SYNCS_MAX: usize = 4_096;
 pub struct LogStore {
     store: Store,
     syncer: mpsc::Sender<LogFlushed<TypeConfig>>,
+    committed: Arc<AtomicU64>,
 }
 
 impl LogStore {
@@ -24,7 +27,12 @@ impl LogStore {
     pub fn new(store: Store) -> Self {
         let (tx, rx) = mpsc::channel(PENDING_SYNCS_MAX);
         tokio::spawn(run_syncer(store.clone(), rx));
-        LogStore { store, syncer: tx }
+        LogStore { store, syncer: tx, committed: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// The last committed log index raft has reported, for metrics.
+    pub fn committed_index(&self) -> Arc<AtomicU64> {
+        self.committed.clone()
     }
 }
 
@@ -92,6 +100,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.committed.store(committed.map(|c| c.index).unwrap_or(0), Ordering::Relaxed);
         self.store.put_committed(&committed).map_err(|e| StorageIOError::write(&e).into())
     }
 

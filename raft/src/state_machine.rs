@@ -115,6 +115,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let data = blocking(move || {
             let data = frame::encode(&image).map_err(minion_storage::StorageError::Encode)?;
             store.put_snapshot(&StoredSnapshot { meta: meta2, data: data.clone() })?;
+            // The state-machine writes the snapshot covers are durable before the log is purged.
+            store.sync()?;
             Ok(data)
         })
         .await

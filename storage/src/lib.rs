@@ -1,6 +1,6 @@
 //! Minion's on-disk layout. The only crate that names sled.
 //!
-//! One sled database at `<data-dir>/db` with four trees:
+//! One sled database at `<data-dir>/db` with three trees:
 //!
 //! | tree       | key                          | value (framed, see [`frame`])            |
 //! |------------|------------------------------|------------------------------------------|
@@ -10,8 +10,9 @@
 //! |            | `d` + queue + `\0` + key     | a dedup entry                             |
 //! |            | `q` + queue name             | a queue's configuration                   |
 //! |            | `m:engine`, `m:applied`      | engine counters/config; last applied log  |
-//! | `snapshot` | `current`                    | the last built or installed snapshot      |
 //!
+//! Next to it, `<data-dir>/snapshot` holds the last built or installed raft snapshot and
+//! `<data-dir>/checkpoint` a log index known to be durable (both framed, written atomically).
 //! Durability: sled makes writes durable only on `flush`; [`Store::sync`] flushes and, in the
 //! [`Durability::Fsync`] tier, also `fdatasync`s sled's data file (sled's own flush uses
 //! `sync_file_range` on Linux, which neither flushes the disk cache nor file-size metadata).
@@ -70,9 +71,10 @@ const KEY_PURGED: &[u8] = b"purged";
 const KEY_PURGED_INDEX: &[u8] = b"purged_index";
 /// File next to sled's directory recording a log index known to be durable (see [`Store::checkpoint`]).
 pub const CHECKPOINT_FILE: &str = "checkpoint";
+/// The last built or installed raft snapshot, next to sled's directory.
+pub const SNAPSHOT_FILE: &str = "snapshot";
 const KEY_ENGINE: &[u8] = b"m:engine";
 const KEY_APPLIED: &[u8] = b"m:applied";
-const KEY_SNAPSHOT: &[u8] = b"current";
 const PREFIX_TASK: u8 = b't';
 const PREFIX_DEDUP: u8 = b'd';
 const PREFIX_QUEUE: u8 = b'q';
@@ -125,7 +127,6 @@ struct Inner {
     log: sled::Tree,
     raft: sled::Tree,
     sm: sled::Tree,
-    snapshot: sled::Tree,
 }
 
 impl Store {
@@ -142,7 +143,6 @@ impl Store {
         let log = tree("log")?;
         let raft = tree("raft")?;
         let sm = tree("sm")?;
-        let snapshot = tree("snapshot")?;
         let data_path = path.join("db");
         let data_file = File::open(&data_path).map_err(|source| StorageError::Io { path: data_path, source })?;
         let checkpoint_path = data_dir.join(CHECKPOINT_FILE);
@@ -157,7 +157,6 @@ impl Store {
                 log,
                 raft,
                 sm,
-                snapshot,
             }),
         };
         store.verify_checkpoint()?;
@@ -418,7 +417,7 @@ impl Store {
     pub fn sm_load<A: DeserializeOwned>(&self) -> Result<(State, Option<A>)> {
         let mut meta = Meta::default();
         let mut applied = None;
-        let mut tasks: Vec<Task> = Vec::new();
+        let mut tasks: Vec<Arc<Task>> = Vec::new();
         let mut dedup = Vec::new();
         let mut queues: Vec<(String, QueueConfig)> = Vec::new();
         for item in self.inner.sm.iter() {
@@ -428,7 +427,7 @@ impl Store {
                 Some(&PREFIX_TASK) => {
                     let id = index_of(&k[1..]).unwrap_or_default();
                     let t: Task = self.decode(|| format!("task record {id}"), &v)?;
-                    tasks.push(t);
+                    tasks.push(Arc::new(t));
                 }
                 Some(&PREFIX_DEDUP) => {
                     let raw = &k[1..];
@@ -460,18 +459,41 @@ impl Store {
 
     // ---- snapshots -----------------------------------------------------------------------------
 
-    /// Store the current snapshot (already framed by the caller's encoding) and make it durable.
+    /// Store the current snapshot in its own file (`<data-dir>/snapshot`: temporary file,
+    /// fdatasync, rename, directory fsync), so a large snapshot never sits in sled's log in front
+    /// of the raft log's syncs. Blocking.
     pub fn put_snapshot<T: Serialize>(&self, snapshot: &T) -> Result<()> {
+        let path = self.snapshot_path();
+        let io = |source| StorageError::Io { path: path.clone(), source };
         let bytes = frame::encode(snapshot).map_err(StorageError::Encode)?;
-        self.inner.snapshot.insert(KEY_SNAPSHOT, bytes).map_err(|e| self.sled(e))?;
-        self.sync()
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = File::create(&tmp).map_err(io)?;
+            f.write_all(&bytes).map_err(io)?;
+            f.sync_data().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        Ok(())
     }
 
     pub fn snapshot<T: DeserializeOwned>(&self) -> Result<Option<T>> {
-        match self.inner.snapshot.get(KEY_SNAPSHOT).map_err(|e| self.sled(e))? {
-            Some(v) => Ok(Some(self.decode(|| "current snapshot".into(), &v)?)),
-            None => Ok(None),
-        }
+        let path = self.snapshot_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StorageError::Io { path, source }),
+        };
+        frame::decode(&bytes)
+            .map(Some)
+            .map_err(|source| StorageError::Corrupt { path, what: "snapshot file".into(), source })
+    }
+
+    fn snapshot_path(&self) -> PathBuf {
+        self.inner.checkpoint_path.with_file_name(SNAPSHOT_FILE)
     }
 }
 
