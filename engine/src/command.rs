@@ -29,6 +29,17 @@ pub struct NewTask {
     pub delay_ms: Option<u64>,
     pub max_attempts: Option<u32>,
     pub lease_ms: Option<u64>,
+    pub stall_timeout_ms: Option<u64>,
+}
+
+/// An agent's registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AgentSpec {
+    pub id: String,
+    pub name: String,
+    pub capabilities: Vec<String>,
+    pub max_concurrency: u32,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +57,14 @@ pub enum Command {
     Retry { task_id: TaskId },
     SetQueue { name: String, config: QueueConfig },
     Configure { config: EngineConfig },
+    /// Register an agent, or start a new incarnation of a known one (releasing the old one's leases).
+    RegisterAgent { spec: AgentSpec },
+    /// Stop giving the agent new tasks; it keeps what it holds.
+    DrainAgent { id: String },
+    /// Remove the agent: its leases are released at once.
+    DeregisterAgent { id: String },
+    /// The leader saw no heartbeat in time from these (agent id, incarnation) pairs.
+    AgentsDead { agents: Vec<(String, u64)> },
     /// Housekeeping only: promote due tasks, expire leases and dedup keys, apply retention.
     Tick,
     /// Several commands in one log entry (group commit); each gets its own outcome.
@@ -65,6 +84,10 @@ impl Command {
             Command::Retry { .. } => "retry",
             Command::SetQueue { .. } => "set_queue",
             Command::Configure { .. } => "configure",
+            Command::RegisterAgent { .. } => "register_agent",
+            Command::DrainAgent { .. } => "drain_agent",
+            Command::DeregisterAgent { .. } => "deregister_agent",
+            Command::AgentsDead { .. } => "agents_dead",
             Command::Tick => "tick",
             Command::Batch { .. } => "batch",
         }
@@ -91,6 +114,8 @@ pub enum Outcome {
     Claimed(Vec<Task>),
     /// The task after the operation.
     Task(Box<Task>),
+    /// The agent after the operation.
+    Agent(Box<crate::agent::Agent>),
     Done,
     Batch(Vec<Result<Outcome, Rejection>>),
 }

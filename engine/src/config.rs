@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::command::Rejection;
+use crate::dispatch::Strategy;
 
 pub const HOUR_MS: u64 = 3_600_000;
 pub const DAY_MS: u64 = 24 * HOUR_MS;
@@ -31,6 +32,9 @@ pub mod limits {
     /// Finished tasks and dedup keys removed per applied entry; the rest go on the next one.
     pub const SWEEP_PER_ENTRY_MAX: usize = 10_000;
     pub const TTL_MS_MAX: u64 = 365 * super::DAY_MS;
+    pub const AGENT_CONCURRENCY_MAX: u32 = 100_000;
+    pub const AGENT_LABELS_MAX: usize = 64;
+    pub const AGENT_LABEL_BYTES_MAX: usize = 256;
 }
 
 /// Per-queue settings. Any field left `None` falls back to [`EngineConfig`].
@@ -44,6 +48,10 @@ pub struct QueueConfig {
     pub retry_max_ms: Option<u64>,
     pub retention_ms: Option<u64>,
     pub payload_bytes_max: Option<u64>,
+    /// Release a leased task when its holder reports no progress for this long.
+    pub stall_timeout_ms: Option<u64>,
+    /// How the leader picks among agents waiting for this queue's tasks.
+    pub strategy: Option<Strategy>,
 }
 
 /// Engine-wide defaults.
@@ -58,6 +66,8 @@ pub struct EngineConfig {
     /// How long succeeded, dead and cancelled tasks stay in the ledger.
     pub retention_ms: u64,
     pub payload_bytes_max: u64,
+    /// The dispatch strategy of queues that set none.
+    pub strategy: Strategy,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +80,7 @@ impl Default for EngineConfig {
             retry_max_ms: 300_000,
             retention_ms: 7 * DAY_MS,
             payload_bytes_max: 1 << 20,
+            strategy: Strategy::RoundRobin,
         }
     }
 }
@@ -104,6 +115,7 @@ impl EngineConfig {
             retry_max_ms: q.retry_max_ms.unwrap_or(self.retry_max_ms),
             retention_ms: q.retention_ms.unwrap_or(self.retention_ms),
             payload_bytes_max: q.payload_bytes_max.unwrap_or(self.payload_bytes_max),
+            strategy: q.strategy.unwrap_or(self.strategy),
         }
     }
 }

@@ -4,15 +4,19 @@
 //! entry; no I/O and no local clock. The `storage` crate persists what [`State::take_dirty`]
 //! reports, the `raft` crate feeds committed entries in log order.
 
+pub mod agent;
 pub mod backoff;
 pub mod command;
 pub mod config;
 pub mod dedup;
+pub mod dispatch;
 pub mod state;
 pub mod task;
 
-pub use command::{ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response, Submitted};
+pub use agent::{Agent, AgentStats, AgentStatus, OutcomeStats};
+pub use command::{AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response, Submitted};
 pub use config::{EngineConfig, QueueConfig};
 pub use dedup::{DedupEntry, DedupKey, DedupStats};
+pub use dispatch::{Candidate, Dispatcher, Strategy};
 pub use state::{Counters, Dirty, Meta, QueueStats, State, StateImage, TaskFilter};
 pub use task::{Attempt, AttemptOutcome, Lease, LeaseToken, ProgressEvent, Task, TaskId, TaskState, TimeMs};

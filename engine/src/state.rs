@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::{Agent, AgentStats, AgentStatus, ANY_CAPABILITY};
 use crate::backoff::retry_backoff_ms;
-use crate::command::{ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response, Submitted};
+use crate::command::{AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response, Submitted};
 use crate::config::{limits, validate_queue_name, EngineConfig, QueueConfig};
 use crate::dedup::{Dedup, DedupEntry, DedupKey};
 use crate::task::{Attempt, AttemptOutcome, Lease, LeaseToken, ProgressEvent, Task, TaskId, TaskState, TimeMs};
@@ -23,11 +24,12 @@ pub struct Meta {
     pub next_token: LeaseToken,
     /// The largest `now_ms` applied so far; the engine's clock never runs backwards.
     pub clock: TimeMs,
+    pub next_incarnation: u64,
 }
 
 impl Default for Meta {
     fn default() -> Self {
-        Meta { config: EngineConfig::default(), next_id: 1, next_token: 1, clock: 0 }
+        Meta { config: EngineConfig::default(), next_id: 1, next_token: 1, clock: 0, next_incarnation: 1 }
     }
 }
 
@@ -38,11 +40,12 @@ pub struct Dirty {
     pub tasks: BTreeSet<TaskId>,
     pub dedup: BTreeSet<DedupKey>,
     pub queues: BTreeSet<String>,
+    pub agents: BTreeSet<String>,
 }
 
 impl Dirty {
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.dedup.is_empty() && self.queues.is_empty()
+        self.tasks.is_empty() && self.dedup.is_empty() && self.queues.is_empty() && self.agents.is_empty()
     }
 }
 
@@ -61,6 +64,8 @@ struct Indexes {
     timers: BTreeSet<(TimeMs, TaskId)>,
     /// Leased tasks by lease expiry.
     leases: BTreeSet<(TimeMs, TaskId)>,
+    /// Leased tasks with a stall timeout, by the time they stall without progress.
+    stalls: BTreeSet<(TimeMs, TaskId)>,
     /// Finished tasks by the time retention removes them.
     retention: BTreeSet<(TimeMs, TaskId)>,
     /// Task count per queue per state.
@@ -79,6 +84,9 @@ impl Indexes {
             TaskState::Leased => {
                 if let Some(l) = &t.lease {
                     self.leases.insert((l.expires_ms, t.id));
+                    if let Some(d) = l.stall_deadline_ms {
+                        self.stalls.insert((d, t.id));
+                    }
                 }
             }
             TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled => {
@@ -103,6 +111,9 @@ impl Indexes {
             TaskState::Leased => {
                 if let Some(l) = &t.lease {
                     self.leases.remove(&(l.expires_ms, t.id));
+                    if let Some(d) = l.stall_deadline_ms {
+                        self.stalls.remove(&(d, t.id));
+                    }
                 }
             }
             TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled => {
@@ -128,6 +139,7 @@ impl Indexes {
             && counts(self) == counts(other)
             && self.timers == other.timers
             && self.leases == other.leases
+            && self.stalls == other.stalls
             && self.retention == other.retention
     }
 }
@@ -174,6 +186,10 @@ pub struct Counters {
     /// Failed attempts that were scheduled for another attempt.
     pub retries: u64,
     pub retention_removed: u64,
+    /// Leases released because the holder reported no progress within the stall timeout.
+    pub stalls: u64,
+    /// Leases released because their agent died, restarted or was deregistered.
+    pub agent_releases: u64,
 }
 
 #[derive(Debug, Default)]
@@ -182,6 +198,7 @@ pub struct State {
     /// task changed while a snapshot holds it is copied on write (`Arc::make_mut`).
     tasks: BTreeMap<TaskId, Arc<Task>>,
     queues: BTreeMap<String, QueueConfig>,
+    agents: BTreeMap<String, Agent>,
     meta: Meta,
     dedup: Dedup,
     idx: Indexes,
@@ -237,8 +254,10 @@ impl State {
         tasks: impl IntoIterator<Item = Arc<Task>>,
         dedup: impl IntoIterator<Item = (DedupKey, DedupEntry)>,
         queues: impl IntoIterator<Item = (String, QueueConfig)>,
+        agents: impl IntoIterator<Item = Agent>,
     ) -> Self {
         let mut s = State { meta, ..State::default() };
+        s.agents = agents.into_iter().map(|a| (a.id.clone(), a)).collect();
         for t in tasks {
             s.idx.insert(&t);
             s.tasks.insert(t.id, t);
@@ -275,6 +294,12 @@ impl State {
     }
     pub fn dedup_entry(&self, key: &DedupKey) -> Option<&DedupEntry> {
         self.dedup.get(key)
+    }
+    pub fn agent(&self, id: &str) -> Option<&Agent> {
+        self.agents.get(id)
+    }
+    pub fn agents(&self) -> impl Iterator<Item = &Agent> {
+        self.agents.values()
     }
     pub fn queue_config(&self, name: &str) -> Option<&QueueConfig> {
         self.queues.get(name)
@@ -352,7 +377,8 @@ impl State {
     /// Used by long-polling claims to avoid proposing claims that would come back empty.
     pub fn has_claimable(&self, queues: &[String], capabilities: &[String], now: TimeMs) -> bool {
         let due_soon = self.idx.timers.first().is_some_and(|(t, _)| *t <= now)
-            || self.idx.leases.first().is_some_and(|(t, _)| *t <= now);
+            || self.idx.leases.first().is_some_and(|(t, _)| *t <= now)
+            || self.idx.stalls.first().is_some_and(|(t, _)| *t <= now);
         if due_soon {
             return true;
         }
@@ -369,6 +395,7 @@ impl State {
         [
             self.idx.timers.first().map(|(t, _)| *t),
             self.idx.leases.first().map(|(t, _)| *t),
+            self.idx.stalls.first().map(|(t, _)| *t),
             self.idx.retention.first().map(|(t, _)| *t),
             self.dedup.next_expiry(),
         ]
@@ -418,6 +445,18 @@ impl State {
                 self.meta.config = config.clone();
                 Ok(Outcome::Done)
             }
+            Command::RegisterAgent { spec } => self.register_agent(spec),
+            Command::DrainAgent { id } => self.drain_agent(id),
+            Command::DeregisterAgent { id } => self.deregister_agent(id),
+            Command::AgentsDead { agents } => {
+                for (id, incarnation) in agents {
+                    let live = self.agents.get(id).is_some_and(|a| a.incarnation == *incarnation && a.status != AgentStatus::Dead);
+                    if live {
+                        self.agent_gone(id, AgentStatus::Dead, AttemptOutcome::AgentDead);
+                    }
+                }
+                Ok(Outcome::Done)
+            }
             Command::Tick => Ok(Outcome::Done),
             Command::Batch { cmds } => {
                 if cmds.iter().any(|c| matches!(c, Command::Batch { .. })) {
@@ -453,6 +492,13 @@ impl State {
             }
             self.counters.lease_expiries += 1;
             self.end_attempt(id, AttemptOutcome::LeaseExpired, "lease expired".to_string());
+        }
+        while let Some(&(at, id)) = self.idx.stalls.first() {
+            if at > now {
+                break;
+            }
+            self.counters.stalls += 1;
+            self.end_attempt(id, AttemptOutcome::Stalled, "no progress within the stall timeout".to_string());
         }
         while let Some(&(at, id)) = self.idx.timers.first() {
             if at > now {
@@ -517,6 +563,7 @@ impl State {
                 max_attempts,
                 attempt_limit: max_attempts,
                 lease_ms: nt.lease_ms.unwrap_or(cfg.lease_ms),
+                stall_timeout_ms: nt.stall_timeout_ms.or_else(|| self.queues.get(&nt.queue).and_then(|q| q.stall_timeout_ms)),
                 state: if run_at > now { TaskState::Delayed } else { TaskState::Ready },
                 created_ms: now,
                 updated_ms: now,
@@ -575,6 +622,9 @@ impl State {
         if let Some(l) = t.lease_ms {
             check_lease_ms("lease_ms", l)?;
         }
+        if let Some(l) = t.stall_timeout_ms {
+            check_lease_ms("stall_timeout_ms", l)?;
+        }
         if let Some(d) = t.delay_ms {
             if d > limits::TTL_MS_MAX {
                 return Err(invalid(format!("delay_ms must be at most {}", limits::TTL_MS_MAX)));
@@ -602,6 +652,24 @@ impl State {
         if max == 0 || max > limits::CLAIM_TASKS_MAX {
             return Err(invalid(format!("max must be between 1 and {}", limits::CLAIM_TASKS_MAX)));
         }
+        // A registered agent claims with its registered capabilities, within its free slots.
+        let (caps, max, incarnation) = match self.agents.get(agent_id) {
+            Some(a) => match a.status {
+                AgentStatus::Dead => {
+                    return Err(Rejection::new(
+                        RejectCode::WrongState,
+                        format!("agent {agent_id} is dead; register it again to receive work"),
+                    ))
+                }
+                AgentStatus::Draining => return Ok(Outcome::Claimed(Vec::new())),
+                AgentStatus::Active => (a.capabilities.clone(), max.min(a.free_slots()), a.incarnation),
+            },
+            None => (caps.to_vec(), max, 0),
+        };
+        if max == 0 {
+            return Ok(Outcome::Claimed(Vec::new()));
+        }
+        let caps = caps.as_slice();
         // Candidates from every named queue, merged in priority order.
         let mut candidates: Vec<ReadyKey> = Vec::new();
         let unique: BTreeSet<&String> = queues.iter().collect();
@@ -636,11 +704,23 @@ impl State {
                     ended_ms: None,
                     outcome: None,
                 });
-                t.lease = Some(Lease { token, agent_id: agent_id.to_string(), expires_ms: now + t.lease_ms });
+                t.lease = Some(Lease {
+                    token,
+                    agent_id: agent_id.to_string(),
+                    incarnation,
+                    expires_ms: now + t.lease_ms,
+                    stall_deadline_ms: t.stall_timeout_ms.map(|s| now.saturating_add(s)),
+                });
                 t.state = TaskState::Leased;
                 t.clone()
             });
             leased.extend(task);
+        }
+        if incarnation != 0 && !leased.is_empty() {
+            if let Some(a) = self.agents.get_mut(agent_id) {
+                a.stats.in_flight += leased.len() as u32;
+                self.dirty.agents.insert(agent_id.to_string());
+            }
         }
         Ok(Outcome::Claimed(leased))
     }
@@ -681,6 +761,10 @@ impl State {
                 percent,
                 message: msg.map(str::to_string),
             });
+            let stall = t.stall_timeout_ms;
+            if let (Some(l), Some(stall)) = (t.lease.as_mut(), stall) {
+                l.stall_deadline_ms = Some(now.saturating_add(stall));
+            }
             t.clone()
         });
         t.map(|t| Outcome::Task(Box::new(t))).ok_or_else(|| Rejection::not_found(id))
@@ -699,6 +783,7 @@ impl State {
             }
         }
         let now = self.meta.clock;
+        self.lease_ended(id, Some(true));
         let t = self.update(id, |t| {
             if let Some(a) = t.attempts.last_mut() {
                 a.ended_ms = Some(now);
@@ -730,6 +815,7 @@ impl State {
         let Some(t) = self.tasks.get(&id) else { return };
         let cfg = self.effective_config(&t.queue);
         let mut retried = false;
+        self.lease_ended(id, Some(false));
         self.update(id, |t| {
             if let Some(a) = t.attempts.last_mut() {
                 a.ended_ms = Some(now);
@@ -786,6 +872,7 @@ impl State {
         }
         let cfg = self.effective_config(&t.queue);
         let now = self.meta.clock;
+        self.lease_ended(id, None);
         let t = self.update(id, |t| {
             if t.state == TaskState::Leased {
                 if let Some(a) = t.attempts.last_mut() {
@@ -824,6 +911,134 @@ impl State {
             t.clone()
         });
         t.map(|t| Outcome::Task(Box::new(t))).ok_or_else(|| Rejection::not_found(id))
+    }
+
+    /// Bookkeeping when task `id`'s current lease ends: free the agent's slot and, for a success
+    /// or failure, record it in the agent's statistics. Call before the lease is cleared.
+    fn lease_ended(&mut self, id: TaskId, success: Option<bool>) {
+        let now = self.meta.clock;
+        let Some(t) = self.tasks.get(&id) else { return };
+        let Some(lease) = &t.lease else { return };
+        let Some(agent) = self.agents.get_mut(&lease.agent_id) else { return };
+        if lease.incarnation == 0 || agent.incarnation != lease.incarnation {
+            return;
+        }
+        agent.stats.in_flight = agent.stats.in_flight.saturating_sub(1);
+        if let Some(ok) = success {
+            let latency = t.attempts.last().map(|a| now.saturating_sub(a.started_ms)).unwrap_or(0);
+            agent.stats.overall.record(ok, latency);
+            if t.capabilities.is_empty() {
+                agent.stats.by_capability.entry(ANY_CAPABILITY.to_string()).or_default().record(ok, latency);
+            }
+            for c in &t.capabilities {
+                agent.stats.by_capability.entry(c.clone()).or_default().record(ok, latency);
+            }
+        }
+        agent.updated_ms = now;
+        self.dirty.agents.insert(lease.agent_id.clone());
+    }
+
+    /// Release every lease the agent's current incarnation holds, recording `outcome` as the end of
+    /// each attempt, and set its status (or remove it when `status` is `None`).
+    fn agent_gone(&mut self, agent_id: &str, status: AgentStatus, outcome: AttemptOutcome) {
+        let Some(incarnation) = self.agents.get(agent_id).map(|a| a.incarnation) else { return };
+        let held: Vec<TaskId> = self
+            .idx
+            .leases
+            .iter()
+            .filter_map(|(_, id)| self.tasks.get(id))
+            .filter(|t| t.lease.as_ref().is_some_and(|l| l.agent_id == agent_id && l.incarnation == incarnation))
+            .map(|t| t.id)
+            .collect();
+        let reason = match outcome {
+            AttemptOutcome::AgentRestarted => "the agent restarted",
+            _ => "the agent is gone",
+        };
+        for id in held {
+            self.counters.agent_releases += 1;
+            self.end_attempt(id, outcome.clone(), reason.to_string());
+        }
+        if let Some(a) = self.agents.get_mut(agent_id) {
+            a.status = status;
+            a.stats.in_flight = 0;
+            a.updated_ms = self.meta.clock;
+        }
+        self.dirty.agents.insert(agent_id.to_string());
+    }
+
+    fn register_agent(&mut self, spec: &AgentSpec) -> Response {
+        if spec.id.is_empty() || spec.id.len() > limits::AGENT_ID_BYTES_MAX {
+            return Err(invalid(format!("agent id must be 1 to {} bytes", limits::AGENT_ID_BYTES_MAX)));
+        }
+        if spec.name.len() > limits::AGENT_ID_BYTES_MAX {
+            return Err(invalid(format!("agent name must be at most {} bytes", limits::AGENT_ID_BYTES_MAX)));
+        }
+        check_capabilities(&spec.capabilities)?;
+        if spec.max_concurrency == 0 || spec.max_concurrency > limits::AGENT_CONCURRENCY_MAX {
+            return Err(invalid(format!("max_concurrency must be between 1 and {}", limits::AGENT_CONCURRENCY_MAX)));
+        }
+        if spec.labels.len() > limits::AGENT_LABELS_MAX
+            || spec.labels.iter().any(|(k, v)| k.len() > limits::AGENT_LABEL_BYTES_MAX || v.len() > limits::AGENT_LABEL_BYTES_MAX)
+        {
+            return Err(invalid(format!(
+                "at most {} labels of at most {} bytes each",
+                limits::AGENT_LABELS_MAX,
+                limits::AGENT_LABEL_BYTES_MAX
+            )));
+        }
+        let now = self.meta.clock;
+        let previous = self.agents.get(&spec.id).map(|a| (a.status, a.stats.clone(), a.registered_ms));
+        if matches!(previous, Some((AgentStatus::Active | AgentStatus::Draining, _, _))) {
+            self.agent_gone(&spec.id, AgentStatus::Dead, AttemptOutcome::AgentRestarted);
+        }
+        let (stats, registered_ms) = match self.agents.get(&spec.id) {
+            // History carries over to the new incarnation; in-flight was zeroed above.
+            Some(a) => (AgentStats { in_flight: 0, ..a.stats.clone() }, a.registered_ms),
+            None => (AgentStats::default(), now),
+        };
+        let incarnation = self.meta.next_incarnation;
+        self.meta.next_incarnation += 1;
+        let agent = Agent {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            capabilities: spec.capabilities.clone(),
+            max_concurrency: spec.max_concurrency,
+            labels: spec.labels.clone(),
+            status: AgentStatus::Active,
+            incarnation,
+            registered_ms,
+            updated_ms: now,
+            stats,
+        };
+        self.agents.insert(spec.id.clone(), agent.clone());
+        self.dirty.agents.insert(spec.id.clone());
+        Ok(Outcome::Agent(Box::new(agent)))
+    }
+
+    fn agent_not_found(id: &str) -> Rejection {
+        Rejection::new(RejectCode::NotFound, format!("agent {id} not found"))
+    }
+
+    fn drain_agent(&mut self, id: &str) -> Response {
+        let a = self.agents.get_mut(id).ok_or_else(|| Self::agent_not_found(id))?;
+        if a.status == AgentStatus::Dead {
+            return Err(Rejection::new(RejectCode::WrongState, format!("agent {id} is dead")));
+        }
+        a.status = AgentStatus::Draining;
+        a.updated_ms = self.meta.clock;
+        let out = a.clone();
+        self.dirty.agents.insert(id.to_string());
+        Ok(Outcome::Agent(Box::new(out)))
+    }
+
+    fn deregister_agent(&mut self, id: &str) -> Response {
+        if !self.agents.contains_key(id) {
+            return Err(Self::agent_not_found(id));
+        }
+        self.agent_gone(id, AgentStatus::Dead, AttemptOutcome::AgentDead);
+        self.agents.remove(id);
+        self.dirty.agents.insert(id.to_string());
+        Ok(Outcome::Done)
     }
 
     // ---- invariants ------------------------------------------------------------------------
@@ -875,6 +1090,29 @@ impl State {
                 }
             }
         }
+        let mut held: BTreeMap<&str, u32> = BTreeMap::new();
+        for t in self.tasks.values() {
+            if let Some(l) = &t.lease {
+                if l.incarnation == 0 {
+                    continue;
+                }
+                match self.agents.get(&l.agent_id) {
+                    Some(a) if a.incarnation == l.incarnation && a.status != AgentStatus::Dead => {
+                        *held.entry(a.id.as_str()).or_default() += 1;
+                    }
+                    _ => return Err(format!("task {}: leased to a dead or replaced incarnation of {}", t.id, l.agent_id)),
+                }
+            }
+        }
+        for a in self.agents.values() {
+            let n = held.get(a.id.as_str()).copied().unwrap_or(0);
+            if a.stats.in_flight != n {
+                return Err(format!("agent {}: in_flight {} but holds {n} leases", a.id, a.stats.in_flight));
+            }
+            if a.incarnation >= self.meta.next_incarnation {
+                return Err(format!("agent {}: incarnation above the counter", a.id));
+            }
+        }
         for (k, e) in self.dedup.iter() {
             if e.task_id >= self.meta.next_id {
                 return Err(format!("dedup key {k:?} names a task id never assigned"));
@@ -896,6 +1134,7 @@ pub struct StateImage {
     pub tasks: Vec<Arc<Task>>,
     pub dedup: Vec<(DedupKey, DedupEntry)>,
     pub queues: Vec<(String, QueueConfig)>,
+    pub agents: Vec<Agent>,
 }
 
 impl State {
@@ -905,10 +1144,11 @@ impl State {
             tasks: self.tasks.values().cloned().collect(),
             dedup: self.dedup.iter().map(|(k, e)| (k.clone(), *e)).collect(),
             queues: self.queues.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            agents: self.agents.values().cloned().collect(),
         }
     }
 
     pub fn from_image(image: StateImage) -> State {
-        State::from_parts(image.meta, image.tasks, image.dedup, image.queues)
+        State::from_parts(image.meta, image.tasks, image.dedup, image.queues, image.agents)
     }
 }

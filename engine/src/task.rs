@@ -78,6 +78,12 @@ pub enum AttemptOutcome {
     LeaseExpired,
     /// The task was cancelled while leased.
     Cancelled,
+    /// The agent missed its heartbeats or was deregistered; the lease was released at once.
+    AgentDead,
+    /// The agent registered again (a new incarnation); the old incarnation's lease was released.
+    AgentRestarted,
+    /// The agent reported no progress within the task's stall timeout.
+    Stalled,
 }
 
 impl AttemptOutcome {
@@ -87,6 +93,9 @@ impl AttemptOutcome {
             AttemptOutcome::Failed { .. } => "failed",
             AttemptOutcome::LeaseExpired => "lease_expired",
             AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::AgentDead => "agent_dead",
+            AttemptOutcome::AgentRestarted => "agent_restarted",
+            AttemptOutcome::Stalled => "stalled",
         }
     }
 }
@@ -117,7 +126,11 @@ pub struct ProgressEvent {
 pub struct Lease {
     pub token: LeaseToken,
     pub agent_id: String,
+    /// The registered agent's incarnation at claim time; 0 for an agent that never registered.
+    pub incarnation: u64,
     pub expires_ms: TimeMs,
+    /// Released as stalled when no progress arrives by then (tasks with a stall timeout only).
+    pub stall_deadline_ms: Option<TimeMs>,
 }
 
 /// The full ledger record of a task.
@@ -137,6 +150,8 @@ pub struct Task {
     /// Attempts allowed before the task is dead; raised by a manual retry.
     pub attempt_limit: u32,
     pub lease_ms: u64,
+    /// Longest the holder may go without reporting progress.
+    pub stall_timeout_ms: Option<u64>,
     pub state: TaskState,
     pub created_ms: TimeMs,
     pub updated_ms: TimeMs,

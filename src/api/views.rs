@@ -23,6 +23,8 @@ pub struct TaskIn {
     pub delay_ms: Option<u64>,
     pub max_attempts: Option<u32>,
     pub lease_ms: Option<u64>,
+    /// Release the lease when the holder reports no progress for this long.
+    pub stall_timeout_ms: Option<u64>,
 }
 
 impl TaskIn {
@@ -38,6 +40,7 @@ impl TaskIn {
             delay_ms: self.delay_ms,
             max_attempts: self.max_attempts,
             lease_ms: self.lease_ms,
+            stall_timeout_ms: self.stall_timeout_ms,
         }
     }
 }
@@ -142,6 +145,7 @@ pub struct TaskOut {
     pub max_attempts: u32,
     pub attempt_limit: u32,
     pub lease_ms: u64,
+    pub stall_timeout_ms: Option<u64>,
     pub lease: Option<Lease>,
     pub created_ms: u64,
     pub updated_ms: u64,
@@ -206,6 +210,7 @@ impl From<&Task> for TaskOut {
             max_attempts: t.max_attempts,
             attempt_limit: t.attempt_limit,
             lease_ms: t.lease_ms,
+            stall_timeout_ms: t.stall_timeout_ms,
             lease: t.lease.clone(),
             created_ms: t.created_ms,
             updated_ms: t.updated_ms,
@@ -225,4 +230,34 @@ pub struct TaskList {
     pub tasks: Vec<TaskOut>,
     /// Pass as `after` to get the next page; absent on the last page.
     pub next: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentIn {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default = "one")]
+    pub max_concurrency: u32,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatIn {
+    /// The incarnation the agent registered as; a stale one is refused.
+    pub incarnation: Option<u64>,
+}
+
+/// An agent as the API returns it: the replicated record plus the leader's liveness view.
+#[derive(Debug, Serialize)]
+pub struct AgentOut<'a> {
+    #[serde(flatten)]
+    pub agent: &'a minion_engine::Agent,
+    /// Milliseconds since this node last heard from the agent (leader only).
+    pub last_seen_ms_ago: Option<u64>,
 }

@@ -9,6 +9,7 @@
 //! | `sm`       | `t` + task id (u64 BE)       | a task record                             |
 //! |            | `d` + queue + `\0` + key     | a dedup entry                             |
 //! |            | `q` + queue name             | a queue's configuration                   |
+//! |            | `a` + agent id               | an agent's registry record                |
 //! |            | `m:engine`, `m:applied`      | engine counters/config; last applied log  |
 //!
 //! Next to it, `<data-dir>/snapshot` holds the last built or installed raft snapshot and
@@ -26,7 +27,7 @@ use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use minion_engine::{DedupKey, Dirty, Meta, QueueConfig, State, StateImage, Task};
+use minion_engine::{Agent, DedupKey, Dirty, Meta, QueueConfig, State, StateImage, Task};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -78,6 +79,7 @@ const KEY_APPLIED: &[u8] = b"m:applied";
 const PREFIX_TASK: u8 = b't';
 const PREFIX_DEDUP: u8 = b'd';
 const PREFIX_QUEUE: u8 = b'q';
+const PREFIX_AGENT: u8 = b'a';
 
 /// Big-endian so that sled's byte order is numeric order.
 fn task_key(id: u64) -> [u8; 9] {
@@ -100,6 +102,13 @@ fn queue_key(name: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + name.len());
     out.push(PREFIX_QUEUE);
     out.extend_from_slice(name.as_bytes());
+    out
+}
+
+fn agent_key(id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + id.len());
+    out.push(PREFIX_AGENT);
+    out.extend_from_slice(id.as_bytes());
     out
 }
 
@@ -387,6 +396,12 @@ impl Store {
                 None => batch.remove(queue_key(q)),
             }
         }
+        for a in &dirty.agents {
+            match state.agent(a) {
+                Some(agent) => batch.insert(agent_key(a), enc(agent)?),
+                None => batch.remove(agent_key(a)),
+            }
+        }
         batch.insert(KEY_ENGINE, enc(state.meta())?);
         batch.insert(KEY_APPLIED, frame::encode(applied).map_err(StorageError::Encode)?);
         self.inner.sm.apply_batch(batch).map_err(|e| self.sled(e))
@@ -408,6 +423,9 @@ impl Store {
         for (q, c) in &image.queues {
             batch.insert(queue_key(q), enc(c)?);
         }
+        for a in &image.agents {
+            batch.insert(agent_key(&a.id), enc(a)?);
+        }
         batch.insert(KEY_ENGINE, enc(&image.meta)?);
         batch.insert(KEY_APPLIED, frame::encode(applied).map_err(StorageError::Encode)?);
         self.inner.sm.apply_batch(batch).map_err(|e| self.sled(e))
@@ -420,6 +438,7 @@ impl Store {
         let mut tasks: Vec<Arc<Task>> = Vec::new();
         let mut dedup = Vec::new();
         let mut queues: Vec<(String, QueueConfig)> = Vec::new();
+        let mut agents: Vec<Agent> = Vec::new();
         for item in self.inner.sm.iter() {
             let (k, v) = item.map_err(|e| self.sled(e))?;
             let lossy = || String::from_utf8_lossy(&k).into_owned();
@@ -444,6 +463,10 @@ impl Store {
                     let c = self.decode(|| format!("queue config {name}"), &v)?;
                     queues.push((name, c));
                 }
+                Some(&PREFIX_AGENT) => {
+                    let id = String::from_utf8_lossy(&k[1..]).into_owned();
+                    agents.push(self.decode(|| format!("agent record {id}"), &v)?);
+                }
                 _ if &*k == KEY_ENGINE => meta = self.decode(|| "engine meta".into(), &v)?,
                 _ if &*k == KEY_APPLIED => applied = Some(self.decode(|| "last applied marker".into(), &v)?),
                 _ => {
@@ -454,7 +477,7 @@ impl Store {
                 }
             }
         }
-        Ok((State::from_parts(meta, tasks, dedup, queues), applied))
+        Ok((State::from_parts(meta, tasks, dedup, queues, agents), applied))
     }
 
     // ---- snapshots -----------------------------------------------------------------------------
