@@ -77,6 +77,12 @@ pub struct ServeArgs {
     pub retention_ms: Option<u64>,
     #[arg(long, env = "MINION_DEDUP_TTL_MS")]
     pub dedup_ttl_ms: Option<u64>,
+    /// Agents not heard from for this long are declared dead.
+    #[arg(long, env = "MINION_AGENT_HEARTBEAT_TIMEOUT_MS")]
+    pub agent_heartbeat_timeout_ms: Option<u64>,
+    /// Dispatch strategy of queues that set none.
+    #[arg(long, env = "MINION_DEFAULT_STRATEGY")]
+    pub default_strategy: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -43,6 +43,9 @@ pub struct Config {
     pub snapshot_logs: u64,
     /// How often the leader checks for due housekeeping (timers, lease expiry, retention).
     pub tick_interval_ms: u64,
+    /// An agent not heard from (heartbeat or claim) for this long is declared dead and its leases
+    /// are released.
+    pub agent_heartbeat_timeout_ms: u64,
     /// Engine defaults, replicated to the state machine at start.
     pub engine: EngineConfig,
 }
@@ -62,6 +65,7 @@ impl Default for Config {
             proposals_in_flight_max: 1,
             snapshot_logs: 20_000,
             tick_interval_ms: 100,
+            agent_heartbeat_timeout_ms: 15_000,
             engine: EngineConfig::default(),
         }
     }
@@ -78,6 +82,14 @@ impl Config {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone(); } )* };
         }
         overlay!(data_dir, listen, node_id, log_format, log_level, body_bytes_max, claim_wait_ms_max, snapshot_logs);
+        if let Some(v) = args.agent_heartbeat_timeout_ms {
+            cfg.agent_heartbeat_timeout_ms = v;
+        }
+        if let Some(v) = &args.default_strategy {
+            cfg.engine.strategy = minion_engine::Strategy::parse(v).ok_or_else(|| {
+                anyhow::anyhow!("invalid config: default_strategy {v:?}: one of round_robin, least_loaded, random, capability_best, latency_based, weighted_round_robin")
+            })?;
+        }
         if let Some(d) = args.durability {
             cfg.durability = d.into();
         }
@@ -117,6 +129,7 @@ impl Config {
         range("proposals_in_flight_max", self.proposals_in_flight_max as u64, 1, 1_024)?;
         range("snapshot_logs", self.snapshot_logs, 100, u64::MAX)?;
         range("tick_interval_ms", self.tick_interval_ms, 1, 60_000)?;
+        range("agent_heartbeat_timeout_ms", self.agent_heartbeat_timeout_ms, 200, 3_600_000)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             bail!("invalid config: log_level {:?}: {e}", self.log_level);
         }

@@ -77,6 +77,20 @@ pub fn render(handle: &PrometheusHandle, node: &Node) -> String {
         gauge!("minion_dedup_keys").set(engine.dedup().len() as f64);
         gauge!("minion_ledger_tasks").set(engine.task_count() as f64);
     }
+    for (strategy, n) in node.hub.selections() {
+        counter!("minion_dispatch_selections_total", "strategy" => strategy.as_str()).absolute(n);
+    }
+    gauge!("minion_dispatch_waiting_claims").set(node.hub.waiting() as f64);
+    {
+        let g = node.state.read();
+        for st in [minion_engine::AgentStatus::Active, minion_engine::AgentStatus::Draining, minion_engine::AgentStatus::Dead] {
+            let n = g.engine.agents().filter(|a| a.status == st).count();
+            gauge!("minion_agents", "status" => st.as_str()).set(n as f64);
+        }
+        let c = g.engine.counters();
+        counter!("minion_task_stalls_total").absolute(c.stalls);
+        counter!("minion_agent_lease_releases_total").absolute(c.agent_releases);
+    }
     let m = node.raft.metrics().borrow().clone();
     gauge!("minion_raft_term").set(m.current_term as f64);
     gauge!("minion_raft_is_leader").set(if m.current_leader == Some(node.config.node_id) { 1.0 } else { 0.0 });

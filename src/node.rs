@@ -44,6 +44,8 @@ pub struct Node {
     proposals: mpsc::Sender<Proposal>,
     /// Last committed log index as raft reported it to the log store.
     pub committed_index: Arc<std::sync::atomic::AtomicU64>,
+    /// Waiting claims, dispatch strategies and agent liveness (leader-side).
+    pub hub: crate::dispatch::Hub,
 }
 
 impl Node {
@@ -88,7 +90,7 @@ impl Node {
             .map_err(|e| anyhow!("waiting for leadership: {e}"))?;
 
         let (tx, rx) = mpsc::channel(config.group_commit_max * 4);
-        let node = Node { raft, state, store, config: Arc::new(config), proposals: tx, committed_index };
+        let node = Node { raft, state, store, config: Arc::new(config), proposals: tx, committed_index, hub: Default::default() };
         tokio::spawn(node.clone().run_proposer(rx));
         let engine_cfg = node.config.engine.clone();
         if node.state.read().engine.config() != &engine_cfg {
@@ -99,6 +101,8 @@ impl Node {
         }
         tokio::spawn(node.clone().run_housekeeping());
         tokio::spawn(node.clone().run_checkpointer());
+        tokio::spawn(node.hub.clone().run(node.clone()));
+        tokio::spawn(node.hub.clone().run_liveness(node.clone()));
         Ok(node)
     }
 

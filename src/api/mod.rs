@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 pub use error::ApiError;
 use views::*;
 
-use crate::node::{now_ms, Node};
+use crate::node::Node;
 
 /// The OpenAPI document, checked in at `docs/openapi.json` and served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
@@ -85,6 +85,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/{id}/fail", post(fail))
         .route("/v1/tasks/{id}/extend", post(extend))
         .route("/v1/claims", post(claim))
+        .route("/v1/agents", post(register_agent).get(list_agents))
+        .route("/v1/agents/{id}", get(get_agent).delete(deregister_agent))
+        .route("/v1/agents/{id}/heartbeat", post(heartbeat))
+        .route("/v1/agents/{id}/drain", post(drain_agent))
         .route("/v1/queues", get(list_queues))
         .route("/v1/queues/{name}", get(get_queue).put(put_queue))
         .route("/v1/stats", get(stats))
@@ -264,52 +268,112 @@ async fn extend(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<E
 
 /// Lease up to `max` tasks, long-polling up to `wait_ms` when none is ready.
 ///
-/// The waiter re-checks the applied state whenever an entry is applied (or a timer is due) and
-/// proposes a claim only when one would lease something, so idle agents do not write to the log.
+/// The claim first goes to the engine (which validates it and leases what is ready). If that finds
+/// nothing, the agent waits in the leader's dispatch hub: when tasks become ready, the queue's
+/// strategy picks among the waiting agents. A claim also counts as a heartbeat.
 async fn claim(State(s): State<AppState>, JsonBody(b): JsonBody<ClaimIn>) -> ApiResult<Json<serde_json::Value>> {
+    let hub = &s.node.hub;
+    hub.seen(&b.agent_id);
     let wait = Duration::from_millis(b.wait_ms.min(s.node.config.claim_wait_ms_max));
-    let deadline = tokio::time::Instant::now() + wait;
     let cmd = Command::Claim {
         agent_id: b.agent_id.clone(),
         queues: b.queues.clone(),
         capabilities: b.capabilities.clone(),
         max: b.max,
     };
-    let mut first = true;
-    loop {
-        let changed = s.node.state.changed().notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        let (claimable, next_due) = {
-            let g = s.node.state.read();
-            (g.engine.has_claimable(&b.queues, &b.capabilities, now_ms()), g.engine.next_due())
-        };
-        // The first attempt always goes to the engine, so that invalid claims are refused.
-        if claimable || first {
-            first = false;
-            let out = s.node.propose(cmd.clone()).await??;
-            let Outcome::Claimed(tasks) = out else { return Err(unexpected(out)) };
-            if !tasks.is_empty() || tokio::time::Instant::now() >= deadline {
-                let tasks: Vec<TaskOut> = tasks.iter().map(TaskOut::from).collect();
-                return Ok(Json(json!({ "tasks": tasks })));
-            }
-            continue;
-        }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return Ok(Json(json!({ "tasks": [] })));
-        }
-        // Wake for an applied entry, a due timer, or the deadline.
-        let mut wake = deadline;
-        if let Some(due) = next_due {
-            let in_ms = due.saturating_sub(now_ms());
-            wake = wake.min(now + Duration::from_millis(in_ms + 1));
-        }
-        tokio::select! {
-            _ = &mut changed => {}
-            _ = tokio::time::sleep_until(wake) => {}
-        }
+    let out = s.node.propose(cmd).await??;
+    let Outcome::Claimed(tasks) = out else { return Err(unexpected(out)) };
+    if !tasks.is_empty() || wait.is_zero() {
+        let tasks: Vec<TaskOut> = tasks.iter().map(TaskOut::from).collect();
+        return Ok(Json(json!({ "tasks": tasks })));
     }
+    let mut reg = hub.register(&b.agent_id, &b.queues, &b.capabilities, b.max);
+    let tasks = tokio::select! {
+        got = &mut reg.rx => got.unwrap_or_default(),
+        _ = tokio::time::sleep(wait) => {
+            if hub.withdraw(reg.id) {
+                Vec::new()
+            } else {
+                // Handed work just as the deadline passed: take it.
+                reg.rx.await.unwrap_or_default()
+            }
+        }
+    };
+    let tasks: Vec<TaskOut> = tasks.iter().map(TaskOut::from).collect();
+    Ok(Json(json!({ "tasks": tasks })))
+}
+
+fn agent_json(s: &AppState, a: &minion_engine::Agent) -> serde_json::Value {
+    serde_json::to_value(AgentOut { agent: a, last_seen_ms_ago: s.node.hub.last_seen_ms_ago(&a.id) })
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn agent_out(s: &AppState, out: Outcome) -> ApiResult<Json<serde_json::Value>> {
+    match out {
+        Outcome::Agent(a) => Ok(Json(agent_json(s, &a))),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn register_agent(State(s): State<AppState>, JsonBody(b): JsonBody<AgentIn>) -> ApiResult<Response> {
+    let spec = minion_engine::AgentSpec {
+        id: b.id.clone(),
+        name: if b.name.is_empty() { b.id.clone() } else { b.name },
+        capabilities: b.capabilities,
+        max_concurrency: b.max_concurrency,
+        labels: b.labels,
+    };
+    let out = s.node.propose(Command::RegisterAgent { spec }).await??;
+    s.node.hub.seen(&b.id);
+    let body = agent_out(&s, out)?;
+    Ok((StatusCode::CREATED, body).into_response())
+}
+
+async fn list_agents(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let g = s.node.state.read();
+    let agents: Vec<serde_json::Value> = g.engine.agents().map(|a| agent_json(&s, a)).collect();
+    Json(json!({ "agents": agents }))
+}
+
+async fn get_agent(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let g = s.node.state.read();
+    let a = g.engine.agent(&id).ok_or_else(|| ApiError::not_found(format!("agent {id} not found")))?;
+    Ok(Json(agent_json(&s, a)))
+}
+
+/// Liveness only: no log write. Refused for an unknown, dead or replaced incarnation.
+async fn heartbeat(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(b): OptionalJson<HeartbeatIn>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (status, incarnation) = {
+        let g = s.node.state.read();
+        let a = g.engine.agent(&id).ok_or_else(|| ApiError::not_found(format!("agent {id} not found")))?;
+        (a.status, a.incarnation)
+    };
+    if status == minion_engine::AgentStatus::Dead {
+        return Err(ApiError::new(StatusCode::CONFLICT, "wrong_state", format!("agent {id} is dead; register it again")));
+    }
+    if b.incarnation.is_some_and(|i| i != incarnation) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_incarnation",
+            format!("agent {id} is now incarnation {incarnation}; register again"),
+        ));
+    }
+    s.node.hub.seen(&id);
+    Ok(Json(json!({ "id": id, "status": status, "incarnation": incarnation })))
+}
+
+async fn drain_agent(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let out = s.node.propose(Command::DrainAgent { id }).await??;
+    agent_out(&s, out)
+}
+
+async fn deregister_agent(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    s.node.propose(Command::DeregisterAgent { id }).await??;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_queues(State(s): State<AppState>) -> Json<serde_json::Value> {

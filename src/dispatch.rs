@@ -1,0 +1,262 @@
+//! Leader-side dispatch and agent liveness.
+//!
+//! - **Liveness** stays on the leader: heartbeats (and claims) update an in-memory map; only
+//!   transitions (registered, draining, dead) go through the raft log. A new leader has no
+//!   heartbeat history, so it gives every agent a full timeout from the moment it took over
+//!   before declaring it dead.
+//! - **Dispatch**: a claim that finds nothing waits in the hub. When tasks become ready, the
+//!   queue's strategy picks which waiting agent gets them, and the leader proposes that agent's
+//!   claim.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use minion_engine::{AgentStatus, Candidate, Command, Dispatcher, Outcome, OutcomeStats, Task};
+use tokio::sync::oneshot;
+
+use crate::node::{now_ms, Node};
+
+/// A claim waiting for work.
+struct Waiter {
+    id: u64,
+    agent_id: String,
+    queues: Vec<String>,
+    capabilities: Vec<String>,
+    max: u32,
+    tx: oneshot::Sender<Vec<Task>>,
+}
+
+#[derive(Default)]
+struct HubState {
+    waiters: Vec<Waiter>,
+    next_id: u64,
+    /// agent id → when this node last heard from it.
+    last_seen: HashMap<String, Instant>,
+    /// When this node last became leader; heartbeat timeouts count from no earlier than this.
+    leader_since: Option<Instant>,
+}
+
+#[derive(Clone)]
+pub struct Hub {
+    state: Arc<Mutex<HubState>>,
+    dispatcher: Arc<Mutex<Dispatcher>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub { state: Arc::default(), dispatcher: Arc::new(Mutex::new(Dispatcher::new(now_ms()))) }
+    }
+}
+
+/// What a registered claim gets back.
+pub struct Registration {
+    pub id: u64,
+    pub rx: oneshot::Receiver<Vec<Task>>,
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn seen(&self, agent_id: &str) {
+        self.lock().last_seen.insert(agent_id.to_string(), Instant::now());
+    }
+
+    pub fn last_seen_ms_ago(&self, agent_id: &str) -> Option<u64> {
+        self.lock().last_seen.get(agent_id).map(|t| t.elapsed().as_millis() as u64)
+    }
+
+    pub fn register(&self, agent_id: &str, queues: &[String], capabilities: &[String], max: u32) -> Registration {
+        let (tx, rx) = oneshot::channel();
+        let mut g = self.lock();
+        g.next_id += 1;
+        let id = g.next_id;
+        g.waiters.push(Waiter { id, agent_id: agent_id.into(), queues: queues.into(), capabilities: capabilities.into(), max, tx });
+        Registration { id, rx }
+    }
+
+    /// Remove a waiter at its deadline. False when it was already handed work.
+    pub fn withdraw(&self, id: u64) -> bool {
+        let mut g = self.lock();
+        let before = g.waiters.len();
+        g.waiters.retain(|w| w.id != id);
+        g.waiters.len() != before
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.lock().waiters.len()
+    }
+
+    /// Wake every waiter with nothing so that it returns at once (leadership lost, shutdown).
+    pub fn release_all(&self) {
+        let waiters = std::mem::take(&mut self.lock().waiters);
+        for w in waiters {
+            let _ = w.tx.send(Vec::new());
+        }
+    }
+
+    pub fn selections(&self) -> BTreeMap<minion_engine::Strategy, u64> {
+        self.dispatcher.lock().unwrap_or_else(|p| p.into_inner()).selections.clone()
+    }
+
+    /// One dispatch pass: for each queue with waiters and ready tasks, let the queue's strategy
+    /// pick waiters, one per ready task, and propose their claims. Returns how many claims were
+    /// proposed.
+    pub async fn dispatch_once(&self, node: &Node) -> usize {
+        let assignments: Vec<Waiter> = {
+            let g_state = node.state.read();
+            let engine = &g_state.engine;
+            let now = now_ms();
+            let mut hub = self.lock();
+            let mut dispatcher = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
+            let mut chosen = Vec::new();
+            let queues: Vec<String> = {
+                let mut qs: Vec<String> = hub.waiters.iter().flat_map(|w| w.queues.iter().cloned()).collect();
+                qs.sort();
+                qs.dedup();
+                qs
+            };
+            for queue in queues {
+                let mut ready = engine.queue_stats(&queue).ready;
+                let strategy = engine.effective_config(&queue).strategy;
+                while ready > 0 {
+                    // Eligible: waiting on this queue, alive and active, able to take a ready task.
+                    let eligible: Vec<usize> = hub
+                        .waiters
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, w)| w.queues.contains(&queue))
+                        .filter(|(_, w)| match engine.agent(&w.agent_id) {
+                            Some(a) => a.status == AgentStatus::Active && a.free_slots() > 0,
+                            None => true,
+                        })
+                        .filter(|(_, w)| {
+                            let caps = engine.agent(&w.agent_id).map(|a| a.capabilities.as_slice()).unwrap_or(&w.capabilities);
+                            engine.has_claimable(std::slice::from_ref(&queue), caps, now)
+                        })
+                        .map(|(i, _)| i)
+                        .collect();
+                    if eligible.is_empty() {
+                        break;
+                    }
+                    let default_stats = OutcomeStats::default();
+                    let candidates: Vec<Candidate<'_>> = eligible
+                        .iter()
+                        .map(|&i| {
+                            let w = &hub.waiters[i];
+                            match engine.agent(&w.agent_id) {
+                                Some(a) => Candidate {
+                                    agent_id: &a.id,
+                                    in_flight: a.stats.in_flight,
+                                    capacity: a.max_concurrency,
+                                    overall: &a.stats.overall,
+                                    by_capability: Some(&a.stats.by_capability),
+                                },
+                                None => Candidate {
+                                    agent_id: &w.agent_id,
+                                    in_flight: 0,
+                                    capacity: w.max.max(1),
+                                    overall: &default_stats,
+                                    by_capability: None,
+                                },
+                            }
+                        })
+                        .collect();
+                    let head_caps: Vec<String> = Vec::new();
+                    let Some(pick) = dispatcher.pick(&queue, strategy, &head_caps, &candidates) else { break };
+                    let idx = eligible[pick];
+                    let w = hub.waiters.remove(idx);
+                    ready = ready.saturating_sub(w.max as u64);
+                    // The claim goes to the queue the strategy chose for.
+                    chosen.push(Waiter { queues: vec![queue.clone()], ..w });
+                }
+            }
+            chosen
+        };
+        let n = assignments.len();
+        for w in assignments {
+            let node = node.clone();
+            let hub = self.clone();
+            tokio::spawn(async move {
+                let cmd = Command::Claim {
+                    agent_id: w.agent_id.clone(),
+                    queues: w.queues.clone(),
+                    capabilities: w.capabilities.clone(),
+                    max: w.max,
+                };
+                match node.propose(cmd).await {
+                    Ok(Ok(Outcome::Claimed(tasks))) if !tasks.is_empty() => {
+                        let _ = w.tx.send(tasks);
+                    }
+                    Ok(Err(_)) | Err(_) => {
+                        let _ = w.tx.send(Vec::new());
+                    }
+                    _ => {
+                        // Someone else took the task first: wait again.
+                        hub.lock().waiters.push(w);
+                    }
+                }
+            });
+        }
+        n
+    }
+
+    /// The dispatch loop: a pass after every applied batch and at least every 100 ms.
+    pub async fn run(self, node: Node) {
+        loop {
+            let changed = node.state.changed().notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if node.is_leader() && self.waiting() > 0 {
+                self.dispatch_once(&node).await;
+            }
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// Liveness: every second, declare dead the agents not heard from within the timeout.
+    pub async fn run_liveness(self, node: Node) {
+        let timeout = Duration::from_millis(node.config.agent_heartbeat_timeout_ms);
+        let mut was_leader = false;
+        let mut interval = tokio::time::interval(Duration::from_millis((node.config.agent_heartbeat_timeout_ms / 4).clamp(50, 1_000)));
+        loop {
+            interval.tick().await;
+            let leader = node.is_leader();
+            if leader && !was_leader {
+                self.lock().leader_since = Some(Instant::now());
+            }
+            if !leader && was_leader {
+                self.release_all();
+            }
+            was_leader = leader;
+            if !leader {
+                continue;
+            }
+            let dead: Vec<(String, u64)> = {
+                let hub = self.lock();
+                let since = hub.leader_since.unwrap_or_else(Instant::now);
+                let g = node.state.read();
+                g.engine
+                    .agents()
+                    .filter(|a| a.status != AgentStatus::Dead)
+                    .filter(|a| {
+                        let last = hub.last_seen.get(&a.id).copied().map_or(since, |t| t.max(since));
+                        last.elapsed() > timeout
+                    })
+                    .map(|a| (a.id.clone(), a.incarnation))
+                    .collect()
+            };
+            if !dead.is_empty() {
+                tracing::warn!(agents = ?dead, "agents missed their heartbeats; releasing their leases");
+                if let Err(e) = node.propose(Command::AgentsDead { agents: dead }).await {
+                    tracing::warn!(error = %e, "could not record dead agents");
+                }
+            }
+        }
+    }
+}
