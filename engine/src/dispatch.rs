@@ -124,14 +124,14 @@ impl Dispatcher {
         }
         let chosen = match strategy {
             Strategy::RoundRobin => self.round_robin(queue, candidates),
-            Strategy::LeastLoaded => least_loaded(candidates),
+            Strategy::LeastLoaded => self.least_loaded(queue, candidates),
             Strategy::Random => (self.next_random() % candidates.len() as u64) as usize,
             Strategy::CapabilityBest => capability_best(capabilities, candidates),
             Strategy::LatencyBased => latency_based(candidates),
             Strategy::WeightedRoundRobin => self.weighted_round_robin(queue, candidates),
         };
         *self.selections.entry(strategy).or_default() += 1;
-        if strategy == Strategy::RoundRobin {
+        if matches!(strategy, Strategy::RoundRobin | Strategy::LeastLoaded) {
             self.rr_last.insert(queue.to_string(), candidates[chosen].agent_id.to_string());
         }
         Some(chosen)
@@ -153,6 +153,23 @@ impl Dispatcher {
             }
         }
         best_after.unwrap_or(smallest)
+    }
+
+    /// Lowest in-flight/capacity; ties rotate round-robin so equal agents share evenly.
+    fn least_loaded(&self, queue: &str, candidates: &[Candidate<'_>]) -> usize {
+        // a.in_flight / a.capacity compared without division.
+        let less = |a: &Candidate<'_>, b: &Candidate<'_>| {
+            (a.in_flight as u64 * b.capacity.max(1) as u64) < (b.in_flight as u64 * a.capacity.max(1) as u64)
+        };
+        let mut min = 0;
+        for (i, c) in candidates.iter().enumerate().skip(1) {
+            if less(c, &candidates[min]) {
+                min = i;
+            }
+        }
+        let tied: Vec<usize> = (0..candidates.len()).filter(|&i| !less(&candidates[min], &candidates[i])).collect();
+        let subset: Vec<Candidate<'_>> = tied.iter().map(|&i| candidates[i]).collect();
+        tied[self.round_robin(queue, &subset)]
     }
 
     fn weighted_round_robin(&mut self, queue: &str, candidates: &[Candidate<'_>]) -> usize {
@@ -179,19 +196,6 @@ impl Dispatcher {
     }
 }
 
-fn least_loaded(candidates: &[Candidate<'_>]) -> usize {
-    let mut best = 0;
-    for (i, c) in candidates.iter().enumerate().skip(1) {
-        let b = &candidates[best];
-        // c.in_flight / c.capacity < b.in_flight / b.capacity, without division.
-        let lhs = c.in_flight as u64 * b.capacity.max(1) as u64;
-        let rhs = b.in_flight as u64 * c.capacity.max(1) as u64;
-        if lhs < rhs || (lhs == rhs && c.agent_id < b.agent_id) {
-            best = i;
-        }
-    }
-    best
-}
 
 fn capability_best(capabilities: &[String], candidates: &[Candidate<'_>]) -> usize {
     let stats_for = |c: &Candidate<'_>| -> u128 {
