@@ -25,6 +25,9 @@ pub enum Cmd {
     /// Queue statistics and configuration.
     #[command(subcommand)]
     Queue(QueueCmd),
+    /// Registered agents.
+    #[command(subcommand)]
+    Agent(AgentCmd),
     /// Load generator: throughput and latency percentiles against a running server.
     Bench(crate::bench::BenchArgs),
 }
@@ -195,5 +198,25 @@ pub enum QueueCmd {
         retention_ms: Option<u64>,
         #[arg(long)]
         payload_bytes_max: Option<u64>,
+        #[arg(long)]
+        stall_timeout_ms: Option<u64>,
+        /// round_robin, least_loaded, random, capability_best, latency_based, weighted_round_robin
+        #[arg(long)]
+        strategy: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Every agent with its status, load and statistics.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Give the agent no new tasks; it keeps the ones it holds.
+    Drain {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
     },
 }

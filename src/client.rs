@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
-use crate::cli::{ClientArgs, QueueCmd, TaskCmd};
+use crate::cli::{AgentCmd, ClientArgs, QueueCmd, TaskCmd};
 
 struct Client {
     http: reqwest::Client,
@@ -178,7 +178,19 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
                 println!("  {k:<20} {v}{}", if overridden { "  (set for this queue)" } else { "" });
             }
         }
-        QueueCmd::Set { client, queue, max_attempts, lease_ms, dedup_ttl_ms, retry_base_ms, retry_max_ms, retention_ms, payload_bytes_max } => {
+        QueueCmd::Set {
+            client,
+            queue,
+            max_attempts,
+            lease_ms,
+            dedup_ttl_ms,
+            retry_base_ms,
+            retry_max_ms,
+            retention_ms,
+            payload_bytes_max,
+            stall_timeout_ms,
+            strategy,
+        } => {
             let c = Client::new(&client);
             let current = c.get(&format!("/v1/queues/{queue}"), &[]).await?;
             let mut overrides = current["overrides"].as_object().cloned().unwrap_or_default();
@@ -190,17 +202,53 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
                 ("retry_max_ms", retry_max_ms),
                 ("retention_ms", retention_ms),
                 ("payload_bytes_max", payload_bytes_max),
+                ("stall_timeout_ms", stall_timeout_ms),
             ];
             for (k, v) in changes {
                 if let Some(v) = v {
                     overrides.insert(k.to_string(), json!(v));
                 }
             }
+            if let Some(st) = strategy {
+                overrides.insert("strategy".into(), json!(st));
+            }
             let out = c.put(&format!("/v1/queues/{queue}"), Value::Object(overrides)).await?;
             if client.json {
                 return print_json(&out);
             }
             println!("queue {queue} updated");
+        }
+    }
+    Ok(())
+}
+
+pub async fn agent(cmd: AgentCmd) -> anyhow::Result<()> {
+    match cmd {
+        AgentCmd::List { client } => {
+            let out = Client::new(&client).get("/v1/agents", &[]).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            println!(
+                "{:<20} {:<9} {:>5} {:>9} {:>9} {:>7} {:>11} {:>10}  CAPABILITIES",
+                "ID", "STATUS", "INC", "IN_FLIGHT", "COMPLETED", "FAILED", "LATENCY_MS", "SEEN_AGO"
+            );
+            for a in out["agents"].as_array().into_iter().flatten() {
+                let caps: Vec<String> = a["capabilities"].as_array().into_iter().flatten().map(s).collect();
+                println!(
+                    "{:<20} {:<9} {:>5} {:>6}/{:<2} {:>9} {:>7} {:>11} {:>8}ms  {}",
+                    s(&a["id"]), s(&a["status"]), s(&a["incarnation"]), s(&a["stats"]["in_flight"]), s(&a["max_concurrency"]),
+                    s(&a["stats"]["overall"]["completed"]), s(&a["stats"]["overall"]["failed"]),
+                    s(&a["stats"]["overall"]["latency_ewma_ms"]), s(&a["last_seen_ms_ago"]), caps.join(",")
+                );
+            }
+        }
+        AgentCmd::Drain { client, id } => {
+            let out = Client::new(&client).post(&format!("/v1/agents/{id}/drain"), json!({})).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            println!("agent {id} is draining: it gets no new tasks and keeps its {} in flight", s(&out["stats"]["in_flight"]));
         }
     }
     Ok(())

@@ -42,6 +42,7 @@ fn main() -> std::process::ExitCode {
             }
             Cmd::Task(cmd) => client::task(cmd).await,
             Cmd::Queue(cmd) => client::queue(cmd).await,
+            Cmd::Agent(cmd) => client::agent(cmd).await,
             Cmd::Bench(args) => bench::run(args).await,
         }
     });

@@ -1,0 +1,149 @@
+//! Agents through the real API: liveness, redelivery with fencing, draining, and a dispatch
+//! strategy deciding among waiting agents.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, Api, Server};
+use serde_json::{json, Value};
+
+async fn register(api: &Api, id: &str, caps: &[&str], max: u32) -> Value {
+    let (s, v) = api.post("/v1/agents", json!({"id": id, "capabilities": caps, "max_concurrency": max})).await;
+    assert_eq!(s, 201, "{v}");
+    v
+}
+
+/// Heartbeat every 100 ms until stopped.
+fn heartbeats(api: Api, id: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    let id = id.to_string();
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let _ = api.post(&format!("/v1/agents/{id}/heartbeat"), json!({})).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_silent_agent_is_declared_dead_and_its_task_goes_to_a_live_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &["--agent-heartbeat-timeout-ms", "600"]).await;
+    let api = srv.client();
+    let (s, _) = api.req(reqwest::Method::PUT, "/v1/queues/work", Some(json!({"retry_base_ms": 0}))).await;
+    assert_eq!(s, 200);
+    let silent = register(&api, "silent", &[], 1).await;
+    register(&api, "alive", &[], 1).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let beat = heartbeats(api.clone(), "alive", stop.clone());
+
+    let id = api.submit(json!({"queue": "work", "lease_ms": 600000})).await;
+    let first = api.claim("silent", &["work"], 1, 0).await.remove(0);
+    assert_eq!(first["lease"]["incarnation"], silent["incarnation"]);
+
+    // The live agent waits; the silent one stops heartbeating and its lease is released long
+    // before the 10-minute lease would expire.
+    let second = api.claim("alive", &["work"], 1, 10_000).await;
+    assert_eq!(second.len(), 1, "the task is redelivered to the live agent");
+    assert_eq!(second[0]["id"], id);
+    assert_ne!(second[0]["lease"]["token"], first["lease"]["token"]);
+
+    let (s, v) = api.get("/v1/agents/silent").await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("dead")));
+    let t = api.task(id).await;
+    assert_eq!(t["attempts"][0]["outcome"]["outcome"], "agent_dead");
+    let (s, v) = api.complete(&first, json!("late")).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("stale_lease")), "the dead agent's token is refused");
+    let (s, _) = api.complete(&second[0], json!("ok")).await;
+    assert_eq!(s, 200);
+    let (s, v) = api.post("/v1/agents/silent/heartbeat", json!({})).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("wrong_state")), "a dead agent must register again");
+
+    // Registering again starts a new incarnation; a heartbeat naming the old one is refused.
+    let again = register(&api, "silent", &[], 1).await;
+    assert!(again["incarnation"].as_u64() > silent["incarnation"].as_u64());
+    let (s, v) = api.post("/v1/agents/silent/heartbeat", json!({"incarnation": silent["incarnation"]})).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("stale_incarnation")));
+
+    let (_, v) = api.get("/v1/agents/alive").await;
+    assert_eq!(v["stats"]["overall"]["completed"], 1);
+    stop.store(true, Ordering::Relaxed);
+    beat.await.expect("heartbeats");
+}
+
+#[tokio::test]
+async fn draining_and_deregistering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]).await;
+    let api = srv.client();
+    register(&api, "d", &[], 4).await;
+    api.submit(json!({"queue": "q"})).await;
+    api.submit(json!({"queue": "q"})).await;
+    let held = api.claim("d", &["q"], 1, 0).await.remove(0);
+    let (s, v) = api.post("/v1/agents/d/drain", json!({})).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("draining")));
+    assert!(api.claim("d", &["q"], 1, 300).await.is_empty(), "a draining agent gets nothing new");
+    let (s, _) = api.complete(&held, json!(1)).await;
+    assert_eq!(s, 200, "and finishes what it holds");
+    let (s, _) = api.req(reqwest::Method::DELETE, "/v1/agents/d", None).await;
+    assert_eq!(s, 204);
+    let (s, _) = api.get("/v1/agents/d").await;
+    assert_eq!(s, 404);
+    let (s, v) = api.post("/v1/agents", json!({"id": "", "max_concurrency": 1})).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_request")));
+    let (s, _) = api.post("/v1/agents", json!({"id": "z", "max_concurrency": 0})).await;
+    assert_eq!(s, 400);
+}
+
+/// A worker: claim (long-poll), complete, repeat, until stopped.
+fn worker(api: Api, id: &'static str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let got = api.claim(id, &["rr"], 1, 1_000).await;
+            for t in got {
+                api.complete(&t, json!(id)).await;
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn round_robin_rotates_among_waiting_agents_through_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]).await;
+    let api = srv.client();
+    let (s, v) = api.req(reqwest::Method::PUT, "/v1/queues/rr", Some(json!({"strategy": "round_robin"}))).await;
+    assert_eq!((s, v["config"]["strategy"].as_str()), (200, Some("round_robin")));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for id in ["a", "b", "c"] {
+        register(&api, id, &[], 1).await;
+        handles.push(heartbeats(api.clone(), id, stop.clone()));
+        handles.push(worker(api.clone(), id, stop.clone()));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut order = Vec::new();
+    for _ in 0..9 {
+        let id = api.submit(json!({"queue": "rr"})).await;
+        let result = eventually(10, "the task to be completed", || {
+            let api = api.clone();
+            async move {
+                let t = api.task(id).await;
+                (t["state"] == "succeeded").then(|| t["result"].as_str().unwrap_or("").to_string())
+            }
+        })
+        .await;
+        order.push(result);
+        // Let the worker that finished go back to waiting.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.await.expect("join");
+    }
+    assert_eq!(order, ["a", "b", "c", "a", "b", "c", "a", "b", "c"], "round robin over waiting agents");
+    let text = api.http.get(format!("{}/metrics", api.base)).send().await.expect("metrics").text().await.expect("text");
+    assert!(text.contains("minion_dispatch_selections_total{strategy=\"round_robin\"} 9"), "{text}");
+}
