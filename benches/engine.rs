@@ -4,7 +4,9 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use minion_engine::dedup::Dedup;
-use minion_engine::{ApplyMeta, Command, DedupEntry, DedupKey, NewTask, Outcome, Request, State};
+use minion_engine::{
+    ApplyMeta, Candidate, Command, DedupEntry, DedupKey, Dispatcher, NewTask, Outcome, OutcomeStats, Request, State, Strategy,
+};
 
 fn task(i: u64, key: bool) -> NewTask {
     NewTask {
@@ -105,5 +107,28 @@ fn bench_dedup(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_apply, bench_dedup);
+fn bench_dispatch(c: &mut Criterion) {
+    let mut g = c.benchmark_group("dispatch_select");
+    for n in [10usize, 100, 1_000] {
+        let ids: Vec<String> = (0..n).map(|i| format!("agent-{i:05}")).collect();
+        let stats: Vec<OutcomeStats> = (0..n)
+            .map(|i| OutcomeStats { completed: 100 + i as u64, failed: (i % 7) as u64, latency_ewma_ms: 10 + (i % 50) as u64 })
+            .collect();
+        let cands: Vec<Candidate<'_>> = ids
+            .iter()
+            .zip(&stats)
+            .enumerate()
+            .map(|(i, (id, s))| Candidate { agent_id: id, in_flight: (i % 4) as u32, capacity: 4, overall: s, by_capability: None })
+            .collect();
+        for strategy in Strategy::ALL {
+            let mut d = Dispatcher::new(7);
+            g.bench_function(format!("{}/{n}", strategy.as_str()), |b| {
+                b.iter(|| black_box(d.pick("q", strategy, &[], black_box(&cands))))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_apply, bench_dedup, bench_dispatch);
 criterion_main!(benches);

@@ -20,6 +20,9 @@ pub enum Mode {
     Batch,
     /// Submit one task, claim one, complete it: a full lifecycle per iteration.
     Lifecycle,
+    /// `--clients` registered agents long-poll; one task at a time is submitted, and the latency
+    /// is from the submit request to the claim response that carries the task.
+    Dispatch,
 }
 
 #[derive(Debug, Args)]
@@ -80,7 +83,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("| clients | requests/s | tasks/s | p50 ms | p99 ms | max ms | errors |");
     println!("|--------:|-----------:|--------:|-------:|-------:|-------:|-------:|");
     for &clients in &args.clients {
-        let r = run_one(&http, &args, clients).await?;
+        let r = if args.mode == Mode::Dispatch {
+            run_dispatch(&http, &args, clients).await?
+        } else {
+            run_one(&http, &args, clients).await?
+        };
         let secs = r.elapsed.as_secs_f64();
         let q = |p: f64| r.latency_us.value_at_quantile(p) as f64 / 1000.0;
         println!(
@@ -125,6 +132,7 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
                         post(&http, &base, "/v1/tasks", &json!({ "tasks": list })).await.map(|_| batch as u64)
                     }
                     Mode::Lifecycle => lifecycle(&http, &base, &queue, &agent, &payload).await,
+                    Mode::Dispatch => Ok(0),
                 };
                 match ok {
                     Ok(n) => {
@@ -196,4 +204,67 @@ pub fn fsync_latency_us(dir: &std::path::Path) -> anyhow::Result<(u64, u64)> {
     drop(f);
     let _ = std::fs::remove_file(&path);
     Ok((hist.value_at_quantile(0.5), hist.value_at_quantile(0.99)))
+}
+
+/// Dispatch latency: agents wait in long-polls; each submitted task's latency runs from the
+/// submit request to the claim response that delivers it.
+async fn run_dispatch(http: &reqwest::Client, args: &BenchArgs, agents: usize) -> anyhow::Result<RunResult> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    let queue = format!("{}-dispatch-{agents}", args.queue);
+    let stop = Arc::new(AtomicBool::new(false));
+    let delivered: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let mut handles = Vec::new();
+    for a in 0..agents {
+        let id = format!("bench-dispatch-{agents}-{a}");
+        post(http, &args.server, "/v1/agents", &json!({"id": id, "max_concurrency": 1})).await?;
+        let (http, base, queue, stop, delivered, tx) =
+            (http.clone(), args.server.clone(), queue.clone(), stop.clone(), delivered.clone(), tx.clone());
+        handles.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!({"agent_id": id, "queues": [queue], "max": 1, "wait_ms": 1000});
+                let Ok(v) = post(&http, &base, "/v1/claims", &body).await else { continue };
+                for t in v["tasks"].as_array().into_iter().flatten() {
+                    let tid = t["id"].as_u64().unwrap_or(0);
+                    delivered.lock().unwrap_or_else(|p| p.into_inner()).insert(tid, Instant::now());
+                    let _ = tx.send(tid);
+                    let token = t["lease"]["token"].as_u64().unwrap_or(0);
+                    let _ = post(&http, &base, &format!("/v1/tasks/{tid}/complete"), &json!({"lease_token": token})).await;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut ops, mut errors) = (0u64, 0u64);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(args.duration_secs) {
+        let t0 = Instant::now();
+        let Ok(v) = post(http, &args.server, "/v1/tasks", &json!({"queue": queue})).await else {
+            errors += 1;
+            continue;
+        };
+        let id = v["id"].as_u64().unwrap_or(0);
+        // Wait for the delivery of this task (earlier ones were already drained).
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Some(got)) if got == id => break,
+                Ok(Some(_)) => continue,
+                _ => {
+                    errors += 1;
+                    break;
+                }
+            }
+        }
+        if let Some(at) = delivered.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+            hist.record(at.duration_since(t0).as_micros().max(1) as u64)?;
+            ops += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.await;
+    }
+    Ok(RunResult { clients: agents, ops, tasks: ops, errors, elapsed: started.elapsed(), latency_us: hist })
 }

@@ -132,7 +132,15 @@ impl Dispatcher {
         };
         *self.selections.entry(strategy).or_default() += 1;
         if matches!(strategy, Strategy::RoundRobin | Strategy::LeastLoaded) {
-            self.rr_last.insert(queue.to_string(), candidates[chosen].agent_id.to_string());
+            match self.rr_last.get_mut(queue) {
+                Some(last) => {
+                    last.clear();
+                    last.push_str(candidates[chosen].agent_id);
+                }
+                None => {
+                    self.rr_last.insert(queue.to_string(), candidates[chosen].agent_id.to_string());
+                }
+            }
         }
         Some(chosen)
     }
@@ -173,16 +181,25 @@ impl Dispatcher {
     }
 
     fn weighted_round_robin(&mut self, queue: &str, candidates: &[Candidate<'_>]) -> usize {
-        let current = self.wrr_current.entry(queue.to_string()).or_default();
-        // Forget agents that are no longer candidates, so a returning agent starts even.
-        current.retain(|id, _| candidates.iter().any(|c| c.agent_id == id));
+        if !self.wrr_current.contains_key(queue) {
+            self.wrr_current.insert(queue.to_string(), BTreeMap::new());
+        }
+        let Some(current) = self.wrr_current.get_mut(queue) else { return 0 };
+        // Forget agents that stopped waiting (amortised: only when the map has grown well past
+        // the candidate set), so a returning agent starts even.
+        if current.len() > 2 * candidates.len() + 16 {
+            current.retain(|id, _| candidates.iter().any(|c| c.agent_id == id));
+        }
         let mut total = 0i64;
         let mut best = 0usize;
         let mut best_value = i64::MIN;
         for (i, c) in candidates.iter().enumerate() {
             let w = wrr_weight(c.overall);
             total += w;
-            let v = current.entry(c.agent_id.to_string()).or_insert(0);
+            let v = match current.get_mut(c.agent_id) {
+                Some(v) => v,
+                None => current.entry(c.agent_id.to_string()).or_insert(0),
+            };
             *v += w;
             if *v > best_value || (*v == best_value && c.agent_id < candidates[best].agent_id) {
                 best_value = *v;
@@ -195,7 +212,6 @@ impl Dispatcher {
         best
     }
 }
-
 
 fn capability_best(capabilities: &[String], candidates: &[Candidate<'_>]) -> usize {
     let stats_for = |c: &Candidate<'_>| -> u128 {
