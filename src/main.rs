@@ -64,7 +64,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = api::router(api::AppState { node: node.clone(), metrics: handle });
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, data_dir = %data_dir.display(), durability = node.store.durability().as_str(), "minion serving");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
+    let hub = node.hub.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Long-polling claims return now (empty) instead of holding shutdown for their deadline.
+        hub.release_all();
+    };
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
     tracing::info!("in-flight requests finished; stopping raft");
     if let Err(e) = node.checkpoint().await {
         tracing::error!(error = %e, "writing the checkpoint file failed");

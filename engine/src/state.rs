@@ -436,6 +436,9 @@ impl State {
             Command::SetQueue { name, config } => {
                 validate_queue_name(name)?;
                 check_queue_config(config, &self.meta.config)?;
+                if let Some(v) = config.stall_timeout_ms {
+                    check_lease_ms("stall_timeout_ms", v)?;
+                }
                 self.queues.insert(name.clone(), config.clone());
                 self.dirty.queues.insert(name.clone());
                 Ok(Outcome::Done)
