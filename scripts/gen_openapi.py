@@ -35,7 +35,7 @@ u64 = {"type": "integer", "format": "uint64", "minimum": 0}
 opt = lambda s: {**s, "nullable": True}
 schemas = {
   "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-      "code": {"type": "string", "enum": ["stale_incarnation", "invalid_request", "invalid_json", "payload_too_large", "unsupported_media_type", "not_found", "stale_lease", "wrong_state", "not_leader", "unavailable", "method_not_allowed", "internal"]},
+      "code": {"type": "string", "enum": ["compacted", "stale_incarnation", "invalid_request", "invalid_json", "payload_too_large", "unsupported_media_type", "not_found", "stale_lease", "wrong_state", "not_leader", "unavailable", "method_not_allowed", "internal"]},
       "message": {"type": "string"}}}}},
   "TaskIn": {"type": "object", "required": ["queue"], "additionalProperties": False, "properties": {
       "queue": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"}, "kind": {"type": "string", "maxLength": 128},
@@ -115,6 +115,11 @@ paths = {
   "/v1/queues/{name}": {
     "get": op("A queue's effective configuration, its overrides and stats", {"200": resp("the queue", ref("Queue")), **errs("400")}, parameters=[NAME]),
     "put": op("Replace a queue's overrides (fields left out use the engine defaults)", {"200": resp("the queue", ref("Queue")), **errs("400", "503")}, parameters=[NAME], requestBody=body(ref("QueueConfig")))},
+  "/v1/changes": {"get": op("The change feed: whole log entries after a position, each with the full new records it changed",
+                             {"200": resp("entries", {"type": "object", "properties": {"entries": {"type": "array", "items": {"type": "object", "properties": {"index": u64, "changes": {"type": "array", "items": {"type": "object", "description": "type: task | task_removed | agent | agent_removed | dedup | dedup_removed | queue | queue_removed"}}}}},
+                                                      "next": u64, "applied_index": u64}}),
+                              "410": resp("entries after `after` were purged: backfill from /v1/tasks, then follow from the applied index read before it", ref("Error")), **errs("400")},
+                             parameters=[q("after", "integer", "last log index already processed (default 0)"), q("limit", "integer", "records per page, 1..10000 (whole entries)")])},
   "/v1/stats": {"get": op("Engine, dedup, raft and storage figures", {"200": resp("stats", {"type": "object"})})},
   "/v1/openapi.json": {"get": op("This document", {"200": resp("OpenAPI 3.0", {"type": "object"})})},
   "/healthz": {"get": op("Liveness: the process serves HTTP", {"200": resp("ok", {"type": "object"})})},

@@ -80,6 +80,9 @@ pub struct ServeArgs {
     pub retention_ms: Option<u64>,
     #[arg(long, env = "MINION_DEDUP_TTL_MS")]
     pub dedup_ttl_ms: Option<u64>,
+    /// Log entries the change feed keeps.
+    #[arg(long, env = "MINION_FEED_RETAINED_ENTRIES")]
+    pub feed_retained_entries: Option<u64>,
     /// Agents not heard from for this long are declared dead.
     #[arg(long, env = "MINION_AGENT_HEARTBEAT_TIMEOUT_MS")]
     pub agent_heartbeat_timeout_ms: Option<u64>,

@@ -46,6 +46,8 @@ pub struct Config {
     /// An agent not heard from (heartbeat or claim) for this long is declared dead and its leases
     /// are released.
     pub agent_heartbeat_timeout_ms: u64,
+    /// Log entries the change feed (`GET /v1/changes`) keeps; readers further behind backfill.
+    pub feed_retained_entries: u64,
     /// Engine defaults, replicated to the state machine at start.
     pub engine: EngineConfig,
 }
@@ -66,6 +68,7 @@ impl Default for Config {
             snapshot_logs: 20_000,
             tick_interval_ms: 100,
             agent_heartbeat_timeout_ms: 15_000,
+            feed_retained_entries: 100_000,
             engine: EngineConfig::default(),
         }
     }
@@ -82,6 +85,9 @@ impl Config {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone(); } )* };
         }
         overlay!(data_dir, listen, node_id, log_format, log_level, body_bytes_max, claim_wait_ms_max, snapshot_logs);
+        if let Some(v) = args.feed_retained_entries {
+            cfg.feed_retained_entries = v;
+        }
         if let Some(v) = args.agent_heartbeat_timeout_ms {
             cfg.agent_heartbeat_timeout_ms = v;
         }
@@ -129,6 +135,7 @@ impl Config {
         range("proposals_in_flight_max", self.proposals_in_flight_max as u64, 1, 1_024)?;
         range("snapshot_logs", self.snapshot_logs, 100, u64::MAX)?;
         range("tick_interval_ms", self.tick_interval_ms, 1, 60_000)?;
+        range("feed_retained_entries", self.feed_retained_entries, 1, u64::MAX)?;
         range("agent_heartbeat_timeout_ms", self.agent_heartbeat_timeout_ms, 200, 3_600_000)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             bail!("invalid config: log_level {:?}: {e}", self.log_level);

@@ -57,7 +57,8 @@ impl Node {
         let store = Store::open(&config.data_dir, config.durability)
             .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
         let sm = StateMachine::open(store.clone())
-            .with_context(|| format!("loading state from {}", config.data_dir.display()))?;
+            .with_context(|| format!("loading state from {}", config.data_dir.display()))?
+            .with_feed_retained_entries(config.feed_retained_entries);
         let state = sm.shared();
         let raft_config = openraft::Config {
             cluster_name: "minion".into(),

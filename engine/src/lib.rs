@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod changes;
 pub mod command;
 pub mod config;
 pub mod dedup;
@@ -14,6 +15,7 @@ pub mod state;
 pub mod task;
 
 pub use agent::{Agent, AgentStats, AgentStatus, OutcomeStats};
+pub use changes::Change;
 pub use command::{AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response, Submitted};
 pub use config::{EngineConfig, QueueConfig};
 pub use dedup::{DedupEntry, DedupKey, DedupStats};

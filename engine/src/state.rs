@@ -44,6 +44,14 @@ pub struct Dirty {
 }
 
 impl Dirty {
+    /// Add what `other` changed to this set.
+    pub fn merge(&mut self, other: Dirty) {
+        self.tasks.extend(other.tasks);
+        self.dedup.extend(other.dedup);
+        self.queues.extend(other.queues);
+        self.agents.extend(other.agents);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty() && self.dedup.is_empty() && self.queues.is_empty() && self.agents.is_empty()
     }
@@ -279,6 +287,10 @@ impl State {
     }
     pub fn task(&self, id: TaskId) -> Option<&Task> {
         self.tasks.get(&id).map(|t| &**t)
+    }
+    /// The shared record, for snapshots and the change feed (no copy).
+    pub fn task_arc(&self, id: TaskId) -> Option<Arc<Task>> {
+        self.tasks.get(&id).cloned()
     }
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
         self.tasks.values().map(|t| &**t)

@@ -65,7 +65,13 @@ pub struct StateMachine {
     store: Store,
     shared: SharedState,
     snapshot_seq: u64,
+    /// Change-feed entries kept behind the applied index (older ones are purged).
+    feed_retained_entries: u64,
+    applies: u64,
 }
+
+/// Default number of log entries the change feed keeps.
+pub const FEED_RETAINED_ENTRIES: u64 = 100_000;
 
 impl StateMachine {
     /// Load the state machine from the store (rebuilding the in-memory indexes).
@@ -78,7 +84,12 @@ impl StateMachine {
             changed: Arc::new(Notify::new()),
             applied_index: watch::Sender::new(index),
         };
-        Ok(StateMachine { store, shared, snapshot_seq: 0 })
+        Ok(StateMachine { store, shared, snapshot_seq: 0, feed_retained_entries: FEED_RETAINED_ENTRIES, applies: 0 })
+    }
+
+    pub fn with_feed_retained_entries(mut self, entries: u64) -> Self {
+        self.feed_retained_entries = entries.max(1);
+        self
     }
 
     pub fn shared(&self) -> SharedState {
@@ -147,6 +158,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let started = std::time::Instant::now();
         {
             let mut g = self.shared.write();
+            let mut dirty = minion_engine::Dirty::default();
+            let mut feed = Vec::new();
             for entry in entries {
                 let meta = ApplyMeta { log_index: entry.log_id.index };
                 g.applied.last_applied = Some(entry.log_id);
@@ -159,10 +172,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 };
                 out.push(resp);
+                // Per entry: the feed records are tagged with the entry that caused them.
+                let entry_dirty = g.engine.take_dirty();
+                if !entry_dirty.is_empty() {
+                    feed.push((entry.log_id.index, minion_engine::changes::changes(&g.engine, &entry_dirty)));
+                }
+                dirty.merge(entry_dirty);
             }
-            let dirty = g.engine.take_dirty();
             self.store
-                .sm_persist(&g.engine, &dirty, &g.applied)
+                .sm_persist(&g.engine, &dirty, &g.applied, &feed)
                 .map_err(|e| StorageIOError::write_state_machine(&e))?;
             last_index = g.applied.last_applied.map(|l| l.index).unwrap_or(0);
             // Debug builds check every invariant: after each batch while the state is small, then
@@ -175,6 +193,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         metrics::histogram!("minion_raft_apply_seconds").record(started.elapsed().as_secs_f64());
+        self.applies += 1;
+        if self.applies % 1_024 == 0 && last_index > self.feed_retained_entries {
+            let store = self.store.clone();
+            let before = last_index - self.feed_retained_entries;
+            blocking(move || store.changes_purge_before(before))
+                .await
+                .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        }
         self.shared.applied_index.send_replace(last_index);
         self.shared.changed.notify_waiters();
         Ok(out)
@@ -197,7 +223,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let store = self.store.clone();
         let stored = StoredSnapshot { meta: meta.clone(), data };
         let (image, applied) = blocking(move || {
-            store.sm_replace(&image, &applied)?;
+            let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+            store.sm_replace(&image, &applied, index)?;
             store.put_snapshot(&stored)?;
             Ok((image, applied))
         })

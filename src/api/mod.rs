@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues", get(list_queues))
         .route("/v1/queues/{name}", get(get_queue).put(put_queue))
         .route("/v1/stats", get(stats))
+        .route("/v1/changes", get(changes))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -421,6 +422,62 @@ async fn stats(State(s): State<AppState>) -> Json<serde_json::Value> {
         },
         "storage": { "durability": s.node.store.durability().as_str(), "disk_bytes": s.node.store.size_on_disk() },
     }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangesQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+fn change_json(c: &minion_engine::Change) -> serde_json::Value {
+    use minion_engine::Change;
+    match c {
+        Change::Task(t) => json!({"type": "task", "task": TaskOut::from(&**t)}),
+        Change::TaskRemoved(id) => json!({"type": "task_removed", "id": id}),
+        Change::Agent(a) => json!({"type": "agent", "agent": a}),
+        Change::AgentRemoved(id) => json!({"type": "agent_removed", "id": id}),
+        Change::Dedup(k, e) => json!({"type": "dedup", "queue": k.queue, "key": k.key, "task_id": e.task_id, "expires_ms": e.expires_ms}),
+        Change::DedupRemoved(k) => json!({"type": "dedup_removed", "queue": k.queue, "key": k.key}),
+        Change::Queue(name, config) => json!({"type": "queue", "name": name, "config": config}),
+        Change::QueueRemoved(name) => json!({"type": "queue_removed", "name": name}),
+    }
+}
+
+/// The change feed: whole log entries with index > `after`. 410 `compacted` when entries after
+/// `after` were already purged from the feed; the reader then backfills from the ledger.
+async fn changes(
+    State(s): State<AppState>,
+    q: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000);
+    let applied = s.node.state.read().applied.last_applied.map(|l| l.index).unwrap_or(0);
+    let store = s.node.store.clone();
+    let after = q.after;
+    let (purged_before, entries) = tokio::task::spawn_blocking(move || -> Result<_, minion_storage::StorageError> {
+        Ok((store.changes_purged_before()?, store.changes_after(after, limit)?))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    // Entries that changed nothing are never stored, so a gap proves nothing; what was purged is
+    // recorded as a watermark.
+    if after.saturating_add(1) < purged_before {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "compacted",
+            format!("the change feed no longer holds entries {}..{purged_before}; backfill from /v1/tasks", after + 1),
+        ));
+    }
+    let next = entries.last().map(|(i, _)| *i).unwrap_or(after);
+    let list: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(index, cs)| json!({"index": index, "changes": cs.iter().map(change_json).collect::<Vec<_>>()}))
+        .collect();
+    Ok(Json(json!({ "entries": list, "next": next, "applied_index": applied })))
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -27,7 +27,7 @@ use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use minion_engine::{Agent, DedupKey, Dirty, Meta, QueueConfig, State, StateImage, Task};
+use minion_engine::{Agent, Change, DedupKey, Dirty, Meta, QueueConfig, State, StateImage, Task};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -70,6 +70,7 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"purged";
 const KEY_PURGED_INDEX: &[u8] = b"purged_index";
+const KEY_FEED_PURGED_BEFORE: &[u8] = b"feed_purged_before";
 /// File next to sled's directory recording a log index known to be durable (see [`Store::checkpoint`]).
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 /// The last built or installed raft snapshot, next to sled's directory.
@@ -136,6 +137,7 @@ struct Inner {
     log: sled::Tree,
     raft: sled::Tree,
     sm: sled::Tree,
+    changes: sled::Tree,
 }
 
 impl Store {
@@ -152,6 +154,7 @@ impl Store {
         let log = tree("log")?;
         let raft = tree("raft")?;
         let sm = tree("sm")?;
+        let changes = tree("changes")?;
         let data_path = path.join("db");
         let data_file = File::open(&data_path).map_err(|source| StorageError::Io { path: data_path, source })?;
         let checkpoint_path = data_dir.join(CHECKPOINT_FILE);
@@ -166,6 +169,7 @@ impl Store {
                 log,
                 raft,
                 sm,
+                changes,
             }),
         };
         store.verify_checkpoint()?;
@@ -374,8 +378,44 @@ impl Store {
 
     // ---- state machine -------------------------------------------------------------------------
 
-    /// Write what apply changed, together with the last-applied marker, in one atomic batch.
-    pub fn sm_persist<A: Serialize>(&self, state: &State, dirty: &Dirty, applied: &A) -> Result<()> {
+    /// Write what apply changed, together with the last-applied marker and the change-feed records
+    /// of the applied entries, atomically (sled applies the transaction as a whole or not at all).
+    pub fn sm_persist<A: Serialize>(
+        &self,
+        state: &State,
+        dirty: &Dirty,
+        applied: &A,
+        feed: &[(u64, Vec<Change>)],
+    ) -> Result<()> {
+        if feed.is_empty() {
+            return self.sm_persist_state(state, dirty, applied);
+        }
+        let mut feed_batch = sled::Batch::default();
+        for (index, changes) in feed {
+            feed_batch.insert(&index_key(*index), frame::encode(changes).map_err(StorageError::Encode)?);
+        }
+        let state_batch = self.sm_batch(state, dirty, applied)?;
+        use sled::Transactional;
+        (&self.inner.sm, &self.inner.changes)
+            .transaction(|(sm, ch)| {
+                sm.apply_batch(&state_batch)?;
+                ch.apply_batch(&feed_batch)?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => self.sled(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    self.sled(sled::Error::Unsupported("state-machine transaction aborted".into()))
+                }
+            })
+    }
+
+    fn sm_persist_state<A: Serialize>(&self, state: &State, dirty: &Dirty, applied: &A) -> Result<()> {
+        let batch = self.sm_batch(state, dirty, applied)?;
+        self.inner.sm.apply_batch(batch).map_err(|e| self.sled(e))
+    }
+
+    fn sm_batch<A: Serialize>(&self, state: &State, dirty: &Dirty, applied: &A) -> Result<sled::Batch> {
         let enc = |v: &dyn erased::Encode| v.encode().map_err(StorageError::Encode);
         let mut batch = sled::Batch::default();
         for id in &dirty.tasks {
@@ -404,11 +444,65 @@ impl Store {
         }
         batch.insert(KEY_ENGINE, enc(state.meta())?);
         batch.insert(KEY_APPLIED, frame::encode(applied).map_err(StorageError::Encode)?);
-        self.inner.sm.apply_batch(batch).map_err(|e| self.sled(e))
+        Ok(batch)
     }
 
-    /// Replace the whole state machine (snapshot install) in one atomic batch.
-    pub fn sm_replace<A: Serialize>(&self, image: &StateImage, applied: &A) -> Result<()> {
+    // ---- change feed ---------------------------------------------------------------------------
+
+    /// Feed entries with index > `after`, whole entries only, until at least `records_max` records.
+    pub fn changes_after(&self, after: u64, records_max: usize) -> Result<Vec<(u64, Vec<Change>)>> {
+        let mut out = Vec::new();
+        let mut n = 0;
+        for item in self.inner.changes.range(index_key(after.saturating_add(1))..) {
+            let (k, v) = item.map_err(|e| self.sled(e))?;
+            let index = index_of(&k).unwrap_or_default();
+            let changes: Vec<Change> = self.decode(|| format!("change feed entry {index}"), &v)?;
+            n += changes.len();
+            out.push((index, changes));
+            if n >= records_max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The oldest log index the feed still holds.
+    pub fn changes_oldest(&self) -> Result<Option<u64>> {
+        Ok(self.inner.changes.first().map_err(|e| self.sled(e))?.and_then(|(k, _)| index_of(&k)))
+    }
+
+    /// Feed entries with an index below this were purged (0: never).
+    pub fn changes_purged_before(&self) -> Result<u64> {
+        match self.inner.raft.get(KEY_FEED_PURGED_BEFORE).map_err(|e| self.sled(e))? {
+            Some(v) => self.decode(|| "feed purge watermark".into(), &v),
+            None => Ok(0),
+        }
+    }
+
+    fn set_feed_purged_before(&self, before: u64) -> Result<()> {
+        if before > self.changes_purged_before()? {
+            let v = frame::encode(&before).map_err(StorageError::Encode)?;
+            self.inner.raft.insert(KEY_FEED_PURGED_BEFORE, v).map_err(|e| self.sled(e))?;
+        }
+        Ok(())
+    }
+
+    /// Drop feed entries with index < `before`.
+    pub fn changes_purge_before(&self, before: u64) -> Result<usize> {
+        self.set_feed_purged_before(before)?;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for k in self.inner.changes.range(..index_key(before)).keys() {
+            batch.remove(k.map_err(|e| self.sled(e))?);
+            n += 1;
+        }
+        self.inner.changes.apply_batch(batch).map_err(|e| self.sled(e))?;
+        Ok(n)
+    }
+
+    /// Replace the whole state machine (snapshot install, up to log index `applied_index`) in one
+    /// atomic batch.
+    pub fn sm_replace<A: Serialize>(&self, image: &StateImage, applied: &A, applied_index: u64) -> Result<()> {
         let mut batch = sled::Batch::default();
         for k in self.inner.sm.iter().keys() {
             batch.remove(k.map_err(|e| self.sled(e))?);
@@ -428,7 +522,10 @@ impl Store {
         }
         batch.insert(KEY_ENGINE, enc(&image.meta)?);
         batch.insert(KEY_APPLIED, frame::encode(applied).map_err(StorageError::Encode)?);
-        self.inner.sm.apply_batch(batch).map_err(|e| self.sled(e))
+        self.inner.sm.apply_batch(batch).map_err(|e| self.sled(e))?;
+        // The feed cannot describe a jump to a snapshot: readers behind it must backfill.
+        self.inner.changes.clear().map_err(|e| self.sled(e))?;
+        self.set_feed_purged_before(applied_index.saturating_add(1))
     }
 
     /// Load the state machine: the engine state and the last-applied marker.

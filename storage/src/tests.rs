@@ -22,7 +22,7 @@ fn persisted_state_reloads_identically() {
     let mut state = State::default();
     submit(&mut state, 10, Some("key"));
     let dirty = state.take_dirty();
-    store.sm_persist(&state, &dirty, &7u64).expect("persist");
+    store.sm_persist(&state, &dirty, &7u64, &[]).expect("persist");
     store.sync().expect("sync");
     drop(store);
 
@@ -53,7 +53,7 @@ fn a_corrupt_record_is_reported_with_the_path_never_read_as_empty() {
     let mut state = State::default();
     submit(&mut state, 3, None);
     let dirty = state.take_dirty();
-    store.sm_persist(&state, &dirty, &1u64).expect("persist");
+    store.sm_persist(&state, &dirty, &1u64, &[]).expect("persist");
     // Flip one byte of task 2's stored record, bypassing the frame.
     let key = task_key(2);
     let mut raw = store.inner.sm.get(key).expect("get").expect("present").to_vec();
@@ -107,4 +107,24 @@ fn a_log_shorter_than_the_checkpoint_is_refused() {
     std::fs::write(dir.path().join(CHECKPOINT_FILE), b"\x01garbage").expect("write");
     let msg = Store::open(dir.path(), Durability::Fsync).err().expect("must refuse").to_string();
     assert!(msg.contains("checkpoint"), "{msg}");
+}
+
+#[test]
+fn the_change_feed_is_written_with_the_state_and_read_in_whole_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), Durability::Flush).expect("open");
+    let mut state = State::default();
+    let mut feed = Vec::new();
+    for index in 1..=5u64 {
+        submit(&mut state, 2, None);
+        let dirty = state.take_dirty();
+        feed.push((index, minion_engine::changes::changes(&state, &dirty)));
+        store.sm_persist(&state, &dirty, &index, &feed[feed.len() - 1..]).expect("persist");
+    }
+    assert_eq!(store.changes_oldest().expect("oldest"), Some(1));
+    let got = store.changes_after(2, 3).expect("read");
+    assert_eq!(got.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![3, 4], "whole entries until 3 records");
+    assert_eq!(got[0].1.len(), 2);
+    assert_eq!(store.changes_purge_before(4).expect("purge"), 3);
+    assert_eq!(store.changes_oldest().expect("oldest"), Some(4));
 }
