@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use minion_engine::{AgentStatus, Candidate, Command, Dispatcher, Outcome, OutcomeStats, Task};
 use tokio::sync::oneshot;
 
-use crate::node::{now_ms, Node};
+use crate::node::{now_ms, Node, ProposeError};
 
 /// A claim waiting for work.
 struct Waiter {
@@ -24,6 +24,8 @@ struct Waiter {
     queues: Vec<String>,
     capabilities: Vec<String>,
     max: u32,
+    /// After this the waiter is not queued again.
+    deadline: tokio::time::Instant,
     tx: oneshot::Sender<Vec<Task>>,
 }
 
@@ -49,10 +51,44 @@ impl Default for Hub {
     }
 }
 
-/// What a registered claim gets back.
+/// What a registered claim gets back. Dropping it (the request went away) withdraws the waiter;
+/// tasks claimed for it afterwards find the receiver gone and are released unused.
 pub struct Registration {
     pub id: u64,
     pub rx: oneshot::Receiver<Vec<Task>>,
+    hub: Hub,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.withdraw(self.id);
+    }
+}
+
+/// Propose a claim in a task of its own and wait for its answer. If the caller is dropped before
+/// the answer arrives (the HTTP request went away), the leased tasks are released unused instead
+/// of sitting leased until expiry.
+pub async fn claim_detached(node: &Node, cmd: Command) -> Result<minion_engine::Response, ProposeError> {
+    let (tx, rx) = oneshot::channel();
+    let n = node.clone();
+    tokio::spawn(async move {
+        let res = n.propose(cmd).await;
+        if let Err(Ok(Ok(Outcome::Claimed(tasks)))) = tx.send(res) {
+            release_unused(&n, tasks).await;
+        }
+    });
+    rx.await.map_err(|_| ProposeError::Closed)?
+}
+
+/// Give back leases whose claim never reached its agent.
+async fn release_unused(node: &Node, tasks: Vec<Task>) {
+    for t in tasks {
+        let Some(token) = t.lease.as_ref().map(|l| l.token) else { continue };
+        tracing::info!(task_id = t.id, "releasing a lease whose claimant went away");
+        if let Err(e) = node.propose(Command::Release { task_id: t.id, lease_token: token }).await {
+            tracing::warn!(task_id = t.id, error = %e, "could not release an unused lease; it will expire");
+        }
+    }
 }
 
 impl Hub {
@@ -68,13 +104,28 @@ impl Hub {
         self.lock().last_seen.get(agent_id).map(|t| t.elapsed().as_millis() as u64)
     }
 
-    pub fn register(&self, agent_id: &str, queues: &[String], capabilities: &[String], max: u32) -> Registration {
+    pub fn register(
+        &self,
+        agent_id: &str,
+        queues: &[String],
+        capabilities: &[String],
+        max: u32,
+        deadline: tokio::time::Instant,
+    ) -> Registration {
         let (tx, rx) = oneshot::channel();
         let mut g = self.lock();
         g.next_id += 1;
         let id = g.next_id;
-        g.waiters.push(Waiter { id, agent_id: agent_id.into(), queues: queues.into(), capabilities: capabilities.into(), max, tx });
-        Registration { id, rx }
+        g.waiters.push(Waiter {
+            id,
+            agent_id: agent_id.into(),
+            queues: queues.into(),
+            capabilities: capabilities.into(),
+            max,
+            deadline,
+            tx,
+        });
+        Registration { id, rx, hub: self.clone() }
     }
 
     /// Remove a waiter at its deadline. False when it was already handed work.
@@ -105,7 +156,7 @@ impl Hub {
     /// pick waiters, one per ready task, and propose their claims. Returns how many claims were
     /// proposed.
     pub async fn dispatch_once(&self, node: &Node) -> usize {
-        let assignments: Vec<Waiter> = {
+        let assignments: Vec<(String, Waiter)> = {
             let g_state = node.state.read();
             let engine = &g_state.engine;
             let now = now_ms();
@@ -169,33 +220,42 @@ impl Hub {
                     let idx = eligible[pick];
                     let w = hub.waiters.remove(idx);
                     ready = ready.saturating_sub(w.max as u64);
-                    // The claim goes to the queue the strategy chose for.
-                    chosen.push(Waiter { queues: vec![queue.clone()], ..w });
+                    chosen.push((queue.clone(), w));
                 }
             }
             chosen
         };
         let n = assignments.len();
-        for w in assignments {
+        for (queue, w) in assignments {
             let node = node.clone();
             let hub = self.clone();
             tokio::spawn(async move {
+                if w.tx.is_closed() {
+                    return;
+                }
+                // The claim names the queue the strategy chose for; the waiter keeps all its queues.
                 let cmd = Command::Claim {
                     agent_id: w.agent_id.clone(),
-                    queues: w.queues.clone(),
+                    queues: vec![queue],
                     capabilities: w.capabilities.clone(),
                     max: w.max,
                 };
                 match node.propose(cmd).await {
                     Ok(Ok(Outcome::Claimed(tasks))) if !tasks.is_empty() => {
-                        let _ = w.tx.send(tasks);
+                        if let Err(tasks) = w.tx.send(tasks) {
+                            release_unused(&node, tasks).await;
+                        }
                     }
                     Ok(Err(_)) | Err(_) => {
                         let _ = w.tx.send(Vec::new());
                     }
                     _ => {
-                        // Someone else took the task first: wait again.
-                        hub.lock().waiters.push(w);
+                        // Someone else took the task first: wait again, unless the poll is over.
+                        if tokio::time::Instant::now() >= w.deadline || w.tx.is_closed() {
+                            let _ = w.tx.send(Vec::new());
+                        } else {
+                            hub.lock().waiters.push(w);
+                        }
                     }
                 }
             });
@@ -237,15 +297,24 @@ impl Hub {
             if !leader {
                 continue;
             }
+            // Lock order everywhere: state, then hub. Copy what is needed from the hub first.
+            let (since, last_seen) = {
+                let mut hub = self.lock();
+                let now = Instant::now();
+                // An agent long-polling right now is alive.
+                let polling: Vec<String> = hub.waiters.iter().map(|w| w.agent_id.clone()).collect();
+                for id in polling {
+                    hub.last_seen.insert(id, now);
+                }
+                (hub.leader_since.unwrap_or(now), hub.last_seen.clone())
+            };
             let dead: Vec<(String, u64)> = {
-                let hub = self.lock();
-                let since = hub.leader_since.unwrap_or_else(Instant::now);
                 let g = node.state.read();
                 g.engine
                     .agents()
                     .filter(|a| a.status != AgentStatus::Dead)
                     .filter(|a| {
-                        let last = hub.last_seen.get(&a.id).copied().map_or(since, |t| t.max(since));
+                        let last = last_seen.get(&a.id).copied().map_or(since, |t| t.max(since));
                         last.elapsed() > timeout
                     })
                     .map(|a| (a.id.clone(), a.incarnation))

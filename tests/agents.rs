@@ -147,3 +147,29 @@ async fn round_robin_rotates_among_waiting_agents_through_the_api() {
     let text = api.http.get(format!("{}/metrics", api.base)).send().await.expect("metrics").text().await.expect("text");
     assert!(text.contains("minion_dispatch_selections_total{strategy=\"round_robin\"} 9"), "{text}");
 }
+
+#[tokio::test]
+async fn a_long_poll_abandoned_by_its_client_does_not_strand_a_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]).await;
+    let api = srv.client();
+    // A client that gives up after 300 ms on a claim that asked to wait 10 s.
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().expect("client");
+    let r = impatient
+        .post(format!("{}/v1/claims", api.base))
+        .json(&json!({"agent_id": "gone", "queues": ["ab"], "wait_ms": 10_000}))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client timed out");
+    let id = api.submit(json!({"queue": "ab"})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The task is not sitting leased to the client that went away.
+    let got = api.claim("here", &["ab"], 1, 2_000).await;
+    assert_eq!(got.len(), 1, "the task is claimable: {:?}", api.task(id).await);
+    assert_eq!(got[0]["id"], id);
+    let attempts = got[0]["attempts"].as_array().expect("attempts").clone();
+    for a in &attempts[..attempts.len() - 1] {
+        assert_eq!(a["outcome"]["outcome"], "released", "{attempts:?}");
+    }
+    assert_eq!(got[0]["attempt_limit"].as_u64(), Some(3 + attempts.len() as u64 - 1), "released attempts do not count");
+}

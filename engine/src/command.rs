@@ -52,6 +52,9 @@ pub enum Command {
     Complete { task_id: TaskId, lease_token: LeaseToken, result: Option<String> },
     Fail { task_id: TaskId, lease_token: LeaseToken, error: String },
     Extend { task_id: TaskId, lease_token: LeaseToken, lease_ms: Option<u64> },
+    /// Give a lease back unused (its claim never reached the agent): the task is ready again at
+    /// once and the attempt does not count against its limit.
+    Release { task_id: TaskId, lease_token: LeaseToken },
     Cancel { task_id: TaskId, reason: Option<String> },
     /// Manual retry of a dead or cancelled task.
     Retry { task_id: TaskId },
@@ -80,6 +83,7 @@ impl Command {
             Command::Complete { .. } => "complete",
             Command::Fail { .. } => "fail",
             Command::Extend { .. } => "extend",
+            Command::Release { .. } => "release",
             Command::Cancel { .. } => "cancel",
             Command::Retry { .. } => "retry",
             Command::SetQueue { .. } => "set_queue",

@@ -146,6 +146,16 @@ impl Dedup {
         self.exact.iter()
     }
 
+    /// Keys in order after `after` (exclusive), for paging.
+    pub fn range_after(&self, after: Option<&DedupKey>) -> impl Iterator<Item = (&DedupKey, &DedupEntry)> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(k) => Bound::Excluded(k.clone()),
+            None => Bound::Unbounded,
+        };
+        self.exact.range((start, Bound::Unbounded))
+    }
+
     /// The earliest expiry, for the housekeeping timer.
     pub fn next_expiry(&self) -> Option<TimeMs> {
         self.expiry.first().map(|(t, _)| *t)

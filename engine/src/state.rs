@@ -443,6 +443,7 @@ impl State {
             }
             Command::Fail { task_id, lease_token, error } => self.fail(*task_id, *lease_token, error),
             Command::Extend { task_id, lease_token, lease_ms } => self.extend(*task_id, *lease_token, *lease_ms),
+            Command::Release { task_id, lease_token } => self.release(*task_id, *lease_token),
             Command::Cancel { task_id, reason } => self.cancel(*task_id, reason.as_deref()),
             Command::Retry { task_id } => self.retry(*task_id),
             Command::SetQueue { name, config } => {
@@ -858,6 +859,24 @@ impl State {
                 self.update(id, |t| t.state = TaskState::Ready);
             }
         }
+    }
+
+    fn release(&mut self, id: TaskId, token: LeaseToken) -> Response {
+        self.check_lease(id, token)?;
+        let now = self.meta.clock;
+        self.lease_ended(id, None);
+        let t = self.update(id, |t| {
+            if let Some(a) = t.attempts.last_mut() {
+                a.ended_ms = Some(now);
+                a.outcome = Some(AttemptOutcome::Released);
+            }
+            t.lease = None;
+            t.attempt_limit = t.attempt_limit.saturating_add(1);
+            t.state = TaskState::Ready;
+            t.run_at_ms = now;
+            t.clone()
+        });
+        t.map(|t| Outcome::Task(Box::new(t))).ok_or_else(|| Rejection::not_found(id))
     }
 
     fn extend(&mut self, id: TaskId, token: LeaseToken, lease_ms: Option<u64>) -> Response {

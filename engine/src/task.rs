@@ -84,6 +84,8 @@ pub enum AttemptOutcome {
     AgentRestarted,
     /// The agent reported no progress within the task's stall timeout.
     Stalled,
+    /// The lease was given back unused (the claim's requester had gone); not counted.
+    Released,
 }
 
 impl AttemptOutcome {
@@ -96,6 +98,7 @@ impl AttemptOutcome {
             AttemptOutcome::AgentDead => "agent_dead",
             AttemptOutcome::AgentRestarted => "agent_restarted",
             AttemptOutcome::Stalled => "stalled",
+            AttemptOutcome::Released => "released",
         }
     }
 }

@@ -178,3 +178,18 @@ fn statistics_track_outcomes_latency_and_capabilities() {
     assert!(s.state.agent("x").is_none());
     assert_eq!(s.run(Command::DrainAgent { id: "x".into() }).expect_err("gone").code, RejectCode::NotFound);
 }
+
+#[test]
+fn a_released_lease_makes_the_task_ready_without_using_an_attempt() {
+    let mut s = Sim::new();
+    s.register("r", &[], 1);
+    let id = s.submit(1, &[], None)[0];
+    let held = s.claim("r", 1).remove(0);
+    let r = s.run(Command::Release { task_id: id, lease_token: token(&held) }).expect("release");
+    let Outcome::Task(t) = r else { panic!("task") };
+    assert_eq!((t.state, t.attempt_limit), (TaskState::Ready, 4));
+    assert_eq!(t.attempts[0].outcome, Some(AttemptOutcome::Released));
+    assert_eq!(s.state.agent("r").expect("agent").stats.in_flight, 0);
+    let again = s.run(Command::Release { task_id: id, lease_token: token(&held) });
+    assert_eq!(again.expect_err("not leased").code, RejectCode::StaleLease);
+}

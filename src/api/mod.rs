@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues/{name}", get(get_queue).put(put_queue))
         .route("/v1/stats", get(stats))
         .route("/v1/changes", get(changes))
+        .route("/v1/dedup", get(list_dedup))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -282,21 +283,26 @@ async fn claim(State(s): State<AppState>, JsonBody(b): JsonBody<ClaimIn>) -> Api
         capabilities: b.capabilities.clone(),
         max: b.max,
     };
-    let out = s.node.propose(cmd).await??;
+    let deadline = tokio::time::Instant::now() + wait;
+    let out = crate::dispatch::claim_detached(&s.node, cmd).await??;
     let Outcome::Claimed(tasks) = out else { return Err(unexpected(out)) };
     if !tasks.is_empty() || wait.is_zero() {
         let tasks: Vec<TaskOut> = tasks.iter().map(TaskOut::from).collect();
         return Ok(Json(json!({ "tasks": tasks })));
     }
-    let mut reg = hub.register(&b.agent_id, &b.queues, &b.capabilities, b.max);
+    let mut reg = hub.register(&b.agent_id, &b.queues, &b.capabilities, b.max, deadline);
     let tasks = tokio::select! {
         got = &mut reg.rx => got.unwrap_or_default(),
-        _ = tokio::time::sleep(wait) => {
+        _ = tokio::time::sleep_until(deadline) => {
             if hub.withdraw(reg.id) {
                 Vec::new()
             } else {
-                // Handed work just as the deadline passed: take it.
-                reg.rx.await.unwrap_or_default()
+                // Picked just as the deadline passed: its claim is in flight. Wait for it briefly;
+                // if it comes later, the leases are released unused.
+                match tokio::time::timeout(Duration::from_secs(5), &mut reg.rx).await {
+                    Ok(Ok(tasks)) => tasks,
+                    _ => Vec::new(),
+                }
             }
         }
     };
@@ -478,6 +484,38 @@ async fn changes(
         .map(|(index, cs)| json!({"index": index, "changes": cs.iter().map(change_json).collect::<Vec<_>>()}))
         .collect();
     Ok(Json(json!({ "entries": list, "next": next, "applied_index": applied })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DedupQuery {
+    after_queue: Option<String>,
+    after_key: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Live idempotency keys in (queue, key) order, paged: for exporters' backfill.
+async fn list_dedup(
+    State(s): State<AppState>,
+    q: Result<Query<DedupQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000);
+    let after = match (q.after_queue, q.after_key) {
+        (Some(queue), Some(key)) => Some(minion_engine::DedupKey { queue, key }),
+        (None, None) => None,
+        _ => return Err(ApiError::bad_request("after_queue and after_key go together")),
+    };
+    let g = s.node.state.read();
+    let keys: Vec<serde_json::Value> = g
+        .engine
+        .dedup()
+        .range_after(after.as_ref())
+        .take(limit)
+        .map(|(k, e)| json!({"queue": k.queue, "key": k.key, "task_id": e.task_id, "expires_ms": e.expires_ms}))
+        .collect();
+    let done = keys.len() < limit;
+    Ok(Json(json!({ "keys": keys, "more": !done })))
 }
 
 async fn openapi() -> impl IntoResponse {
