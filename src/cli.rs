@@ -28,6 +28,9 @@ pub enum Cmd {
     /// Registered agents.
     #[command(subcommand)]
     Agent(AgentCmd),
+    /// Export the ledger to another system.
+    #[command(subcommand)]
+    Export(ExportCmd),
     /// Load generator: throughput and latency percentiles against a running server.
     Bench(crate::bench::BenchArgs),
 }
@@ -207,6 +210,34 @@ pub enum QueueCmd {
         #[arg(long)]
         strategy: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCmd {
+    /// Mirror the ledger into PostgreSQL: one full export, or `--follow` to keep mirroring.
+    Postgres(PostgresExportArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PostgresExportArgs {
+    /// PostgreSQL connection, e.g. postgres://postgres@127.0.0.1:5432/minion
+    #[arg(long, env = "MINION_EXPORT_PG_URL")]
+    pub url: String,
+    /// Any node of the cluster.
+    #[arg(long, env = "MINION_SERVER", default_value = "http://127.0.0.1:7070")]
+    pub server: String,
+    /// Keep mirroring (retrying with backoff when either side is down).
+    #[arg(long)]
+    pub follow: bool,
+    /// Name of this mirror's position (several mirrors can share a database).
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Change records per transaction.
+    #[arg(long, default_value_t = 5_000)]
+    pub batch_records: usize,
+    /// How often `--follow` polls when caught up.
+    #[arg(long, default_value_t = 200)]
+    pub poll_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -43,6 +43,10 @@ fn main() -> std::process::ExitCode {
             Cmd::Task(cmd) => client::task(cmd).await,
             Cmd::Queue(cmd) => client::queue(cmd).await,
             Cmd::Agent(cmd) => client::agent(cmd).await,
+            Cmd::Export(cli::ExportCmd::Postgres(args)) => {
+                init_tracing(LogFormat::Human, "info,tokio_postgres=warn");
+                export_postgres(args).await
+            }
             Cmd::Bench(args) => bench::run(args).await,
         }
     });
@@ -78,6 +82,34 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Err(e) = node.raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
     }
+    Ok(())
+}
+
+async fn export_postgres(args: cli::PostgresExportArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let opts = minion_adapters::postgres::ExportOptions {
+        server: args.server,
+        pg_url: args.url,
+        name: args.name,
+        batch_records: args.batch_records.clamp(1, 10_000),
+        progress: std::io::stderr().is_terminal(),
+    };
+    if args.follow {
+        minion_adapters::postgres::follow(opts, std::time::Duration::from_millis(args.poll_ms)).await?;
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let r = minion_adapters::postgres::export_once(opts).await?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "exported: {} tasks backfilled, {} change records in {} transactions, position {} ({:.1} s, {:.0} rows/s)",
+        r.backfilled_tasks,
+        r.feed_records,
+        r.transactions,
+        r.position,
+        secs,
+        (r.backfilled_tasks + r.feed_records) as f64 / secs.max(1e-9)
+    );
     Ok(())
 }
 

@@ -208,3 +208,178 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A fresh PostgreSQL database on the local server for one test; dropped at the end.
+pub struct PgDb {
+    pub name: String,
+    pub url: String,
+}
+
+pub const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+
+pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL on 127.0.0.1:5432");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+impl PgDb {
+    pub async fn create(tag: &str) -> PgDb {
+        let name = format!("minion_test_{tag}_{}_{}", std::process::id(), free_port());
+        let admin = pg_connect(PG_ADMIN).await;
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await.expect("drop");
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        PgDb { name, url }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        pg_connect(&self.url).await
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Like `assert_eq!`, but returns the difference as an error.
+macro_rules! check {
+    ($a:expr, $b:expr, $($msg:tt)+) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            return Err(format!("{}: mirror {:?} vs ledger {:?}", format!($($msg)+), a, b));
+        }
+    }};
+}
+
+/// Compare the mirror with the server's ledger, row for row: every task with its state, queue,
+/// kind, attempts, result, lease and progress; agents; dedup keys; nothing extra in the mirror.
+pub async fn mirror_diff(api: &Api, pg: &tokio_postgres::Client) -> Result<(), String> {
+    let mut ledger = Vec::new();
+    let mut after: Option<u64> = None;
+    loop {
+        let path = match after {
+            Some(a) => format!("/v1/tasks?limit=1000&after={a}"),
+            None => "/v1/tasks?limit=1000".to_string(),
+        };
+        let (_, v) = api.get(&path).await;
+        ledger.extend(v["tasks"].as_array().cloned().unwrap_or_default());
+        match v["next"].as_u64() {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let rows = pg
+        .query(
+            "SELECT id, queue, kind, state, result, attempt_count, lease_token, payload,
+                    (SELECT count(*) FROM task_progress p WHERE p.task_id = t.id)
+             FROM tasks t ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("query tasks");
+    check!(rows.len(), ledger.len(), "task count: mirror vs ledger");
+    for (row, t) in rows.iter().zip(&ledger) {
+        let id: i64 = row.get(0);
+        check!(Some(id as u64), t["id"].as_u64(), "ids in order");
+        check!(row.get::<_, String>(1), t["queue"].as_str().unwrap_or(""), "queue of {id}");
+        check!(row.get::<_, String>(2), t["kind"].as_str().unwrap_or(""), "kind of {id}");
+        check!(row.get::<_, String>(3), t["state"].as_str().unwrap_or(""), "state of {id}");
+        let result: Option<serde_json::Value> = row.get(4);
+        check!(result.unwrap_or(serde_json::Value::Null), t["result"], "result of {id}");
+        check!(row.get::<_, i32>(5) as usize, t["attempts"].as_array().map_or(0, |a| a.len()), "attempts of {id}");
+        let token: Option<i64> = row.get(6);
+        check!(token.map(|x| x as u64), t["lease"]["token"].as_u64(), "lease of {id}");
+        let payload: Option<serde_json::Value> = row.get(7);
+        check!(payload.unwrap_or(serde_json::Value::Null), t["payload"], "payload of {id}");
+        check!(row.get::<_, i64>(8) as usize, t["progress"].as_array().map_or(0, |a| a.len()), "progress of {id}");
+    }
+    let (_, agents) = api.get("/v1/agents").await;
+    let agent_rows = pg.query("SELECT id, status, completed FROM agent_state ORDER BY id", &[]).await.expect("agents");
+    let mut want: Vec<(String, String, i64)> = agents["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap_or("").to_string(),
+                a["status"].as_str().unwrap_or("").to_string(),
+                a["stats"]["overall"]["completed"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    want.sort();
+    let got: Vec<(String, String, i64)> = agent_rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    check!(got, want, "agents");
+    let (_, stats) = api.get("/v1/stats").await;
+    let keys: i64 = pg.query_one("SELECT count(*) FROM message_dedup", &[]).await.expect("dedup").get(0);
+    check!(Some(keys as u64), stats["dedup"]["keys"].as_u64(), "dedup keys");
+    Ok(())
+}
+
+/// Wait until the mirror has caught up with the server and equals its ledger row for row (time-
+/// driven changes such as retry timers keep moving the server for a while after a workload).
+pub async fn assert_mirror_matches(api: &Api, pg: &tokio_postgres::Client) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, stats) = api.get("/v1/stats").await;
+        let applied = stats["raft"]["applied_index"].as_u64().unwrap_or(0);
+        let pos = pg
+            .query_opt("SELECT log_index FROM export_position WHERE name = 'default'", &[])
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get::<_, i64>(0) as u64)
+            .unwrap_or(0);
+        let diff = if pos >= applied { mirror_diff(api, pg).await } else { Err(format!("position {pos} < applied {applied}")) };
+        match diff {
+            Ok(()) => return,
+            Err(d) if Instant::now() > deadline => panic!("the mirror does not match the ledger: {d}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// A mixed workload: keyed submits, claims by registered agents, progress, completions, failures
+/// and cancellations.
+pub async fn mixed_workload(api: &Api, rounds: usize, tag: &str) {
+    let (s, _) = api.post("/v1/agents", serde_json::json!({"id": format!("{tag}-agent"), "max_concurrency": 8})).await;
+    assert_eq!(s, 201);
+    // Failed attempts retry at once: no timer changes the ledger after the workload ends.
+    let (s, _) = api.req(reqwest::Method::PUT, "/v1/queues/mix", Some(serde_json::json!({"retry_base_ms": 0}))).await;
+    assert_eq!(s, 200);
+    for r in 0..rounds {
+        let tasks: Vec<serde_json::Value> = (0..5)
+            .map(|i| serde_json::json!({"queue": "mix", "kind": format!("k{}", i % 2), "payload": {"r": r, "i": i},
+                                        "idempotency_key": format!("{tag}-{r}-{i}")}))
+            .collect();
+        let (s, v) = api.post("/v1/tasks", serde_json::json!({ "tasks": tasks })).await;
+        assert!(s == 201 || s == 200, "{v}");
+        let claimed = api.claim(&format!("{tag}-agent"), &["mix"], 4, 0).await;
+        for (n, t) in claimed.iter().enumerate() {
+            let id = t["id"].as_u64().unwrap_or(0);
+            let token = t["lease"]["token"].clone();
+            api.post(&format!("/v1/tasks/{id}/progress"), serde_json::json!({"lease_token": token, "percent": 50})).await;
+            match n % 3 {
+                0 => {
+                    api.post(&format!("/v1/tasks/{id}/complete"), serde_json::json!({"lease_token": token, "result": {"ok": r}})).await;
+                }
+                1 => {
+                    api.post(&format!("/v1/tasks/{id}/fail"), serde_json::json!({"lease_token": token, "error": "boom"})).await;
+                }
+                _ => {
+                    api.post(&format!("/v1/tasks/{id}/cancel"), serde_json::json!({})).await;
+                }
+            }
+        }
+    }
+}
