@@ -83,6 +83,9 @@ pub struct ServeArgs {
     pub retention_ms: Option<u64>,
     #[arg(long, env = "MINION_DEDUP_TTL_MS")]
     pub dedup_ttl_ms: Option<u64>,
+    /// Mirror the ledger into this PostgreSQL database from inside the server.
+    #[arg(long, env = "MINION_EXPORT_POSTGRES_URL")]
+    pub export_postgres_url: Option<String>,
     /// Log entries the change feed keeps.
     #[arg(long, env = "MINION_FEED_RETAINED_ENTRIES")]
     pub feed_retained_entries: Option<u64>,

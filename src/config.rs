@@ -50,6 +50,31 @@ pub struct Config {
     pub feed_retained_entries: u64,
     /// Engine defaults, replicated to the state machine at start.
     pub engine: EngineConfig,
+    /// Mirror this node's ledger into PostgreSQL from inside the server (off when unset).
+    pub export_postgres: Option<ExportPostgres>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportPostgres {
+    /// e.g. `postgres://postgres@127.0.0.1:5432/minion`
+    pub url: String,
+    #[serde(default = "default_export_name")]
+    pub name: String,
+    #[serde(default = "default_export_batch")]
+    pub batch_records: usize,
+    #[serde(default = "default_export_poll")]
+    pub poll_ms: u64,
+}
+
+fn default_export_name() -> String {
+    "default".into()
+}
+fn default_export_batch() -> usize {
+    5_000
+}
+fn default_export_poll() -> u64 {
+    200
 }
 
 impl Default for Config {
@@ -70,6 +95,7 @@ impl Default for Config {
             agent_heartbeat_timeout_ms: 15_000,
             feed_retained_entries: 100_000,
             engine: EngineConfig::default(),
+            export_postgres: None,
         }
     }
 }
@@ -85,6 +111,14 @@ impl Config {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone(); } )* };
         }
         overlay!(data_dir, listen, node_id, log_format, log_level, body_bytes_max, claim_wait_ms_max, snapshot_logs);
+        if let Some(url) = &args.export_postgres_url {
+            cfg.export_postgres = Some(ExportPostgres {
+                url: url.clone(),
+                name: default_export_name(),
+                batch_records: default_export_batch(),
+                poll_ms: default_export_poll(),
+            });
+        }
         if let Some(v) = args.feed_retained_entries {
             cfg.feed_retained_entries = v;
         }
@@ -148,6 +182,12 @@ impl Config {
             );
         }
         self.engine.validate().map_err(|r| anyhow::anyhow!("invalid config: engine.{}", r.message))?;
+        if let Some(e) = &self.export_postgres {
+            if e.url.parse::<tokio_postgres::Config>().is_err() {
+                bail!("invalid config: export_postgres.url is not a PostgreSQL connection string");
+            }
+            range("export_postgres.batch_records", e.batch_records as u64, 1, 10_000)?;
+        }
         Ok(())
     }
 }

@@ -68,6 +68,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = api::router(api::AppState { node: node.clone(), metrics: handle });
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, data_dir = %data_dir.display(), durability = node.store.durability().as_str(), "minion serving");
+    if let Some(e) = node.config.export_postgres.clone() {
+        let opts = minion_adapters::postgres::ExportOptions {
+            server: format!("http://{listen}"),
+            pg_url: e.url,
+            name: e.name,
+            batch_records: e.batch_records,
+            progress: false,
+        };
+        tokio::spawn(async move {
+            if let Err(err) = minion_adapters::postgres::follow(opts, std::time::Duration::from_millis(e.poll_ms)).await {
+                tracing::error!(error = %err, "the PostgreSQL export stopped");
+            }
+        });
+    }
     let hub = node.hub.clone();
     let shutdown = async move {
         shutdown_signal().await;

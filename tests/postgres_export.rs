@@ -115,3 +115,14 @@ async fn killing_the_follower_mid_stream_leaves_no_gap_and_no_duplicate() {
     let _ = exporter.wait();
     assert_mirror_matches(&api, &pg).await;
 }
+
+#[tokio::test]
+async fn the_server_can_run_the_mirror_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = PgDb::create("embedded").await;
+    let srv = Server::start(dir.path(), &["--export-postgres-url", &db.url]).await;
+    let api = srv.client();
+    mixed_workload(&api, 5, "embedded").await;
+    let pg = db.client().await;
+    assert_mirror_matches(&api, &pg).await;
+}
