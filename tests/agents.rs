@@ -174,3 +174,27 @@ async fn a_long_poll_abandoned_by_its_client_does_not_strand_a_task() {
     }
     assert_eq!(got[0]["attempt_limit"].as_u64(), Some(3 + attempts.len() as u64 - 1), "released attempts do not count");
 }
+
+#[tokio::test]
+async fn a_new_leader_gives_every_agent_a_grace_period_before_declaring_it_dead() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut srv = Server::start(dir.path(), &["--agent-heartbeat-timeout-ms", "2000"]).await;
+    let api = srv.client();
+    register(&api, "quiet", &[], 1).await;
+    // Silent for most of a timeout, then the node restarts: it is a new leader with no
+    // heartbeat history.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    srv.restart().await;
+    let api = srv.client();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let (_, v) = api.get("/v1/agents/quiet").await;
+    assert_eq!(v["status"], "active", "2.5 s of silence in all, but only 1 s under this leader");
+    eventually(10, "the agent to be declared dead a full timeout after the new leader started", || {
+        let api = api.clone();
+        async move {
+            let (_, v) = api.get("/v1/agents/quiet").await;
+            (v["status"] == "dead").then_some(())
+        }
+    })
+    .await;
+}

@@ -126,3 +126,25 @@ async fn the_server_can_run_the_mirror_itself() {
     let pg = db.client().await;
     assert_mirror_matches(&api, &pg).await;
 }
+
+#[tokio::test]
+async fn the_follower_resumes_after_the_server_is_killed_and_restarted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut srv = Server::start(dir.path(), &[]).await;
+    let api = srv.client();
+    let db = PgDb::create("srvcrash").await;
+    let log = dir.path().join("export.log");
+    let mut exporter = spawn_follow(&srv.base, &db.url, &log);
+    mixed_workload(&api, 6, "before").await;
+    srv.kill9();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    srv.spawn().await;
+    let api = srv.client();
+    mixed_workload(&api, 6, "after").await;
+    let pg = db.client().await;
+    assert_mirror_matches(&api, &pg).await;
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("retrying"), "the exporter noticed the server was down:\n{text}");
+}
