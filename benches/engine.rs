@@ -5,7 +5,8 @@
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use minion_engine::dedup::Dedup;
 use minion_engine::{
-    ApplyMeta, Candidate, Command, DedupEntry, DedupKey, Dispatcher, NewTask, Outcome, OutcomeStats, Request, State, Strategy,
+    ApplyMeta, Candidate, Command, DedupEntry, DedupKey, Dispatcher, NewTask, Outcome, OutcomeStats, Request, State,
+    Strategy,
 };
 
 fn task(i: u64, key: bool) -> NewTask {
@@ -68,12 +69,11 @@ fn bench_apply(c: &mut Criterion) {
             let mut s = seeded(iters + 10_000);
             let started = std::time::Instant::now();
             for _ in 0..iters {
-                let Outcome::Claimed(ts) = apply(&mut s, 3, Command::Claim {
-                    agent_id: "a".into(),
-                    queues: vec!["bench".into()],
-                    capabilities: vec![],
-                    max: 1,
-                }) else {
+                let Outcome::Claimed(ts) = apply(
+                    &mut s,
+                    3,
+                    Command::Claim { agent_id: "a".into(), queues: vec!["bench".into()], capabilities: vec![], max: 1 },
+                ) else {
                     panic!("claim")
                 };
                 let t = &ts[0];
@@ -91,7 +91,10 @@ fn bench_dedup(c: &mut Criterion) {
     let mut g = c.benchmark_group("dedup");
     let mut d = Dedup::default();
     for i in 0..100_000u64 {
-        d.insert(DedupKey { queue: "bench".into(), key: format!("key-{i}") }, DedupEntry { task_id: i, expires_ms: u64::MAX });
+        d.insert(
+            DedupKey { queue: "bench".into(), key: format!("key-{i}") },
+            DedupEntry { task_id: i, expires_ms: u64::MAX },
+        );
     }
     let hit = DedupKey { queue: "bench".into(), key: "key-500".into() };
     g.bench_function("check_hit_100k_keys", |b| b.iter(|| black_box(d.lookup(&hit, 2))));
@@ -112,13 +115,23 @@ fn bench_dispatch(c: &mut Criterion) {
     for n in [10usize, 100, 1_000] {
         let ids: Vec<String> = (0..n).map(|i| format!("agent-{i:05}")).collect();
         let stats: Vec<OutcomeStats> = (0..n)
-            .map(|i| OutcomeStats { completed: 100 + i as u64, failed: (i % 7) as u64, latency_ewma_ms: 10 + (i % 50) as u64 })
+            .map(|i| OutcomeStats {
+                completed: 100 + i as u64,
+                failed: (i % 7) as u64,
+                latency_ewma_ms: 10 + (i % 50) as u64,
+            })
             .collect();
         let cands: Vec<Candidate<'_>> = ids
             .iter()
             .zip(&stats)
             .enumerate()
-            .map(|(i, (id, s))| Candidate { agent_id: id, in_flight: (i % 4) as u32, capacity: 4, overall: s, by_capability: None })
+            .map(|(i, (id, s))| Candidate {
+                agent_id: id,
+                in_flight: (i % 4) as u32,
+                capacity: 4,
+                overall: s,
+                by_capability: None,
+            })
             .collect();
         for strategy in Strategy::ALL {
             let mut d = Dispatcher::new(7);

@@ -126,9 +126,12 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
             while !stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
                 let ok = match mode {
-                    Mode::Submit => post(&http, &base, "/v1/tasks", &json!({"queue": queue, "payload": payload})).await.map(|_| 1),
+                    Mode::Submit => {
+                        post(&http, &base, "/v1/tasks", &json!({"queue": queue, "payload": payload})).await.map(|_| 1)
+                    }
                     Mode::Batch => {
-                        let list: Vec<Value> = (0..batch).map(|_| json!({"queue": queue, "payload": payload})).collect();
+                        let list: Vec<Value> =
+                            (0..batch).map(|_| json!({"queue": queue, "payload": payload})).collect();
                         post(&http, &base, "/v1/tasks", &json!({ "tasks": list })).await.map(|_| batch as u64)
                     }
                     Mode::Lifecycle => lifecycle(&http, &base, &queue, &agent, &payload).await,
@@ -178,13 +181,22 @@ async fn post(http: &reqwest::Client, base: &str, path: &str, body: &Value) -> a
 }
 
 /// Submit → claim → complete. Counts one completed task.
-async fn lifecycle(http: &reqwest::Client, base: &str, queue: &str, agent: &str, payload: &Value) -> anyhow::Result<u64> {
+async fn lifecycle(
+    http: &reqwest::Client,
+    base: &str,
+    queue: &str,
+    agent: &str,
+    payload: &Value,
+) -> anyhow::Result<u64> {
     post(http, base, "/v1/tasks", &json!({"queue": queue, "payload": payload})).await?;
-    let claimed = post(http, base, "/v1/claims", &json!({"agent_id": agent, "queues": [queue], "max": 1, "wait_ms": 1000})).await?;
+    let claimed =
+        post(http, base, "/v1/claims", &json!({"agent_id": agent, "queues": [queue], "max": 1, "wait_ms": 1000}))
+            .await?;
     let Some(t) = claimed["tasks"].as_array().and_then(|a| a.first()) else { bail!("claim returned nothing") };
     let id = t["id"].as_u64().unwrap_or(0);
     let token = t["lease"]["token"].as_u64().unwrap_or(0);
-    post(http, base, &format!("/v1/tasks/{id}/complete"), &json!({"lease_token": token, "result": {"ok": true}})).await?;
+    post(http, base, &format!("/v1/tasks/{id}/complete"), &json!({"lease_token": token, "result": {"ok": true}}))
+        .await?;
     Ok(1)
 }
 
@@ -230,7 +242,8 @@ async fn run_dispatch(http: &reqwest::Client, args: &BenchArgs, agents: usize) -
                     delivered.lock().unwrap_or_else(|p| p.into_inner()).insert(tid, Instant::now());
                     let _ = tx.send(tid);
                     let token = t["lease"]["token"].as_u64().unwrap_or(0);
-                    let _ = post(&http, &base, &format!("/v1/tasks/{tid}/complete"), &json!({"lease_token": token})).await;
+                    let _ =
+                        post(&http, &base, &format!("/v1/tasks/{tid}/complete"), &json!({"lease_token": token})).await;
                 }
             }
         }));

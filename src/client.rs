@@ -55,7 +55,13 @@ fn s(v: &Value) -> String {
 
 fn print_task(t: &Value) {
     println!("task {}  queue={} kind={} state={}", s(&t["id"]), s(&t["queue"]), s(&t["kind"]), s(&t["state"]));
-    println!("  priority={} attempts={}/{} idempotency_key={}", s(&t["priority"]), t["attempts"].as_array().map_or(0, |a| a.len()), s(&t["attempt_limit"]), s(&t["idempotency_key"]));
+    println!(
+        "  priority={} attempts={}/{} idempotency_key={}",
+        s(&t["priority"]),
+        t["attempts"].as_array().map_or(0, |a| a.len()),
+        s(&t["attempt_limit"]),
+        s(&t["idempotency_key"])
+    );
     println!("  payload: {}", t["payload"]);
     if !t["result"].is_null() {
         println!("  result: {}", t["result"]);
@@ -68,7 +74,13 @@ fn print_task(t: &Value) {
     }
     for a in t["attempts"].as_array().into_iter().flatten() {
         let outcome = a["outcome"]["outcome"].as_str().unwrap_or("running");
-        println!("  attempt {}: agent={} token={} outcome={}", s(&a["number"]), s(&a["agent_id"]), s(&a["lease_token"]), outcome);
+        println!(
+            "  attempt {}: agent={} token={} outcome={}",
+            s(&a["number"]),
+            s(&a["agent_id"]),
+            s(&a["lease_token"]),
+            outcome
+        );
     }
     for p in t["progress"].as_array().into_iter().flatten() {
         println!("  progress @{}: {}% {}", s(&p["at_ms"]), s(&p["percent"]), s(&p["message"]));
@@ -77,7 +89,18 @@ fn print_task(t: &Value) {
 
 pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
     match cmd {
-        TaskCmd::Submit { client, queue, kind, payload, capabilities, priority, idempotency_key, delay_ms, max_attempts, lease_ms } => {
+        TaskCmd::Submit {
+            client,
+            queue,
+            kind,
+            payload,
+            capabilities,
+            priority,
+            idempotency_key,
+            delay_ms,
+            max_attempts,
+            lease_ms,
+        } => {
             let payload: Value = serde_json::from_str(&payload).map_err(|e| anyhow!("--payload is not JSON: {e}"))?;
             let c = Client::new(&client);
             let body = json!({
@@ -104,7 +127,13 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
         }
         TaskCmd::List { client, queue, state, kind, agent, after, limit } => {
             let mut q = vec![("limit", limit.to_string())];
-            let opt = [("queue", queue), ("state", state), ("kind", kind), ("agent", agent), ("after", after.map(|a| a.to_string()))];
+            let opt = [
+                ("queue", queue),
+                ("state", state),
+                ("kind", kind),
+                ("agent", agent),
+                ("after", after.map(|a| a.to_string())),
+            ];
             for (k, v) in opt {
                 if let Some(v) = v {
                     q.push((k, v));
@@ -118,7 +147,11 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
             for t in out["tasks"].as_array().into_iter().flatten() {
                 println!(
                     "{:>10}  {:<20} {:<16} {:<10} {:>8}  {:>5}",
-                    s(&t["id"]), s(&t["queue"]), s(&t["kind"]), s(&t["state"]), s(&t["priority"]),
+                    s(&t["id"]),
+                    s(&t["queue"]),
+                    s(&t["kind"]),
+                    s(&t["state"]),
+                    s(&t["priority"]),
                     t["attempts"].as_array().map_or(0, |a| a.len())
                 );
             }
@@ -162,8 +195,15 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
             for r in rows {
                 println!(
                     "{:<24} {:>8} {:>8} {:>8} {:>10} {:>8} {:>8} {:>10} {:>10}ms",
-                    s(&r["queue"]), s(&r["ready"]), s(&r["delayed"]), s(&r["leased"]), s(&r["succeeded"]),
-                    s(&r["failed"]), s(&r["dead"]), s(&r["cancelled"]), s(&r["oldest_ready_age_ms"])
+                    s(&r["queue"]),
+                    s(&r["ready"]),
+                    s(&r["delayed"]),
+                    s(&r["leased"]),
+                    s(&r["succeeded"]),
+                    s(&r["failed"]),
+                    s(&r["dead"]),
+                    s(&r["cancelled"]),
+                    s(&r["oldest_ready_age_ms"])
                 );
             }
         }
@@ -237,9 +277,16 @@ pub async fn agent(cmd: AgentCmd) -> anyhow::Result<()> {
                 let caps: Vec<String> = a["capabilities"].as_array().into_iter().flatten().map(s).collect();
                 println!(
                     "{:<20} {:<9} {:>5} {:>6}/{:<2} {:>9} {:>7} {:>11} {:>8}ms  {}",
-                    s(&a["id"]), s(&a["status"]), s(&a["incarnation"]), s(&a["stats"]["in_flight"]), s(&a["max_concurrency"]),
-                    s(&a["stats"]["overall"]["completed"]), s(&a["stats"]["overall"]["failed"]),
-                    s(&a["stats"]["overall"]["latency_ewma_ms"]), s(&a["last_seen_ms_ago"]), caps.join(",")
+                    s(&a["id"]),
+                    s(&a["status"]),
+                    s(&a["incarnation"]),
+                    s(&a["stats"]["in_flight"]),
+                    s(&a["max_concurrency"]),
+                    s(&a["stats"]["overall"]["completed"]),
+                    s(&a["stats"]["overall"]["failed"]),
+                    s(&a["stats"]["overall"]["latency_ewma_ms"]),
+                    s(&a["last_seen_ms_ago"]),
+                    caps.join(",")
                 );
             }
         }
@@ -248,7 +295,10 @@ pub async fn agent(cmd: AgentCmd) -> anyhow::Result<()> {
             if client.json {
                 return print_json(&out);
             }
-            println!("agent {id} is draining: it gets no new tasks and keeps its {} in flight", s(&out["stats"]["in_flight"]));
+            println!(
+                "agent {id} is draining: it gets no new tasks and keeps its {} in flight",
+                s(&out["stats"]["in_flight"])
+            );
         }
     }
     Ok(())

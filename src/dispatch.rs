@@ -184,7 +184,8 @@ impl Hub {
                             None => true,
                         })
                         .filter(|(_, w)| {
-                            let caps = engine.agent(&w.agent_id).map(|a| a.capabilities.as_slice()).unwrap_or(&w.capabilities);
+                            let caps =
+                                engine.agent(&w.agent_id).map(|a| a.capabilities.as_slice()).unwrap_or(&w.capabilities);
                             engine.has_claimable(std::slice::from_ref(&queue), caps, now)
                         })
                         .map(|(i, _)| i)
@@ -283,7 +284,8 @@ impl Hub {
     pub async fn run_liveness(self, node: Node) {
         let timeout = Duration::from_millis(node.config.agent_heartbeat_timeout_ms);
         let mut was_leader = false;
-        let mut interval = tokio::time::interval(Duration::from_millis((node.config.agent_heartbeat_timeout_ms / 4).clamp(50, 1_000)));
+        let mut interval =
+            tokio::time::interval(Duration::from_millis((node.config.agent_heartbeat_timeout_ms / 4).clamp(50, 1_000)));
         loop {
             interval.tick().await;
             let leader = node.is_leader();

@@ -77,7 +77,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             progress: false,
         };
         tokio::spawn(async move {
-            if let Err(err) = minion_adapters::postgres::follow(opts, std::time::Duration::from_millis(e.poll_ms)).await {
+            if let Err(err) = minion_adapters::postgres::follow(opts, std::time::Duration::from_millis(e.poll_ms)).await
+            {
                 tracing::error!(error = %err, "the PostgreSQL export stopped");
             }
         });

@@ -14,8 +14,7 @@ use crate::node::Node;
 
 /// Latency buckets in seconds, from 50 µs to 10 s.
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 const GROUP_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
@@ -27,8 +26,12 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("minion_raft_group_commands".into()), GROUP_BUCKETS))
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("minion_storage_sync_appends".into()), GROUP_BUCKETS));
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("minion_raft_group_commands".into()), GROUP_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("minion_storage_sync_appends".into()), GROUP_BUCKETS)
+                });
             match builder.and_then(|b| b.install_recorder().map_err(Into::into)) {
                 Ok(h) => h,
                 Err(e) => {
@@ -83,7 +86,9 @@ pub fn render(handle: &PrometheusHandle, node: &Node) -> String {
     gauge!("minion_dispatch_waiting_claims").set(node.hub.waiting() as f64);
     {
         let g = node.state.read();
-        for st in [minion_engine::AgentStatus::Active, minion_engine::AgentStatus::Draining, minion_engine::AgentStatus::Dead] {
+        for st in
+            [minion_engine::AgentStatus::Active, minion_engine::AgentStatus::Draining, minion_engine::AgentStatus::Dead]
+        {
             let n = g.engine.agents().filter(|a| a.status == st).count();
             gauge!("minion_agents", "status" => st.as_str()).set(n as f64);
         }
@@ -95,8 +100,7 @@ pub fn render(handle: &PrometheusHandle, node: &Node) -> String {
     gauge!("minion_raft_term").set(m.current_term as f64);
     gauge!("minion_raft_is_leader").set(if m.current_leader == Some(node.config.node_id) { 1.0 } else { 0.0 });
     gauge!("minion_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
-    gauge!("minion_raft_committed_index")
-        .set(node.committed_index.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    gauge!("minion_raft_committed_index").set(node.committed_index.load(std::sync::atomic::Ordering::Relaxed) as f64);
     gauge!("minion_raft_applied_index").set(m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
     gauge!("minion_raft_snapshot_index").set(m.snapshot.map(|l| l.index).unwrap_or(0) as f64);
     gauge!("minion_storage_disk_bytes").set(node.store.size_on_disk() as f64);
@@ -106,11 +110,8 @@ pub fn render(handle: &PrometheusHandle, node: &Node) -> String {
 /// Count and time every request by matched route, method and status.
 pub async fn track_http(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().as_str().to_string();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();

@@ -75,8 +75,8 @@ impl Node {
         let log_store = LogStore::new(store.clone());
         let committed_index = log_store.committed_index();
         let raft = Raft::new(config.node_id, Arc::new(raft_config), SingleNodeNetwork, log_store, sm)
-        .await
-        .context("starting raft")?;
+            .await
+            .context("starting raft")?;
 
         if !raft.is_initialized().await.map_err(|e| anyhow!("raft: {e}"))? {
             let me = RaftNode { api_addr: config.listen.to_string(), raft_addr: String::new() };
@@ -91,7 +91,15 @@ impl Node {
             .map_err(|e| anyhow!("waiting for leadership: {e}"))?;
 
         let (tx, rx) = mpsc::channel(config.group_commit_max * 4);
-        let node = Node { raft, state, store, config: Arc::new(config), proposals: tx, committed_index, hub: Default::default() };
+        let node = Node {
+            raft,
+            state,
+            store,
+            config: Arc::new(config),
+            proposals: tx,
+            committed_index,
+            hub: Default::default(),
+        };
         tokio::spawn(node.clone().run_proposer(rx));
         let engine_cfg = node.config.engine.clone();
         if node.state.read().engine.config() != &engine_cfg {

@@ -8,7 +8,8 @@ use common::Server;
 use serde_json::Value;
 
 fn openapi() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).expect("read openapi");
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).expect("read openapi");
     serde_json::from_str(&text).expect("openapi.json is JSON")
 }
 

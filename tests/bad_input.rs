@@ -88,7 +88,10 @@ async fn malformed_unknown_missing_and_oversize_inputs_change_nothing() {
 
     assert_eq!(ledger(&api).await, before, "rejected requests must not change the ledger");
     let (_, q) = api.get("/v1/queues/q").await;
-    assert_eq!(q["overrides"], json!({"max_attempts": null, "lease_ms": null, "dedup_ttl_ms": null, "retry_base_ms": null, "retry_max_ms": null, "retention_ms": null, "payload_bytes_max": null, "stall_timeout_ms": null, "strategy": null}));
+    assert_eq!(
+        q["overrides"],
+        json!({"max_attempts": null, "lease_ms": null, "dedup_ttl_ms": null, "retry_base_ms": null, "retry_max_ms": null, "retention_ms": null, "payload_bytes_max": null, "stall_timeout_ms": null, "strategy": null})
+    );
 }
 
 #[tokio::test]

@@ -49,7 +49,8 @@ async fn replaying_the_feed_reproduces_the_ledger() {
         if n % 2 == 0 {
             api.complete(t, json!({"n": n})).await;
         } else {
-            api.post(&format!("/v1/tasks/{id}/progress"), json!({"lease_token": t["lease"]["token"], "percent": 50})).await;
+            api.post(&format!("/v1/tasks/{id}/progress"), json!({"lease_token": t["lease"]["token"], "percent": 50}))
+                .await;
         }
     }
     api.post("/v1/tasks/20/cancel", json!({})).await;

@@ -29,7 +29,9 @@ async fn client_loop(api: common::Api, n: usize, stop: Arc<AtomicBool>) -> Acked
         let key = format!("client{n}-{i}");
         if i % 4 == 0 {
             // An atomic batch of three.
-            let tasks: Vec<_> = (0..3).map(|j| json!({"queue": "crash", "idempotency_key": format!("{key}-{j}"), "lease_ms": 600000})).collect();
+            let tasks: Vec<_> = (0..3)
+                .map(|j| json!({"queue": "crash", "idempotency_key": format!("{key}-{j}"), "lease_ms": 600000}))
+                .collect();
             match api.http.post(format!("{}/v1/tasks", api.base)).json(&json!({ "tasks": tasks })).send().await {
                 Ok(r) if r.status().is_success() => {
                     let Ok(v) = r.json::<serde_json::Value>().await else { continue };
@@ -40,7 +42,8 @@ async fn client_loop(api: common::Api, n: usize, stop: Arc<AtomicBool>) -> Acked
                 _ => continue,
             }
         } else {
-            let body = json!({"queue": "crash", "idempotency_key": key, "payload": {"n": n, "i": i}, "lease_ms": 600000});
+            let body =
+                json!({"queue": "crash", "idempotency_key": key, "payload": {"n": n, "i": i}, "lease_ms": 600000});
             match api.http.post(format!("{}/v1/tasks", api.base)).json(&body).send().await {
                 Ok(r) if r.status().is_success() => {
                     let Ok(v) = r.json::<serde_json::Value>().await else { continue };
@@ -88,7 +91,11 @@ async fn every_acknowledged_write_survives_kill_9() {
         acked.claimed.extend(a.claimed);
         acked.completed.extend(a.completed);
     }
-    assert!(acked.submitted.len() > 100, "the load should have acknowledged many submits, got {}", acked.submitted.len());
+    assert!(
+        acked.submitted.len() > 100,
+        "the load should have acknowledged many submits, got {}",
+        acked.submitted.len()
+    );
     assert!(!acked.completed.is_empty());
 
     srv.spawn().await;
@@ -100,7 +107,8 @@ async fn every_acknowledged_write_survives_kill_9() {
     }
     for (id, token) in &acked.claimed {
         let t = api.task(*id).await;
-        let tokens: Vec<u64> = t["attempts"].as_array().expect("attempts").iter().filter_map(|a| a["lease_token"].as_u64()).collect();
+        let tokens: Vec<u64> =
+            t["attempts"].as_array().expect("attempts").iter().filter_map(|a| a["lease_token"].as_u64()).collect();
         assert!(tokens.contains(token), "acknowledged claim of task {id} (token {token}) lost: {t}");
     }
     for (id, result) in &acked.completed {
@@ -115,5 +123,9 @@ async fn every_acknowledged_write_survives_kill_9() {
     }
     // And every task appears once in the ledger.
     let total = api.count("queue=crash").await;
-    assert!(total >= acked.submitted.len(), "ledger has {total} tasks, fewer than {} acknowledged", acked.submitted.len());
+    assert!(
+        total >= acked.submitted.len(),
+        "ledger has {total} tasks, fewer than {} acknowledged",
+        acked.submitted.len()
+    );
 }

@@ -41,11 +41,14 @@ async fn duplicate_keys_inside_one_batch_map_to_the_first() {
     let srv = Server::start(dir.path(), &[]).await;
     let api = srv.client();
     let (s, v) = api
-        .post("/v1/tasks", json!({"tasks": [
-            {"queue": "b", "idempotency_key": "k1"},
-            {"queue": "b", "idempotency_key": "k2"},
-            {"queue": "b", "idempotency_key": "k1"}
-        ]}))
+        .post(
+            "/v1/tasks",
+            json!({"tasks": [
+                {"queue": "b", "idempotency_key": "k1"},
+                {"queue": "b", "idempotency_key": "k2"},
+                {"queue": "b", "idempotency_key": "k1"}
+            ]}),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     let t = v["tasks"].as_array().expect("tasks");

@@ -35,7 +35,12 @@ async fn position(pg: &tokio_postgres::Client) -> u64 {
 async fn wait_caught_up(api: &common::Api, pg: &tokio_postgres::Client) {
     let (_, stats) = api.get("/v1/stats").await;
     let applied = stats["raft"]["applied_index"].as_u64().expect("applied");
-    eventually(60, "the mirror to reach the applied index", || async move { (position(pg).await >= applied).then_some(()) }).await;
+    eventually(
+        60,
+        "the mirror to reach the applied index",
+        || async move { (position(pg).await >= applied).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -75,7 +80,8 @@ async fn a_one_shot_export_matches_the_ledger_row_for_row() {
     assert_mirror_matches(&api, &pg).await;
 
     // A bad URL or an unreachable server is a clear error, not a silent skip.
-    let out = export(&srv.base, "postgres://postgres@127.0.0.1:1/nope", false).stderr(Stdio::piped()).output().expect("run");
+    let out =
+        export(&srv.base, "postgres://postgres@127.0.0.1:1/nope", false).stderr(Stdio::piped()).output().expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PostgreSQL"), "{}", String::from_utf8_lossy(&out.stderr));
 }

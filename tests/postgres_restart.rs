@@ -29,7 +29,19 @@ async fn the_follower_resumes_after_postgres_restarts() {
     let db = PgDb::create("restart").await;
     let log = std::fs::File::create(dir.path().join("export.log")).expect("log");
     let mut exporter = Command::new(env!("CARGO_BIN_EXE_minion"))
-        .args(["export", "postgres", "--url", &db.url, "--server", &srv.base, "--follow", "--poll-ms", "50", "--batch-records", "50"])
+        .args([
+            "export",
+            "postgres",
+            "--url",
+            &db.url,
+            "--server",
+            &srv.base,
+            "--follow",
+            "--poll-ms",
+            "50",
+            "--batch-records",
+            "50",
+        ])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -26,7 +26,9 @@ async fn lifecycle_with_progress_history_and_result() {
     let token = lease["lease"]["token"].as_u64().expect("token");
 
     for (pct, msg) in [(10, "started"), (60, "halfway")] {
-        let (s, v) = api.post(&format!("/v1/tasks/{id}/progress"), json!({"lease_token": token, "percent": pct, "message": msg})).await;
+        let (s, v) = api
+            .post(&format!("/v1/tasks/{id}/progress"), json!({"lease_token": token, "percent": pct, "message": msg}))
+            .await;
         assert_eq!(s, 200, "{v}");
     }
     let (s, v) = api.post(&format!("/v1/tasks/{id}/extend"), json!({"lease_token": token, "lease_ms": 60000})).await;
@@ -102,11 +104,17 @@ async fn capabilities_route_tasks_to_capable_agents_only() {
     let api = srv.client();
     let gpu = api.submit(json!({"queue": "ml", "capabilities": ["gpu", "cuda12"]})).await;
     let plain = api.submit(json!({"queue": "ml"})).await;
-    let (s, v) = api.post("/v1/claims", json!({"agent_id": "cpu", "queues": ["ml"], "capabilities": ["gpu"], "max": 5})).await;
+    let (s, v) =
+        api.post("/v1/claims", json!({"agent_id": "cpu", "queues": ["ml"], "capabilities": ["gpu"], "max": 5})).await;
     assert_eq!(s, 200);
     let ids: Vec<u64> = v["tasks"].as_array().expect("tasks").iter().map(|t| t["id"].as_u64().expect("id")).collect();
     assert_eq!(ids, vec![plain], "an agent lacking cuda12 must not get the gpu task");
-    let (_, v) = api.post("/v1/claims", json!({"agent_id": "big", "queues": ["ml"], "capabilities": ["cuda12", "gpu", "x"], "max": 5})).await;
+    let (_, v) = api
+        .post(
+            "/v1/claims",
+            json!({"agent_id": "big", "queues": ["ml"], "capabilities": ["cuda12", "gpu", "x"], "max": 5}),
+        )
+        .await;
     assert_eq!(v["tasks"][0]["id"], gpu);
 }
 
@@ -116,13 +124,18 @@ async fn failures_retry_with_backoff_then_die_and_manual_retry_revives() {
     let srv = Server::start(dir.path(), &[]).await;
     let api = srv.client();
     let (s, _) = api
-        .req(reqwest::Method::PUT, "/v1/queues/flaky", Some(json!({"retry_base_ms": 200, "retry_max_ms": 400, "max_attempts": 2})))
+        .req(
+            reqwest::Method::PUT,
+            "/v1/queues/flaky",
+            Some(json!({"retry_base_ms": 200, "retry_max_ms": 400, "max_attempts": 2})),
+        )
         .await;
     assert_eq!(s, 200);
     let id = api.submit(json!({"queue": "flaky"})).await;
 
     let t = api.claim("a", &["flaky"], 1, 0).await.remove(0);
-    let (s, v) = api.post(&format!("/v1/tasks/{id}/fail"), json!({"lease_token": t["lease"]["token"], "error": "boom 1"})).await;
+    let (s, v) =
+        api.post(&format!("/v1/tasks/{id}/fail"), json!({"lease_token": t["lease"]["token"], "error": "boom 1"})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["state"], "failed");
     let backoff = v["run_at_ms"].as_u64().expect("run_at") - v["updated_ms"].as_u64().expect("updated");
@@ -131,7 +144,8 @@ async fn failures_retry_with_backoff_then_die_and_manual_retry_revives() {
 
     let t = api.claim("a", &["flaky"], 1, 3_000).await.remove(0);
     assert_eq!(t["attempts"].as_array().expect("attempts").len(), 2);
-    let (_, v) = api.post(&format!("/v1/tasks/{id}/fail"), json!({"lease_token": t["lease"]["token"], "error": "boom 2"})).await;
+    let (_, v) =
+        api.post(&format!("/v1/tasks/{id}/fail"), json!({"lease_token": t["lease"]["token"], "error": "boom 2"})).await;
     assert_eq!(v["state"], "dead", "dead after max_attempts");
     assert_eq!(v["last_error"], "boom 2");
 
@@ -266,7 +280,8 @@ async fn state_survives_a_clean_restart() {
     let a = api.submit(json!({"queue": "p", "idempotency_key": "once"})).await;
     let b = api.submit(json!({"queue": "p", "delay_ms": 600_000})).await;
     let t = api.claim("a", &["p"], 1, 0).await.remove(0);
-    let (_, v) = api.post(&format!("/v1/tasks/{a}/progress"), json!({"lease_token": t["lease"]["token"], "percent": 5})).await;
+    let (_, v) =
+        api.post(&format!("/v1/tasks/{a}/progress"), json!({"lease_token": t["lease"]["token"], "percent": 5})).await;
     assert_eq!(v["progress"].as_array().map(|p| p.len()), Some(1));
 
     srv.restart().await;

@@ -45,33 +45,80 @@ pub struct AgentSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Submit tasks atomically: all are accepted or none.
-    Submit { tasks: Vec<NewTask> },
+    Submit {
+        tasks: Vec<NewTask>,
+    },
     /// Lease up to `max` ready tasks from `queues` whose required capabilities the agent has.
-    Claim { agent_id: String, queues: Vec<String>, capabilities: Vec<String>, max: u32 },
-    Progress { task_id: TaskId, lease_token: LeaseToken, percent: Option<u8>, message: Option<String> },
-    Complete { task_id: TaskId, lease_token: LeaseToken, result: Option<String> },
-    Fail { task_id: TaskId, lease_token: LeaseToken, error: String },
-    Extend { task_id: TaskId, lease_token: LeaseToken, lease_ms: Option<u64> },
+    Claim {
+        agent_id: String,
+        queues: Vec<String>,
+        capabilities: Vec<String>,
+        max: u32,
+    },
+    Progress {
+        task_id: TaskId,
+        lease_token: LeaseToken,
+        percent: Option<u8>,
+        message: Option<String>,
+    },
+    Complete {
+        task_id: TaskId,
+        lease_token: LeaseToken,
+        result: Option<String>,
+    },
+    Fail {
+        task_id: TaskId,
+        lease_token: LeaseToken,
+        error: String,
+    },
+    Extend {
+        task_id: TaskId,
+        lease_token: LeaseToken,
+        lease_ms: Option<u64>,
+    },
     /// Give a lease back unused (its claim never reached the agent): the task is ready again at
     /// once and the attempt does not count against its limit.
-    Release { task_id: TaskId, lease_token: LeaseToken },
-    Cancel { task_id: TaskId, reason: Option<String> },
+    Release {
+        task_id: TaskId,
+        lease_token: LeaseToken,
+    },
+    Cancel {
+        task_id: TaskId,
+        reason: Option<String>,
+    },
     /// Manual retry of a dead or cancelled task.
-    Retry { task_id: TaskId },
-    SetQueue { name: String, config: QueueConfig },
-    Configure { config: EngineConfig },
+    Retry {
+        task_id: TaskId,
+    },
+    SetQueue {
+        name: String,
+        config: QueueConfig,
+    },
+    Configure {
+        config: EngineConfig,
+    },
     /// Register an agent, or start a new incarnation of a known one (releasing the old one's leases).
-    RegisterAgent { spec: AgentSpec },
+    RegisterAgent {
+        spec: AgentSpec,
+    },
     /// Stop giving the agent new tasks; it keeps what it holds.
-    DrainAgent { id: String },
+    DrainAgent {
+        id: String,
+    },
     /// Remove the agent: its leases are released at once.
-    DeregisterAgent { id: String },
+    DeregisterAgent {
+        id: String,
+    },
     /// The leader saw no heartbeat in time from these (agent id, incarnation) pairs.
-    AgentsDead { agents: Vec<(String, u64)> },
+    AgentsDead {
+        agents: Vec<(String, u64)>,
+    },
     /// Housekeeping only: promote due tasks, expire leases and dedup keys, apply retention.
     Tick,
     /// Several commands in one log entry (group commit); each gets its own outcome.
-    Batch { cmds: Vec<Command> },
+    Batch {
+        cmds: Vec<Command>,
+    },
 }
 
 impl Command {

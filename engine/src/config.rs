@@ -123,10 +123,7 @@ impl EngineConfig {
 /// Queue names: 1–128 bytes of `[A-Za-z0-9_.:-]`, so they are safe in URLs, metrics labels and keys.
 pub fn validate_queue_name(name: &str) -> Result<(), Rejection> {
     if name.is_empty() || name.len() > limits::QUEUE_NAME_BYTES_MAX {
-        return Err(Rejection::invalid(format!(
-            "queue name must be 1 to {} bytes",
-            limits::QUEUE_NAME_BYTES_MAX
-        )));
+        return Err(Rejection::invalid(format!("queue name must be 1 to {} bytes", limits::QUEUE_NAME_BYTES_MAX)));
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')) {
         return Err(Rejection::invalid(format!(

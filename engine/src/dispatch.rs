@@ -103,7 +103,12 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(seed: u64) -> Self {
-        Dispatcher { rr_last: BTreeMap::new(), wrr_current: BTreeMap::new(), rng: seed | 1, selections: BTreeMap::new() }
+        Dispatcher {
+            rr_last: BTreeMap::new(),
+            wrr_current: BTreeMap::new(),
+            rng: seed | 1,
+            selections: BTreeMap::new(),
+        }
     }
 
     fn next_random(&mut self) -> u64 {
@@ -118,7 +123,13 @@ impl Dispatcher {
 
     /// Index into `candidates` of the agent that gets a task of `queue` requiring `capabilities`.
     /// Candidates must be eligible (capable, active, with a free slot); `None` when there are none.
-    pub fn pick(&mut self, queue: &str, strategy: Strategy, capabilities: &[String], candidates: &[Candidate<'_>]) -> Option<usize> {
+    pub fn pick(
+        &mut self,
+        queue: &str,
+        strategy: Strategy,
+        capabilities: &[String],
+        candidates: &[Candidate<'_>],
+    ) -> Option<usize> {
         if candidates.is_empty() {
             return None;
         }
@@ -154,9 +165,7 @@ impl Dispatcher {
             if c.agent_id < candidates[smallest].agent_id {
                 smallest = i;
             }
-            if last.is_some_and(|l| c.agent_id > l)
-                && best_after.is_none_or(|b| c.agent_id < candidates[b].agent_id)
-            {
+            if last.is_some_and(|l| c.agent_id > l) && best_after.is_none_or(|b| c.agent_id < candidates[b].agent_id) {
                 best_after = Some(i);
             }
         }

@@ -16,7 +16,9 @@ pub mod task;
 
 pub use agent::{Agent, AgentStats, AgentStatus, OutcomeStats};
 pub use changes::Change;
-pub use command::{AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response, Submitted};
+pub use command::{
+    AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response, Submitted,
+};
 pub use config::{EngineConfig, QueueConfig};
 pub use dedup::{DedupEntry, DedupKey, DedupStats};
 pub use dispatch::{Candidate, Dispatcher, Strategy};

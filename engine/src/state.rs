@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, AgentStats, AgentStatus, ANY_CAPABILITY};
 use crate::backoff::retry_backoff_ms;
-use crate::command::{AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response, Submitted};
+use crate::command::{
+    AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response, Submitted,
+};
 use crate::config::{limits, validate_queue_name, EngineConfig, QueueConfig};
 use crate::dedup::{Dedup, DedupEntry, DedupKey};
 use crate::task::{Attempt, AttemptOutcome, Lease, LeaseToken, ProgressEvent, Task, TaskId, TaskState, TimeMs};
@@ -432,9 +434,7 @@ impl State {
     fn exec(&mut self, cmd: &Command) -> Response {
         match cmd {
             Command::Submit { tasks } => self.submit(tasks),
-            Command::Claim { agent_id, queues, capabilities, max } => {
-                self.claim(agent_id, queues, capabilities, *max)
-            }
+            Command::Claim { agent_id, queues, capabilities, max } => self.claim(agent_id, queues, capabilities, *max),
             Command::Progress { task_id, lease_token, percent, message } => {
                 self.progress(*task_id, *lease_token, *percent, message.as_deref())
             }
@@ -466,7 +466,10 @@ impl State {
             Command::DeregisterAgent { id } => self.deregister_agent(id),
             Command::AgentsDead { agents } => {
                 for (id, incarnation) in agents {
-                    let live = self.agents.get(id).is_some_and(|a| a.incarnation == *incarnation && a.status != AgentStatus::Dead);
+                    let live = self
+                        .agents
+                        .get(id)
+                        .is_some_and(|a| a.incarnation == *incarnation && a.status != AgentStatus::Dead);
                     if live {
                         self.agent_gone(id, AgentStatus::Dead, AttemptOutcome::AgentDead);
                     }
@@ -579,7 +582,9 @@ impl State {
                 max_attempts,
                 attempt_limit: max_attempts,
                 lease_ms: nt.lease_ms.unwrap_or(cfg.lease_ms),
-                stall_timeout_ms: nt.stall_timeout_ms.or_else(|| self.queues.get(&nt.queue).and_then(|q| q.stall_timeout_ms)),
+                stall_timeout_ms: nt
+                    .stall_timeout_ms
+                    .or_else(|| self.queues.get(&nt.queue).and_then(|q| q.stall_timeout_ms)),
                 state: if run_at > now { TaskState::Delayed } else { TaskState::Ready },
                 created_ms: now,
                 updated_ms: now,
@@ -746,10 +751,9 @@ impl State {
         let t = self.tasks.get(&id).ok_or_else(|| Rejection::not_found(id))?;
         match &t.lease {
             Some(l) if t.state == TaskState::Leased && l.token == token => Ok(t),
-            _ if t.state.is_terminal() => Err(Rejection::new(
-                RejectCode::WrongState,
-                format!("task {id} is already {}", t.state.as_str()),
-            )),
+            _ if t.state.is_terminal() => {
+                Err(Rejection::new(RejectCode::WrongState, format!("task {id} is already {}", t.state.as_str())))
+            }
             _ => Err(Rejection::new(
                 RejectCode::StaleLease,
                 format!("lease token {token} is not the current lease of task {id} (task is {})", t.state.as_str()),
@@ -1012,7 +1016,10 @@ impl State {
             return Err(invalid(format!("max_concurrency must be between 1 and {}", limits::AGENT_CONCURRENCY_MAX)));
         }
         if spec.labels.len() > limits::AGENT_LABELS_MAX
-            || spec.labels.iter().any(|(k, v)| k.len() > limits::AGENT_LABEL_BYTES_MAX || v.len() > limits::AGENT_LABEL_BYTES_MAX)
+            || spec
+                .labels
+                .iter()
+                .any(|(k, v)| k.len() > limits::AGENT_LABEL_BYTES_MAX || v.len() > limits::AGENT_LABEL_BYTES_MAX)
         {
             return Err(invalid(format!(
                 "at most {} labels of at most {} bytes each",
@@ -1134,7 +1141,12 @@ impl State {
                     Some(a) if a.incarnation == l.incarnation && a.status != AgentStatus::Dead => {
                         *held.entry(a.id.as_str()).or_default() += 1;
                     }
-                    _ => return Err(format!("task {}: leased to a dead or replaced incarnation of {}", t.id, l.agent_id)),
+                    _ => {
+                        return Err(format!(
+                            "task {}: leased to a dead or replaced incarnation of {}",
+                            t.id, l.agent_id
+                        ))
+                    }
                 }
             }
         }

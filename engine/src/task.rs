@@ -73,7 +73,9 @@ impl TaskState {
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     Succeeded,
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
     /// The lease ran out before the agent finished.
     LeaseExpired,
     /// The task was cancelled while leased.

@@ -136,7 +136,8 @@ fn draining_agents_get_nothing_new_and_keep_what_they_hold() {
     s.run(Command::DrainAgent { id: "d".into() }).expect("drain");
     assert!(s.claim("d", 4).is_empty());
     assert_eq!(s.state.task(held.id).expect("task").state, TaskState::Leased);
-    s.run(Command::Complete { task_id: held.id, lease_token: token(&held), result: None }).expect("in-flight work completes");
+    s.run(Command::Complete { task_id: held.id, lease_token: token(&held), result: None })
+        .expect("in-flight work completes");
     let a = s.state.agent("d").expect("agent");
     assert_eq!((a.stats.overall.completed, a.stats.in_flight), (1, 0));
 }
@@ -149,7 +150,8 @@ fn stalled_tasks_are_released_even_while_the_lease_is_valid() {
     let held = s.claim("quiet", 1).remove(0);
     assert_eq!(held.lease_ms, 30_000);
     s.now += 800;
-    s.run(Command::Progress { task_id: id, lease_token: token(&held), percent: Some(10), message: None }).expect("progress");
+    s.run(Command::Progress { task_id: id, lease_token: token(&held), percent: Some(10), message: None })
+        .expect("progress");
     s.now += 800;
     s.run(Command::Tick).expect("tick");
     assert_eq!(s.state.task(id).expect("task").state, TaskState::Leased, "progress moved the stall deadline");

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use minion_engine::dispatch::wrr_weight;
 use minion_engine::{
-    AgentSpec, ApplyMeta, Candidate, Command, Dispatcher, EngineConfig, NewTask, Outcome, OutcomeStats, Request, State, Strategy,
+    AgentSpec, ApplyMeta, Candidate, Command, Dispatcher, EngineConfig, NewTask, Outcome, OutcomeStats, Request, State,
+    Strategy,
 };
 
 struct SimAgent {
@@ -43,9 +44,19 @@ fn simulate_spread(strategy: Strategy, agents: &[SimAgent], tasks: usize, every_
     let mut step = 0u64;
     let mut now = 1_000_000u64;
     for a in agents {
-        apply(&mut state, now, Command::RegisterAgent {
-            spec: AgentSpec { id: a.id.clone(), name: a.id.clone(), capabilities: vec![], max_concurrency: a.capacity, ..AgentSpec::default() },
-        });
+        apply(
+            &mut state,
+            now,
+            Command::RegisterAgent {
+                spec: AgentSpec {
+                    id: a.id.clone(),
+                    name: a.id.clone(),
+                    capabilities: vec![],
+                    max_concurrency: a.capacity,
+                    ..AgentSpec::default()
+                },
+            },
+        );
     }
     let mut dispatcher = Dispatcher::new(42);
     let mut running: Vec<Running> = Vec::new();
@@ -75,7 +86,12 @@ fn simulate_spread(strategy: Strategy, agents: &[SimAgent], tasks: usize, every_
         let n = if step % every_steps == 0 { 1.min(tasks.saturating_sub(submitted)) } else { 0 };
         if n > 0 {
             let batch = (0..n)
-                .map(|_| NewTask { queue: "q".into(), payload: "null".into(), max_attempts: Some(1_000), ..NewTask::default() })
+                .map(|_| NewTask {
+                    queue: "q".into(),
+                    payload: "null".into(),
+                    max_attempts: Some(1_000),
+                    ..NewTask::default()
+                })
                 .collect();
             apply(&mut state, now, Command::Submit { tasks: batch });
             submitted += n;
@@ -107,19 +123,24 @@ fn simulate_spread(strategy: Strategy, agents: &[SimAgent], tasks: usize, every_
                 .collect();
             let pick = dispatcher.pick("q", strategy, &[], &candidates).expect("a pick");
             let i = eligible[pick];
-            let Outcome::Claimed(got) = apply(&mut state, now, Command::Claim {
-                agent_id: agents[i].id.clone(),
-                queues: vec!["q".into()],
-                capabilities: vec![],
-                max: 1,
-            }) else {
+            let Outcome::Claimed(got) = apply(
+                &mut state,
+                now,
+                Command::Claim {
+                    agent_id: agents[i].id.clone(),
+                    queues: vec!["q".into()],
+                    capabilities: vec![],
+                    max: 1,
+                },
+            ) else {
                 panic!("claim")
             };
             for t in got {
                 let token = t.lease.as_ref().map(|l| l.token).expect("lease");
                 running.push(Running { task: t.id, token, agent: i, done_at: now + agents[i].work_ms });
             }
-            let flights: Vec<u32> = agents.iter().filter_map(|a| state.agent(&a.id)).map(|a| a.stats.in_flight).collect();
+            let flights: Vec<u32> =
+                agents.iter().filter_map(|a| state.agent(&a.id)).map(|a| a.stats.in_flight).collect();
             let spread = flights.iter().max().copied().unwrap_or(0) - flights.iter().min().copied().unwrap_or(0);
             spread_max = spread_max.max(spread);
         }
@@ -152,7 +173,9 @@ fn round_robin_rotates_exactly() {
     let ids: Vec<String> = ["c", "a", "b"].iter().map(|s| s.to_string()).collect();
     let st = vec![OutcomeStats::default(); 3];
     let mut d = Dispatcher::new(1);
-    let picks: Vec<&str> = (0..9).map(|_| ids[d.pick("q", Strategy::RoundRobin, &[], &cands(&ids, &st, &[0, 0, 0])).expect("pick")].as_str()).collect();
+    let picks: Vec<&str> = (0..9)
+        .map(|_| ids[d.pick("q", Strategy::RoundRobin, &[], &cands(&ids, &st, &[0, 0, 0])).expect("pick")].as_str())
+        .collect();
     assert_eq!(picks, ["a", "b", "c", "a", "b", "c", "a", "b", "c"]);
     // An agent that is not waiting is skipped, and the rotation continues after the last pick.
     let two: Vec<String> = vec!["a".into(), "c".into()];
@@ -268,7 +291,11 @@ fn weighted_round_robin_follows_its_weights() {
         counts[d.pick("q", Strategy::WeightedRoundRobin, &[], &cands(&ids, &st, &[0, 0, 0])).expect("pick")] += 1;
     }
     for i in 0..3 {
-        assert_eq!(counts[i], w[i] * rounds, "smooth WRR gives each agent exactly its weight per cycle: {counts:?} for {w:?}");
+        assert_eq!(
+            counts[i],
+            w[i] * rounds,
+            "smooth WRR gives each agent exactly its weight per cycle: {counts:?} for {w:?}"
+        );
     }
     // Smooth: the heaviest agent is never picked many times in a row.
     let mut run = 0;

@@ -32,7 +32,8 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let task = (0..2usize, -2..3i32, proptest::option::of(0..4u8), proptest::option::of(0..2_000u64), 1..4u32, any::<bool>());
+    let task =
+        (0..2usize, -2..3i32, proptest::option::of(0..4u8), proptest::option::of(0..2_000u64), 1..4u32, any::<bool>());
     prop_oneof![
         4 => proptest::collection::vec(task, 1..4).prop_map(|tasks| Op::Submit { tasks }),
         4 => (0..3u8, proptest::collection::vec(0..2usize, 1..3), proptest::collection::vec(0..2usize, 0..3), 1..4u32)
@@ -171,19 +172,22 @@ fn run(ops: Vec<Op>) {
                     let id = model.next_id;
                     model.next_id += 1;
                     let run_at = now + nt.delay_ms.unwrap_or(0);
-                    model.tasks.insert(id, MTask {
+                    model.tasks.insert(
                         id,
-                        queue: nt.queue.clone(),
-                        priority: nt.priority,
-                        caps: nt.capabilities.clone(),
-                        state: if run_at > now { TaskState::Delayed } else { TaskState::Ready },
-                        run_at,
-                        lease: None,
-                        attempts: 0,
-                        limit: nt.max_attempts.unwrap_or(3),
-                        max_attempts: nt.max_attempts.unwrap_or(3),
-                        progress: 0,
-                    });
+                        MTask {
+                            id,
+                            queue: nt.queue.clone(),
+                            priority: nt.priority,
+                            caps: nt.capabilities.clone(),
+                            state: if run_at > now { TaskState::Delayed } else { TaskState::Ready },
+                            run_at,
+                            lease: None,
+                            attempts: 0,
+                            limit: nt.max_attempts.unwrap_or(3),
+                            max_attempts: nt.max_attempts.unwrap_or(3),
+                            progress: 0,
+                        },
+                    );
                     if let Some(k) = &nt.idempotency_key {
                         model.keys.insert((nt.queue.clone(), k.clone()), (id, now + TTL_MS));
                     }
@@ -201,11 +205,18 @@ fn run(ops: Vec<Op>) {
                 let queues: Vec<String> = queues.iter().map(|q| QUEUES[*q].to_string()).collect();
                 let caps: Vec<String> = caps.iter().map(|c| CAPS[*c].to_string()).collect();
                 let agent_id = format!("agent{agent}");
-                let got = apply(&mut state, Command::Claim { agent_id, queues: queues.clone(), capabilities: caps.clone(), max });
+                let got = apply(
+                    &mut state,
+                    Command::Claim { agent_id, queues: queues.clone(), capabilities: caps.clone(), max },
+                );
                 let mut cands: Vec<&MTask> = model
                     .tasks
                     .values()
-                    .filter(|t| t.state == TaskState::Ready && queues.contains(&t.queue) && t.caps.iter().all(|c| caps.contains(c)))
+                    .filter(|t| {
+                        t.state == TaskState::Ready
+                            && queues.contains(&t.queue)
+                            && t.caps.iter().all(|c| caps.contains(c))
+                    })
                     .collect();
                 cands.sort_by_key(|t| (-(t.priority as i64), t.id));
                 let want: Vec<u64> = cands.iter().take(max as usize).map(|t| t.id).collect();

@@ -62,4 +62,3 @@ impl RaftNetwork<TypeConfig> for NoPeerClient {
         Err(self.err())
     }
 }
-

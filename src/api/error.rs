@@ -60,7 +60,9 @@ impl From<Rejection> for ApiError {
 impl From<ProposeError> for ApiError {
     fn from(e: ProposeError) -> Self {
         match e {
-            ProposeError::NotLeader { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", e.to_string()),
+            ProposeError::NotLeader { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", e.to_string())
+            }
             ProposeError::Fatal(_) | ProposeError::Closed => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
             }
@@ -71,7 +73,9 @@ impl From<ProposeError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
-            JsonRejection::JsonDataError(e) => ApiError::bad_request(format!("invalid request body: {}", e.body_text())),
+            JsonRejection::JsonDataError(e) => {
+                ApiError::bad_request(format!("invalid request body: {}", e.body_text()))
+            }
             JsonRejection::JsonSyntaxError(e) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("malformed JSON: {}", e.body_text()))
             }

@@ -55,9 +55,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| error::body_error(e.status(), e.body_text()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| error::body_error(e.status(), e.body_text()))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
@@ -108,11 +106,8 @@ pub fn router(state: AppState) -> Router {
 
 /// Refuse a declared body over the limit before reading any of it.
 async fn content_length_limit(State(max): State<usize>, req: Request, next: Next) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -157,13 +152,11 @@ fn task_not_found(id: u64) -> ApiError {
 
 async fn submit(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
     // `{"tasks": [...]}` is an atomic batch; anything else is one task.
-    let keys: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice::<
-        std::collections::BTreeMap<String, &RawValue>,
-    >(&body)
-    {
-        Ok(m) => m.into_keys().map(|k| (k, serde_json::Value::Null)).collect(),
-        Err(e) => return Err(json_error(e)),
-    };
+    let keys: serde_json::Map<String, serde_json::Value> =
+        match serde_json::from_slice::<std::collections::BTreeMap<String, &RawValue>>(&body) {
+            Ok(m) => m.into_keys().map(|k| (k, serde_json::Value::Null)).collect(),
+            Err(e) => return Err(json_error(e)),
+        };
     let batch = keys.contains_key("tasks");
     let tasks: Vec<TaskIn> = if batch {
         serde_json::from_slice::<BatchIn>(&body).map_err(json_error)?.tasks
@@ -196,7 +189,10 @@ fn task_out(out: Outcome) -> ApiResult<Json<TaskOut>> {
     }
 }
 
-async fn get_task(State(s): State<AppState>, path: Result<Path<u64>, axum::extract::rejection::PathRejection>) -> ApiResult<Json<TaskOut>> {
+async fn get_task(
+    State(s): State<AppState>,
+    path: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     let g = s.node.state.read();
     g.engine.task(id).map(|t| Json(TaskOut::from(t))).ok_or_else(|| task_not_found(id))
@@ -232,12 +228,20 @@ async fn list_tasks(
 
 type PathId = Result<Path<u64>, axum::extract::rejection::PathRejection>;
 
-async fn cancel(State(s): State<AppState>, path: PathId, OptionalJson(body): OptionalJson<CancelIn>) -> ApiResult<Json<TaskOut>> {
+async fn cancel(
+    State(s): State<AppState>,
+    path: PathId,
+    OptionalJson(body): OptionalJson<CancelIn>,
+) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     task_out(s.node.propose(Command::Cancel { task_id: id, reason: body.reason }).await??)
 }
 
-async fn retry(State(s): State<AppState>, path: PathId, OptionalJson(_body): OptionalJson<EmptyIn>) -> ApiResult<Json<TaskOut>> {
+async fn retry(
+    State(s): State<AppState>,
+    path: PathId,
+    OptionalJson(_body): OptionalJson<EmptyIn>,
+) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     task_out(s.node.propose(Command::Retry { task_id: id }).await??)
 }
@@ -246,13 +250,21 @@ async fn retry(State(s): State<AppState>, path: PathId, OptionalJson(_body): Opt
 #[serde(deny_unknown_fields)]
 struct EmptyIn {}
 
-async fn progress(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<ProgressIn>) -> ApiResult<Json<TaskOut>> {
+async fn progress(
+    State(s): State<AppState>,
+    path: PathId,
+    JsonBody(b): JsonBody<ProgressIn>,
+) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     let cmd = Command::Progress { task_id: id, lease_token: b.lease_token, percent: b.percent, message: b.message };
     task_out(s.node.propose(cmd).await??)
 }
 
-async fn complete(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<CompleteIn>) -> ApiResult<Json<TaskOut>> {
+async fn complete(
+    State(s): State<AppState>,
+    path: PathId,
+    JsonBody(b): JsonBody<CompleteIn>,
+) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     let result = b.result.map(|r| r.get().to_string());
     task_out(s.node.propose(Command::Complete { task_id: id, lease_token: b.lease_token, result }).await??)
@@ -360,7 +372,11 @@ async fn heartbeat(
         (a.status, a.incarnation)
     };
     if status == minion_engine::AgentStatus::Dead {
-        return Err(ApiError::new(StatusCode::CONFLICT, "wrong_state", format!("agent {id} is dead; register it again")));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "wrong_state",
+            format!("agent {id} is dead; register it again"),
+        ));
     }
     if b.incarnation.is_some_and(|i| i != incarnation) {
         return Err(ApiError::new(
@@ -445,7 +461,9 @@ fn change_json(c: &minion_engine::Change) -> serde_json::Value {
         Change::TaskRemoved(id) => json!({"type": "task_removed", "id": id}),
         Change::Agent(a) => json!({"type": "agent", "agent": a}),
         Change::AgentRemoved(id) => json!({"type": "agent_removed", "id": id}),
-        Change::Dedup(k, e) => json!({"type": "dedup", "queue": k.queue, "key": k.key, "task_id": e.task_id, "expires_ms": e.expires_ms}),
+        Change::Dedup(k, e) => {
+            json!({"type": "dedup", "queue": k.queue, "key": k.key, "task_id": e.task_id, "expires_ms": e.expires_ms})
+        }
         Change::DedupRemoved(k) => json!({"type": "dedup_removed", "queue": k.queue, "key": k.key}),
         Change::Queue(name, config) => json!({"type": "queue", "name": name, "config": config}),
         Change::QueueRemoved(name) => json!({"type": "queue_removed", "name": name}),
@@ -535,7 +553,8 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if leader.is_none() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no known leader").into_response();
     }
-    Json(json!({ "status": "ready", "leader": leader, "applied_index": m.last_applied.map(|l| l.index) })).into_response()
+    Json(json!({ "status": "ready", "leader": leader, "applied_index": m.last_applied.map(|l| l.index) }))
+        .into_response()
 }
 
 async fn prometheus(State(s): State<AppState>) -> impl IntoResponse {

@@ -125,9 +125,8 @@ pub struct ListQuery {
 
 /// JSON text stored by the engine, emitted verbatim.
 fn raw(text: &str) -> Box<RawValue> {
-    RawValue::from_string(text.to_string()).unwrap_or_else(|_| {
-        serde_json::value::to_raw_value(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
-    })
+    RawValue::from_string(text.to_string())
+        .unwrap_or_else(|_| serde_json::value::to_raw_value(text).unwrap_or_else(|_| RawValue::NULL.to_owned()))
 }
 
 /// A task as the API returns it: the ledger record with payload and result as JSON.

@@ -25,7 +25,8 @@ pub enum FrameError {
 
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FrameError> {
     let mut out = vec![FRAME_VERSION, 0, 0, 0, 0];
-    let mut out = postcard::to_extend(value, std::mem::take(&mut out)).map_err(|e| FrameError::Encode(e.to_string()))?;
+    let mut out =
+        postcard::to_extend(value, std::mem::take(&mut out)).map_err(|e| FrameError::Encode(e.to_string()))?;
     let crc = crc32fast::hash(&out[HEADER_BYTES..]);
     out[1..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
     Ok(out)

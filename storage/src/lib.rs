@@ -145,11 +145,8 @@ impl Store {
     pub fn open(data_dir: &Path, durability: Durability) -> Result<Store> {
         let path = data_dir.join("db");
         std::fs::create_dir_all(&path).map_err(|source| StorageError::Io { path: path.clone(), source })?;
-        let db = sled::Config::new()
-            .path(&path)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| sled_err(&path, e))?;
+        let db =
+            sled::Config::new().path(&path).mode(sled::Mode::HighThroughput).open().map_err(|e| sled_err(&path, e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| sled_err(&path, e));
         let log = tree("log")?;
         let raft = tree("raft")?;
@@ -607,9 +604,11 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(StorageError::Io { path, source }),
         };
-        frame::decode(&bytes)
-            .map(Some)
-            .map_err(|source| StorageError::Corrupt { path, what: "snapshot file".into(), source })
+        frame::decode(&bytes).map(Some).map_err(|source| StorageError::Corrupt {
+            path,
+            what: "snapshot file".into(),
+            source,
+        })
     }
 
     fn snapshot_path(&self) -> PathBuf {

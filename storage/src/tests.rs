@@ -12,7 +12,9 @@ fn submit(state: &mut State, n: usize, key: Option<&str>) {
             ..NewTask::default()
         })
         .collect();
-    state.apply(&Request { now_ms: 1_000, cmd: Command::Submit { tasks } }, ApplyMeta { log_index: 1 }).expect("submit");
+    state
+        .apply(&Request { now_ms: 1_000, cmd: Command::Submit { tasks } }, ApplyMeta { log_index: 1 })
+        .expect("submit");
 }
 
 #[test]

@@ -51,12 +51,7 @@ impl Server {
 
     pub async fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let child = self
-            .command()
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn minion");
+        let child = self.command().stdout(Stdio::null()).stderr(log).spawn().expect("spawn minion");
         self.child = Some(child);
         self.wait_ready().await;
     }
@@ -67,7 +62,10 @@ impl Server {
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("server exited early with {status}: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+                    panic!(
+                        "server exited early with {status}: {}",
+                        std::fs::read_to_string(&self.log).unwrap_or_default()
+                    );
                 }
             }
             if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await {
@@ -75,7 +73,11 @@ impl Server {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "server not ready in 30 s: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "server not ready in 30 s: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -158,7 +160,8 @@ impl Api {
     }
 
     pub async fn claim(&self, agent: &str, queues: &[&str], max: u32, wait_ms: u64) -> Vec<Value> {
-        let (s, v) = self.post("/v1/claims", json!({"agent_id": agent, "queues": queues, "max": max, "wait_ms": wait_ms})).await;
+        let (s, v) =
+            self.post("/v1/claims", json!({"agent_id": agent, "queues": queues, "max": max, "wait_ms": wait_ms})).await;
         assert_eq!(s, 200, "claim: {v}");
         v["tasks"].as_array().cloned().unwrap_or_default()
     }
@@ -171,7 +174,8 @@ impl Api {
 
     pub async fn complete(&self, t: &Value, result: Value) -> (u16, Value) {
         let id = t["id"].as_u64().expect("id");
-        self.post(&format!("/v1/tasks/{id}/complete"), json!({"lease_token": t["lease"]["token"], "result": result})).await
+        self.post(&format!("/v1/tasks/{id}/complete"), json!({"lease_token": t["lease"]["token"], "result": result}))
+            .await
     }
 
     pub async fn count(&self, query: &str) -> usize {
@@ -218,7 +222,8 @@ pub struct PgDb {
 pub const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
 
 pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL on 127.0.0.1:5432");
+    let (client, conn) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL on 127.0.0.1:5432");
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -340,7 +345,11 @@ pub async fn assert_mirror_matches(api: &Api, pg: &tokio_postgres::Client) {
             .flatten()
             .map(|r| r.get::<_, i64>(0) as u64)
             .unwrap_or(0);
-        let diff = if pos >= applied { mirror_diff(api, pg).await } else { Err(format!("position {pos} < applied {applied}")) };
+        let diff = if pos >= applied {
+            mirror_diff(api, pg).await
+        } else {
+            Err(format!("position {pos} < applied {applied}"))
+        };
         match diff {
             Ok(()) => return,
             Err(d) if Instant::now() > deadline => panic!("the mirror does not match the ledger: {d}"),
@@ -359,8 +368,10 @@ pub async fn mixed_workload(api: &Api, rounds: usize, tag: &str) {
     assert_eq!(s, 200);
     for r in 0..rounds {
         let tasks: Vec<serde_json::Value> = (0..5)
-            .map(|i| serde_json::json!({"queue": "mix", "kind": format!("k{}", i % 2), "payload": {"r": r, "i": i},
-                                        "idempotency_key": format!("{tag}-{r}-{i}")}))
+            .map(|i| {
+                serde_json::json!({"queue": "mix", "kind": format!("k{}", i % 2), "payload": {"r": r, "i": i},
+                                        "idempotency_key": format!("{tag}-{r}-{i}")})
+            })
             .collect();
         let (s, v) = api.post("/v1/tasks", serde_json::json!({ "tasks": tasks })).await;
         assert!(s == 201 || s == 200, "{v}");
@@ -368,13 +379,22 @@ pub async fn mixed_workload(api: &Api, rounds: usize, tag: &str) {
         for (n, t) in claimed.iter().enumerate() {
             let id = t["id"].as_u64().unwrap_or(0);
             let token = t["lease"]["token"].clone();
-            api.post(&format!("/v1/tasks/{id}/progress"), serde_json::json!({"lease_token": token, "percent": 50})).await;
+            api.post(&format!("/v1/tasks/{id}/progress"), serde_json::json!({"lease_token": token, "percent": 50}))
+                .await;
             match n % 3 {
                 0 => {
-                    api.post(&format!("/v1/tasks/{id}/complete"), serde_json::json!({"lease_token": token, "result": {"ok": r}})).await;
+                    api.post(
+                        &format!("/v1/tasks/{id}/complete"),
+                        serde_json::json!({"lease_token": token, "result": {"ok": r}}),
+                    )
+                    .await;
                 }
                 1 => {
-                    api.post(&format!("/v1/tasks/{id}/fail"), serde_json::json!({"lease_token": token, "error": "boom"})).await;
+                    api.post(
+                        &format!("/v1/tasks/{id}/fail"),
+                        serde_json::json!({"lease_token": token, "error": "boom"}),
+                    )
+                    .await;
                 }
                 _ => {
                     api.post(&format!("/v1/tasks/{id}/cancel"), serde_json::json!({})).await;

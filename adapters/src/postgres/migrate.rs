@@ -37,7 +37,9 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, ExportError> {
         .map_err(pg("creating the migrations table"))?;
     let mut applied_now = Vec::new();
     let tx = client.transaction().await.map_err(pg("starting the migration transaction"))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg("taking the migration lock"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg("taking the migration lock"))?;
     let rows = tx
         .query("SELECT version, checksum FROM minion_schema_migrations ORDER BY version", &[])
         .await

@@ -77,7 +77,8 @@ fn server_err(server: &str, message: impl Into<String>) -> ExportError {
 impl Exporter {
     /// Connect to PostgreSQL and bring its schema up to date.
     pub async fn connect(opts: ExportOptions) -> Result<Exporter, ExportError> {
-        let config: tokio_postgres::Config = opts.pg_url.parse().map_err(|e: tokio_postgres::Error| ExportError::Url(e.to_string()))?;
+        let config: tokio_postgres::Config =
+            opts.pg_url.parse().map_err(|e: tokio_postgres::Error| ExportError::Url(e.to_string()))?;
         let (mut pg, conn) =
             config.connect(NoTls).await.map_err(|e| ExportError::Postgres { context: "connecting", source: e })?;
         tokio::spawn(async move {
@@ -127,9 +128,9 @@ impl Exporter {
     fn bar(&self, len: u64, what: &str) -> ProgressBar {
         let target = if self.opts.progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
         let bar = ProgressBar::with_draw_target(Some(len), target);
-        if let Ok(style) = ProgressStyle::with_template(&format!(
-            "{what} [{{bar:40}}] {{pos}}/{{len}} ({{per_sec}}, ETA {{eta}})"
-        )) {
+        if let Ok(style) =
+            ProgressStyle::with_template(&format!("{what} [{{bar:40}}] {{pos}}/{{len}} ({{per_sec}}, ETA {{eta}})"))
+        {
             bar.set_style(style);
         }
         bar
@@ -156,9 +157,15 @@ impl Exporter {
                 }
             }
             let n = batch.tasks.len() as u64;
-            let tx = self.pg.transaction().await.map_err(|e| ExportError::Postgres { context: "starting a backfill transaction", source: e })?;
+            let tx = self
+                .pg
+                .transaction()
+                .await
+                .map_err(|e| ExportError::Postgres { context: "starting a backfill transaction", source: e })?;
             write::write(&tx, &batch).await?;
-            tx.commit().await.map_err(|e| ExportError::Postgres { context: "committing a backfill batch", source: e })?;
+            tx.commit()
+                .await
+                .map_err(|e| ExportError::Postgres { context: "committing a backfill batch", source: e })?;
             report.backfilled_tasks += n;
             report.transactions += 1;
             bar.inc(n);
@@ -184,7 +191,10 @@ impl Exporter {
             let page = self.get_ok(&path).await?;
             for k in page["keys"].as_array().into_iter().flatten() {
                 let key = (k["queue"].as_str().unwrap_or("").to_string(), k["key"].as_str().unwrap_or("").to_string());
-                rest.dedup.insert(key.clone(), Some((k["task_id"].as_u64().unwrap_or(0), k["expires_ms"].as_u64().unwrap_or(0))));
+                rest.dedup.insert(
+                    key.clone(),
+                    Some((k["task_id"].as_u64().unwrap_or(0), k["expires_ms"].as_u64().unwrap_or(0))),
+                );
                 keys.insert(key.clone());
                 cursor = Some(key);
             }
@@ -197,8 +207,12 @@ impl Exporter {
         let (queues, dkeys): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
         let pg = |context: &'static str| move |e| ExportError::Postgres { context, source: e };
         let tx = self.pg.transaction().await.map_err(pg("starting the backfill's last transaction"))?;
-        tx.execute("DELETE FROM tasks WHERE NOT (id = ANY($1))", &[&seen]).await.map_err(pg("removing tasks gone from the ledger"))?;
-        tx.execute("DELETE FROM agent_state WHERE NOT (id = ANY($1))", &[&agent_ids]).await.map_err(pg("removing agents gone"))?;
+        tx.execute("DELETE FROM tasks WHERE NOT (id = ANY($1))", &[&seen])
+            .await
+            .map_err(pg("removing tasks gone from the ledger"))?;
+        tx.execute("DELETE FROM agent_state WHERE NOT (id = ANY($1))", &[&agent_ids])
+            .await
+            .map_err(pg("removing agents gone"))?;
         tx.execute(
             "DELETE FROM message_dedup d WHERE NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(q, k) WHERE k.q = d.queue AND k.k = d.key)",
             &[&queues, &dkeys],
@@ -223,7 +237,8 @@ impl Exporter {
         let start = pos;
         let bar = self.bar(target.saturating_sub(start), "export");
         loop {
-            let (status, page) = self.get(&format!("/v1/changes?after={pos}&limit={}", self.opts.batch_records)).await?;
+            let (status, page) =
+                self.get(&format!("/v1/changes?after={pos}&limit={}", self.opts.batch_records)).await?;
             if status == 410 {
                 tracing::warn!(position = pos, "the change feed no longer holds the position; backfilling");
                 pos = self.backfill(report).await?;

@@ -48,7 +48,8 @@ impl Batch {
             }
             Some("dedup") => {
                 let key = (c["queue"].as_str().unwrap_or("").to_string(), c["key"].as_str().unwrap_or("").to_string());
-                self.dedup.insert(key, Some((c["task_id"].as_u64().unwrap_or(0), c["expires_ms"].as_u64().unwrap_or(0))));
+                self.dedup
+                    .insert(key, Some((c["task_id"].as_u64().unwrap_or(0), c["expires_ms"].as_u64().unwrap_or(0))));
             }
             Some("dedup_removed") => {
                 let key = (c["queue"].as_str().unwrap_or("").to_string(), c["key"].as_str().unwrap_or("").to_string());
@@ -179,7 +180,9 @@ pub async fn write(tx: &Transaction<'_>, batch: &Batch) -> Result<(), ExportErro
         }
     }
     if !agents_removed.is_empty() {
-        tx.execute("DELETE FROM agent_state WHERE id = ANY($1)", &[&agents_removed]).await.map_err(pg("deleting agents"))?;
+        tx.execute("DELETE FROM agent_state WHERE id = ANY($1)", &[&agents_removed])
+            .await
+            .map_err(pg("deleting agents"))?;
     }
     if !agents.is_empty() {
         tx.execute(UPSERT_AGENTS, &[&Value::Array(agents)]).await.map_err(pg("upserting agents"))?;
