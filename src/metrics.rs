@@ -32,7 +32,7 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full("minion_storage_sync_appends".into()), GROUP_BUCKETS)
                 });
-            match builder.and_then(|b| b.install_recorder().map_err(Into::into)) {
+            match builder.and_then(|b| b.install_recorder()) {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::warn!(error = %e, "prometheus recorder not installed; /metrics will be empty");

@@ -194,7 +194,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         metrics::histogram!("minion_raft_apply_seconds").record(started.elapsed().as_secs_f64());
         self.applies += 1;
-        if self.applies % 1_024 == 0 && last_index > self.feed_retained_entries {
+        if self.applies.is_multiple_of(1_024) && last_index > self.feed_retained_entries {
             let store = self.store.clone();
             let before = last_index - self.feed_retained_entries;
             blocking(move || store.changes_purge_before(before))
