@@ -3,11 +3,10 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{assert_mirror_matches, eventually, mixed_workload, PgDb, Server};
+use common::{assert_mirror_matches, background_load, eventually, mixed_workload, PgDb, Server};
 use minion_adapters::postgres::{migrate, MIGRATIONS};
 
 fn export(server: &str, url: &str, follow: bool) -> Command {
@@ -95,17 +94,7 @@ async fn killing_the_follower_mid_stream_leaves_no_gap_and_no_duplicate() {
     let log = dir.path().join("export.log");
     let mut exporter = spawn_follow(&srv.base, &db.url, &log);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (api, stop) = (api.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut r = 0;
-            while !stop.load(Ordering::Relaxed) {
-                mixed_workload(&api, 1, &format!("f{r}")).await;
-                r += 1;
-            }
-        })
-    };
+    let (stop, load) = background_load(&api, "f");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     exporter.kill().expect("kill -9 the exporter");
     exporter.wait().expect("reap");

@@ -403,3 +403,21 @@ pub async fn mixed_workload(api: &Api, rounds: usize, tag: &str) {
         }
     }
 }
+
+/// Run `mixed_workload` rounds in the background until the returned flag is set; join the handle.
+pub fn background_load(
+    api: &Api,
+    tag: &str,
+) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<()>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (api, flag, tag) = (api.clone(), stop.clone(), tag.to_string());
+    let handle = tokio::spawn(async move {
+        let mut r = 0;
+        while !flag.load(Ordering::Relaxed) {
+            mixed_workload(&api, 1, &format!("{tag}{r}")).await;
+            r += 1;
+        }
+    });
+    (stop, handle)
+}
