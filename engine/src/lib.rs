@@ -5,6 +5,7 @@
 //! reports, the `raft` crate feeds committed entries in log order.
 
 pub mod agent;
+pub mod autoscale;
 pub mod backoff;
 pub mod changes;
 pub mod command;
