@@ -28,6 +28,8 @@ pub enum Cmd {
     /// Registered agents.
     #[command(subcommand)]
     Agent(AgentCmd),
+    /// A reference agent: run a shell command per task (payload on stdin, result from stdout).
+    Worker(Box<crate::worker::WorkerArgs>),
     /// Export the ledger to another system.
     #[command(subcommand)]
     Export(ExportCmd),

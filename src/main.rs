@@ -8,6 +8,7 @@ mod config;
 mod dispatch;
 mod metrics;
 mod node;
+mod worker;
 
 use clap::Parser;
 
@@ -43,6 +44,10 @@ fn main() -> std::process::ExitCode {
             Cmd::Task(cmd) => client::task(cmd).await,
             Cmd::Queue(cmd) => client::queue(cmd).await,
             Cmd::Agent(cmd) => client::agent(cmd).await,
+            Cmd::Worker(args) => {
+                init_tracing(LogFormat::Human, "info");
+                worker::run(*args).await
+            }
             Cmd::Export(cli::ExportCmd::Postgres(args)) => {
                 init_tracing(LogFormat::Human, "info,tokio_postgres=warn");
                 export_postgres(args).await

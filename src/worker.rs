@@ -1,0 +1,231 @@
+//! `minion worker --exec "<command>"`: a reference agent that runs a shell command per task.
+//!
+//! The task's payload is the command's standard input; its standard output is the result (JSON if
+//! it parses, else a JSON string); exit status 0 completes the task, anything else fails it with
+//! the tail of standard error. Standard-error lines of the form `progress: <percent> [message]`
+//! are reported as progress. The worker registers as an agent, heartbeats, and on SIGTERM or
+//! Ctrl-C drains: it takes nothing new, finishes what it holds, deregisters and exits.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// Result bytes read from a command's standard output, at most.
+const RESULT_BYTES_MAX: usize = 1 << 20;
+/// Standard-error lines kept for a failure message.
+const ERROR_LINES_KEPT: usize = 20;
+
+#[derive(Debug, Args, Clone)]
+pub struct WorkerArgs {
+    /// Shell command run per task (`sh -c`).
+    #[arg(long)]
+    pub exec: String,
+    /// Queue to serve (repeatable).
+    #[arg(long = "queue", required = true)]
+    pub queues: Vec<String>,
+    #[arg(long, env = "MINION_SERVER", default_value = "http://127.0.0.1:7070")]
+    pub server: String,
+    /// Agent id (default: minion-worker-<pid>).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Capability this worker offers (repeatable).
+    #[arg(long = "capability")]
+    pub capabilities: Vec<String>,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: u32,
+    #[arg(long, default_value_t = 3_000)]
+    pub heartbeat_ms: u64,
+    /// Long-poll wait per claim.
+    #[arg(long, default_value_t = 10_000)]
+    pub wait_ms: u64,
+}
+
+struct Worker {
+    http: reqwest::Client,
+    base: String,
+    id: String,
+    exec: String,
+}
+
+impl Worker {
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let resp = self.http.post(format!("{}{path}", self.base)).json(&body).send().await?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status}: {}", v["error"]["message"].as_str().unwrap_or(""));
+        }
+        Ok(v)
+    }
+
+    /// Run one leased task to completion or failure.
+    async fn run(&self, task: Value) {
+        let id = task["id"].as_u64().unwrap_or(0);
+        let token = task["lease"]["token"].clone();
+        match self.execute(&task).await {
+            Ok(result) => {
+                if let Err(e) = self
+                    .post(&format!("/v1/tasks/{id}/complete"), json!({"lease_token": token, "result": result}))
+                    .await
+                {
+                    tracing::warn!(task_id = id, error = %e, "could not complete");
+                }
+            }
+            Err(error) => {
+                if let Err(e) =
+                    self.post(&format!("/v1/tasks/{id}/fail"), json!({"lease_token": token, "error": error})).await
+                {
+                    tracing::warn!(task_id = id, error = %e, "could not fail");
+                }
+            }
+        }
+    }
+
+    async fn execute(&self, task: &Value) -> Result<Value, String> {
+        let id = task["id"].as_u64().unwrap_or(0);
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&self.exec)
+            .env("MINION_TASK_ID", id.to_string())
+            .env("MINION_TASK_KIND", task["kind"].as_str().unwrap_or(""))
+            .env("MINION_QUEUE", task["queue"].as_str().unwrap_or(""))
+            .env("MINION_ATTEMPT", task["attempts"].as_array().map_or(0, |a| a.len()).to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start the command: {e}"))?;
+        let payload = task["payload"].to_string();
+        if let Some(mut stdin) = child.stdin.take() {
+            tokio::spawn(async move {
+                let _ = stdin.write_all(payload.as_bytes()).await;
+            });
+        }
+        let token = task["lease"]["token"].clone();
+        let stderr = child.stderr.take();
+        let progress = {
+            let (http, base) = (self.http.clone(), self.base.clone());
+            tokio::spawn(async move {
+                let mut kept: Vec<String> = Vec::new();
+                let Some(stderr) = stderr else { return kept };
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(rest) = line.strip_prefix("progress:") {
+                        let mut parts = rest.trim().splitn(2, ' ');
+                        let percent = parts.next().and_then(|p| p.trim_end_matches('%').parse::<u8>().ok());
+                        let message = parts.next().map(str::to_string);
+                        let body = json!({"lease_token": token, "percent": percent, "message": message});
+                        let _ = http.post(format!("{base}/v1/tasks/{id}/progress")).json(&body).send().await;
+                    } else {
+                        eprintln!("[task {id}] {line}");
+                        kept.push(line);
+                        if kept.len() > ERROR_LINES_KEPT {
+                            kept.remove(0);
+                        }
+                    }
+                }
+                kept
+            })
+        };
+        let mut out = Vec::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = stdout.take(RESULT_BYTES_MAX as u64).read_to_end(&mut out).await;
+        }
+        let status = child.wait().await.map_err(|e| format!("waiting for the command: {e}"))?;
+        let kept = progress.await.unwrap_or_default();
+        if status.success() {
+            let text = String::from_utf8_lossy(&out).trim().to_string();
+            Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        } else {
+            let tail = kept.join("\n");
+            Err(format!("command exited with {status}{}{tail}", if tail.is_empty() { "" } else { ": " }))
+        }
+    }
+}
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let id = args.id.clone().unwrap_or_else(|| format!("minion-worker-{}", std::process::id()));
+    let w = Arc::new(Worker {
+        http: reqwest::Client::builder().timeout(Duration::from_millis(args.wait_ms + 30_000)).build()?,
+        base: args.server.trim_end_matches('/').to_string(),
+        id: id.clone(),
+        exec: args.exec.clone(),
+    });
+    let concurrency = args.concurrency.max(1);
+    w.post("/v1/agents", json!({"id": id, "capabilities": args.capabilities, "max_concurrency": concurrency}))
+        .await
+        .with_context(|| format!("registering agent {id} with {}", args.server))?;
+    tracing::info!(agent = %id, queues = ?args.queues, "worker registered");
+    let stopping = Arc::new(AtomicBool::new(false));
+    {
+        let (w, stopping) = (w.clone(), stopping.clone());
+        let every = Duration::from_millis(args.heartbeat_ms.max(100));
+        tokio::spawn(async move {
+            while !stopping.load(Ordering::Relaxed) {
+                if let Err(e) = w.post(&format!("/v1/agents/{}/heartbeat", w.id), json!({})).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+    {
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            crate::shutdown_signal().await;
+            stopping.store(true, Ordering::Relaxed);
+        });
+    }
+    let running = Arc::new(AtomicU32::new(0));
+    while !stopping.load(Ordering::Relaxed) {
+        let free = concurrency.saturating_sub(running.load(Ordering::Relaxed));
+        if free == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let body = json!({"agent_id": w.id, "queues": args.queues, "max": free, "wait_ms": args.wait_ms});
+        let claim = tokio::select! {
+            r = w.post("/v1/claims", body) => r,
+            _ = wait_for(&stopping) => break,
+        };
+        let tasks = match claim {
+            Ok(v) => v["tasks"].as_array().cloned().unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "claim failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for t in tasks {
+            running.fetch_add(1, Ordering::Relaxed);
+            let (w, running) = (w.clone(), running.clone());
+            tokio::spawn(async move {
+                w.run(t).await;
+                running.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+    // Drain: nothing new, finish what is held, then leave.
+    tracing::info!(agent = %id, "draining");
+    let _ = w.post(&format!("/v1/agents/{id}/drain"), json!({})).await;
+    while running.load(Ordering::Relaxed) > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = w.http.delete(format!("{}/v1/agents/{id}", w.base)).send().await;
+    tracing::info!(agent = %id, "worker stopped");
+    Ok(())
+}
+
+async fn wait_for(flag: &AtomicBool) {
+    while !flag.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
