@@ -322,3 +322,24 @@ async fn health_readiness_metrics_and_openapi() {
     assert_eq!(s, 200);
     assert_eq!(v["openapi"], "3.0.3");
 }
+
+#[tokio::test]
+async fn queue_depth_for_keda_is_a_flat_number_and_zero_for_an_empty_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]).await;
+    let api = srv.client();
+    let (s, v) = api.get("/v1/metrics/queues/nothing-here").await;
+    assert_eq!((s, v["ready"].as_u64(), v["backlog"].as_u64()), (200, Some(0), Some(0)));
+    for _ in 0..3 {
+        api.submit(json!({"queue": "keda"})).await;
+    }
+    api.submit(json!({"queue": "keda", "delay_ms": 600_000})).await;
+    api.claim("a", &["keda"], 1, 0).await;
+    let (_, v) = api.get("/v1/metrics/queues/keda").await;
+    assert_eq!(
+        (v["ready"].as_u64(), v["delayed"].as_u64(), v["in_flight"].as_u64(), v["backlog"].as_u64()),
+        (Some(2), Some(1), Some(1), Some(4))
+    );
+    let (s, _) = api.get("/v1/metrics/queues/bad%20name").await;
+    assert_eq!(s, 400);
+}

@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues", get(list_queues))
         .route("/v1/queues/{name}", get(get_queue).put(put_queue))
         .route("/v1/stats", get(stats))
+        .route("/v1/metrics/queues/{name}", get(queue_metric))
         .route("/v1/changes", get(changes))
         .route("/v1/dedup", get(list_dedup))
         .route("/v1/openapi.json", get(openapi))
@@ -413,6 +414,22 @@ async fn get_queue(State(s): State<AppState>, Path(name): Path<String>) -> ApiRe
         "config": g.engine.effective_config(&name),
         "overrides": g.engine.queue_config(&name).cloned().unwrap_or_default(),
         "stats": g.engine.queue_stats(&name),
+    })))
+}
+
+/// One queue's depth in the flat shape KEDA's metrics-api scaler reads (`valueLocation: ready`,
+/// or `backlog` for ready + delayed + leased). An unknown or empty queue reads 0.
+async fn queue_metric(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    minion_engine::config::validate_queue_name(&name)?;
+    let g = s.node.state.read();
+    let st = g.engine.queue_stats(&name);
+    Ok(Json(json!({
+        "queue": name,
+        "ready": st.ready,
+        "delayed": st.delayed,
+        "in_flight": st.leased,
+        "backlog": st.ready + st.delayed + st.leased,
+        "oldest_ready_age_seconds": st.oldest_ready_age_ms as f64 / 1000.0,
     })))
 }
 
