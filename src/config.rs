@@ -52,6 +52,10 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Mirror this node's ledger into PostgreSQL from inside the server (off when unset).
     pub export_postgres: Option<ExportPostgres>,
+    /// Worker pools the leader autoscales (`[[pools]]` in the file).
+    pub pools: Vec<crate::autoscaler::PoolConfig>,
+    /// How often the leader evaluates every pool.
+    pub autoscale_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +100,8 @@ impl Default for Config {
             feed_retained_entries: 100_000,
             engine: EngineConfig::default(),
             export_postgres: None,
+            pools: Vec::new(),
+            autoscale_interval_ms: 5_000,
         }
     }
 }
@@ -182,6 +188,23 @@ impl Config {
             );
         }
         self.engine.validate().map_err(|r| anyhow::anyhow!("invalid config: engine.{}", r.message))?;
+        range("autoscale_interval_ms", self.autoscale_interval_ms, 10, 3_600_000)?;
+        let mut names = std::collections::BTreeSet::new();
+        for p in &self.pools {
+            if !names.insert(p.name.as_str()) {
+                bail!("invalid config: pools: the name {:?} is used twice", p.name);
+            }
+            if p.queues.is_empty() {
+                bail!("invalid config: pools.{}.queues must name at least one queue", p.name);
+            }
+            for q in &p.queues {
+                minion_engine::config::validate_queue_name(q)
+                    .map_err(|r| anyhow::anyhow!("invalid config: pools.{}.queues: {}", p.name, r.message))?;
+            }
+            p.effective_policy()
+                .validate()
+                .map_err(|e| anyhow::anyhow!("invalid config: pools.{}.policy: {e}", p.name))?;
+        }
         if let Some(e) = &self.export_postgres {
             if e.url.parse::<tokio_postgres::Config>().is_err() {
                 bail!("invalid config: export_postgres.url is not a PostgreSQL connection string");

@@ -1,6 +1,7 @@
 //! The `minion` binary: server, CLI client and load generator.
 
 mod api;
+mod autoscaler;
 mod bench;
 mod cli;
 mod client;

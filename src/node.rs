@@ -46,6 +46,8 @@ pub struct Node {
     pub committed_index: Arc<std::sync::atomic::AtomicU64>,
     /// Waiting claims, dispatch strategies and agent liveness (leader-side).
     pub hub: crate::dispatch::Hub,
+    /// Pool evaluations and their decisions (leader-side).
+    pub autoscalers: crate::autoscaler::Autoscalers,
 }
 
 impl Node {
@@ -91,6 +93,7 @@ impl Node {
             .map_err(|e| anyhow!("waiting for leadership: {e}"))?;
 
         let (tx, rx) = mpsc::channel(config.group_commit_max * 4);
+        let autoscalers = crate::autoscaler::Autoscalers::new(&config.pools);
         let node = Node {
             raft,
             state,
@@ -99,6 +102,7 @@ impl Node {
             proposals: tx,
             committed_index,
             hub: Default::default(),
+            autoscalers,
         };
         tokio::spawn(node.clone().run_proposer(rx));
         let engine_cfg = node.config.engine.clone();
@@ -112,6 +116,8 @@ impl Node {
         tokio::spawn(node.clone().run_checkpointer());
         tokio::spawn(node.hub.clone().run(node.clone()));
         tokio::spawn(node.hub.clone().run_liveness(node.clone()));
+        let every = Duration::from_millis(node.config.autoscale_interval_ms);
+        tokio::spawn(node.autoscalers.clone().run(node.clone(), every));
         Ok(node)
     }
 

@@ -40,6 +40,9 @@ pub struct WorkerArgs {
     /// Tasks run at once.
     #[arg(long, default_value_t = 1)]
     pub concurrency: u32,
+    /// Agent label `key=value` (repeatable); `pool=<name>` counts the worker in an autoscaled pool.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
     #[arg(long, default_value_t = 3_000)]
     pub heartbeat_ms: u64,
     /// Long-poll wait per claim.
@@ -160,9 +163,17 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         exec: args.exec.clone(),
     });
     let concurrency = args.concurrency.max(1);
-    w.post("/v1/agents", json!({"id": id, "capabilities": args.capabilities, "max_concurrency": concurrency}))
-        .await
-        .with_context(|| format!("registering agent {id} with {}", args.server))?;
+    let mut labels = serde_json::Map::new();
+    for l in &args.labels {
+        let Some((k, v)) = l.split_once('=') else { bail!("--label {l:?} is not key=value") };
+        labels.insert(k.to_string(), json!(v));
+    }
+    w.post(
+        "/v1/agents",
+        json!({"id": id, "capabilities": args.capabilities, "max_concurrency": concurrency, "labels": labels}),
+    )
+    .await
+    .with_context(|| format!("registering agent {id} with {}", args.server))?;
     tracing::info!(agent = %id, queues = ?args.queues, "worker registered");
     let stopping = Arc::new(AtomicBool::new(false));
     {

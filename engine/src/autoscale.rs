@@ -183,37 +183,42 @@ impl Autoscaler {
     pub fn evaluate(&mut self, s: Signals) -> Decision {
         let p = self.policy;
         let current = s.current;
-        let (desired, rule) = if current < p.min_workers {
-            (p.min_workers, Rule::BelowMin)
-        } else if current > p.max_workers {
-            (p.max_workers, Rule::AboveMax)
+        // Rules act on the count clamped into [min, max]; the clamp alone is a decision too.
+        let base = current.clamp(p.min_workers, p.max_workers);
+        let per_worker = s.ready as f64 / base.max(1) as f64;
+        let up_rule = if s.utilization >= p.scale_up_utilization && s.ready > 0 {
+            Some(Rule::Utilization)
+        } else if per_worker > p.scale_up_backlog_per_worker {
+            Some(Rule::Backlog)
+        } else if s.ready > 0 && s.oldest_ready_age_ms >= p.scale_up_oldest_ready_ms {
+            Some(Rule::OldestReady)
         } else {
-            let per_worker = s.ready as f64 / current.max(1) as f64;
-            let up_rule = if s.utilization >= p.scale_up_utilization && s.ready > 0 {
-                Some(Rule::Utilization)
-            } else if per_worker > p.scale_up_backlog_per_worker {
-                Some(Rule::Backlog)
-            } else if s.ready > 0 && s.oldest_ready_age_ms >= p.scale_up_oldest_ready_ms {
-                Some(Rule::OldestReady)
-            } else {
-                None
-            };
-            let idle = s.ready == 0 && s.utilization <= p.scale_down_utilization;
-            match up_rule {
-                Some(_) if current >= p.max_workers => (current, Rule::Steady),
-                Some(rule) if self.cooled(s.now_ms, p.cooldown_up_ms) => {
-                    (current.saturating_add(p.step_up).min(p.max_workers), rule)
-                }
-                Some(_) => (current, Rule::CooldownUp),
-                None if idle && current > p.min_workers => {
-                    if self.cooled(s.now_ms, p.cooldown_down_ms) {
-                        (current.saturating_sub(p.step_down).max(p.min_workers), Rule::Idle)
-                    } else {
-                        (current, Rule::CooldownDown)
-                    }
-                }
-                None => (current, Rule::Steady),
+            None
+        };
+        let idle = s.ready == 0 && s.utilization <= p.scale_down_utilization;
+        let clamp_rule = if base > current {
+            Rule::BelowMin
+        } else if base < current {
+            Rule::AboveMax
+        } else {
+            Rule::Steady
+        };
+        let (desired, rule) = match up_rule {
+            Some(_) if base >= p.max_workers => (base, clamp_rule),
+            Some(rule) if self.cooled(s.now_ms, p.cooldown_up_ms) => {
+                (base.saturating_add(p.step_up).min(p.max_workers), rule)
             }
+            Some(_) if base == current => (base, Rule::CooldownUp),
+            None if idle && base > p.min_workers => {
+                if self.cooled(s.now_ms, p.cooldown_down_ms) {
+                    (base.saturating_sub(p.step_down).max(p.min_workers), Rule::Idle)
+                } else if base == current {
+                    (base, Rule::CooldownDown)
+                } else {
+                    (base, clamp_rule)
+                }
+            }
+            _ => (base, clamp_rule),
         };
         if desired != current {
             self.last_change_ms = Some(s.now_ms);
@@ -239,6 +244,15 @@ mod tests {
         assert!(a.step_up > c.step_up && a.cooldown_up_ms < c.cooldown_up_ms);
         let bad = Policy { min_workers: 10, max_workers: 5, ..Policy::default() };
         assert!(bad.validate().expect_err("invalid").contains("min_workers"));
+    }
+
+    #[test]
+    fn below_min_with_a_backlog_scales_past_min() {
+        let mut a = Autoscaler::new(Policy { cooldown_up_ms: 0, ..Preset::Aggressive.policy() });
+        let d = a.evaluate(signals(1, 0, 1_000, 0.0));
+        assert_eq!((d.desired, d.rule), (7, Rule::Backlog), "min 2 plus a step of 5");
+        let d = a.evaluate(signals(2, 0, 0, 0.0));
+        assert_eq!((d.desired, d.rule), (2, Rule::BelowMin));
     }
 
     #[test]

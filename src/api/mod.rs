@@ -90,6 +90,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues", get(list_queues))
         .route("/v1/queues/{name}", get(get_queue).put(put_queue))
         .route("/v1/stats", get(stats))
+        .route("/v1/autoscaler", get(autoscaler))
+        .route("/v1/autoscaler/decisions", get(autoscaler_decisions))
         .route("/v1/metrics/queues/{name}", get(queue_metric))
         .route("/v1/changes", get(changes))
         .route("/v1/dedup", get(list_dedup))
@@ -431,6 +433,41 @@ async fn queue_metric(State(s): State<AppState>, Path(name): Path<String>) -> Ap
         "backlog": st.ready + st.delayed + st.leased,
         "oldest_ready_age_seconds": st.oldest_ready_age_ms as f64 / 1000.0,
     })))
+}
+
+/// Every pool's desired and current worker count and last decision, keyed by pool name, so that
+/// KEDA's metrics-api scaler can read `pools.<name>.desired`.
+async fn autoscaler(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let pools: serde_json::Map<String, serde_json::Value> = s
+        .node
+        .autoscalers
+        .views()
+        .into_iter()
+        .map(|v| (v.name.clone(), serde_json::to_value(&v).unwrap_or(serde_json::Value::Null)))
+        .collect();
+    Json(json!({ "pools": pools }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionsQuery {
+    pool: String,
+    limit: Option<usize>,
+}
+
+/// A pool's decisions, newest first.
+async fn autoscaler_decisions(
+    State(s): State<AppState>,
+    q: Result<Query<DecisionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(100).clamp(1, crate::autoscaler::DECISIONS_KEPT);
+    let decisions = s
+        .node
+        .autoscalers
+        .decisions(&q.pool, limit)
+        .ok_or_else(|| ApiError::not_found(format!("pool {} is not configured", q.pool)))?;
+    Ok(Json(json!({ "pool": q.pool, "decisions": decisions })))
 }
 
 async fn put_queue(
