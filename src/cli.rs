@@ -28,6 +28,8 @@ pub enum Cmd {
     /// Registered agents.
     #[command(subcommand)]
     Agent(AgentCmd),
+    /// A process pool that follows the autoscaler's desired count for a pool.
+    Pool(Box<crate::pool::PoolArgs>),
     /// A reference agent: run a shell command per task (payload on stdin, result from stdout).
     Worker(Box<crate::worker::WorkerArgs>),
     /// Export the ledger to another system.

@@ -9,6 +9,7 @@ mod config;
 mod dispatch;
 mod metrics;
 mod node;
+mod pool;
 mod worker;
 
 use clap::Parser;
@@ -45,6 +46,10 @@ fn main() -> std::process::ExitCode {
             Cmd::Task(cmd) => client::task(cmd).await,
             Cmd::Queue(cmd) => client::queue(cmd).await,
             Cmd::Agent(cmd) => client::agent(cmd).await,
+            Cmd::Pool(args) => {
+                init_tracing(LogFormat::Human, "info");
+                pool::run(*args).await
+            }
             Cmd::Worker(args) => {
                 init_tracing(LogFormat::Human, "info");
                 worker::run(*args).await

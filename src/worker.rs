@@ -32,7 +32,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "MINION_SERVER", default_value = "http://127.0.0.1:7070")]
     pub server: String,
     /// Agent id (default: minion-worker-<pid>).
-    #[arg(long)]
+    #[arg(long, env = "MINION_WORKER_ID")]
     pub id: Option<String>,
     /// Capability this worker offers (repeatable).
     #[arg(long = "capability")]
@@ -41,7 +41,7 @@ pub struct WorkerArgs {
     #[arg(long, default_value_t = 1)]
     pub concurrency: u32,
     /// Agent label `key=value` (repeatable); `pool=<name>` counts the worker in an autoscaled pool.
-    #[arg(long = "label")]
+    #[arg(long = "label", env = "MINION_WORKER_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,
     #[arg(long, default_value_t = 3_000)]
     pub heartbeat_ms: u64,

@@ -1,0 +1,105 @@
+//! The process pool grows real worker processes under a burst, they drain the queue, and it
+//! shrinks after.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{eventually, Api, Server};
+use serde_json::json;
+
+const CONFIG: &str = r#"
+autoscale_interval_ms = 100
+
+[[pools]]
+name = "render"
+queues = ["frames"]
+
+[pools.policy]
+min_workers = 1
+max_workers = 4
+scale_up_utilization = 0.9
+scale_up_backlog_per_worker = 2.0
+scale_up_oldest_ready_ms = 60000
+scale_down_utilization = 0.3
+step_up = 3
+step_down = 1
+cooldown_up_ms = 0
+cooldown_down_ms = 200
+"#;
+
+async fn pool_workers(api: &Api) -> usize {
+    let (_, v) = api.get("/v1/agents").await;
+    v["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["labels"]["pool"] == "render" && a["status"] == "active")
+        .count()
+}
+
+#[tokio::test]
+async fn a_burst_grows_the_pool_which_drains_the_queue_and_shrinks_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("minion.toml");
+    std::fs::write(&cfg, CONFIG).expect("config");
+    let srv = Server::start(dir.path(), &["--config", cfg.to_str().expect("path")]).await;
+    let api = srv.client();
+    let worker = format!(
+        "{} worker --queue frames --exec 'sleep 0.2; cat' --heartbeat-ms 200 --wait-ms 1000",
+        env!("CARGO_BIN_EXE_minion")
+    );
+    let log = std::fs::File::create(dir.path().join("pool.log")).expect("log");
+    let mut pool = Command::new(env!("CARGO_BIN_EXE_minion"))
+        .args(["pool", "--name", "render", "--server", &srv.base, "--command", &worker])
+        .args(["--poll-ms", "100", "--grace-ms", "3000"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn pool");
+
+    eventually(20, "the pool to start its minimum of one worker", || {
+        let api = api.clone();
+        async move { (pool_workers(&api).await == 1).then_some(()) }
+    })
+    .await;
+
+    let tasks: Vec<_> = (0..40).map(|i| json!({"queue": "frames", "payload": {"frame": i}})).collect();
+    let (s, v) = api.post("/v1/tasks", json!({ "tasks": tasks })).await;
+    assert_eq!(s, 201);
+    let ids: Vec<u64> = v["tasks"].as_array().expect("ids").iter().map(|t| t["id"].as_u64().expect("id")).collect();
+
+    let mut peak = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        peak = peak.max(pool_workers(&api).await);
+        let (_, q) = api.get("/v1/queues/frames").await;
+        if q["stats"]["succeeded"].as_u64() == Some(ids.len() as u64) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the workers did not finish the tasks: {q}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(peak >= 3 && peak <= 4, "the pool grew to {peak} workers (max 4)");
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(api.task(*id).await["result"], json!({"frame": i}));
+    }
+
+    eventually(30, "the pool to shrink back to one worker", || {
+        let api = api.clone();
+        async move { (pool_workers(&api).await == 1).then_some(()) }
+    })
+    .await;
+    let (_, d) = api.get("/v1/autoscaler/decisions?pool=render&limit=1000").await;
+    let rules: Vec<String> =
+        d["decisions"].as_array().expect("decisions").iter().map(|d| d["rule"].to_string()).collect();
+    assert!(rules.iter().any(|r| r.contains("idle")), "scaled down as idle: {rules:?}");
+
+    Command::new("kill").arg("-TERM").arg(pool.id().to_string()).status().expect("kill");
+    assert!(pool.wait().expect("wait").success(), "the pool exits cleanly on SIGTERM");
+    eventually(10, "every worker to be gone", || {
+        let api = api.clone();
+        async move { (pool_workers(&api).await == 0).then_some(()) }
+    })
+    .await;
+}
