@@ -1,7 +1,8 @@
 //! Leader-side autoscaling: evaluate each configured pool on an interval and keep its decisions.
 //!
 //! A pool is a set of queues and capabilities (from the server's config). Its workers are the live
-//! agents labelled `pool=<name>` (the process pool and `minion worker --label pool=<name>` set it).
+//! agents labelled `pool=<name>` (the process pool and `minion worker --label pool=<name>` set it)
+//! and, when the pool names capabilities, unlabelled agents that have all of them.
 //! Every evaluation's decision — desired and previous count, the rule that fired, the inputs — is
 //! kept (the last `DECISIONS_KEPT` per pool), served by `GET /v1/autoscaler` and exported as metrics.
 
@@ -107,8 +108,9 @@ impl Autoscalers {
         Some(p.decisions.iter().rev().take(limit).copied().collect())
     }
 
-    /// One evaluation of every pool from the node's applied state.
-    pub fn evaluate(&self, node: &Node, interval_s: f64) {
+    /// One evaluation of every pool from the node's applied state. Returns (pool, decision) pairs.
+    pub fn evaluate(&self, node: &Node, interval_s: f64) -> Vec<(String, Decision)> {
+        let mut made = Vec::new();
         let now = now_ms();
         let g = node.state.read();
         let engine = &g.engine;
@@ -127,7 +129,12 @@ impl Autoscalers {
             }
             let (mut busy, mut slots) = (0u64, 0u64);
             for a in engine.agents() {
-                let in_pool = a.labels.get("pool").is_some_and(|l| *l == p.config.name);
+                // Labelled members, or (for a pool that names capabilities) unlabelled agents
+                // that have all of them.
+                let in_pool = match a.labels.get("pool") {
+                    Some(l) => *l == p.config.name,
+                    None => !p.config.capabilities.is_empty() && a.has_capabilities(&p.config.capabilities),
+                };
                 if !in_pool || a.status != AgentStatus::Active {
                     continue;
                 }
@@ -165,17 +172,37 @@ impl Autoscalers {
                 p.decisions.pop_front();
             }
             p.decisions.push_back(d);
+            made.push((p.config.name.clone(), d));
         }
+        made
     }
 
-    /// Evaluate on the leader every `interval`.
+    /// Evaluate on the leader every `interval`; POST each decision to the webhook, if any.
     pub async fn run(self, node: Node, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
         loop {
             tick.tick().await;
-            if node.is_leader() && !self.lock().is_empty() {
-                self.evaluate(&node, interval.as_secs_f64());
+            if !node.is_leader() || self.lock().is_empty() {
+                continue;
+            }
+            let made = self.evaluate(&node, interval.as_secs_f64());
+            if let Some(url) = node.config.autoscale_webhook_url.clone() {
+                let http = http.clone();
+                // Off the evaluation loop: a slow receiver delays no decision.
+                tokio::spawn(async move {
+                    for (pool, d) in made {
+                        let body = serde_json::json!({ "pool": pool, "decision": d });
+                        match http.post(&url).json(&body).send().await {
+                            Ok(r) if r.status().is_success() => {}
+                            Ok(r) => {
+                                tracing::warn!(status = %r.status(), %url, "autoscaler webhook refused a decision")
+                            }
+                            Err(e) => tracing::warn!(error = %e, %url, "autoscaler webhook unreachable"),
+                        }
+                    }
+                });
             }
         }
     }

@@ -28,6 +28,9 @@ pub enum Cmd {
     /// Registered agents.
     #[command(subcommand)]
     Agent(AgentCmd),
+    /// Autoscaler pools and their decisions.
+    #[command(subcommand)]
+    Autoscaler(AutoscalerCmd),
     /// A process pool that follows the autoscaler's desired count for a pool.
     Pool(Box<crate::pool::PoolArgs>),
     /// A reference agent: run a shell command per task (payload on stdin, result from stdout).
@@ -245,6 +248,24 @@ pub struct PostgresExportArgs {
     /// How often `--follow` polls when caught up.
     #[arg(long, default_value_t = 200)]
     pub poll_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AutoscalerCmd {
+    /// Every pool: desired and current workers, and the last rule that fired.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A pool's decisions, newest first.
+    Decisions {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        pool: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]

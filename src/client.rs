@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
-use crate::cli::{AgentCmd, ClientArgs, QueueCmd, TaskCmd};
+use crate::cli::{AgentCmd, AutoscalerCmd, ClientArgs, QueueCmd, TaskCmd};
 
 struct Client {
     http: reqwest::Client,
@@ -299,6 +299,53 @@ pub async fn agent(cmd: AgentCmd) -> anyhow::Result<()> {
                 "agent {id} is draining: it gets no new tasks and keeps its {} in flight",
                 s(&out["stats"]["in_flight"])
             );
+        }
+    }
+    Ok(())
+}
+
+pub async fn autoscaler(cmd: AutoscalerCmd) -> anyhow::Result<()> {
+    match cmd {
+        AutoscalerCmd::Status { client } => {
+            let out = Client::new(&client).get("/v1/autoscaler", &[]).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            println!("{:<20} {:>8} {:>8}  {:<14} QUEUES", "POOL", "DESIRED", "CURRENT", "LAST RULE");
+            for (name, p) in out["pools"].as_object().into_iter().flatten() {
+                let queues: Vec<String> = p["queues"].as_array().into_iter().flatten().map(s).collect();
+                println!(
+                    "{:<20} {:>8} {:>8}  {:<14} {}",
+                    name,
+                    s(&p["desired"]),
+                    s(&p["current"]),
+                    s(&p["last_decision"]["rule"]),
+                    queues.join(",")
+                );
+            }
+        }
+        AutoscalerCmd::Decisions { client, pool, limit } => {
+            let q = [("pool", pool.clone()), ("limit", limit.to_string())];
+            let out = Client::new(&client).get("/v1/autoscaler/decisions", &q).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            println!(
+                "{:>15} {:>8} {:>8}  {:<14} {:>7} {:>11} {:>6}",
+                "AT_MS", "PREVIOUS", "DESIRED", "RULE", "READY", "UTILIZATION", "IDLE"
+            );
+            for d in out["decisions"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>15} {:>8} {:>8}  {:<14} {:>7} {:>11.2} {:>6}",
+                    s(&d["at_ms"]),
+                    s(&d["previous"]),
+                    s(&d["desired"]),
+                    s(&d["rule"]),
+                    s(&d["signals"]["ready"]),
+                    d["signals"]["utilization"].as_f64().unwrap_or(0.0),
+                    s(&d["signals"]["idle_agents"])
+                );
+            }
         }
     }
     Ok(())

@@ -56,6 +56,8 @@ pub struct Config {
     pub pools: Vec<crate::autoscaler::PoolConfig>,
     /// How often the leader evaluates every pool.
     pub autoscale_interval_ms: u64,
+    /// Every autoscaler decision is POSTed here as JSON (off when unset).
+    pub autoscale_webhook_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +104,7 @@ impl Default for Config {
             export_postgres: None,
             pools: Vec::new(),
             autoscale_interval_ms: 5_000,
+            autoscale_webhook_url: None,
         }
     }
 }
@@ -189,6 +192,11 @@ impl Config {
         }
         self.engine.validate().map_err(|r| anyhow::anyhow!("invalid config: engine.{}", r.message))?;
         range("autoscale_interval_ms", self.autoscale_interval_ms, 10, 3_600_000)?;
+        if let Some(url) = &self.autoscale_webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("invalid config: autoscale_webhook_url must be an http(s) URL, got {url:?}");
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for p in &self.pools {
             if !names.insert(p.name.as_str()) {

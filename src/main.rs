@@ -46,6 +46,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Task(cmd) => client::task(cmd).await,
             Cmd::Queue(cmd) => client::queue(cmd).await,
             Cmd::Agent(cmd) => client::agent(cmd).await,
+            Cmd::Autoscaler(cmd) => client::autoscaler(cmd).await,
             Cmd::Pool(args) => {
                 init_tracing(LogFormat::Human, "info");
                 pool::run(*args).await

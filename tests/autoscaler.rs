@@ -89,6 +89,53 @@ async fn a_burst_raises_the_desired_count_within_max_and_idleness_lowers_it() {
     .await;
     let (s, _) = api.get("/v1/autoscaler/decisions?pool=nope").await;
     assert_eq!(s, 404);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
+        .args(["autoscaler", "decisions", "--pool", "render", "--limit", "1000", "--server", &api.base])
+        .output()
+        .expect("cli");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("backlog") && text.contains("RULE"), "{text}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
+        .args(["autoscaler", "status", "--server", &api.base])
+        .output()
+        .expect("cli");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("render"));
     let text = api.http.get(format!("{}/metrics", api.base)).send().await.expect("metrics").text().await.expect("text");
     assert!(text.contains("minion_autoscaler_desired_workers{pool=\"render\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn every_decision_reaches_the_webhook() {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().expect("lock").push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("minion.toml");
+    std::fs::write(&cfg, format!("autoscale_webhook_url = \"{hook}\"\n{CONFIG}")).expect("config");
+    let _srv = Server::start(dir.path(), &["--config", cfg.to_str().expect("path")]).await;
+    eventually(10, "decisions at the webhook", || {
+        let received = received.clone();
+        async move { (received.lock().expect("lock").len() >= 3).then_some(()) }
+    })
+    .await;
+    let first = received.lock().expect("lock")[0].clone();
+    assert_eq!(first["pool"], "render");
+    assert_eq!(first["decision"]["desired"], 1, "no workers, min 1: {first}");
+    assert_eq!(first["decision"]["rule"], "below_min");
+    assert!(first["decision"]["signals"]["ready"].is_u64(), "the inputs travel with the decision");
 }
