@@ -103,3 +103,30 @@ async fn a_burst_grows_the_pool_which_drains_the_queue_and_shrinks_after() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn crashing_workers_are_restarted_with_growing_backoff() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("minion.toml");
+    std::fs::write(&cfg, CONFIG).expect("config");
+    let srv = Server::start(dir.path(), &["--config", cfg.to_str().expect("path")]).await;
+    let log_path = dir.path().join("pool.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut pool = Command::new(env!("CARGO_BIN_EXE_minion"))
+        .args(["pool", "--name", "render", "--server", &srv.base, "--command", "exit 3", "--poll-ms", "50"])
+        .env("MINION_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn pool");
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    Command::new("kill").arg("-TERM").arg(pool.id().to_string()).status().expect("kill");
+    pool.wait().expect("wait");
+    let text = std::fs::read_to_string(&log_path).expect("read log");
+    let delays: Vec<&str> = text.lines().filter(|l| l.contains("worker exited")).collect();
+    assert!(delays.len() >= 2, "restarted after each crash:\n{text}");
+    assert!(
+        delays[0].contains("restart_in_ms=500") && delays[1].contains("restart_in_ms=1000"),
+        "backoff doubles:\n{text}"
+    );
+}
