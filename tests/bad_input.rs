@@ -192,34 +192,32 @@ async fn a_corrupt_data_directory_is_refused_with_the_file_named() {
     assert!(stderr.to_lowercase().contains("corrupt"), "the error must say corruption: {stderr}");
 }
 
+/// Run `minion serve` with `args` and `env`; it must exit non-zero. Returns its stderr.
+fn serve_refuses(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
+        .arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run minion serve");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "minion serve must refuse: {err}");
+    err
+}
+
 #[tokio::test]
 async fn invalid_configuration_is_refused_naming_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("minion.toml");
+    let with_file = [std::ffi::OsStr::new("--config"), cfg.as_os_str()];
     std::fs::write(&cfg, "data_dir = \"x\"\nlisen = \"127.0.0.1:1\"\n").expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refuses(&with_file, &[]);
     assert!(err.contains("lisen"), "{err}");
 
     std::fs::write(&cfg, "[engine]\nlease_ms = 5\n").expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("lease_ms"));
+    let err = serve_refuses(&with_file, &[]);
+    assert!(err.contains("lease_ms"), "{err}");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
-        .args(["serve"])
-        .env("MINION_LISTEN", "not-an-address")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("listen"), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = serve_refuses(&[], &[("MINION_LISTEN", "not-an-address")]);
+    assert!(err.contains("listen"), "{err}");
 }

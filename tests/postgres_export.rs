@@ -2,27 +2,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{assert_mirror_matches, background_load, eventually, mixed_workload, PgDb, Server};
+use common::{
+    assert_mirror_matches, background_load, eventually, export_command, mixed_workload, spawn_follow, PgDb, Server,
+};
 use minion_adapters::postgres::{migrate, MIGRATIONS};
-
-fn export(server: &str, url: &str, follow: bool) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_minion"));
-    cmd.args(["export", "postgres", "--url", url, "--server", server, "--batch-records", "50"]);
-    if follow {
-        cmd.args(["--follow", "--poll-ms", "50"]);
-    }
-    cmd.stdout(Stdio::null());
-    cmd
-}
-
-fn spawn_follow(server: &str, url: &str, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
-    export(server, url, true).stderr(log).spawn().expect("spawn exporter")
-}
 
 async fn position(pg: &tokio_postgres::Client) -> u64 {
     match pg.query_opt("SELECT log_index FROM export_position WHERE name = 'default'", &[]).await {
@@ -66,21 +53,23 @@ async fn a_one_shot_export_matches_the_ledger_row_for_row() {
     let api = srv.client();
     mixed_workload(&api, 12, "oneshot").await;
     let db = PgDb::create("oneshot").await;
-    let out = export(&srv.base, &db.url, false).stderr(Stdio::piped()).output().expect("run export");
+    let out = export_command(&srv.base, &db.url, false).stderr(Stdio::piped()).output().expect("run export");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let pg = db.client().await;
     assert_mirror_matches(&api, &pg).await;
 
     // More work, then an incremental export from the stored position.
     mixed_workload(&api, 3, "second").await;
-    let out = export(&srv.base, &db.url, false).stderr(Stdio::piped()).output().expect("run export");
+    let out = export_command(&srv.base, &db.url, false).stderr(Stdio::piped()).output().expect("run export");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 tasks backfilled"), "incremental, not a new backfill");
     assert_mirror_matches(&api, &pg).await;
 
     // A bad URL or an unreachable server is a clear error, not a silent skip.
-    let out =
-        export(&srv.base, "postgres://postgres@127.0.0.1:1/nope", false).stderr(Stdio::piped()).output().expect("run");
+    let out = export_command(&srv.base, "postgres://postgres@127.0.0.1:1/nope", false)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("PostgreSQL"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{assert_mirror_matches, background_load, PgDb, Server};
+use common::{assert_mirror_matches, background_load, spawn_follow, PgDb, Server};
 
 fn pg_ctl(action: &str) {
     let versions = std::fs::read_dir("/etc/postgresql").expect("/etc/postgresql");
@@ -26,25 +26,7 @@ async fn the_follower_resumes_after_postgres_restarts() {
     let srv = Server::start(dir.path(), &[]).await;
     let api = srv.client();
     let db = PgDb::create("restart").await;
-    let log = std::fs::File::create(dir.path().join("export.log")).expect("log");
-    let mut exporter = Command::new(env!("CARGO_BIN_EXE_minion"))
-        .args([
-            "export",
-            "postgres",
-            "--url",
-            &db.url,
-            "--server",
-            &srv.base,
-            "--follow",
-            "--poll-ms",
-            "50",
-            "--batch-records",
-            "50",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn exporter");
+    let mut exporter = spawn_follow(&srv.base, &db.url, &dir.path().join("export.log"));
     let (stop, load) = background_load(&api, "r");
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     pg_ctl("restart");

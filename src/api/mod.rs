@@ -111,16 +111,24 @@ pub fn router(state: AppState) -> Router {
 async fn content_length_limit(State(max): State<usize>, req: Request, next: Next) -> Response {
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body of {} bytes is over the limit of {max} bytes", declared.unwrap_or(0)),
-        )
-        .into_response();
+    let Some(declared) = declared.filter(|n| *n > max as u64) else { return next.run(req).await };
+    // Read and discard a moderately oversized body before answering: a client still sending when
+    // the connection closes sees a reset instead of the 413. Far larger bodies are not read.
+    if declared <= (max as u64).saturating_mul(OVERSIZE_DRAIN_FACTOR) {
+        use http_body_util::BodyExt;
+        let mut body = req.into_body();
+        while let Some(Ok(_frame)) = body.frame().await {}
     }
-    next.run(req).await
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("request body of {declared} bytes is over the limit of {max} bytes"),
+    )
+    .into_response()
 }
+
+/// Oversized bodies up to this multiple of the limit are drained before the 413 is sent.
+const OVERSIZE_DRAIN_FACTOR: u64 = 4;
 
 /// Give axum's own plain-text rejections (405 and the like) the API's JSON error shape.
 async fn error_shape(req: Request, next: Next) -> Response {

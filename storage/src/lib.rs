@@ -463,11 +463,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The oldest log index the feed still holds.
-    pub fn changes_oldest(&self) -> Result<Option<u64>> {
-        Ok(self.inner.changes.first().map_err(|e| self.sled(e))?.and_then(|(k, _)| index_of(&k)))
-    }
-
     /// Feed entries with an index below this were purged (0: never).
     pub fn changes_purged_before(&self) -> Result<u64> {
         match self.inner.raft.get(KEY_FEED_PURGED_BEFORE).map_err(|e| self.sled(e))? {

@@ -123,10 +123,11 @@ fn the_change_feed_is_written_with_the_state_and_read_in_whole_entries() {
         feed.push((index, minion_engine::changes::changes(&state, &dirty)));
         store.sm_persist(&state, &dirty, &index, &feed[feed.len() - 1..]).expect("persist");
     }
-    assert_eq!(store.changes_oldest().expect("oldest"), Some(1));
+    assert_eq!(store.changes_purged_before().expect("watermark"), 0);
     let got = store.changes_after(2, 3).expect("read");
     assert_eq!(got.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![3, 4], "whole entries until 3 records");
     assert_eq!(got[0].1.len(), 2);
     assert_eq!(store.changes_purge_before(4).expect("purge"), 3);
-    assert_eq!(store.changes_oldest().expect("oldest"), Some(4));
+    assert_eq!(store.changes_purged_before().expect("watermark"), 4);
+    assert_eq!(store.changes_after(0, 100).expect("read")[0].0, 4, "entries 1..3 are gone");
 }

@@ -421,3 +421,20 @@ pub fn background_load(
     });
     (stop, handle)
 }
+
+/// `minion export postgres` against `server` into `url` (small batches, fast polls for tests).
+pub fn export_command(server: &str, url: &str, follow: bool) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_minion"));
+    cmd.args(["export", "postgres", "--url", url, "--server", server, "--batch-records", "50"]);
+    if follow {
+        cmd.args(["--follow", "--poll-ms", "50"]);
+    }
+    cmd.stdout(Stdio::null());
+    cmd
+}
+
+/// A following exporter logging to `log`.
+pub fn spawn_follow(server: &str, url: &str, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
+    export_command(server, url, true).stderr(log).spawn().expect("spawn exporter")
+}
