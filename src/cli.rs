@@ -31,6 +31,9 @@ pub enum Cmd {
     /// Autoscaler pools and their decisions.
     #[command(subcommand)]
     Autoscaler(AutoscalerCmd),
+    /// Cluster status and membership: add, promote, remove and replace nodes.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// A process pool that follows the autoscaler's desired count for a pool.
     Pool(Box<crate::pool::PoolArgs>),
     /// A reference agent: run a shell command per task (payload on stdin, result from stdout).
@@ -70,6 +73,24 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
     #[arg(long, env = "MINION_NODE_ID")]
     pub node_id: Option<u64>,
+    /// Peer (raft) address; port 0 picks a free one.
+    #[arg(long, env = "MINION_RAFT_LISTEN")]
+    pub raft_listen: Option<SocketAddr>,
+    /// API address peers and clients should use for this node (default: --listen).
+    #[arg(long, env = "MINION_ADVERTISE_API")]
+    pub advertise_api: Option<String>,
+    /// Peer address other nodes should use for this node (default: --raft-listen).
+    #[arg(long, env = "MINION_ADVERTISE_RAFT")]
+    pub advertise_raft: Option<String>,
+    /// Shared secret of the cluster (at least 16 characters); prefer the environment variable.
+    #[arg(long, env = "MINION_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Do not form a cluster: wait to be added to one with `minion cluster add`.
+    #[arg(long, env = "MINION_JOIN")]
+    pub join: bool,
+    /// Writes not committed within this long answer 503 (outcome unknown).
+    #[arg(long, env = "MINION_COMMIT_TIMEOUT_MS")]
+    pub commit_timeout_ms: Option<u64>,
     /// fsync: survive power loss; flush: survive a process crash.
     #[arg(long, env = "MINION_DURABILITY", value_enum)]
     pub durability: Option<DurabilityArg>,
@@ -112,6 +133,9 @@ pub struct ClientArgs {
     /// Print the server's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Read from the node asked, without confirming with the leader (may be behind).
+    #[arg(long, global = true)]
+    pub stale: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,5 +304,63 @@ pub enum AgentCmd {
         #[command(flatten)]
         client: ClientArgs,
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Leader, term and every member with its role and replication lag.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The node asked (not the leader): its raft state and applied index.
+    Node {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Also a SHA-256 of the applied state (equal on replicas at the same index).
+        #[arg(long)]
+        digest: bool,
+    },
+    /// Add a node (started with --join) as a learner; waits until it has caught up.
+    Add {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        node_id: u64,
+        /// The new node's peer address (host:port).
+        #[arg(long)]
+        raft_addr: String,
+        /// Its client API address (default: what it advertises).
+        #[arg(long)]
+        api_addr: Option<String>,
+        /// Promote it to voter once caught up.
+        #[arg(long)]
+        voter: bool,
+    },
+    /// Make a learner a voter.
+    Promote {
+        #[command(flatten)]
+        client: ClientArgs,
+        node_id: u64,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        #[command(flatten)]
+        client: ClientArgs,
+        node_id: u64,
+    },
+    /// Replace a (dead) voter by a new node started with --join.
+    Replace {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The voter to replace.
+        old: u64,
+        #[arg(long)]
+        node_id: u64,
+        #[arg(long)]
+        raft_addr: String,
+        #[arg(long)]
+        api_addr: Option<String>,
     },
 }

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
-use crate::cli::{AgentCmd, AutoscalerCmd, ClientArgs, QueueCmd, TaskCmd};
+use crate::cli::{AgentCmd, AutoscalerCmd, ClientArgs, ClusterCmd, QueueCmd, TaskCmd};
 
 struct Client {
     http: reqwest::Client,
@@ -12,7 +12,12 @@ struct Client {
 
 impl Client {
     fn new(args: &ClientArgs) -> Client {
-        Client { http: reqwest::Client::new(), base: args.server.trim_end_matches('/').to_string() }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if args.stale {
+            headers.insert(crate::api::cluster::HEADER_CONSISTENCY, reqwest::header::HeaderValue::from_static("stale"));
+        }
+        let http = reqwest::Client::builder().default_headers(headers).build().unwrap_or_default();
+        Client { http, base: args.server.trim_end_matches('/').to_string() }
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
@@ -33,6 +38,10 @@ impl Client {
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(&body)).await
+    }
+
+    async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.delete(format!("{}{path}", self.base))).await
     }
 
     async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
@@ -348,5 +357,71 @@ pub async fn autoscaler(cmd: AutoscalerCmd) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn print_cluster(out: &Value) {
+    println!(
+        "cluster {}  leader={} term={} committed={} (answered by node {})",
+        s(&out["cluster_id"]),
+        s(&out["leader"]),
+        s(&out["term"]),
+        s(&out["committed_index"]),
+        s(&out["answered_by"])
+    );
+    println!("{:>5}  {:<8} {:<22} {:<22} {:>10} {:>8}", "NODE", "ROLE", "API", "RAFT", "MATCHED", "LAG");
+    for m in out["members"].as_array().into_iter().flatten() {
+        let role = if m["leader"].as_bool() == Some(true) { "leader".to_string() } else { s(&m["role"]) };
+        println!(
+            "{:>5}  {:<8} {:<22} {:<22} {:>10} {:>8}",
+            s(&m["node_id"]),
+            role,
+            s(&m["api_addr"]),
+            s(&m["raft_addr"]),
+            s(&m["matched_index"]),
+            s(&m["lag"])
+        );
+    }
+}
+
+pub async fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
+    let (client, out) = match cmd {
+        ClusterCmd::Status { client } => {
+            let out = Client::new(&client).get("/v1/cluster", &[]).await?;
+            (client, out)
+        }
+        ClusterCmd::Node { client, digest } => {
+            let out = Client::new(&client).get("/v1/cluster/node", &[("digest", digest.to_string())]).await?;
+            if !client.json {
+                for (k, v) in out.as_object().into_iter().flatten() {
+                    println!("{k:<22} {}", s(v));
+                }
+                return Ok(());
+            }
+            (client, out)
+        }
+        ClusterCmd::Add { client, node_id, raft_addr, api_addr, voter } => {
+            let body = json!({"node_id": node_id, "raft_addr": raft_addr, "api_addr": api_addr, "voter": voter});
+            let out = Client::new(&client).post("/v1/cluster/members", body).await?;
+            (client, out)
+        }
+        ClusterCmd::Promote { client, node_id } => {
+            let out = Client::new(&client).post(&format!("/v1/cluster/members/{node_id}/promote"), json!({})).await?;
+            (client, out)
+        }
+        ClusterCmd::Remove { client, node_id } => {
+            let out = Client::new(&client).delete(&format!("/v1/cluster/members/{node_id}")).await?;
+            (client, out)
+        }
+        ClusterCmd::Replace { client, old, node_id, raft_addr, api_addr } => {
+            let body = json!({"node_id": node_id, "raft_addr": raft_addr, "api_addr": api_addr});
+            let out = Client::new(&client).post(&format!("/v1/cluster/members/{old}/replace"), body).await?;
+            (client, out)
+        }
+    };
+    if client.json {
+        return print_json(&out);
+    }
+    print_cluster(&out);
     Ok(())
 }

@@ -25,6 +25,22 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Client API address.
     pub listen: SocketAddr,
+    /// Peer (raft RPC) address. Port 0 picks a free port.
+    pub raft_listen: SocketAddr,
+    /// Client API address other nodes and clients use to reach this node (default: `listen`).
+    pub advertise_api: Option<String>,
+    /// Peer address other nodes use to reach this node (default: `raft_listen`).
+    pub advertise_raft: Option<String>,
+    /// Shared secret every node of a cluster presents to its peers. Required for more than one
+    /// node; without it the peer port refuses everything.
+    pub cluster_secret: Option<String>,
+    /// Start without forming a cluster and wait to be added to one (`minion cluster add`).
+    pub join: bool,
+    /// A write (or a linearizable read) not confirmed by a quorum within this long answers 503;
+    /// a write's outcome is then unknown.
+    pub commit_timeout_ms: u64,
+    /// Longest a whole snapshot transfer to a peer may take.
+    pub snapshot_transfer_deadline_ms: u64,
     pub node_id: u64,
     /// `fsync` (survives power loss) or `flush` (survives a process crash).
     pub durability: Durability,
@@ -88,6 +104,13 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./minion-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            raft_listen: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            advertise_api: None,
+            advertise_raft: None,
+            cluster_secret: None,
+            join: false,
+            commit_timeout_ms: 10_000,
+            snapshot_transfer_deadline_ms: 300_000,
             node_id: 1,
             durability: Durability::Fsync,
             log_format: LogFormat::Human,
@@ -120,6 +143,19 @@ impl Config {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone(); } )* };
         }
         overlay!(data_dir, listen, node_id, log_format, log_level, body_bytes_max, claim_wait_ms_max, snapshot_logs);
+        overlay!(raft_listen, commit_timeout_ms);
+        if let Some(v) = &args.advertise_api {
+            cfg.advertise_api = Some(v.clone());
+        }
+        if let Some(v) = &args.advertise_raft {
+            cfg.advertise_raft = Some(v.clone());
+        }
+        if let Some(v) = &args.cluster_secret {
+            cfg.cluster_secret = Some(v.clone());
+        }
+        if args.join {
+            cfg.join = true;
+        }
         if let Some(url) = &args.export_postgres_url {
             cfg.export_postgres = Some(ExportPostgres {
                 url: url.clone(),
@@ -180,6 +216,33 @@ impl Config {
         range("tick_interval_ms", self.tick_interval_ms, 1, 60_000)?;
         range("feed_retained_entries", self.feed_retained_entries, 1, u64::MAX)?;
         range("agent_heartbeat_timeout_ms", self.agent_heartbeat_timeout_ms, 200, 3_600_000)?;
+        range("commit_timeout_ms", self.commit_timeout_ms, 100, 600_000)?;
+        range("snapshot_transfer_deadline_ms", self.snapshot_transfer_deadline_ms, 1_000, 86_400_000)?;
+        if let Some(secret) = &self.cluster_secret {
+            if secret.len() < 16 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!("invalid config: cluster_secret must be at least 16 printable characters without spaces");
+            }
+        }
+        if self.join && self.cluster_secret.is_none() {
+            bail!("invalid config: join needs cluster_secret (the secret of the cluster to join)");
+        }
+        for (field, addr, listen) in [
+            ("advertise_api", &self.advertise_api, self.listen),
+            ("advertise_raft", &self.advertise_raft, self.raft_listen),
+        ] {
+            match addr {
+                Some(a) if !valid_host_port(a) => {
+                    bail!("invalid config: {field} must be host:port, got {a:?}")
+                }
+                None if listen.ip().is_unspecified() => bail!(
+                    "invalid config: {field} must be set when listening on {listen} (peers need a reachable address)"
+                ),
+                _ => {}
+            }
+        }
+        if self.raft_listen.port() != 0 && self.raft_listen == self.listen {
+            bail!("invalid config: raft_listen and listen must differ ({})", self.listen);
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             bail!("invalid config: log_level {:?}: {e}", self.log_level);
         }
@@ -220,6 +283,14 @@ impl Config {
             range("export_postgres.batch_records", e.batch_records as u64, 1, 10_000)?;
         }
         Ok(())
+    }
+}
+
+/// `host:port` with a non-empty host and a numeric port.
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
     }
 }
 

@@ -9,6 +9,7 @@ mod config;
 mod dispatch;
 mod metrics;
 mod node;
+mod peer;
 mod pool;
 mod worker;
 
@@ -52,6 +53,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Queue(cmd) => client::queue(cmd).await,
             Cmd::Agent(cmd) => client::agent(cmd).await,
             Cmd::Autoscaler(cmd) => client::autoscaler(cmd).await,
+            Cmd::Cluster(cmd) => client::cluster(cmd).await,
             Cmd::Pool(args) => {
                 init_tracing(LogFormat::Human, "info");
                 pool::run(*args).await
@@ -78,13 +80,43 @@ fn main() -> std::process::ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     use anyhow::Context;
-    let listen = config.listen;
     let data_dir = config.data_dir.clone();
     let handle = metrics::install();
-    let node = node::Node::start(config).await?;
-    let app = api::router(api::AppState { node: node.clone(), metrics: handle });
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    tracing::info!(%listen, data_dir = %data_dir.display(), durability = node.store.durability().as_str(), "minion serving");
+    // Bind both ports first: with port 0 the advertised addresses are the ones actually bound.
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let peer_listener = tokio::net::TcpListener::bind(config.raft_listen)
+        .await
+        .with_context(|| format!("binding the peer port {}", config.raft_listen))?;
+    let listen = listener.local_addr()?;
+    let raft_listen = peer_listener.local_addr()?;
+    let me = minion_raft::Node {
+        api_addr: config.advertise_api.clone().unwrap_or_else(|| listen.to_string()),
+        raft_addr: config.advertise_raft.clone().unwrap_or_else(|| raft_listen.to_string()),
+    };
+    let node = node::Node::start(config, me).await?;
+    let peer_app = peer::router(node.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(peer_listener, peer_app).await {
+            tracing::error!(error = %e, "the peer port stopped");
+        }
+    });
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+        .context("building the HTTP client")?;
+    let app = api::router(api::AppState { node: node.clone(), metrics: handle, http });
+    tracing::info!(
+        %listen,
+        %raft_listen,
+        node_id = node.config.node_id,
+        cluster_id = node.identity.cluster_id().unwrap_or_default(),
+        data_dir = %data_dir.display(),
+        durability = node.store.durability().as_str(),
+        "minion serving"
+    );
     if let Some(e) = node.config.export_postgres.clone() {
         let opts = minion_adapters::postgres::ExportOptions {
             server: format!("http://{listen}"),

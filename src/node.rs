@@ -6,8 +6,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
 use minion_engine::{Command, Outcome, Rejection, Request, Response};
-use minion_raft::network::SingleNodeNetwork;
-use minion_raft::{LogStore, Node as RaftNode, Raft, SharedState, StateMachine};
+use minion_raft::identity::ClusterIdentity;
+use minion_raft::network::HttpNetwork;
+use minion_raft::{LogStore, Node as RaftNode, NodeId, Raft, SharedState, StateMachine};
 use minion_storage::Store;
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -27,6 +28,8 @@ pub enum ProposeError {
     Fatal(String),
     #[error("the node is shutting down")]
     Closed,
+    #[error("not confirmed by a quorum within {0} ms; the outcome is unknown (retry with the same idempotency key)")]
+    Timeout(u64),
 }
 
 struct Proposal {
@@ -48,14 +51,20 @@ pub struct Node {
     pub hub: crate::dispatch::Hub,
     /// Pool evaluations and their decisions (leader-side).
     pub autoscalers: crate::autoscaler::Autoscalers,
+    /// Node id and cluster id, as recorded in the data directory.
+    pub identity: Arc<ClusterIdentity>,
+    /// How peers and clients reach this node.
+    pub me: RaftNode,
 }
 
 impl Node {
-    /// Open the data directory, start raft, form a cluster of one on a fresh directory, and wait
-    /// until this node leads it.
-    pub async fn start(config: Config) -> anyhow::Result<Node> {
+    /// Open the data directory and start raft. A fresh directory forms a cluster of one (unless
+    /// `join` is set: then the node waits to be added to a cluster). A node that is the only voter
+    /// of its cluster waits until it leads before returning.
+    pub async fn start(config: Config, me: RaftNode) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let identity = Arc::new(ClusterIdentity::load(&config.data_dir, config.node_id)?);
         let store = Store::open(&config.data_dir, config.durability)
             .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
         let sm = StateMachine::open(store.clone())
@@ -67,8 +76,10 @@ impl Node {
             heartbeat_interval: 250,
             election_timeout_min: 1_000,
             election_timeout_max: 2_000,
+            install_snapshot_timeout: 10_000,
+            snapshot_max_chunk_size: 4 << 20,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
-            max_in_snapshot_log_to_keep: 1_000,
+            max_in_snapshot_log_to_keep: config.snapshot_logs.min(1_000),
             max_payload_entries: 512,
             ..Default::default()
         }
@@ -76,21 +87,42 @@ impl Node {
         .context("raft configuration")?;
         let log_store = LogStore::new(store.clone());
         let committed_index = log_store.committed_index();
-        let raft = Raft::new(config.node_id, Arc::new(raft_config), SingleNodeNetwork, log_store, sm)
-            .await
-            .context("starting raft")?;
+        let local_ip = Some(config.raft_listen.ip()).filter(|ip| !ip.is_unspecified());
+        let network = HttpNetwork::new(
+            identity.clone(),
+            config.cluster_secret.clone(),
+            local_ip,
+            Duration::from_millis(config.snapshot_transfer_deadline_ms),
+        )
+        .context("building the peer client")?;
+        let raft =
+            Raft::new(config.node_id, Arc::new(raft_config), network, log_store, sm).await.context("starting raft")?;
 
         if !raft.is_initialized().await.map_err(|e| anyhow!("raft: {e}"))? {
-            let me = RaftNode { api_addr: config.listen.to_string(), raft_addr: String::new() };
-            raft.initialize(BTreeMap::from([(config.node_id, me)]))
-                .await
-                .map_err(|e| anyhow!("initialising a cluster of one: {e}"))?;
-            tracing::info!(node_id = config.node_id, "initialised a new cluster of one");
+            if config.join {
+                tracing::info!(node_id = config.node_id, %me, "waiting to be added to a cluster (minion cluster add)");
+            } else {
+                let cluster_id = identity.ensure_new_cluster()?;
+                raft.initialize(BTreeMap::from([(config.node_id, me.clone())]))
+                    .await
+                    .map_err(|e| anyhow!("initialising a cluster of one: {e}"))?;
+                tracing::info!(node_id = config.node_id, cluster_id, "initialised a new cluster of one");
+            }
+        } else if identity.cluster_id().is_none() {
+            // A data directory from before cluster ids were recorded: it forms its own cluster.
+            identity.ensure_new_cluster()?;
         }
-        raft.wait(Some(Duration::from_secs(30)))
-            .current_leader(config.node_id, "this node leads its cluster of one")
-            .await
-            .map_err(|e| anyhow!("waiting for leadership: {e}"))?;
+        let sole_voter = {
+            let m = raft.metrics().borrow().clone();
+            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+            voters == [config.node_id]
+        };
+        if sole_voter {
+            raft.wait(Some(Duration::from_secs(30)))
+                .current_leader(config.node_id, "this node leads its cluster of one")
+                .await
+                .map_err(|e| anyhow!("waiting for leadership: {e}"))?;
+        }
 
         let (tx, rx) = mpsc::channel(config.group_commit_max * 4);
         let autoscalers = crate::autoscaler::Autoscalers::new(&config.pools);
@@ -103,15 +135,14 @@ impl Node {
             committed_index,
             hub: Default::default(),
             autoscalers,
+            identity,
+            me,
         };
         tokio::spawn(node.clone().run_proposer(rx));
-        let engine_cfg = node.config.engine.clone();
-        if node.state.read().engine.config() != &engine_cfg {
-            node.propose(Command::Configure { config: engine_cfg })
-                .await
-                .map_err(|e| anyhow!("applying engine config: {e}"))?
-                .map_err(|r| anyhow!("engine config refused: {}", r.message))?;
+        if sole_voter {
+            node.on_leadership_gained().await?;
         }
+        tokio::spawn(node.clone().run_leadership());
         tokio::spawn(node.clone().run_housekeeping());
         tokio::spawn(node.clone().run_checkpointer());
         tokio::spawn(node.hub.clone().run(node.clone()));
@@ -121,11 +152,78 @@ impl Node {
         Ok(node)
     }
 
-    /// Propose a command and wait until it is committed and applied.
+    /// Propose a command and wait until it is committed and applied (or the commit timeout).
     pub async fn propose(&self, cmd: Command) -> Result<Response, ProposeError> {
         let (reply, rx) = oneshot::channel();
         self.proposals.send(Proposal { cmd, reply }).await.map_err(|_| ProposeError::Closed)?;
-        rx.await.map_err(|_| ProposeError::Closed)?
+        let limit = self.config.commit_timeout_ms;
+        match tokio::time::timeout(Duration::from_millis(limit), rx).await {
+            Ok(r) => r.map_err(|_| ProposeError::Closed)?,
+            Err(_) => Err(ProposeError::Timeout(limit)),
+        }
+    }
+
+    /// Follow leadership: leader-only work starts on gaining it, and waiting long-polls return
+    /// (empty) the moment it is lost so that agents retry against the new leader.
+    async fn run_leadership(self) {
+        let mut metrics = self.raft.metrics();
+        let mut was_leader = self.is_leader();
+        loop {
+            if metrics.changed().await.is_err() {
+                return;
+            }
+            let leader = {
+                let m = metrics.borrow_and_update();
+                m.current_leader == Some(self.config.node_id) && m.state == openraft::ServerState::Leader
+            };
+            if leader && !was_leader {
+                tracing::info!(term = self.raft.metrics().borrow().current_term, "this node is now the leader");
+                let node = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = node.on_leadership_gained().await {
+                        tracing::warn!(error = %e, "leader start-up work");
+                    }
+                });
+            }
+            if !leader && was_leader {
+                tracing::info!(leader = ?self.raft.metrics().borrow().current_leader, "this node is no longer the leader");
+                self.hub.release_all();
+            }
+            was_leader = leader;
+        }
+    }
+
+    /// On becoming leader: record this node's current addresses in the membership (they may have
+    /// changed since it joined) and replicate this node's engine defaults.
+    async fn on_leadership_gained(&self) -> anyhow::Result<()> {
+        let recorded = {
+            let m = self.raft.metrics().borrow().clone();
+            m.membership_config.membership().get_node(&self.config.node_id).cloned()
+        };
+        if recorded.as_ref() != Some(&self.me) {
+            let nodes = BTreeMap::from([(self.config.node_id, self.me.clone())]);
+            self.raft
+                .change_membership(openraft::ChangeMembers::SetNodes(nodes), true)
+                .await
+                .map_err(|e| anyhow!("recording this node's addresses: {e}"))?;
+            tracing::info!(me = %self.me, "recorded this node's addresses in the membership");
+        }
+        let engine_cfg = self.config.engine.clone();
+        if self.state.read().engine.config() != &engine_cfg {
+            self.propose(Command::Configure { config: engine_cfg })
+                .await
+                .map_err(|e| anyhow!("applying engine config: {e}"))?
+                .map_err(|r| anyhow!("engine config refused: {}", r.message))?;
+        }
+        Ok(())
+    }
+
+    /// The current leader and how to reach it, as this node knows them.
+    pub fn leader(&self) -> Option<(NodeId, RaftNode)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id).cloned()?;
+        Some((id, node))
     }
 
     /// Group commit: every command waiting when a slot frees up goes into one log entry.
@@ -221,6 +319,7 @@ async fn commit_group(raft: Raft, mut group: Vec<Proposal>) {
                     let err = match &e {
                         ProposeError::NotLeader { leader } => ProposeError::NotLeader { leader: *leader },
                         ProposeError::Closed => ProposeError::Closed,
+                        ProposeError::Timeout(ms) => ProposeError::Timeout(*ms),
                         ProposeError::Fatal(_) => ProposeError::Fatal(text.clone()),
                     };
                     let _ = reply.send(Err(err));

@@ -2,10 +2,14 @@
 //! `minion-storage`, and the network seam.
 //!
 //! A single node is a cluster of one: writes go through the same Raft log whether or not there are
-//! peers, so growing to three nodes later needs no data migration.
+//! peers, so growing to three nodes needs no data migration. Peers talk over HTTP
+//! ([`network`] sends, [`peer`] receives), authenticated by a shared secret and a cluster id
+//! ([`identity`]).
 
+pub mod identity;
 pub mod log_store;
 pub mod network;
+pub mod peer;
 pub mod state_machine;
 
 use std::io::Cursor;

@@ -1,64 +1,219 @@
-//! The network seam between raft nodes.
+//! Peer RPC between raft nodes: openraft's append, vote and snapshot messages over HTTP.
 //!
-//! This build runs one node per cluster: a cluster of one never sends a raft RPC, so every call
-//! here answers "unreachable". Peer RPC over HTTP replaces it when clusters of several nodes land.
+//! Each message is a POST to the target's raft address (`/raft/append`, `/raft/vote`,
+//! `/raft/snapshot`) whose body is a CRC-checked postcard frame (the same framing as the log).
+//! The answer is a frame holding `Result<response, RaftError>`. Every request carries the shared
+//! cluster secret as a bearer token, the cluster id, and the sender's and target's node ids; the
+//! receiving side ([`crate::peer`]) refuses a request that does not match.
+//!
+//! The client is reqwest (hyper underneath) with keep-alive connections; each call is bounded by
+//! the deadline openraft gives it, and a whole snapshot transfer by `snapshot_deadline`.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use minion_storage::frame;
+use openraft::error::{
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Timeout, Unreachable,
 };
+use openraft::network::snapshot_transport::{Chunked, SnapshotTransport};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, SnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{Snapshot, Vote};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
+use crate::identity::ClusterIdentity;
 use crate::{Node, NodeId, TypeConfig};
 
-#[derive(Debug, Clone, Default)]
-pub struct SingleNodeNetwork;
+pub const PATH_APPEND: &str = "/raft/append";
+pub const PATH_VOTE: &str = "/raft/vote";
+pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
+pub const HEADER_CLUSTER: &str = "x-minion-cluster";
+pub const HEADER_FROM: &str = "x-minion-from";
+pub const HEADER_TO: &str = "x-minion-to";
+
+/// How this node reaches its peers.
+#[derive(Clone)]
+pub struct HttpNetwork {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    http: reqwest::Client,
+    secret: Option<String>,
+    identity: Arc<ClusterIdentity>,
+    snapshot_deadline: Duration,
+}
+
+impl HttpNetwork {
+    /// `local_ip` binds outgoing peer connections to one address (multi-homed hosts; the test
+    /// harness uses it to tell peers apart behind a fault-injecting proxy).
+    pub fn new(
+        identity: Arc<ClusterIdentity>,
+        secret: Option<String>,
+        local_ip: Option<IpAddr>,
+        snapshot_deadline: Duration,
+    ) -> Result<HttpNetwork, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(4)
+            .tcp_nodelay(true)
+            .local_address(local_ip)
+            .build()?;
+        Ok(HttpNetwork { inner: Arc::new(Shared { http, secret, identity, snapshot_deadline }) })
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
+        PeerClient { target, node: node.clone(), inner: self.inner.clone() }
+    }
+}
+
+/// One target peer.
+pub struct PeerClient {
+    target: NodeId,
+    node: Node,
+    inner: Arc<Shared>,
+}
 
 #[derive(Debug, thiserror::Error)]
-#[error("node {0} is not reachable: this build runs single-node clusters only")]
-struct NoPeers(NodeId);
+#[error("{0}")]
+struct PeerFailure(String);
 
-pub struct NoPeerClient {
-    target: NodeId,
-}
-
-impl NoPeerClient {
-    fn err<E: std::error::Error>(&self) -> RPCError<NodeId, Node, E> {
-        RPCError::Unreachable(Unreachable::new(&NoPeers(self.target)))
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &self,
+        action: RPCTypes,
+        path: &str,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let unreachable = |msg: String| RPCError::Unreachable(Unreachable::new(&PeerFailure(msg)));
+        let network = |msg: String| RPCError::Network(NetworkError::new(&PeerFailure(msg)));
+        let Some(secret) = self.inner.secret.as_deref() else {
+            return Err(unreachable("no cluster secret is configured on this node".into()));
+        };
+        let Some(cluster) = self.inner.identity.cluster_id() else {
+            return Err(unreachable("this node has not joined a cluster yet".into()));
+        };
+        if self.node.raft_addr.is_empty() {
+            return Err(unreachable(format!("node {} has no raft address", self.target)));
+        }
+        let body = frame::encode(req).map_err(|e| network(format!("encoding the request: {e}")))?;
+        let sent = self
+            .inner
+            .http
+            .post(format!("http://{}{path}", self.node.raft_addr))
+            .bearer_auth(secret)
+            .header(HEADER_CLUSTER, cluster)
+            .header(HEADER_FROM, self.inner.identity.node_id().to_string())
+            .header(HEADER_TO, self.target.to_string())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(ttl)
+            .body(body)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Err(RPCError::Timeout(Timeout {
+                    action,
+                    id: self.inner.identity.node_id(),
+                    target: self.target,
+                    timeout: ttl,
+                }))
+            }
+            Err(e) if e.is_connect() => return Err(unreachable(format!("connecting to {}: {e}", self.node.raft_addr))),
+            Err(e) => return Err(network(format!("{path} to node {}: {e}", self.target))),
+        };
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| network(format!("reading the answer to {path}: {e}")))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
+            let msg = format!("node {} refused {path} ({status}): {text}", self.target);
+            // Refusals (wrong secret, wrong cluster, wrong node) are not fixed by retrying at once.
+            return Err(if status.is_client_error() { unreachable(msg) } else { network(msg) });
+        }
+        let answer: Result<Resp, RaftError<NodeId, E>> =
+            frame::decode(&bytes).map_err(|e| network(format!("undecodable answer to {path}: {e}")))?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for SingleNodeNetwork {
-    type Network = NoPeerClient;
-
-    async fn new_client(&mut self, target: NodeId, _node: &Node) -> Self::Network {
-        NoPeerClient { target }
-    }
-}
-
-impl RaftNetwork<TypeConfig> for NoPeerClient {
+impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        Err(self.err())
+        self.call(RPCTypes::AppendEntries, PATH_APPEND, &rpc, option.hard_ttl()).await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
-        Err(self.err())
+        self.call(RPCTypes::InstallSnapshot, PATH_SNAPSHOT, &rpc, option.hard_ttl()).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        Err(self.err())
+        self.call(RPCTypes::Vote, PATH_VOTE, &rpc, option.hard_ttl()).await
+    }
+
+    /// Chunked transfer (each chunk bounded by `install_snapshot_timeout`), the whole transfer
+    /// bounded by the snapshot deadline.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let deadline = self.inner.snapshot_deadline;
+        let bytes = snapshot.snapshot.get_ref().len();
+        let started = std::time::Instant::now();
+        match tokio::time::timeout(deadline, Chunked::send_snapshot(self, vote, snapshot, cancel, option)).await {
+            Ok(r) => {
+                if r.is_ok() {
+                    metrics::histogram!("minion_raft_snapshot_send_seconds").record(started.elapsed().as_secs_f64());
+                    tracing::info!(target = self.target, bytes, "snapshot sent");
+                }
+                r
+            }
+            Err(_) => Err(StreamingError::Timeout(Timeout {
+                action: RPCTypes::InstallSnapshot,
+                id: self.inner.identity.node_id(),
+                target: self.target,
+                timeout: deadline,
+            })),
+        }
+    }
+
+    /// After an unreachable peer: retry in 200 ms, doubling up to 2 s.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(
+            (0..).map(|i: u32| Duration::from_millis(200u64 << i.min(4)).min(Duration::from_secs(2))),
+        )
     }
 }

@@ -39,6 +39,8 @@ pub struct SharedState {
     /// Woken after every applied batch (long-poll claims wait on it).
     changed: Arc<Notify>,
     applied_index: watch::Sender<u64>,
+    /// Snapshots received from a leader and installed since this process started.
+    snapshots_installed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SharedState {
@@ -54,6 +56,10 @@ impl SharedState {
     /// The last applied log index, observable.
     pub fn applied_index(&self) -> watch::Receiver<u64> {
         self.applied_index.subscribe()
+    }
+
+    pub fn snapshots_installed(&self) -> u64 {
+        self.snapshots_installed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
@@ -83,6 +89,7 @@ impl StateMachine {
             inner: Arc::new(RwLock::new(Inner { engine, applied })),
             changed: Arc::new(Notify::new()),
             applied_index: watch::Sender::new(index),
+            snapshots_installed: Arc::default(),
         };
         Ok(StateMachine { store, shared, snapshot_seq: 0, feed_retained_entries: FEED_RETAINED_ENTRIES, applies: 0 })
     }
@@ -108,6 +115,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     /// stored snapshot is synced (with every state-machine write before it) before this returns,
     /// so the log up to it may be purged.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let started = std::time::Instant::now();
         let (image, applied) = {
             let g = self.shared.read();
             (g.engine.image(), g.applied.clone())
@@ -132,6 +140,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        metrics::histogram!("minion_raft_snapshot_build_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
@@ -220,7 +229,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
         let data = snapshot.into_inner();
+        let bytes = data.len();
         let sig = Some(meta.signature());
         let image: StateImage = frame::decode(&data).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
         let applied = Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
@@ -242,6 +253,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.shared.applied_index.send_replace(index);
         self.shared.changed.notify_waiters();
+        self.shared.snapshots_installed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("minion_raft_snapshot_installs_total").increment(1);
+        metrics::histogram!("minion_raft_snapshot_install_seconds").record(started.elapsed().as_secs_f64());
+        tracing::info!(snapshot = %meta.snapshot_id, bytes, index, "snapshot installed");
         Ok(())
     }
 

@@ -41,7 +41,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body { error: Inner { code: self.code, message: &self.message } };
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Leadership changes and commit timeouts are transient: tell clients when to retry.
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        resp
     }
 }
 
@@ -63,6 +68,7 @@ impl From<ProposeError> for ApiError {
             ProposeError::NotLeader { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", e.to_string())
             }
+            ProposeError::Timeout(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "commit_timeout", e.to_string()),
             ProposeError::Fatal(_) | ProposeError::Closed => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
             }

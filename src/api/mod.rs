@@ -1,5 +1,6 @@
 //! The v1 HTTP API (axum). Reads come from the applied state; writes go through raft.
 
+pub mod cluster;
 mod error;
 pub mod views;
 
@@ -10,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use minion_engine::{Command, Outcome, QueueConfig, Submitted, TaskFilter, TaskState};
@@ -30,6 +31,8 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 pub struct AppState {
     pub node: Node,
     pub metrics: PrometheusHandle,
+    /// Forwards requests to the leader and probes peers (keep-alive connections).
+    pub http: reqwest::Client,
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -95,11 +98,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/metrics/queues/{name}", get(queue_metric))
         .route("/v1/changes", get(changes))
         .route("/v1/dedup", get(list_dedup))
+        .route("/v1/cluster", get(cluster::status))
+        .route("/v1/cluster/node", get(cluster::node_info))
+        .route("/v1/cluster/members", post(cluster::add_member))
+        .route("/v1/cluster/members/{id}", delete(cluster::remove))
+        .route("/v1/cluster/members/{id}/promote", post(cluster::promote))
+        .route("/v1/cluster/members/{id}/replace", post(cluster::replace))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(state.clone(), cluster::route_to_leader))
         .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(middleware::from_fn(error_shape))
         .layer(DefaultBodyLimit::max(body_max))

@@ -12,9 +12,14 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+pub mod cluster;
+
 pub struct Server {
     pub child: Option<Child>,
     pub port: u16,
+    /// `--raft-listen` (port 0 unless a cluster needs it fixed).
+    pub raft_listen: String,
+    pub node_id: u64,
     pub data_dir: PathBuf,
     pub base: String,
     pub extra: Vec<String>,
@@ -28,6 +33,8 @@ impl Server {
         let mut s = Server {
             child: None,
             port,
+            raft_listen: "127.0.0.1:0".into(),
+            node_id: 1,
             data_dir: dir.join("data"),
             base: format!("http://127.0.0.1:{port}"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -44,19 +51,49 @@ impl Server {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--raft-listen")
+            .arg(&self.raft_listen)
+            .arg("--node-id")
+            .arg(self.node_id.to_string())
             .args(&self.extra)
             .env("MINION_LOG", "warn,minion=info");
         cmd
     }
 
     pub async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let child = self.command().stdout(Stdio::null()).stderr(log).spawn().expect("spawn minion");
-        self.child = Some(child);
+        self.launch();
         self.wait_ready().await;
     }
 
+    /// Start the process without waiting for it.
+    pub fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let child = self.command().stdout(Stdio::null()).stderr(log).spawn().expect("spawn minion");
+        self.child = Some(child);
+    }
+
+    /// Send a signal (`STOP`, `CONT`, `TERM`) to the running process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = self.child.as_ref() {
+            let ok = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
+            assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} failed");
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Wait until the process answers `/healthz` (a node waiting to join has no leader yet).
+    pub async fn wait_up(&mut self) {
+        self.wait_for("/healthz").await
+    }
+
     pub async fn wait_ready(&mut self) {
+        self.wait_for("/readyz").await
+    }
+
+    async fn wait_for(&mut self, probe: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let http = reqwest::Client::new();
         loop {
@@ -68,7 +105,7 @@ impl Server {
                     );
                 }
             }
-            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await {
+            if let Ok(r) = http.get(format!("{}{probe}", self.base)).send().await {
                 if r.status().is_success() {
                     return;
                 }
@@ -121,6 +158,13 @@ pub struct Api {
 }
 
 impl Api {
+    /// The same node, reading its own state without confirming with the leader.
+    pub fn stale(&self) -> Api {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("minion-consistency", reqwest::header::HeaderValue::from_static("stale"));
+        Api { http: reqwest::Client::builder().default_headers(h).build().expect("client"), base: self.base.clone() }
+    }
+
     pub async fn req(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut r = self.http.request(method, format!("{}{path}", self.base));
         if let Some(b) = body {

@@ -1,0 +1,269 @@
+//! Three real nodes on loopback: forming a cluster from a running single node, any node accepting
+//! every call, linearizable and stale reads, membership changes and the mistakes they refuse,
+//! and catching up by snapshot.
+
+mod common;
+
+use std::process::Command;
+
+use common::cluster::{Cluster, SECRET};
+use common::{eventually, Server};
+use serde_json::{json, Value};
+
+async fn voters(api: &common::Api) -> Vec<u64> {
+    let (s, v) = api.get("/v1/cluster").await;
+    assert_eq!(s, 200, "{v}");
+    let mut ids: Vec<u64> = v["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|m| m["role"] == "voter")
+        .map(|m| m["node_id"].as_u64().expect("id"))
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn minion() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_minion"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_node_grows_to_three_and_any_node_serves_every_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), 1, &[]).await;
+    // Data written while the cluster is one node.
+    let before: Vec<u64> = {
+        let mut ids = Vec::new();
+        for n in 0..20 {
+            ids.push(
+                c.api(0).submit(json!({"queue": "q", "payload": {"n": n}, "idempotency_key": format!("k{n}")})).await,
+            );
+        }
+        ids
+    };
+    for i in 1..3 {
+        c.add_process(i, &[], true).await;
+        c.nodes[i].wait_up().await;
+    }
+    // Node 2 through the API, node 3 through the CLI.
+    c.join(1, true).await;
+    let out = minion()
+        .args(["cluster", "add", "--server", &c.nodes[0].base, "--node-id", "3", "--voter", "--raft-addr"])
+        .arg(c.proxies[2].addr.to_string())
+        .output()
+        .expect("minion cluster add");
+    assert!(out.status.success(), "cluster add: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(voters(&c.api(2)).await, vec![1, 2, 3]);
+
+    // `minion cluster status` through a follower names the leader and every member's lag.
+    let out = minion().args(["cluster", "status", "--server", &c.nodes[2].base]).output().expect("status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("leader=1") && text.lines().count() == 5, "{text}");
+
+    // Everything written before growing is on every node (stale reads: each node's own state).
+    for i in 0..3 {
+        for id in &before {
+            eventually(10, "replicated task", || async {
+                let (s, _) = c.api(i).stale().get(&format!("/v1/tasks/{id}")).await;
+                (s == 200).then_some(())
+            })
+            .await;
+        }
+    }
+
+    // A write through a follower is forwarded; a linearizable read through another follower sees
+    // it at once; the answering node is named.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/tasks", c.nodes[1].base))
+        .json(&json!({"queue": "q", "payload": "via follower", "idempotency_key": "f1"}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.headers()["x-minion-node"], "1", "executed by the leader");
+    let id = resp.json::<Value>().await.expect("json")["id"].as_u64().expect("id");
+    let t = c.api(2).task(id).await;
+    assert_eq!(t["payload"], "via follower");
+    // The same key through the third node is a duplicate of the same task.
+    let (s, v) = c.api(2).post("/v1/tasks", json!({"queue": "q", "payload": "again", "idempotency_key": "f1"})).await;
+    assert_eq!((s, v["id"].as_u64(), v["duplicate"].as_bool()), (200, Some(id), Some(true)));
+
+    // Agents work through followers: claim on node 3, complete on node 2.
+    let claimed = c.api(2).claim("agent-a", &["q"], 1, 1_000).await;
+    assert_eq!(claimed.len(), 1);
+    let (s, v) = c.api(1).complete(&claimed[0], json!("done")).await;
+    assert_eq!(s, 200, "{v}");
+    // A stale token is refused whichever node receives it.
+    let (s, _) = c.api(2).complete(&claimed[0], json!("again")).await;
+    assert_eq!(s, 409);
+
+    // A long-poll waiting on a follower gets a task submitted through another node.
+    let waiter = {
+        let api = c.api(1);
+        tokio::spawn(async move { api.claim("agent-b", &["late"], 1, 10_000).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    c.api(2).submit(json!({"queue": "late", "payload": 1})).await;
+    let got = waiter.await.expect("join");
+    assert_eq!(got.len(), 1, "the waiting claim receives the task");
+
+    let (_, digest) = c.wait_converged(20).await;
+    assert_eq!(digest.len(), 64);
+    c.nodes[1].kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_membership_requests_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), 2, &[]).await;
+    let api = c.api(1);
+    let before = api.get("/v1/cluster").await.1["members"].clone();
+
+    // Unknown nodes.
+    assert_eq!(api.post("/v1/cluster/members/9/promote", json!({})).await.0, 404);
+    assert_eq!(api.req(reqwest::Method::DELETE, "/v1/cluster/members/9", None).await.0, 404);
+    // Already a member; already a voter.
+    let (s, v) = api.post("/v1/cluster/members", json!({"node_id": 2, "raft_addr": "127.0.0.1:1"})).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(api.post("/v1/cluster/members/2/promote", json!({})).await.0, 409);
+    // Nothing listening there.
+    let port = common::free_port();
+    let (s, v) = api.post("/v1/cluster/members", json!({"node_id": 7, "raft_addr": format!("127.0.0.1:{port}")})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"]["message"].as_str().expect("msg").contains("unreachable"), "{v}");
+    // Malformed.
+    assert_eq!(api.post("/v1/cluster/members", json!({"node_id": 7, "raft_addr": "nonsense"})).await.0, 400);
+    assert_eq!(api.post_raw("/v1/cluster/members", "{not json").await.0, 400);
+
+    // A node whose secret differs, a node answering with another id, a node of another cluster.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).expect("dir");
+    let mut wrong_secret = Server {
+        child: None,
+        port: common::free_port(),
+        raft_listen: format!("127.0.0.1:{}", common::free_port()),
+        node_id: 5,
+        data_dir: other_dir.join("data5"),
+        base: String::new(),
+        extra: vec!["--join".into(), "--cluster-secret".into(), "another-secret-0123456789".into()],
+        log: other_dir.join("n5.log"),
+    };
+    wrong_secret.base = format!("http://127.0.0.1:{}", wrong_secret.port);
+    wrong_secret.launch();
+    wrong_secret.wait_up().await;
+    let (s, v) = api.post("/v1/cluster/members", json!({"node_id": 5, "raft_addr": wrong_secret.raft_listen})).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"]["message"].as_str().expect("msg").contains("secret"), "{v}");
+
+    let mut lone = Server {
+        child: None,
+        port: common::free_port(),
+        raft_listen: format!("127.0.0.1:{}", common::free_port()),
+        node_id: 6,
+        data_dir: other_dir.join("data6"),
+        base: String::new(),
+        extra: vec!["--cluster-secret".into(), SECRET.into()],
+        log: other_dir.join("n6.log"),
+    };
+    lone.base = format!("http://127.0.0.1:{}", lone.port);
+    lone.spawn().await;
+    let (s, v) = api.post("/v1/cluster/members", json!({"node_id": 8, "raft_addr": lone.raft_listen})).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"]["message"].as_str().expect("msg").contains("is node 6"), "{v}");
+    let (s, v) = api.post("/v1/cluster/members", json!({"node_id": 6, "raft_addr": lone.raft_listen})).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"]["message"].as_str().expect("msg").contains("another cluster"), "{v}");
+    // The lone node refuses the last-voter removal of itself.
+    let (s, v) = lone.client().req(reqwest::Method::DELETE, "/v1/cluster/members/6", None).await;
+    assert_eq!(s, 409, "{v}");
+
+    // Peer traffic: wrong secret, other cluster, wrong target, garbage.
+    let http = reqwest::Client::new();
+    let peer = format!("http://{}/raft/append", c.nodes[1].raft_listen);
+    let info: Value = c.api(0).get("/v1/cluster/node").await.1;
+    let cluster_id = info["cluster_id"].as_str().expect("cluster id").to_string();
+    let send = |secret: &str, cluster: &str, to: &str, body: Vec<u8>| {
+        http.post(&peer)
+            .bearer_auth(secret)
+            .header("x-minion-cluster", cluster)
+            .header("x-minion-from", "1")
+            .header("x-minion-to", to)
+            .body(body)
+            .send()
+    };
+    assert_eq!(send("wrong-secret-0123456789", &cluster_id, "2", vec![]).await.expect("send").status(), 401);
+    assert_eq!(send(SECRET, "abcdef", "2", vec![]).await.expect("send").status(), 409);
+    assert_eq!(send(SECRET, &cluster_id, "3", vec![]).await.expect("send").status(), 409);
+    let r = send(SECRET, &cluster_id, "2", b"\x01garbage on the wire".to_vec()).await.expect("send");
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        http.get(format!("http://{}/v1/tasks", c.nodes[1].raft_listen)).send().await.expect("send").status(),
+        404
+    );
+
+    let after = api.get("/v1/cluster").await.1["members"].clone();
+    assert_eq!(before, after, "the membership is unchanged");
+    // The cluster still works.
+    api.submit(json!({"queue": "q", "payload": 1})).await;
+
+    // A data directory is never served under another node id.
+    c.nodes[1].stop();
+    let out = minion()
+        .args(["serve", "--node-id", "4", "--raft-listen", "127.0.0.1:0"])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", common::free_port()))
+        .arg("--data-dir")
+        .arg(&c.nodes[1].data_dir)
+        .output()
+        .expect("serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("belongs to node 2"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remove_and_replace_members() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), 3, &[]).await;
+    for n in 0..10 {
+        c.api(0).submit(json!({"queue": "q", "payload": n})).await;
+    }
+    // Node 3 dies for good; node 4 replaces it.
+    c.nodes[2].kill9();
+    c.add_process(3, &[], true).await;
+    c.nodes[3].wait_up().await;
+    let body = json!({"node_id": 4, "raft_addr": c.proxies[3].addr.to_string()});
+    let (s, v) = c.api(1).post("/v1/cluster/members/3/replace", body).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(voters(&c.api(0)).await, vec![1, 2, 4]);
+    assert_eq!(c.api(3).stale().count("queue=q").await, 10);
+    // Node 2 leaves; two voters remain and keep serving.
+    let (s, v) = c.api(0).req(reqwest::Method::DELETE, "/v1/cluster/members/2", None).await;
+    assert_eq!(s, 200, "{v}");
+    c.nodes[1].kill9();
+    assert_eq!(voters(&c.api(3)).await, vec![1, 4]);
+    c.api(3).submit(json!({"queue": "q", "payload": "after"})).await;
+    assert_eq!(c.api(0).count("queue=q").await, 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_node_catches_up_by_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), 1, &["--snapshot-logs", "100"]).await;
+    // One entry per submit (sequential): several snapshots, and the log before them purged.
+    for n in 0..400 {
+        c.api(0).submit(json!({"queue": "q", "payload": n, "idempotency_key": format!("s{n}")})).await;
+    }
+    let info = c.node_info(0, false).await.expect("info");
+    assert!(info["purged_index"].as_u64().unwrap_or(0) > 0, "the log was compacted: {info}");
+    c.add_process(1, &["--snapshot-logs", "100"], true).await;
+    c.nodes[1].wait_up().await;
+    c.join(1, true).await;
+    let info = c.node_info(1, false).await.expect("info");
+    assert!(info["snapshots_installed"].as_u64().unwrap_or(0) >= 1, "caught up by snapshot: {info}");
+    c.wait_converged(20).await;
+    assert_eq!(c.api(1).stale().count("queue=q").await, 400);
+    // Idempotency keys came with the snapshot.
+    let (s, v) = c.api(1).post("/v1/tasks", json!({"queue": "q", "payload": 0, "idempotency_key": "s7"})).await;
+    assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
+}

@@ -1,0 +1,235 @@
+//! Several real `minion` processes on loopback forming one cluster, with fault injection:
+//! `kill -9`, SIGSTOP/SIGCONT, and partitions.
+//!
+//! Partitions: node `i` listens for peers on `127.0.0.(10+i)` and binds its outgoing peer
+//! connections to that address (Minion does this whenever `--raft-listen` names an address). It
+//! advertises a proxy on `127.0.0.1` instead, which forwards to the real port and tells callers
+//! apart by their source address, so cutting `i` from `j` drops exactly the traffic between them,
+//! in both directions.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{eventually, free_port, Api, Server};
+
+pub const SECRET: &str = "test-cluster-secret-0123456789";
+
+/// The address node `index` (0-based) uses for peer traffic.
+pub fn node_ip(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 10 + index as u8 + 1)
+}
+
+fn free_port_on(ip: Ipv4Addr) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).expect("bind").local_addr().expect("addr").port()
+}
+
+/// A TCP proxy in front of one node's peer port that can refuse chosen sources.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    blocked: Arc<Mutex<HashSet<IpAddr>>>,
+    conns: Arc<Mutex<Vec<(IpAddr, tokio::task::AbortHandle)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        let addr = listener.local_addr().expect("addr");
+        let blocked: Arc<Mutex<HashSet<IpAddr>>> = Arc::default();
+        let conns: Arc<Mutex<Vec<(IpAddr, tokio::task::AbortHandle)>>> = Arc::default();
+        let (b, c) = (blocked.clone(), conns.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, peer)) = listener.accept().await else { return };
+                if b.lock().expect("lock").contains(&peer.ip()) {
+                    drop(inbound);
+                    continue;
+                }
+                let handle = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                let mut conns = c.lock().expect("lock");
+                conns.retain(|(_, h)| !h.is_finished());
+                conns.push((peer.ip(), handle.abort_handle()));
+            }
+        });
+        Proxy { addr, blocked, conns, task }
+    }
+
+    /// Refuse (and cut) traffic from these sources; allow everything else.
+    pub fn block(&self, sources: &[IpAddr]) {
+        let mut b = self.blocked.lock().expect("lock");
+        b.clear();
+        b.extend(sources.iter().copied());
+        for (ip, h) in self.conns.lock().expect("lock").iter() {
+            if b.contains(ip) {
+                h.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        for (_, h) in self.conns.lock().expect("lock").iter() {
+            h.abort();
+        }
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Server>,
+    pub proxies: Vec<Proxy>,
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    /// Start `n` nodes: node 1 forms the cluster, the others join and are promoted to voters.
+    pub async fn start(dir: &Path, n: usize, extra: &[&str]) -> Cluster {
+        let mut c = Cluster { nodes: Vec::new(), proxies: Vec::new(), dir: dir.to_path_buf() };
+        for i in 0..n {
+            c.add_process(i, extra, i > 0).await;
+        }
+        c.nodes[0].wait_ready().await;
+        for i in 1..n {
+            c.nodes[i].wait_up().await;
+            c.join(i, true).await;
+        }
+        c
+    }
+
+    /// Create (not start) node `index` with its proxy, and launch it.
+    pub async fn add_process(&mut self, index: usize, extra: &[&str], join: bool) {
+        let ip = node_ip(index);
+        let real = SocketAddr::from((ip, free_port_on(ip)));
+        let proxy = Proxy::start(real).await;
+        let node_dir = self.dir.join(format!("n{}", index + 1));
+        std::fs::create_dir_all(&node_dir).expect("node dir");
+        let port = free_port();
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend(["--advertise-raft".into(), proxy.addr.to_string(), "--cluster-secret".into(), SECRET.into()]);
+        if join {
+            args.push("--join".into());
+        }
+        let mut s = Server {
+            child: None,
+            port,
+            raft_listen: real.to_string(),
+            node_id: index as u64 + 1,
+            data_dir: node_dir.join("data"),
+            base: format!("http://127.0.0.1:{port}"),
+            extra: args,
+            log: node_dir.join("server.log"),
+        };
+        s.launch();
+        self.nodes.push(s);
+        self.proxies.push(proxy);
+    }
+
+    /// Add node `index` through node 1's API (any node would do) and wait until it has caught up.
+    pub async fn join(&self, index: usize, voter: bool) {
+        let body = json!({"node_id": index + 1, "raft_addr": self.proxies[index].addr.to_string(), "voter": voter});
+        let (s, v) = self.any_api().post("/v1/cluster/members", body).await;
+        assert_eq!(s, 201, "adding node {}: {v}", index + 1);
+    }
+
+    pub fn api(&self, index: usize) -> Api {
+        self.nodes[index].client()
+    }
+
+    /// An API client of a running node other than the excluded ones.
+    pub fn any_api(&self) -> Api {
+        let i = (0..self.nodes.len()).find(|i| self.nodes[*i].running()).expect("a running node");
+        self.api(i)
+    }
+
+    /// Node-local view (`/v1/cluster/node`), `None` if the node does not answer.
+    pub async fn node_info(&self, index: usize, digest: bool) -> Option<Value> {
+        if !self.nodes[index].running() {
+            return None;
+        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
+        let url = format!("{}/v1/cluster/node?digest={digest}", self.nodes[index].base);
+        let r = http.get(url).send().await.ok()?;
+        r.json().await.ok()
+    }
+
+    /// The index of the node that is leader, as a majority of answering nodes agree.
+    pub async fn leader(&self, secs: u64) -> usize {
+        eventually(secs, "a leader", || async {
+            let mut best: Option<(u64, usize)> = None;
+            for i in 0..self.nodes.len() {
+                if let Some(v) = self.node_info(i, false).await {
+                    // A leader that a quorum acknowledged recently (not one cut off from it).
+                    let acked = v["millis_since_quorum_ack"].as_u64().is_some_and(|ms| ms < 1_000);
+                    if v["state"] == "leader" && acked {
+                        let term = v["term"].as_u64().unwrap_or(0);
+                        if best.is_none_or(|(t, _)| term > t) {
+                            best = Some((term, i));
+                        }
+                    }
+                }
+            }
+            best.map(|(_, i)| i)
+        })
+        .await
+    }
+
+    /// Cut the listed groups from each other (traffic inside a group flows).
+    pub fn partition(&self, groups: &[&[usize]]) {
+        for (n, g) in groups.iter().enumerate() {
+            let others: Vec<IpAddr> = groups
+                .iter()
+                .enumerate()
+                .filter(|(m, _)| *m != n)
+                .flat_map(|(_, o)| o.iter().map(|i| IpAddr::V4(node_ip(*i))))
+                .collect();
+            for i in g.iter() {
+                self.proxies[*i].block(&others);
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        for p in &self.proxies {
+            p.block(&[]);
+        }
+    }
+
+    /// Wait until every running node has applied the same index with the same state digest.
+    pub async fn wait_converged(&self, secs: u64) -> (u64, String) {
+        let started = Instant::now();
+        let mut last = Vec::new();
+        while started.elapsed() < Duration::from_secs(secs) {
+            let mut seen = Vec::new();
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].running() {
+                    let v = self.node_info(i, true).await;
+                    seen.push((
+                        i,
+                        v.as_ref().and_then(|v| v["applied_index"].as_u64()),
+                        v.and_then(|v| v["digest"].as_str().map(String::from)),
+                    ));
+                }
+            }
+            let first = seen.first().cloned();
+            if let Some((_, Some(idx), Some(d))) = first {
+                if seen.iter().all(|(_, i, dd)| *i == Some(idx) && dd.as_deref() == Some(d.as_str())) {
+                    return (idx, d);
+                }
+            }
+            last = seen;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("replicas did not converge in {secs} s: {last:?}");
+    }
+}
