@@ -131,6 +131,23 @@ paths = {
   "/v1/autoscaler/decisions": {"get": op("A pool's decisions, newest first: desired, previous, rule, inputs",
                                           {"200": resp("decisions", {"type": "object"}), "404": resp("unknown pool", ref("Error")), **errs("400")},
                                           parameters=[{**q("pool"), "required": True}, q("limit", "integer", "1..1000, default 100")])},
+  "/v1/cluster": {"get": op("Cluster status: leader, term, committed index, every member with role and (from the leader) matched index and lag",
+                            {"200": resp("status", ref("ClusterStatus")), **errs("503")})},
+  "/v1/cluster/node": {"get": op("The node asked, never forwarded: raft state, term, leader, log/applied/snapshot indexes, snapshots installed; digest=true adds a SHA-256 of the applied state",
+                                 {"200": resp("node", {"type": "object"}), **errs("400")},
+                                 parameters=[q("digest", "boolean", "include a SHA-256 of the applied state")])},
+  "/v1/cluster/members": {"post": op("Add a node (started with --join) as a learner after checking its identity, secret and cluster; waits until it has caught up; voter=true promotes it",
+                                     {"201": resp("status", ref("ClusterStatus")), "409": resp("already a member, wrong node, other cluster or other secret", ref("Error")), **errs("400", "503")},
+                                     requestBody=body(ref("MemberIn")))},
+  "/v1/cluster/members/{id}": {"delete": op("Remove a voter or learner (never the last voter)",
+                                            {"200": resp("status", ref("ClusterStatus")), "404": resp("not a member", ref("Error")), "409": resp("last voter", ref("Error")), **errs("400", "503")},
+                                            parameters=[ID])},
+  "/v1/cluster/members/{id}/promote": {"post": op("Make a learner a voter",
+                                                  {"200": resp("status", ref("ClusterStatus")), "404": resp("not a member", ref("Error")), "409": resp("already a voter", ref("Error")), **errs("400", "503")},
+                                                  parameters=[ID])},
+  "/v1/cluster/members/{id}/replace": {"post": op("Replace voter {id} by a new node: add it as a learner, wait until caught up, swap the voter sets",
+                                                  {"200": resp("status", ref("ClusterStatus")), "404": resp("not a member", ref("Error")), "409": resp("refused", ref("Error")), **errs("400", "503")},
+                                                  parameters=[ID], requestBody=body(ref("MemberIn")))},
   "/v1/stats": {"get": op("Engine, dedup, raft and storage figures", {"200": resp("stats", {"type": "object"})})},
   "/v1/openapi.json": {"get": op("This document", {"200": resp("OpenAPI 3.0", {"type": "object"})})},
   "/healthz": {"get": op("Liveness: the process serves HTTP", {"200": resp("ok", {"type": "object"})})},
@@ -138,9 +155,21 @@ paths = {
   "/metrics": {"get": op("Prometheus exposition", {"200": {"description": "text/plain; version=0.0.4"}})},
 }
 
+schemas["MemberIn"] = {"type": "object", "required": ["node_id", "raft_addr"], "properties": {
+    "node_id": u64, "raft_addr": {"type": "string", "description": "host:port of the node's peer port"},
+    "api_addr": {"type": "string", "description": "default: what the node advertises"},
+    "voter": {"type": "boolean", "description": "add only: promote once caught up"}}}
+schemas["ClusterStatus"] = {"type": "object", "properties": {
+    "cluster_id": {"type": "string"}, "answered_by": u64, "leader": {**u64, "nullable": True}, "term": u64,
+    "committed_index": u64, "applied_index": {**u64, "nullable": True}, "joint_consensus": {"type": "boolean"},
+    "members": {"type": "array", "items": {"type": "object", "properties": {
+        "node_id": u64, "api_addr": {"type": "string"}, "raft_addr": {"type": "string"},
+        "role": {"type": "string", "enum": ["voter", "learner"]}, "leader": {"type": "boolean"},
+        "matched_index": {**u64, "nullable": True}, "lag": {**u64, "nullable": True}}}}}}
+
 doc = {"openapi": "3.0.3",
        "info": {"title": "Minion API", "version": "1",
-                "description": "Durable task queues for multi-agent systems. Every error has the body {\"error\": {\"code\", \"message\"}}."},
+                "description": "Durable task queues for multi-agent systems. Every error has the body {\"error\": {\"code\", \"message\"}}. Any node of a cluster accepts every call: followers forward to the leader, and reads are linearizable unless sent with the header Minion-Consistency: stale. A 503 carries Retry-After."},
        "servers": [{"url": "http://127.0.0.1:7070"}],
        "paths": paths, "components": {"schemas": schemas}}
 out = pathlib.Path(__file__).resolve().parent.parent / "docs" / "openapi.json"

@@ -23,6 +23,10 @@ pub enum Mode {
     /// `--clients` registered agents long-poll; one task at a time is submitted, and the latency
     /// is from the submit request to the claim response that carries the task.
     Dispatch,
+    /// One client submits with idempotency keys, one request at a time (1 s timeout), moving to
+    /// the next of the comma-separated `--server` nodes after a failure. Reports the longest gap
+    /// between two acknowledged writes: kill the leader meanwhile to measure failover.
+    Availability,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +65,9 @@ struct RunResult {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
+    if args.mode == Mode::Availability {
+        return run_availability(&http, &args).await;
+    }
     let stats: Value = http
         .get(format!("{}/v1/stats", args.server))
         .send()
@@ -135,7 +142,7 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
                         post(&http, &base, "/v1/tasks", &json!({ "tasks": list })).await.map(|_| batch as u64)
                     }
                     Mode::Lifecycle => lifecycle(&http, &base, &queue, &agent, &payload).await,
-                    Mode::Dispatch => Ok(0),
+                    Mode::Dispatch | Mode::Availability => Ok(0),
                 };
                 match ok {
                     Ok(n) => {
@@ -198,6 +205,61 @@ async fn lifecycle(
     post(http, base, &format!("/v1/tasks/{id}/complete"), &json!({"lease_token": token, "result": {"ok": true}}))
         .await?;
     Ok(1)
+}
+
+async fn run_availability(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<()> {
+    let servers: Vec<&str> = args.server.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if servers.is_empty() {
+        bail!("--server must name at least one node");
+    }
+    let run = format!("{:x}", rand::random::<u64>());
+    let payload = json!("x".repeat(args.payload_bytes));
+    let mut at = 0;
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let started = Instant::now();
+    let mut last_ack = started;
+    let mut longest = (Duration::ZERO, 0.0f64);
+    let mut n = 0u64;
+    // A key is retried (possibly on another node) until acknowledged: no write is lost or doubled.
+    let mut key = format!("avail-{run}-{n}");
+    while started.elapsed() < Duration::from_secs(args.duration_secs) {
+        let base = servers[at % servers.len()];
+        let sent = Instant::now();
+        let body = json!({"queue": args.queue, "payload": payload, "idempotency_key": key});
+        let res = http.post(format!("{base}/v1/tasks")).json(&body).timeout(Duration::from_secs(1)).send().await;
+        match res {
+            Ok(r) if r.status().is_success() => {
+                let now = Instant::now();
+                latency_us.record((now - sent).as_micros().max(1) as u64)?;
+                if now - last_ack > longest.0 {
+                    longest = (now - last_ack, (last_ack - started).as_secs_f64());
+                }
+                last_ack = now;
+                ok += 1;
+                n += 1;
+                key = format!("avail-{run}-{n}");
+            }
+            _ => {
+                failed += 1;
+                at += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    println!(
+        "minion bench: mode=availability servers={} duration={}s acknowledged={ok} failed_attempts={failed} p50={:.2}ms p99={:.2}ms",
+        servers.join(","),
+        args.duration_secs,
+        latency_us.value_at_quantile(0.5) as f64 / 1000.0,
+        latency_us.value_at_quantile(0.99) as f64 / 1000.0
+    );
+    println!(
+        "longest gap between acknowledged writes: {:.0} ms (starting {:.1} s into the run)",
+        longest.0.as_secs_f64() * 1000.0,
+        longest.1
+    );
+    Ok(())
 }
 
 /// fdatasync latency (p50, p99) in µs of 4 KiB appends to a scratch file in `dir`.

@@ -116,7 +116,11 @@ async fn forward(s: &AppState, req: Request, leader: NodeId, addr: &str) -> Resp
     for (name, value) in parts.headers.iter().filter(|(n, _)| !hop_by_hop(n)) {
         out = out.header(name, value);
     }
-    out = out.header(HEADER_FORWARDED_BY, s.node.config.node_id.to_string()).body(body);
+    // Bounded even if the leader stops answering (a paused process keeps its connections open):
+    // long enough for the longest claim wait plus a commit.
+    let cfg = &s.node.config;
+    let limit = Duration::from_millis(cfg.claim_wait_ms_max + cfg.commit_timeout_ms + 5_000);
+    out = out.header(HEADER_FORWARDED_BY, cfg.node_id.to_string()).timeout(limit).body(body);
     let started = std::time::Instant::now();
     let resp = match out.send().await {
         Ok(r) => r,

@@ -16,17 +16,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{eventually, free_port, Api, Server};
+use super::{eventually, free_port, free_port_on, Api, Server};
 
 pub const SECRET: &str = "test-cluster-secret-0123456789";
 
 /// The address node `index` (0-based) uses for peer traffic.
 pub fn node_ip(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 10 + index as u8 + 1)
-}
-
-fn free_port_on(ip: Ipv4Addr) -> u16 {
-    std::net::TcpListener::bind((ip, 0)).expect("bind").local_addr().expect("addr").port()
 }
 
 /// A TCP proxy in front of one node's peer port that can refuse chosen sources.

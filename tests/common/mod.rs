@@ -8,8 +8,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// A free port on 127.0.0.1 below Linux's ephemeral range (32768–60999), so that a server
+/// restarted on it cannot find it taken by some outgoing connection in the meantime.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    free_port_on(std::net::Ipv4Addr::LOCALHOST)
+}
+
+pub fn free_port_on(ip: std::net::Ipv4Addr) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Spread test processes over 20000–31999 by process id; within one process, walk the range.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(u32::MAX, (std::process::id() % 600) * 20, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..12_000 {
+        let port = 20_000 + (NEXT.fetch_add(1, Ordering::SeqCst) % 12_000) as u16;
+        if TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below 32000 on {ip}")
 }
 
 pub mod cluster;
