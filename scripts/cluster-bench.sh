@@ -19,7 +19,13 @@ $BIN bench --server $L --mode submit --clients 1,16,64 --duration-secs 10 --fsyn
 $BIN bench --server $L --mode lifecycle --clients 16,64 --duration-secs 10 --fsync-probe-dir "$DIR"
 echo "## through a follower (forwarded to the leader)"
 $BIN bench --server $F --mode submit --clients 16,64 --duration-secs 10 --fsync-probe-dir "$DIR"
-echo "## failover: kill -9 the leader (node 1) 5 s into a 20 s run"
-( sleep 5; kill -9 "$(cat "$DIR/n1.pid")" ) &
-$BIN bench --mode availability --server $L,$F,http://127.0.0.1:7030 --duration-secs 20 --fsync-probe-dir "$DIR"
-wait
+echo "## failover: kill -9 the current leader 4 s into a 12 s run, ${FAILOVERS:=5} times"
+for round in $(seq 1 "$FAILOVERS"); do
+  leader=$($BIN cluster status --server $F --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"])')
+  ( sleep 4; kill -9 "$(cat "$DIR/n$leader.pid")" ) &
+  echo "round $round: killing node $leader"
+  $BIN bench --mode availability --server $L,$F,http://127.0.0.1:7030 --duration-secs 12 --fsync-probe-dir "$DIR"
+  wait
+  MINION_BIN=$BIN scripts/cluster-local.sh "$DIR" restart "$leader"
+  sleep 3
+done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start a three-node Minion cluster on this machine and join it into one cluster.
 #
-#   scripts/cluster-local.sh [DIR]        # default DIR: ./minion-cluster
+#   scripts/cluster-local.sh [DIR]             # default DIR: ./minion-cluster
+#   scripts/cluster-local.sh DIR restart N     # start node N again (after it stopped or was killed)
 #
 # Node N (1..3) keeps its data in DIR/nN, its log in DIR/nN.log, serves the API on 127.0.0.1:70N0
 # and peer traffic on 127.0.0.1:70N1. Stop the cluster with: kill $(cat DIR/*.pid)
@@ -26,6 +27,12 @@ wait_up() { # id
   echo "node $1 did not start; see $DIR/n$1.log" >&2
   exit 1
 }
+
+if [ "${2:-}" = restart ]; then
+  start "$3"
+  wait_up "$3"
+  exit 0
+fi
 
 start 1            # a fresh data directory forms a cluster of one
 start 2 --join     # these wait to be added

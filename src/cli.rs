@@ -88,6 +88,9 @@ pub struct ServeArgs {
     /// Do not form a cluster: wait to be added to one with `minion cluster add`.
     #[arg(long, env = "MINION_JOIN")]
     pub join: bool,
+    /// Elections start after 1–2× this without a leader; heartbeats every quarter of it.
+    #[arg(long, env = "MINION_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
     /// Writes not committed within this long answer 503 (outcome unknown).
     #[arg(long, env = "MINION_COMMIT_TIMEOUT_MS")]
     pub commit_timeout_ms: Option<u64>,

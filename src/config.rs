@@ -41,6 +41,10 @@ pub struct Config {
     pub commit_timeout_ms: u64,
     /// Longest a whole snapshot transfer to a peer may take.
     pub snapshot_transfer_deadline_ms: u64,
+    /// A follower that hears no leader for a random time between this and twice this starts an
+    /// election; the leader sends heartbeats every quarter of it. Lower fails over faster; too low
+    /// for the network and disk causes needless elections.
+    pub election_timeout_ms: u64,
     pub node_id: u64,
     /// `fsync` (survives power loss) or `flush` (survives a process crash).
     pub durability: Durability,
@@ -111,6 +115,7 @@ impl Default for Config {
             join: false,
             commit_timeout_ms: 10_000,
             snapshot_transfer_deadline_ms: 300_000,
+            election_timeout_ms: 600,
             node_id: 1,
             durability: Durability::Fsync,
             log_format: LogFormat::Human,
@@ -143,7 +148,7 @@ impl Config {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone(); } )* };
         }
         overlay!(data_dir, listen, node_id, log_format, log_level, body_bytes_max, claim_wait_ms_max, snapshot_logs);
-        overlay!(raft_listen, commit_timeout_ms);
+        overlay!(raft_listen, commit_timeout_ms, election_timeout_ms);
         if let Some(v) = &args.advertise_api {
             cfg.advertise_api = Some(v.clone());
         }
@@ -217,6 +222,7 @@ impl Config {
         range("feed_retained_entries", self.feed_retained_entries, 1, u64::MAX)?;
         range("agent_heartbeat_timeout_ms", self.agent_heartbeat_timeout_ms, 200, 3_600_000)?;
         range("commit_timeout_ms", self.commit_timeout_ms, 100, 600_000)?;
+        range("election_timeout_ms", self.election_timeout_ms, 100, 60_000)?;
         range("snapshot_transfer_deadline_ms", self.snapshot_transfer_deadline_ms, 1_000, 86_400_000)?;
         if let Some(secret) = &self.cluster_secret {
             if secret.len() < 16 || !secret.bytes().all(|b| b.is_ascii_graphic()) {

@@ -97,6 +97,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let node = node::Node::start(config, me).await?;
     let peer_app = peer::router(node.clone());
     tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        let peer_listener = peer_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         if let Err(e) = axum::serve(peer_listener, peer_app).await {
             tracing::error!(error = %e, "the peer port stopped");
         }
@@ -137,6 +141,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_signal().await;
         // Long-polling claims return now (empty) instead of holding shutdown for their deadline.
         hub.release_all();
+    };
+    let listener = {
+        use axum::serve::ListenerExt;
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
     };
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
     tracing::info!("in-flight requests finished; stopping raft");

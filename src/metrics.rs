@@ -103,6 +103,17 @@ pub fn render(handle: &PrometheusHandle, node: &Node) -> String {
     gauge!("minion_raft_committed_index").set(node.committed_index.load(std::sync::atomic::Ordering::Relaxed) as f64);
     gauge!("minion_raft_applied_index").set(m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
     gauge!("minion_raft_snapshot_index").set(m.snapshot.map(|l| l.index).unwrap_or(0) as f64);
+    gauge!("minion_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
+    gauge!("minion_raft_voters").set(m.membership_config.membership().voter_ids().count() as f64);
+    gauge!("minion_raft_snapshots_installed").set(node.state.snapshots_installed() as f64);
+    // On the leader: how many entries each peer is behind (its last acknowledged index).
+    let last = m.last_log_index.unwrap_or(0);
+    for (peer, matched) in m.replication.iter().flatten() {
+        if *peer != node.config.node_id {
+            let lag = last.saturating_sub(matched.map(|l| l.index).unwrap_or(0));
+            gauge!("minion_raft_replication_lag_entries", "peer" => peer.to_string()).set(lag as f64);
+        }
+    }
     gauge!("minion_storage_disk_bytes").set(node.store.size_on_disk() as f64);
     handle.render()
 }

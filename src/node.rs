@@ -73,9 +73,9 @@ impl Node {
         let state = sm.shared();
         let raft_config = openraft::Config {
             cluster_name: "minion".into(),
-            heartbeat_interval: 250,
-            election_timeout_min: 1_000,
-            election_timeout_max: 2_000,
+            heartbeat_interval: (config.election_timeout_ms / 4).max(20),
+            election_timeout_min: config.election_timeout_ms,
+            election_timeout_max: config.election_timeout_ms * 2,
             install_snapshot_timeout: 10_000,
             snapshot_max_chunk_size: 4 << 20,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),

@@ -69,7 +69,11 @@ async fn rpc(State(node): State<Node>, uri: Uri, headers: HeaderMap, body: Body)
         Ok(b) => b,
         Err(e) => return refusal(Refusal::BadRequest(format!("reading the body: {e}"))),
     };
-    match peer::handle(&node.raft, uri.path(), &bytes).await {
+    let started = std::time::Instant::now();
+    let answer = peer::handle(&node.raft, uri.path(), &bytes).await;
+    metrics::histogram!("minion_peer_handle_seconds", "rpc" => uri.path().to_string())
+        .record(started.elapsed().as_secs_f64());
+    match answer {
         Ok(answer) => ([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response(),
         Err(r) => refusal(r),
     }

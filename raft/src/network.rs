@@ -116,6 +116,7 @@ impl PeerClient {
             return Err(unreachable(format!("node {} has no raft address", self.target)));
         }
         let body = frame::encode(req).map_err(|e| network(format!("encoding the request: {e}")))?;
+        let started = std::time::Instant::now();
         let sent = self
             .inner
             .http
@@ -150,6 +151,8 @@ impl PeerClient {
             // Refusals (wrong secret, wrong cluster, wrong node) are not fixed by retrying at once.
             return Err(if status.is_client_error() { unreachable(msg) } else { network(msg) });
         }
+        metrics::histogram!("minion_peer_rpc_seconds", "rpc" => path.to_string())
+            .record(started.elapsed().as_secs_f64());
         let answer: Result<Resp, RaftError<NodeId, E>> =
             frame::decode(&bytes).map_err(|e| network(format!("undecodable answer to {path}: {e}")))?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
