@@ -38,6 +38,9 @@ pub enum Cmd {
     Pool(Box<crate::pool::PoolArgs>),
     /// A reference agent: run a shell command per task (payload on stdin, result from stdout).
     Worker(Box<crate::worker::WorkerArgs>),
+    /// Ingest Kafka topics or Redis Streams into tasks; adapter status.
+    #[command(subcommand)]
+    Ingest(crate::ingest::IngestCmd),
     /// Export the ledger to another system.
     #[command(subcommand)]
     Export(ExportCmd),

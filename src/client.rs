@@ -425,3 +425,27 @@ pub async fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
     print_cluster(&out);
     Ok(())
 }
+
+pub async fn adapters(client: ClientArgs) -> anyhow::Result<()> {
+    let out = Client::new(&client).get("/v1/adapters", &[]).await?;
+    if client.json {
+        return print_json(&out);
+    }
+    println!(
+        "{:<24} {:<6} {:<8} {:>10} {:>10} {:>9}  LAST ERROR",
+        "ADAPTER", "KIND", "RUNNING", "INGESTED", "REJECTED", "LAG"
+    );
+    for a in out["adapters"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {:<6} {:<8} {:>10} {:>10} {:>9}  {}",
+            s(&a["name"]),
+            s(&a["kind"]),
+            s(&a["running"]),
+            s(&a["ingested"]),
+            s(&a["rejected"]),
+            s(&a["lag"]),
+            s(&a["last_error"])
+        );
+    }
+    Ok(())
+}

@@ -78,6 +78,8 @@ pub struct Config {
     pub autoscale_interval_ms: u64,
     /// Every autoscaler decision is POSTed here as JSON (off when unset).
     pub autoscale_webhook_url: Option<String>,
+    /// Ingest adapters run inside the server (`[[ingest]]` in the file).
+    pub ingest: Vec<crate::ingest::IngestConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +135,7 @@ impl Default for Config {
             pools: Vec::new(),
             autoscale_interval_ms: 5_000,
             autoscale_webhook_url: None,
+            ingest: Vec::new(),
         }
     }
 }
@@ -281,6 +284,13 @@ impl Config {
             p.effective_policy()
                 .validate()
                 .map_err(|e| anyhow::anyhow!("invalid config: pools.{}.policy: {e}", p.name))?;
+        }
+        let mut ingest_names = std::collections::BTreeSet::new();
+        for i in &self.ingest {
+            if !ingest_names.insert(i.name.as_str()) {
+                bail!("invalid config: ingest: the name {:?} is used twice", i.name);
+            }
+            i.options("http://127.0.0.1:1", self.node_id).map_err(|e| anyhow::anyhow!("invalid config: {e:#}"))?;
         }
         if let Some(e) = &self.export_postgres {
             if e.url.parse::<tokio_postgres::Config>().is_err() {

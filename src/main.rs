@@ -1,5 +1,6 @@
 //! The `minion` binary: server, CLI client and load generator.
 
+mod adapters;
 mod api;
 mod autoscaler;
 mod bench;
@@ -7,6 +8,7 @@ mod cli;
 mod client;
 mod config;
 mod dispatch;
+mod ingest;
 mod metrics;
 mod node;
 mod peer;
@@ -54,6 +56,10 @@ fn main() -> std::process::ExitCode {
             Cmd::Agent(cmd) => client::agent(cmd).await,
             Cmd::Autoscaler(cmd) => client::autoscaler(cmd).await,
             Cmd::Cluster(cmd) => client::cluster(cmd).await,
+            Cmd::Ingest(cmd) => {
+                init_tracing(LogFormat::Human, "info");
+                ingest::command(cmd).await
+            }
             Cmd::Pool(args) => {
                 init_tracing(LogFormat::Human, "info");
                 pool::run(*args).await
@@ -136,9 +142,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let (stop_ingest, ingest_stop) = tokio::sync::watch::channel(false);
+    ingest::spawn_embedded(&node.config, &format!("http://{}", node.me.api_addr), ingest_stop);
     let hub = node.hub.clone();
     let shutdown = async move {
         shutdown_signal().await;
+        let _ = stop_ingest.send(true);
         // Long-polling claims return now (empty) instead of holding shutdown for their deadline.
         hub.release_all();
     };

@@ -115,6 +115,16 @@ pub fn render(handle: &PrometheusHandle, node: &Node) -> String {
         }
     }
     gauge!("minion_storage_disk_bytes").set(node.store.size_on_disk() as f64);
+    for a in node.adapters.list() {
+        let name = a["name"].as_str().unwrap_or_default().to_string();
+        let up = a["running"].as_bool().unwrap_or(false);
+        gauge!("minion_adapter_running", "adapter" => name.clone()).set(if up { 1.0 } else { 0.0 });
+        gauge!("minion_ingest_lag_records", "adapter" => name.clone()).set(a["lag"].as_f64().unwrap_or(0.0));
+        for outcome in ["ingested", "rejected"] {
+            let n = a[outcome].as_u64().unwrap_or(0);
+            counter!("minion_ingest_records_total", "adapter" => name.clone(), "outcome" => outcome).absolute(n);
+        }
+    }
     handle.render()
 }
 

@@ -51,6 +51,8 @@ pub struct Node {
     pub hub: crate::dispatch::Hub,
     /// Pool evaluations and their decisions (leader-side).
     pub autoscalers: crate::autoscaler::Autoscalers,
+    /// Latest status report of every adapter (leader-side).
+    pub adapters: crate::adapters::Adapters,
     /// Node id and cluster id, as recorded in the data directory.
     pub identity: Arc<ClusterIdentity>,
     /// How peers and clients reach this node.
@@ -135,6 +137,7 @@ impl Node {
             committed_index,
             hub: Default::default(),
             autoscalers,
+            adapters: Default::default(),
             identity,
             me,
         };

@@ -54,14 +54,17 @@ fn spawn(args: &PoolArgs, id: &str) -> anyhow::Result<Child> {
         .env("MINION_WORKER_LABELS", format!("pool={}", args.name))
         .env("MINION_SERVER", &args.server)
         .stdin(Stdio::null())
+        // Its own process group: signals reach the shell and everything it started.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting worker {id}"))
 }
 
+/// Signal the worker's whole process group (the shell and what it started).
 fn signal(child: &Child, sig: &str) {
     if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+        let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg("--").arg(format!("-{pid}")).status();
     }
 }
 
@@ -95,6 +98,7 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
         for s in slots.iter_mut() {
             if s.stopping.is_some_and(|t| t.elapsed() > grace) {
                 tracing::warn!(worker = %s.id, "worker did not stop in time; SIGKILL");
+                signal(&s.child, "KILL");
                 let _ = s.child.start_kill();
             }
         }
@@ -152,6 +156,7 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
     }
     for s in slots.iter_mut() {
         if tokio::time::timeout(grace, s.child.wait()).await.is_err() {
+            signal(&s.child, "KILL");
             let _ = s.child.kill().await;
         }
     }

@@ -80,7 +80,7 @@ async fn a_burst_grows_the_pool_which_drains_the_queue_and_shrinks_after() {
         assert!(std::time::Instant::now() < deadline, "the workers did not finish the tasks: {q}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(peak >= 3 && peak <= 4, "the pool grew to {peak} workers (max 4)");
+    assert!((3..=4).contains(&peak), "the pool grew to {peak} workers (max 4)");
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(api.task(*id).await["result"], json!({"frame": i}));
     }
@@ -102,6 +102,26 @@ async fn a_burst_grows_the_pool_which_drains_the_queue_and_shrinks_after() {
         async move { (pool_workers(&api).await == 0).then_some(()) }
     })
     .await;
+    // Not just deregistered: no process the pool started (the shell or the worker under it) is left.
+    let marker = format!("MINION_SERVER={}", srv.base);
+    eventually(10, "every worker process to exit", || {
+        let marker = marker.clone();
+        async move { (processes_with_env(&marker) == 0).then_some(()) }
+    })
+    .await;
+}
+
+/// Processes whose environment holds `entry` (`KEY=value`).
+fn processes_with_env(entry: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == entry.as_bytes()))
+                .unwrap_or(false)
+        })
+        .count()
 }
 
 #[tokio::test]

@@ -119,12 +119,29 @@ pub enum Command {
     Batch {
         cmds: Vec<Command>,
     },
+    /// Record ingest records that could not become tasks, in state `rejected` (appended last:
+    /// variant indices are part of the log format).
+    Reject {
+        records: Vec<RejectedRecord>,
+    },
+}
+
+/// An ingest record refused as a task: why, and what it was (a JSON description in `payload`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RejectedRecord {
+    pub queue: String,
+    pub kind: String,
+    pub reason: String,
+    /// JSON text: the source position and (a bounded prefix of) the raw record.
+    pub payload: String,
+    pub idempotency_key: Option<String>,
 }
 
 impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Submit { .. } => "submit",
+            Command::Reject { .. } => "reject",
             Command::Claim { .. } => "claim",
             Command::Progress { .. } => "progress",
             Command::Complete { .. } => "complete",

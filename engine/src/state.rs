@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{Agent, AgentStats, AgentStatus, ANY_CAPABILITY};
 use crate::backoff::retry_backoff_ms;
 use crate::command::{
-    AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response, Submitted,
+    AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, RejectedRecord, Rejection, Request, Response,
+    Submitted,
 };
 use crate::config::{limits, validate_queue_name, EngineConfig, QueueConfig};
 use crate::dedup::{Dedup, DedupEntry, DedupKey};
@@ -79,7 +80,7 @@ struct Indexes {
     /// Finished tasks by the time retention removes them.
     retention: BTreeSet<(TimeMs, TaskId)>,
     /// Task count per queue per state.
-    counts: BTreeMap<String, [u64; 7]>,
+    counts: BTreeMap<String, [u64; TaskState::COUNT]>,
 }
 
 impl Indexes {
@@ -99,7 +100,7 @@ impl Indexes {
                     }
                 }
             }
-            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled => {
+            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled | TaskState::Rejected => {
                 if let Some(at) = t.purge_after_ms {
                     self.retention.insert((at, t.id));
                 }
@@ -126,7 +127,7 @@ impl Indexes {
                     }
                 }
             }
-            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled => {
+            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled | TaskState::Rejected => {
                 if let Some(at) = t.purge_after_ms {
                     self.retention.remove(&(at, t.id));
                 }
@@ -142,7 +143,7 @@ impl Indexes {
         let ready = |i: &Indexes| -> BTreeMap<String, BTreeSet<ReadyKey>> {
             i.ready.iter().filter(|(_, s)| !s.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect()
         };
-        let counts = |i: &Indexes| -> BTreeMap<String, [u64; 7]> {
+        let counts = |i: &Indexes| -> BTreeMap<String, [u64; TaskState::COUNT]> {
             i.counts.iter().filter(|(_, c)| c.iter().any(|n| *n > 0)).map(|(k, v)| (k.clone(), *v)).collect()
         };
         ready(self) == ready(other)
@@ -165,6 +166,8 @@ pub struct QueueStats {
     pub failed: u64,
     pub dead: u64,
     pub cancelled: u64,
+    /// Ingested records refused as tasks (see [`TaskState::Rejected`]).
+    pub rejected: u64,
     /// Age of the longest-waiting ready task (0 when none is ready).
     pub oldest_ready_age_ms: u64,
 }
@@ -191,7 +194,7 @@ pub const LIST_LIMIT_MAX: usize = 1_000;
 pub struct Counters {
     /// Transitions into each state, indexed like [`TaskState::ALL`] (submissions count as
     /// transitions into `ready` or `delayed`).
-    pub transitions: [u64; 7],
+    pub transitions: [u64; TaskState::COUNT],
     pub lease_expiries: u64,
     /// Failed attempts that were scheduled for another attempt.
     pub retries: u64,
@@ -358,6 +361,7 @@ impl State {
             failed: c[TaskState::Failed.index()],
             dead: c[TaskState::Dead.index()],
             cancelled: c[TaskState::Cancelled.index()],
+            rejected: c[TaskState::Rejected.index()],
             oldest_ready_age_ms: oldest.map(|t| now.saturating_sub(t)).unwrap_or(0),
         }
     }
@@ -434,6 +438,7 @@ impl State {
     fn exec(&mut self, cmd: &Command) -> Response {
         match cmd {
             Command::Submit { tasks } => self.submit(tasks),
+            Command::Reject { records } => self.reject(records),
             Command::Claim { agent_id, queues, capabilities, max } => self.claim(agent_id, queues, capabilities, *max),
             Command::Progress { task_id, lease_token, percent, message } => {
                 self.progress(*task_id, *lease_token, *percent, message.as_deref())
@@ -597,6 +602,76 @@ impl State {
                 last_error: None,
                 finished_ms: None,
                 purge_after_ms: None,
+                cancel_reason: None,
+            };
+            self.idx.insert(&task);
+            self.counters.transitions[task.state.index()] += 1;
+            self.tasks.insert(id, Arc::new(task));
+            self.dirty.tasks.insert(id);
+            if let Some(key) = key {
+                let entry = DedupEntry { task_id: id, expires_ms: now.saturating_add(cfg.dedup_ttl_ms) };
+                self.dedup.insert(key.clone(), entry);
+                self.dirty.dedup.insert(key);
+            }
+            out.push(Submitted { id, duplicate: false });
+        }
+        Ok(Outcome::Submitted(out))
+    }
+
+    /// Record refused ingest records as `rejected` tasks, deduplicated by idempotency key like a
+    /// submit (a redelivered record is recorded once).
+    fn reject(&mut self, records: &[RejectedRecord]) -> Response {
+        if records.is_empty() || records.len() > limits::SUBMIT_BATCH_MAX {
+            return Err(invalid(format!("a rejection holds 1 to {} records", limits::SUBMIT_BATCH_MAX)));
+        }
+        for (i, r) in records.iter().enumerate() {
+            let as_task = NewTask {
+                queue: r.queue.clone(),
+                kind: r.kind.clone(),
+                payload: r.payload.clone(),
+                idempotency_key: r.idempotency_key.clone(),
+                ..NewTask::default()
+            };
+            self.validate_new(&as_task).map_err(|e| Rejection::new(e.code, format!("records[{i}]: {}", e.message)))?;
+            if r.reason.is_empty() || r.reason.len() > limits::ERROR_BYTES_MAX {
+                return Err(invalid(format!("records[{i}]: reason must be 1 to {} bytes", limits::ERROR_BYTES_MAX)));
+            }
+        }
+        let now = self.meta.clock;
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let cfg = self.effective_config(&r.queue);
+            let key = r.idempotency_key.as_ref().map(|k| DedupKey { queue: r.queue.clone(), key: k.clone() });
+            if let Some(id) = key.as_ref().and_then(|k| self.dedup.lookup(k, now)) {
+                out.push(Submitted { id, duplicate: true });
+                continue;
+            }
+            let id = self.meta.next_id;
+            self.meta.next_id += 1;
+            let task = Task {
+                id,
+                queue: r.queue.clone(),
+                kind: r.kind.clone(),
+                payload: r.payload.clone(),
+                capabilities: Vec::new(),
+                priority: 0,
+                idempotency_key: r.idempotency_key.clone(),
+                max_attempts: 0,
+                attempt_limit: 0,
+                lease_ms: cfg.lease_ms,
+                stall_timeout_ms: None,
+                state: TaskState::Rejected,
+                created_ms: now,
+                updated_ms: now,
+                run_at_ms: now,
+                lease: None,
+                attempts: Vec::new(),
+                progress: Vec::new(),
+                progress_dropped: 0,
+                result: None,
+                last_error: Some(r.reason.clone()),
+                finished_ms: Some(now),
+                purge_after_ms: Some(now.saturating_add(cfg.retention_ms)),
                 cancel_reason: None,
             };
             self.idx.insert(&task);

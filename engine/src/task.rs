@@ -26,10 +26,14 @@ pub enum TaskState {
     Dead,
     /// Cancelled by a user.
     Cancelled,
+    /// A record an ingest adapter could not turn into a task (undecodable, oversize, invalid
+    /// fields); kept in the ledger with the reason and the source position. Never claimable.
+    Rejected,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 7] = [
+    pub const COUNT: usize = 8;
+    pub const ALL: [TaskState; TaskState::COUNT] = [
         TaskState::Ready,
         TaskState::Delayed,
         TaskState::Leased,
@@ -37,6 +41,7 @@ impl TaskState {
         TaskState::Failed,
         TaskState::Dead,
         TaskState::Cancelled,
+        TaskState::Rejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +53,7 @@ impl TaskState {
             TaskState::Failed => "failed",
             TaskState::Dead => "dead",
             TaskState::Cancelled => "cancelled",
+            TaskState::Rejected => "rejected",
         }
     }
 
@@ -57,7 +63,7 @@ impl TaskState {
 
     /// Terminal states are subject to retention and accept no agent operation.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled)
+        matches!(self, TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled | TaskState::Rejected)
     }
 
     pub(crate) fn index(self) -> usize {

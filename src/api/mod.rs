@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use minion_engine::{Command, Outcome, QueueConfig, Submitted, TaskFilter, TaskState};
@@ -79,6 +79,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/tasks", post(submit).get(list_tasks))
         .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/rejections", post(reject))
+        .route("/v1/adapters", get(list_adapters))
+        .route("/v1/adapters/{name}", put(report_adapter))
         .route("/v1/tasks/{id}/cancel", post(cancel))
         .route("/v1/tasks/{id}/retry", post(retry))
         .route("/v1/tasks/{id}/progress", post(progress))
@@ -197,6 +200,32 @@ async fn submit(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
         let first = results.first().map(to_out).ok_or_else(|| unexpected(Outcome::Done))?;
         Ok((status, Json(first)).into_response())
     }
+}
+
+/// Ingest records that could not become tasks, recorded as `rejected` (deduplicated by key).
+async fn reject(State(s): State<AppState>, JsonBody(b): JsonBody<RejectionsIn>) -> ApiResult<Response> {
+    let records = b.records.into_iter().map(RejectedIn::into_record).collect();
+    let out = s.node.propose(Command::Reject { records }).await??;
+    let Outcome::Submitted(results) = out else { return Err(unexpected(out)) };
+    let created = results.iter().any(|r| !r.duplicate);
+    let list: Vec<SubmittedOut> = results.iter().map(|r| SubmittedOut { id: r.id, duplicate: r.duplicate }).collect();
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!({ "tasks": list }))).into_response())
+}
+
+/// An adapter (ingest or export, embedded or a separate process) reports its status; the leader
+/// keeps the latest report of each in memory.
+async fn report_adapter(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(b): JsonBody<serde_json::Value>,
+) -> ApiResult<StatusCode> {
+    s.node.adapters.report(&name, b).map_err(ApiError::bad_request)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_adapters(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "adapters": s.node.adapters.list() }))
 }
 
 fn unexpected(out: Outcome) -> ApiError {

@@ -45,6 +45,46 @@ impl TaskIn {
     }
 }
 
+/// An ingest record refused as a task (`POST /v1/rejections`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectedIn {
+    /// The queue it was meant for (the adapter's default queue).
+    pub queue: String,
+    #[serde(default = "rejected_kind")]
+    pub kind: String,
+    pub reason: String,
+    /// Where it came from, e.g. `kafka:orders/3@1234` or `redis:orders@1700000000000-0`.
+    pub source: String,
+    /// A description of the raw record (its size and a bounded prefix).
+    #[serde(default)]
+    pub record: serde_json::Value,
+    pub idempotency_key: Option<String>,
+}
+
+fn rejected_kind() -> String {
+    "rejected".into()
+}
+
+impl RejectedIn {
+    pub fn into_record(self) -> minion_engine::RejectedRecord {
+        let payload = serde_json::json!({ "source": self.source, "record": self.record }).to_string();
+        minion_engine::RejectedRecord {
+            queue: self.queue,
+            kind: self.kind,
+            reason: self.reason,
+            payload,
+            idempotency_key: self.idempotency_key,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectionsIn {
+    pub records: Vec<RejectedIn>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchIn {
