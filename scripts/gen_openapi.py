@@ -50,7 +50,7 @@ schemas = {
   "Attempt": {"type": "object", "properties": {"number": {"type": "integer"}, "agent_id": {"type": "string"}, "lease_token": u64, "started_ms": u64, "ended_ms": opt(u64),
       "outcome": opt({"type": "object", "properties": {"outcome": {"type": "string", "enum": ["succeeded", "failed", "lease_expired", "cancelled", "agent_dead", "agent_restarted", "stalled", "released"]}, "error": {"type": "string"}}})}},
   "Progress": {"type": "object", "properties": {"at_ms": u64, "attempt": {"type": "integer"}, "percent": opt({"type": "integer", "minimum": 0, "maximum": 100}), "message": opt({"type": "string"})}},
-  "TaskState": {"type": "string", "enum": ["ready", "delayed", "leased", "succeeded", "failed", "dead", "cancelled"]},
+  "TaskState": {"type": "string", "enum": ["ready", "delayed", "leased", "succeeded", "failed", "dead", "cancelled", "rejected"]},
   "Task": {"type": "object", "properties": {"id": u64, "queue": {"type": "string"}, "kind": {"type": "string"}, "state": ref("TaskState"), "payload": {}, "result": {},
       "capabilities": {"type": "array", "items": {"type": "string"}}, "priority": {"type": "integer"}, "idempotency_key": opt({"type": "string"}),
       "max_attempts": {"type": "integer"}, "attempt_limit": {"type": "integer"}, "lease_ms": u64, "stall_timeout_ms": opt(u64), "lease": opt(ref("Lease")), "created_ms": u64, "updated_ms": u64,
@@ -76,7 +76,7 @@ schemas = {
       "max_concurrency": {"type": "integer"}, "labels": {"type": "object"}, "status": {"type": "string", "enum": ["active", "draining", "dead"]},
       "incarnation": u64, "registered_ms": u64, "updated_ms": u64, "last_seen_ms_ago": opt(u64),
       "stats": {"type": "object", "properties": {"in_flight": {"type": "integer"}, "overall": ref("OutcomeStats"), "by_capability": {"type": "object", "additionalProperties": ref("OutcomeStats")}}}}},
-  "QueueStats": {"type": "object", "properties": {"queue": {"type": "string"}, **{k: u64 for k in ["ready", "delayed", "leased", "succeeded", "failed", "dead", "cancelled", "oldest_ready_age_ms"]}}},
+  "QueueStats": {"type": "object", "properties": {"queue": {"type": "string"}, **{k: u64 for k in ["ready", "delayed", "leased", "succeeded", "failed", "dead", "cancelled", "rejected", "oldest_ready_age_ms"]}}},
   "Queue": {"type": "object", "properties": {"name": {"type": "string"}, "config": ref("QueueConfig"), "overrides": ref("QueueConfig"), "stats": ref("QueueStats")}},
 }
 
@@ -89,7 +89,7 @@ paths = {
                requestBody=body({"oneOf": [ref("TaskIn"), ref("BatchIn")]})),
     "get": op("List tasks from the ledger with filters and cursor pagination (ascending id)",
               {"200": resp("a page", ref("TaskList")), **errs("400")},
-              parameters=[q("queue"), q("state", desc="ready|delayed|leased|succeeded|failed|dead|cancelled"), q("kind"), q("agent", desc="tasks with an attempt by this agent"),
+              parameters=[q("queue"), q("state", desc="ready|delayed|leased|succeeded|failed|dead|cancelled|rejected"), q("kind"), q("agent", desc="tasks with an attempt by this agent"),
                           q("created_from_ms", "integer"), q("created_before_ms", "integer"), q("after", "integer", "cursor: ids greater than this"), q("limit", "integer", "1..1000, default 100")])},
   "/v1/tasks/{id}": {"get": op("A task with its attempts and progress history", {"200": resp("the task", ref("Task")), **errs("400", "404")}, parameters=[ID])},
   "/v1/tasks/{id}/cancel": {"post": op("Cancel an unfinished task (a leased one loses its lease)", {"200": resp("the cancelled task", ref("Task")), **errs("400", "404", "409", "503")},
@@ -131,6 +131,15 @@ paths = {
   "/v1/autoscaler/decisions": {"get": op("A pool's decisions, newest first: desired, previous, rule, inputs",
                                           {"200": resp("decisions", {"type": "object"}), "404": resp("unknown pool", ref("Error")), **errs("400")},
                                           parameters=[{**q("pool"), "required": True}, q("limit", "integer", "1..1000, default 100")])},
+  "/v1/rejections": {"post": op("Record ingest records that could not become tasks as tasks in state rejected (deduplicated by idempotency_key, like a submit)",
+                               {"201": resp("recorded", {"type": "object", "properties": {"tasks": {"type": "array", "items": ref("Submitted")}}}),
+                                "200": resp("all duplicates", {"type": "object"}), **errs("400", "413", "503")},
+                               requestBody=body({"type": "object", "required": ["records"], "properties": {"records": {"type": "array", "items": ref("RejectedIn")}}}))},
+  "/v1/adapters": {"get": op("Every ingest adapter's last status report: kind, source, running, ingested, rejected, duplicates, lag, last_error, reported_ms_ago",
+                             {"200": resp("adapters", {"type": "object", "properties": {"adapters": {"type": "array", "items": {"type": "object"}}}})})},
+  "/v1/adapters/{name}": {"put": op("An adapter reports its status (every second); kept in the leader's memory, running=false once 10 s old",
+                                    {"204": {"description": "recorded"}, **errs("400")},
+                                    parameters=[NAME], requestBody=body({"type": "object"}))},
   "/v1/cluster": {"get": op("Cluster status: leader, term, committed index, every member with role and (from the leader) matched index and lag",
                             {"200": resp("status", ref("ClusterStatus")), **errs("503")})},
   "/v1/cluster/node": {"get": op("The node asked, never forwarded: raft state, term, leader, log/applied/snapshot indexes, snapshots installed; digest=true adds a SHA-256 of the applied state",
@@ -155,6 +164,10 @@ paths = {
   "/metrics": {"get": op("Prometheus exposition", {"200": {"description": "text/plain; version=0.0.4"}})},
 }
 
+schemas["RejectedIn"] = {"type": "object", "required": ["queue", "reason", "source"], "properties": {
+    "queue": {"type": "string"}, "kind": {"type": "string", "description": "default: rejected"},
+    "reason": {"type": "string"}, "source": {"type": "string", "description": "e.g. kafka:orders/3@1234"},
+    "record": {"description": "a description of the raw record"}, "idempotency_key": {"type": "string"}}}
 schemas["MemberIn"] = {"type": "object", "required": ["node_id", "raft_addr"], "properties": {
     "node_id": u64, "raft_addr": {"type": "string", "description": "host:port of the node's peer port"},
     "api_addr": {"type": "string", "description": "default: what the node advertises"},

@@ -27,6 +27,11 @@ pub enum Mode {
     /// the next of the comma-separated `--server` nodes after a failure. Reports the longest gap
     /// between two acknowledged writes: kill the leader meanwhile to measure failover.
     Availability,
+    /// `--records` records produced into a Kafka topic (librdkafka's mock cluster, in this
+    /// process) while an adapter ingests them; first produced → last committed.
+    IngestKafka,
+    /// The same with a Redis stream at `--redis-url`.
+    IngestRedis,
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +54,14 @@ pub struct BenchArgs {
     pub payload_bytes: usize,
     #[arg(long, default_value = "bench")]
     pub queue: String,
+    /// Records per ingest run (`ingest-*` modes).
+    #[arg(long, default_value_t = 200_000)]
+    pub records: u64,
+    /// Kafka partitions (`ingest-kafka`).
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
     /// Directory in which to measure fdatasync latency (the server's data disk).
     #[arg(long, default_value = ".")]
     pub fsync_probe_dir: std::path::PathBuf,
@@ -67,6 +80,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
     if args.mode == Mode::Availability {
         return run_availability(&http, &args).await;
+    }
+    if matches!(args.mode, Mode::IngestKafka | Mode::IngestRedis) {
+        return run_ingest(&http, &args).await;
     }
     let stats: Value = http
         .get(format!("{}/v1/stats", args.server))
@@ -142,7 +158,7 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
                         post(&http, &base, "/v1/tasks", &json!({ "tasks": list })).await.map(|_| batch as u64)
                     }
                     Mode::Lifecycle => lifecycle(&http, &base, &queue, &agent, &payload).await,
-                    Mode::Dispatch | Mode::Availability => Ok(0),
+                    Mode::Dispatch | Mode::Availability | Mode::IngestKafka | Mode::IngestRedis => Ok(0),
                 };
                 match ok {
                     Ok(n) => {
@@ -205,6 +221,37 @@ async fn lifecycle(
     post(http, base, &format!("/v1/tasks/{id}/complete"), &json!({"lease_token": token, "result": {"ok": true}}))
         .await?;
     Ok(1)
+}
+
+async fn run_ingest(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<()> {
+    use minion_adapters::ingest::bench;
+    let stats: Value = http.get(format!("{}/v1/stats", args.server)).send().await?.json().await?;
+    let durability = stats["storage"]["durability"].as_str().unwrap_or("unknown").to_string();
+    let (fsync_p50, fsync_p99) = fsync_latency_us(&args.fsync_probe_dir)?;
+    let batch = args.batch.clamp(1, 10_000);
+    let (what, r) = match args.mode {
+        Mode::IngestKafka => (
+            format!("kafka (mock cluster, {} partitions)", args.partitions),
+            bench::kafka(&args.server, args.records, args.payload_bytes, args.partitions, batch).await?,
+        ),
+        _ => (
+            format!("redis ({})", args.redis_url),
+            bench::redis(&args.server, &args.redis_url, args.records, args.payload_bytes, batch).await?,
+        ),
+    };
+    println!(
+        "minion bench: mode={:?} server={} durability={durability} fdatasync p50={fsync_p50}us p99={fsync_p99}us payload={}B batch={batch}",
+        args.mode, args.server, args.payload_bytes
+    );
+    println!(
+        "{what}: {} records in {:.2} s = {:.0} records/s end to end (producing alone took {:.2} s; {} commits to Minion)",
+        r.records,
+        r.elapsed.as_secs_f64(),
+        r.rate(),
+        r.produce_elapsed.as_secs_f64(),
+        r.batches
+    );
+    Ok(())
 }
 
 async fn run_availability(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<()> {

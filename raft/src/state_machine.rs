@@ -188,9 +188,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 dirty.merge(entry_dirty);
             }
+            let persist_started = std::time::Instant::now();
             self.store
                 .sm_persist(&g.engine, &dirty, &g.applied, &feed)
                 .map_err(|e| StorageIOError::write_state_machine(&e))?;
+            metrics::histogram!("minion_raft_apply_persist_seconds").record(persist_started.elapsed().as_secs_f64());
             last_index = g.applied.last_applied.map(|l| l.index).unwrap_or(0);
             // Debug builds check every invariant: after each batch while the state is small, then
             // every 512th entry (a full check is linear in the number of tasks).

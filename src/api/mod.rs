@@ -256,7 +256,7 @@ async fn list_tasks(
     let state = match q.state.as_deref() {
         Some(st) => Some(TaskState::parse(st).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "unknown state {st:?}; one of ready, delayed, leased, succeeded, failed, dead, cancelled"
+                "unknown state {st:?}; one of ready, delayed, leased, succeeded, failed, dead, cancelled, rejected"
             ))
         })?),
         None => None,

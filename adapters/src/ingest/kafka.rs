@@ -1,8 +1,8 @@
 //! Kafka source: a consumer group (rdkafka) over one or more topics.
 //!
-//! Offsets are committed by hand, synchronously, right after the batch that holds them is
-//! committed to Minion and before anything else is read, so when a rebalance revokes partitions
-//! every record this consumer committed to Minion has its offset committed too. Records of a
+//! Offsets are committed by hand right after the batch that holds them is committed to Minion and
+//! before anything else is read (the commit request is asynchronous: a commit lost to a crash or
+//! a rebalance only means those records are delivered again and deduplicated by their keys). Records of a
 //! revoked partition still waiting in the current batch are dropped: the partition's new owner
 //! reads them again, and their idempotency keys make that safe either way.
 
@@ -166,7 +166,9 @@ pub async fn run(
         for ((topic, partition), offset) in &next {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
         }
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        // Asynchronous: the records are already committed to Minion; if this commit is lost (a
+        // crash, a rebalance) they are delivered again and deduplicated by their keys.
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             // Usually a rebalance took the partition: its new owner re-reads, and dedups.
             tracing::warn!(error = %e, "committing offsets failed; the records will be delivered again");
             lock(&status).last_error = Some(format!("offset commit: {e}"));

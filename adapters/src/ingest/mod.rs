@@ -19,6 +19,7 @@
 //! keys make the second submit a duplicate: one task per record as long as the redelivery comes
 //! within the queue's dedup TTL.
 
+pub mod bench;
 pub mod kafka;
 pub mod redis;
 
