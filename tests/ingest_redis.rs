@@ -177,3 +177,47 @@ async fn entries_left_pending_by_a_dead_consumer_are_taken_over() {
     let _ = child.wait();
     let _: () = con.del(&stream).await.expect("del");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_adapter_embedded_in_the_server_from_its_config() {
+    let client = redis::Client::open(URL).expect("redis url");
+    let mut con = client.get_multiplexed_async_connection().await.expect("redis on 127.0.0.1:6379");
+    let stream = stream_name("embedded");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("minion.toml");
+    let text = format!(
+        "[[ingest]]\nname = \"embedded-in\"\nsource = \"redis\"\nurl = \"{URL}\"\nstreams = [\"{stream}\"]\ngroup = \"g\"\nqueue = \"inbox\"\nmax_record_bytes = 2048\n"
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let srv = Server::start(dir.path(), &["--config", cfg.to_str().expect("path")]).await;
+    let api = srv.client();
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        expected.push(add(&mut con, &stream, i).await);
+    }
+    let total = expected.len();
+    eventually(30, "entries ingested by the embedded adapter", || async {
+        (stored(&api).await >= total).then_some(())
+    })
+    .await;
+    check(&inbox(&api).await, &expected);
+    let out = Command::new(env!("CARGO_BIN_EXE_minion"))
+        .args(["ingest", "status", "--server", &srv.base])
+        .output()
+        .expect("minion ingest status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("embedded-in") && text.contains("redis"), "{text}");
+    let _: () = con.del(&stream).await.expect("del");
+
+    // A broken [[ingest]] entry is refused at start, naming it.
+    std::fs::write(&cfg, "[[ingest]]\nname = \"x\"\nsource = \"nats\"\ngroup = \"g\"\nqueue = \"q\"\n")
+        .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_minion"))
+        .args(["serve", "--config", cfg.to_str().expect("path"), "--raft-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path().join("other"))
+        .output()
+        .expect("serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("ingest.x") && err.contains("kafka or redis"), "{err}");
+}

@@ -43,7 +43,12 @@ async fn known_leader(node: &Node, wait: Duration) -> Option<(NodeId, RaftNode)>
     if let Some(l) = node.leader() {
         return Some(l);
     }
-    let _ = node.raft.wait(Some(wait)).metrics(|m| m.current_leader.is_some(), "a leader is known").await;
+    // A node that has just joined may know the leader's id before the membership naming its
+    // address: wait for both.
+    let known = |m: &openraft::RaftMetrics<NodeId, RaftNode>| {
+        m.current_leader.is_some_and(|l| m.membership_config.membership().get_node(&l).is_some())
+    };
+    let _ = node.raft.wait(Some(wait)).metrics(known, "a leader and its address are known").await;
     node.leader()
 }
 
