@@ -146,25 +146,6 @@ async fn agent(bases: Vec<String>, h: Shared, seed: u64, who: usize, stop: Arc<s
     }
 }
 
-/// All tasks in the ledger (through the leader, linearizable).
-async fn ledger(api: &common::Api) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after: Option<u64> = None;
-    loop {
-        let path = match after {
-            Some(a) => format!("/v1/tasks?limit=1000&after={a}"),
-            None => "/v1/tasks?limit=1000".to_string(),
-        };
-        let (s, v) = api.get(&path).await;
-        assert_eq!(s, 200, "{v}");
-        out.extend(v["tasks"].as_array().cloned().unwrap_or_default());
-        match v["next"].as_u64() {
-            Some(n) => after = Some(n),
-            None => return out,
-        }
-    }
-}
-
 fn check(h: &History, tasks: &[Value]) -> Vec<String> {
     let mut anomalies = Vec::new();
     let by_id: BTreeMap<u64, &Value> = tasks.iter().map(|t| (t["id"].as_u64().expect("id"), t)).collect();
@@ -323,7 +304,7 @@ async fn scenario(nemesis: Nemesis, seed: u64, rounds: usize) {
     }
     let leader = c.leader(30).await;
     let (index, _) = c.wait_converged(60).await;
-    let tasks = ledger(&c.api(leader)).await;
+    let tasks = c.api(leader).tasks("").await;
     let h = h.lock().expect("lock");
     let acked = h.submits.values().filter(|a| a.iter().any(|a| matches!(a, Ack::Ok(_)))).count();
     let unknown = h.submits.values().filter(|a| a.iter().all(|a| matches!(a, Ack::Unknown))).count();

@@ -66,24 +66,6 @@ fn adapter(brokers: &str, server: &str, log: &std::path::Path) -> Child {
         .expect("spawn minion ingest")
 }
 
-async fn inbox(api: &Api) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after: Option<u64> = None;
-    loop {
-        let path = match after {
-            Some(a) => format!("/v1/tasks?queue=inbox&limit=1000&after={a}"),
-            None => "/v1/tasks?queue=inbox&limit=1000".into(),
-        };
-        let (s, v) = api.get(&path).await;
-        assert_eq!(s, 200, "{v}");
-        out.extend(v["tasks"].as_array().cloned().unwrap_or_default());
-        match v["next"].as_u64() {
-            Some(n) => after = Some(n),
-            None => return out,
-        }
-    }
-}
-
 async fn stored(api: &Api) -> usize {
     let (_, v) = api.get("/v1/queues/inbox").await;
     let st = &v["stats"];
@@ -132,7 +114,7 @@ async fn every_record_becomes_one_task_across_adapter_and_server_crashes() {
     // Give a redelivery that would duplicate a moment to show up.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let tasks = inbox(&api).await;
+    let tasks = api.tasks("queue=inbox").await;
     let mut by_key: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for t in &tasks {
         by_key.entry(t["idempotency_key"].as_str().expect("key").to_string()).or_default().push(t);

@@ -50,24 +50,6 @@ fn adapter(stream: &str, server: &str, consumer: &str, log: &std::path::Path) ->
         .expect("spawn minion ingest")
 }
 
-async fn inbox(api: &Api) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after: Option<u64> = None;
-    loop {
-        let path = match after {
-            Some(a) => format!("/v1/tasks?queue=inbox&limit=1000&after={a}"),
-            None => "/v1/tasks?queue=inbox&limit=1000".into(),
-        };
-        let (s, v) = api.get(&path).await;
-        assert_eq!(s, 200, "{v}");
-        out.extend(v["tasks"].as_array().cloned().unwrap_or_default());
-        match v["next"].as_u64() {
-            Some(n) => after = Some(n),
-            None => return out,
-        }
-    }
-}
-
 async fn stored(api: &Api) -> usize {
     let (_, v) = api.get("/v1/queues/inbox").await;
     ["ready", "rejected"].iter().map(|k| v["stats"][*k].as_u64().unwrap_or(0) as usize).sum()
@@ -129,7 +111,7 @@ async fn every_entry_becomes_one_task_across_adapter_and_server_crashes() {
     let total = expected.len();
     eventually(60, "every entry stored", || async { (stored(&api).await >= total).then_some(()) }).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    check(&inbox(&api).await, &expected);
+    check(&api.tasks("queue=inbox").await, &expected);
 
     // Everything acknowledged: nothing pending in the group, nothing left to read.
     let report = eventually(10, "the adapter's report", || async {
@@ -170,7 +152,7 @@ async fn entries_left_pending_by_a_dead_consumer_are_taken_over() {
     }
     let total = expected.len();
     eventually(30, "the ghost's entries taken over", || async { (stored(&api).await >= total).then_some(()) }).await;
-    check(&inbox(&api).await, &expected);
+    check(&api.tasks("queue=inbox").await, &expected);
     let pending: redis::streams::StreamPendingReply = con.xpending(&stream, "minion-test").await.expect("xpending");
     assert_eq!(pending.count(), 0);
     let _ = child.kill();
@@ -200,7 +182,7 @@ async fn an_adapter_embedded_in_the_server_from_its_config() {
         (stored(&api).await >= total).then_some(())
     })
     .await;
-    check(&inbox(&api).await, &expected);
+    check(&api.tasks("queue=inbox").await, &expected);
     let out = Command::new(env!("CARGO_BIN_EXE_minion"))
         .args(["ingest", "status", "--server", &srv.base])
         .output()

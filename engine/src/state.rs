@@ -604,18 +604,24 @@ impl State {
                 purge_after_ms: None,
                 cancel_reason: None,
             };
-            self.idx.insert(&task);
-            self.counters.transitions[task.state.index()] += 1;
-            self.tasks.insert(id, Arc::new(task));
-            self.dirty.tasks.insert(id);
-            if let Some(key) = key {
-                let entry = DedupEntry { task_id: id, expires_ms: now.saturating_add(cfg.dedup_ttl_ms) };
-                self.dedup.insert(key.clone(), entry);
-                self.dirty.dedup.insert(key);
-            }
+            self.insert_new(task, key, now.saturating_add(cfg.dedup_ttl_ms));
             out.push(Submitted { id, duplicate: false });
         }
         Ok(Outcome::Submitted(out))
+    }
+
+    /// Add a new task to the state and its indexes, with its idempotency key (if any) until
+    /// `key_expires_ms`.
+    fn insert_new(&mut self, task: Task, key: Option<DedupKey>, key_expires_ms: TimeMs) {
+        let id = task.id;
+        self.idx.insert(&task);
+        self.counters.transitions[task.state.index()] += 1;
+        self.tasks.insert(id, Arc::new(task));
+        self.dirty.tasks.insert(id);
+        if let Some(key) = key {
+            self.dedup.insert(key.clone(), DedupEntry { task_id: id, expires_ms: key_expires_ms });
+            self.dirty.dedup.insert(key);
+        }
     }
 
     /// Record refused ingest records as `rejected` tasks, deduplicated by idempotency key like a
@@ -674,15 +680,7 @@ impl State {
                 purge_after_ms: Some(now.saturating_add(cfg.retention_ms)),
                 cancel_reason: None,
             };
-            self.idx.insert(&task);
-            self.counters.transitions[task.state.index()] += 1;
-            self.tasks.insert(id, Arc::new(task));
-            self.dirty.tasks.insert(id);
-            if let Some(key) = key {
-                let entry = DedupEntry { task_id: id, expires_ms: now.saturating_add(cfg.dedup_ttl_ms) };
-                self.dedup.insert(key.clone(), entry);
-                self.dirty.dedup.insert(key);
-            }
+            self.insert_new(task, key, now.saturating_add(cfg.dedup_ttl_ms));
             out.push(Submitted { id, duplicate: false });
         }
         Ok(Outcome::Submitted(out))

@@ -239,7 +239,12 @@ impl Api {
     }
 
     pub async fn count(&self, query: &str) -> usize {
-        let mut n = 0;
+        self.tasks(query).await.len()
+    }
+
+    /// Every task matching `query` (`/v1/tasks` filters), following the cursor.
+    pub async fn tasks(&self, query: &str) -> Vec<Value> {
+        let mut out = Vec::new();
         let mut after: Option<u64> = None;
         loop {
             let path = match after {
@@ -248,10 +253,10 @@ impl Api {
             };
             let (s, v) = self.get(&path).await;
             assert_eq!(s, 200, "{v}");
-            n += v["tasks"].as_array().map_or(0, |a| a.len());
+            out.extend(v["tasks"].as_array().cloned().unwrap_or_default());
             match v["next"].as_u64() {
                 Some(next) => after = Some(next),
-                None => return n,
+                None => return out,
             }
         }
     }
