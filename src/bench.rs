@@ -54,6 +54,10 @@ pub struct BenchArgs {
     pub payload_bytes: usize,
     #[arg(long, default_value = "bench")]
     pub queue: String,
+    /// Requests per second over all clients at most (0: as fast as they go). Each client keeps
+    /// its share of the schedule, so a slow answer is followed by a catch-up, not a lower rate.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// Records per ingest run (`ingest-*` modes).
     #[arg(long, default_value_t = 200_000)]
     pub records: u64,
@@ -142,11 +146,18 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
         let queue = format!("{}-{:?}-{clients}", args.queue, args.mode).to_lowercase();
         let payload = payload.clone();
         let (mode, batch) = (args.mode, args.batch);
+        // With a rate: this client's requests are due every `every`, starting staggered.
+        let every = (args.rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 / args.rate));
         handles.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let (mut ops, mut tasks, mut errors) = (0u64, 0u64, 0u64);
             let agent = format!("bench-agent-{c}");
+            let mut due = tokio::time::Instant::now() + every.map_or(Duration::ZERO, |e| e * c as u32 / clients as u32);
             while !stop.load(Ordering::Relaxed) {
+                if let Some(every) = every {
+                    tokio::time::sleep_until(due).await;
+                    due += every;
+                }
                 let t0 = Instant::now();
                 let ok = match mode {
                     Mode::Submit => {

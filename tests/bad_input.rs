@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Server;
+use common::{eventually, Server};
 use serde_json::{json, Value};
 
 /// The ledger as a comparable value: every task, in id order.
@@ -159,37 +159,28 @@ async fn a_corrupt_data_directory_is_refused_with_the_file_named() {
     srv.stop();
 
     // Flip bytes in the middle of sled's data file.
-    let file = srv.data_dir.join("db").join("db");
-    let mut bytes = std::fs::read(&file).expect("read db file");
-    assert!(bytes.len() > 4096, "db file unexpectedly small: {}", bytes.len());
-    let mid = bytes.len() / 2;
-    for b in &mut bytes[mid..mid + 64] {
-        *b ^= 0xA5;
-    }
-    std::fs::write(&file, &bytes).expect("write corrupted db file");
-
-    let mut child = srv
-        .command()
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run minion");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break None;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut stderr).expect("read stderr");
-    assert!(status.is_some_and(|s| !s.success()), "a corrupt data directory must not start: {stderr}");
+    common::flip_bytes(&srv.data_dir.join("db").join("db"));
+    let stderr = srv.start_must_fail().await;
     assert!(stderr.contains(&srv.data_dir.display().to_string()), "the error must name the data path: {stderr}");
     assert!(stderr.to_lowercase().contains("corrupt"), "the error must say corruption: {stderr}");
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut srv = Server::start(dir.path(), &["--snapshot-logs", "100"]).await;
+    let api = srv.client();
+    // One entry per submit: several snapshots.
+    for i in 0..300 {
+        api.submit(json!({"queue": "q", "payload": {"i": i, "pad": "p".repeat(100)}})).await;
+    }
+    let snapshot = srv.data_dir.join("snapshot");
+    eventually(10, "a snapshot file", || async { snapshot.exists().then_some(()) }).await;
+    srv.stop();
+    common::flip_bytes(&snapshot);
+    let stderr = srv.start_must_fail().await;
+    assert!(stderr.contains(&snapshot.display().to_string()), "the error names the snapshot file: {stderr}");
+    assert!(stderr.to_lowercase().contains("corrupt"), "{stderr}");
 }
 
 /// Run `minion serve` with `args` and `env`; it must exit non-zero. Returns its stderr.

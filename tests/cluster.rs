@@ -267,3 +267,28 @@ async fn a_new_node_catches_up_by_snapshot() {
     let (s, v) = c.api(1).post("/v1/tasks", json!({"queue": "q", "payload": 0, "idempotency_key": "s7"})).await;
     assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_a_damaged_data_directory_refuses_to_start_and_is_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), 3, &[]).await;
+    for n in 0..200 {
+        c.api(0).submit(json!({"queue": "q", "payload": {"n": n, "pad": "p".repeat(200)}})).await;
+    }
+    c.wait_converged(20).await;
+    c.nodes[2].stop();
+    common::flip_bytes(&c.nodes[2].data_dir.join("db").join("db"));
+    let err = c.nodes[2].start_must_fail().await;
+    assert!(err.to_lowercase().contains("corrupt"), "{err}");
+    // The other two keep serving, and nothing of the damaged copy reached them.
+    c.api(1).submit(json!({"queue": "q", "payload": "after"})).await;
+    assert_eq!(c.api(0).count("queue=q").await, 201);
+    // Rebuilt from its peers: a fresh node takes the damaged one's place.
+    c.add_process(3, &[], true).await;
+    c.nodes[3].wait_up().await;
+    let body = json!({"node_id": 4, "raft_addr": c.proxies[3].addr.to_string()});
+    let (s, v) = c.api(0).post("/v1/cluster/members/3/replace", body).await;
+    assert_eq!(s, 200, "{v}");
+    c.wait_converged(20).await;
+    assert_eq!(c.api(3).stale().count("queue=q").await, 201);
+}

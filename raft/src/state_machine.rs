@@ -81,8 +81,17 @@ pub const FEED_RETAINED_ENTRIES: u64 = 100_000;
 
 impl StateMachine {
     /// Load the state machine from the store (rebuilding the in-memory indexes).
+    /// Refuses a data directory whose state or snapshot file fails its checksums: a damaged
+    /// snapshot is found at start, not when a follower first needs it.
     pub fn open(store: Store) -> Result<StateMachine, minion_storage::StorageError> {
         let (engine, applied) = store.sm_load::<Applied>()?;
+        if let Some(snap) = store.snapshot::<StoredSnapshot>()? {
+            frame::body(&snap.data).map_err(|source| minion_storage::StorageError::Corrupt {
+                path: store.path().join("snapshot"),
+                what: "snapshot file: the state image".into(),
+                source,
+            })?;
+        }
         let applied = applied.unwrap_or_default();
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         let shared = SharedState {

@@ -96,6 +96,28 @@ impl Server {
         }
     }
 
+    /// Start the process on its data directory; it must exit with an error within 20 s.
+    /// Returns its stderr.
+    pub async fn start_must_fail(&self) -> String {
+        let mut child =
+            self.command().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run minion");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut stderr).expect("read stderr");
+        assert!(status.is_some_and(|s| !s.success()), "the server must refuse to start: {stderr}");
+        stderr
+    }
+
     pub fn running(&self) -> bool {
         self.child.is_some()
     }
@@ -260,6 +282,17 @@ impl Api {
             }
         }
     }
+}
+
+/// XOR 64 bytes in the middle of a file.
+pub fn flip_bytes(file: &Path) {
+    let mut bytes = std::fs::read(file).expect("read file to corrupt");
+    assert!(bytes.len() > 4096, "{} unexpectedly small: {}", file.display(), bytes.len());
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0xA5;
+    }
+    std::fs::write(file, &bytes).expect("write corrupted file");
 }
 
 /// Poll `f` until it returns Some, for up to `secs` seconds.
