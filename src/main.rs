@@ -1,24 +1,11 @@
 //! The `minion` binary: server, CLI client and load generator.
 
-mod adapters;
-mod api;
-mod autoscaler;
-mod bench;
-mod cli;
-mod client;
-mod config;
-mod dispatch;
-mod ingest;
-mod metrics;
-mod node;
-mod peer;
-mod pool;
-mod worker;
+use minion::*;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Cmd};
-use crate::config::{Config, LogFormat};
+use minion::cli::{Cli, Cmd};
+use minion::config::{Config, LogFormat};
 
 fn init_tracing(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MINION_LOG")
@@ -194,23 +181,4 @@ async fn export_postgres(args: cli::PostgresExportArgs) -> anyhow::Result<()> {
         (r.backfilled_tasks + r.feed_records) as f64 / secs.max(1e-9)
     );
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown requested");
 }

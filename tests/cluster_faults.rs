@@ -216,18 +216,29 @@ enum Nemesis {
     Kill,
     Pause,
     Partition,
+    /// Kill a follower for good and replace it by a new node, under load.
+    Replace,
 }
 
 fn seed(default: u64) -> u64 {
     std::env::var("MINION_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
-async fn scenario(nemesis: Nemesis, seed: u64, rounds: usize) {
-    eprintln!("{nemesis:?} scenario, seed {seed} (MINION_FAULT_SEED={seed} repeats it)");
+/// `MINION_FAULT_ROUNDS` runs a longer schedule.
+fn rounds(default: usize) -> usize {
+    std::env::var("MINION_FAULT_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+async fn scenario(nemesis: Nemesis, seed: u64, rounds: usize, nodes: usize) {
+    eprintln!(
+        "{nemesis:?} scenario on {nodes} node(s), {rounds} rounds, seed {seed} (MINION_FAULT_SEED={seed} repeats it)"
+    );
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let args = ["--commit-timeout-ms", "2000", "--snapshot-logs", "300", "--agent-heartbeat-timeout-ms", "60000"];
-    let mut c = Cluster::start(dir.path(), 3, &args).await;
+    let mut c = Cluster::start(dir.path(), nodes, &args).await;
+    // Indexes of the current members (a replaced node leaves, its replacement joins).
+    let mut members: Vec<usize> = (0..nodes).collect();
     let bases: Vec<String> = c.nodes.iter().map(|n| n.base.clone()).collect();
     let h: Shared = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -243,7 +254,12 @@ async fn scenario(nemesis: Nemesis, seed: u64, rounds: usize) {
     let mut isolated_acks = Vec::new();
     for round in 0..rounds {
         let leader = c.leader(30).await;
-        let victim = if rng.gen_bool(0.7) { leader } else { (leader + rng.gen_range(1..3)) % 3 };
+        let followers: Vec<usize> = members.iter().copied().filter(|m| *m != leader).collect();
+        let victim = if followers.is_empty() || (rng.gen_bool(0.7) && !matches!(nemesis, Nemesis::Replace)) {
+            leader
+        } else {
+            followers[rng.gen_range(0..followers.len())]
+        };
         let hold = Duration::from_millis(rng.gen_range(1_500..4_000));
         eprintln!("round {round}: {nemesis:?} node {} (leader: node {}) for {hold:?}", victim + 1, leader + 1);
         let struck = Instant::now();
@@ -258,8 +274,20 @@ async fn scenario(nemesis: Nemesis, seed: u64, rounds: usize) {
                 tokio::time::sleep(hold).await;
                 c.nodes[victim].signal("CONT");
             }
+            Nemesis::Replace => {
+                c.nodes[victim].kill9();
+                let new = c.nodes.len();
+                c.add_process(new, &args, true).await;
+                c.nodes[new].wait_up().await;
+                let body = json!({"node_id": new + 1, "raft_addr": c.proxies[new].addr.to_string()});
+                let (s, v) = c.api(leader).post(&format!("/v1/cluster/members/{}/replace", victim + 1), body).await;
+                assert_eq!(s, 200, "replacing node {} by node {}: {v}", victim + 1, new + 1);
+                members.retain(|m| *m != victim);
+                members.push(new);
+                eprintln!("round {round}: node {} replaced by node {}", victim + 1, new + 1);
+            }
             Nemesis::Partition => {
-                let rest: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+                let rest: Vec<usize> = members.iter().copied().filter(|i| *i != victim).collect();
                 c.partition(&[&[victim], &rest]);
                 // Writes sent straight to a cut-off leader are never acknowledged. (A cut-off
                 // follower still forwards over the client port, which this fault leaves open.)
@@ -279,7 +307,7 @@ async fn scenario(nemesis: Nemesis, seed: u64, rounds: usize) {
         }
         if victim == leader {
             // Failover: how long until a write commits again (through a surviving node).
-            let probe = (victim + 1) % 3;
+            let probe = members.iter().copied().find(|m| *m != victim).unwrap_or(victim);
             let mut n = 0;
             loop {
                 n += 1;
@@ -325,15 +353,25 @@ async fn scenario(nemesis: Nemesis, seed: u64, rounds: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_nodes_under_load() {
-    scenario(Nemesis::Kill, seed(11), 3).await;
+    scenario(Nemesis::Kill, seed(11), rounds(3), 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pause_nodes_under_load() {
-    scenario(Nemesis::Pause, seed(22), 3).await;
+    scenario(Nemesis::Pause, seed(22), rounds(3), 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partition_a_minority_under_load() {
-    scenario(Nemesis::Partition, seed(33), 3).await;
+    scenario(Nemesis::Partition, seed(33), rounds(3), 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replace_members_under_load() {
+    scenario(Nemesis::Replace, seed(44), rounds(2), 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_a_single_node_under_load() {
+    scenario(Nemesis::Kill, seed(55), rounds(3), 1).await;
 }

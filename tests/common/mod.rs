@@ -99,8 +99,7 @@ impl Server {
     /// Start the process on its data directory; it must exit with an error within 20 s.
     /// Returns its stderr.
     pub async fn start_must_fail(&self) -> String {
-        let mut child =
-            self.command().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run minion");
+        let mut child = self.command().stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run minion");
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(status) = child.try_wait().expect("wait") {

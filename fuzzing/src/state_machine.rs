@@ -1,0 +1,123 @@
+//! A command sequence decoded from bytes, applied to the engine with invariant checks after every
+//! command and restarts (the state through its framed snapshot image and back) along the way.
+
+use minion_engine::{AgentSpec, ApplyMeta, Command, NewTask, RejectedRecord, Request, State, StateImage, TaskState};
+use minion_storage::frame;
+
+struct Bytes<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl Bytes<'_> {
+    fn next(&mut self) -> Option<u8> {
+        let b = self.data.get(self.at).copied();
+        self.at += 1;
+        b
+    }
+    fn byte(&mut self) -> u8 {
+        self.next().unwrap_or(0)
+    }
+}
+
+const QUEUES: [&str; 3] = ["a", "b", "c"];
+const AGENTS: [&str; 3] = ["x", "y", "z"];
+
+/// A lease token that is real half of the time (so that work progresses), made up otherwise.
+fn token(s: &State, task: u64, b: u8) -> u64 {
+    match s.task(task).and_then(|t| t.lease.as_ref()) {
+        Some(l) if b % 2 == 0 => l.token,
+        _ => b as u64,
+    }
+}
+
+pub fn state_machine(data: &[u8]) {
+    let mut s = State::default();
+    let mut now = 1_000_000u64;
+    let mut b = Bytes { data, at: 0 };
+    let mut index = 0u64;
+    while let Some(op) = b.next() {
+        now += b.byte() as u64 * 97;
+        let arg = b.byte();
+        let task = (b.byte() % 24) as u64;
+        let q = QUEUES[arg as usize % 3].to_string();
+        let agent = AGENTS[(arg / 3) as usize % 3].to_string();
+        let cmd = match op % 16 {
+            0 | 1 => Command::Submit {
+                tasks: (0..1 + arg % 3)
+                    .map(|i| NewTask {
+                        queue: q.clone(),
+                        payload: "1".into(),
+                        priority: (arg as i32 % 5) - 2,
+                        idempotency_key: (arg % 4 == 0).then(|| format!("k{}", (arg / 4 + i) % 8)),
+                        delay_ms: (arg % 5 == 1).then_some(arg as u64 * 10),
+                        max_attempts: Some(1 + (arg % 3) as u32),
+                        lease_ms: Some(1_000 + arg as u64 * 100),
+                        capabilities: if arg % 7 == 0 { vec!["gpu".into()] } else { vec![] },
+                        ..NewTask::default()
+                    })
+                    .collect(),
+            },
+            2 | 3 => Command::Claim {
+                agent_id: agent,
+                queues: vec![q],
+                capabilities: if arg % 2 == 0 { vec!["gpu".into()] } else { vec![] },
+                max: 1 + (arg % 3) as u32,
+            },
+            4 => Command::Complete { task_id: task, lease_token: token(&s, task, arg), result: Some("2".into()) },
+            5 => Command::Fail { task_id: task, lease_token: token(&s, task, arg), error: "e".into() },
+            6 => Command::Progress {
+                task_id: task,
+                lease_token: token(&s, task, arg),
+                percent: Some(arg % 101),
+                message: None,
+            },
+            7 => Command::Extend { task_id: task, lease_token: token(&s, task, arg), lease_ms: Some(500 + arg as u64) },
+            8 => Command::Release { task_id: task, lease_token: token(&s, task, arg) },
+            9 => Command::Cancel { task_id: task, reason: None },
+            10 => Command::Retry { task_id: task },
+            11 => Command::Tick,
+            12 => Command::RegisterAgent {
+                spec: AgentSpec {
+                    id: agent,
+                    name: String::new(),
+                    capabilities: vec!["gpu".into()],
+                    max_concurrency: arg as u32 % 4,
+                    ..AgentSpec::default()
+                },
+            },
+            13 => {
+                let incarnation = s.agents().find(|a| a.id == agent).map(|a| a.incarnation).unwrap_or(arg as u64);
+                Command::AgentsDead { agents: vec![(agent, incarnation)] }
+            }
+            14 => Command::Reject {
+                records: vec![RejectedRecord {
+                    queue: q,
+                    kind: "rejected".into(),
+                    reason: "bad".into(),
+                    payload: "{}".into(),
+                    idempotency_key: Some(format!("k{}", arg % 8)),
+                }],
+            },
+            _ => {
+                // Restart: the state through its snapshot image, as a follower installing it would.
+                let image = s.image();
+                let bytes = frame::encode(&image).expect("the image encodes");
+                let back: StateImage = frame::decode(&bytes).expect("the image decodes");
+                s = State::from_image(back);
+                assert_eq!(frame::encode(&s.image()).expect("encodes"), bytes, "a restart changes nothing");
+                s.validate().unwrap_or_else(|v| panic!("invariant violated after a restart: {v}"));
+                continue;
+            }
+        };
+        index += 1;
+        let _ = s.apply(&Request { now_ms: now, cmd }, ApplyMeta { log_index: index });
+        s.validate().unwrap_or_else(|v| panic!("invariant violated after command {index}: {v}"));
+        // A finished task never has a lease.
+        for id in 0..24 {
+            if let Some(t) = s.task(id) {
+                assert!(t.lease.is_none() || t.state == TaskState::Leased, "task {id} is {:?} with a lease", t.state);
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The fuzz targets on stable, in CI: every checked-in seed (`fuzz/corpus/<target>/`), then a
+//! fixed number of inputs made from the seeds by seeded random mutation (flips, inserts,
+//! truncations, splices) and pure noise. Coverage-guided runs use cargo-fuzz on the same
+//! functions (`fuzz/`, see docs/reliability.md).
+
+use std::path::PathBuf;
+
+use minion_engine::{Command, NewTask, Request, State, StateImage, Task};
+use minion_storage::frame;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn corpus_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target)
+}
+
+fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir(target))
+        .unwrap_or_else(|e| panic!("seed corpus of {target}: {e}"))
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files.iter().map(|p| std::fs::read(p).expect("seed")).collect()
+}
+
+fn mutate(rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    let mut v = if seeds.is_empty() || rng.gen_bool(0.1) {
+        (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect()
+    } else {
+        seeds[rng.gen_range(0..seeds.len())].clone()
+    };
+    for _ in 0..rng.gen_range(1..6) {
+        match rng.gen_range(0..5) {
+            0 if !v.is_empty() => {
+                let i = rng.gen_range(0..v.len());
+                v[i] ^= 1 << rng.gen_range(0..8);
+            }
+            1 => {
+                let i = rng.gen_range(0..=v.len());
+                v.insert(i, rng.gen());
+            }
+            2 if !v.is_empty() => v.truncate(rng.gen_range(0..v.len())),
+            3 if !seeds.is_empty() => {
+                let other = &seeds[rng.gen_range(0..seeds.len())];
+                let at = rng.gen_range(0..=other.len());
+                v.extend_from_slice(&other[at..]);
+            }
+            _ if !v.is_empty() => {
+                let i = rng.gen_range(0..v.len());
+                v[i] = rng.gen();
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+fn run(target: &str, f: fn(&[u8]), generated: usize) {
+    let seeds = seeds(target);
+    assert!(!seeds.is_empty(), "{target} has seeds");
+    for s in &seeds {
+        f(s);
+    }
+    let mut rng = StdRng::seed_from_u64(0x5eed ^ target.len() as u64);
+    for _ in 0..generated {
+        let input = mutate(&mut rng, &seeds);
+        f(&input);
+    }
+}
+
+#[test]
+fn decode_frames() {
+    run("decode_frames", minion_fuzzing::decode_frames, 20_000);
+}
+
+#[test]
+fn state_machine() {
+    run("state_machine", minion_fuzzing::state_machine, 3_000);
+}
+
+#[test]
+fn http_request() {
+    run("http_request", minion_fuzzing::http_request, 1_500);
+}
+
+/// The checked-in seeds are what this generator makes (set MINION_WRITE_SEEDS=1 to rewrite them).
+#[test]
+fn seeds_are_current() {
+    let mut want: Vec<(&str, String, Vec<u8>)> = Vec::new();
+    let submit = Command::Submit {
+        tasks: vec![NewTask {
+            queue: "q".into(),
+            payload: "{\"a\":1}".into(),
+            idempotency_key: Some("k".into()),
+            ..NewTask::default()
+        }],
+    };
+    let claim = Command::Claim { agent_id: "a".into(), queues: vec!["q".into()], capabilities: vec![], max: 2 };
+    let mut state = State::default();
+    let mut frames: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, cmd) in [submit, claim].into_iter().enumerate() {
+        let req = Request { now_ms: 1_000, cmd };
+        frames.push((format!("request-{i}"), frame::encode(&req).expect("encode")));
+        let _ = state.apply(&req, minion_engine::ApplyMeta { log_index: i as u64 + 1 });
+    }
+    let task: &Task = state.task(1).expect("task 1");
+    frames.push(("task".into(), frame::encode(task).expect("encode")));
+    let image: StateImage = state.image();
+    frames.push(("image".into(), frame::encode(&image).expect("encode")));
+    for (name, bytes) in frames {
+        want.push(("decode_frames", name, bytes));
+    }
+    let bodies: [(u8, &str, &str); 10] = [
+        (0, "submit", r#"{"queue":"q","payload":{"x":1},"idempotency_key":"k1","priority":3}"#),
+        (0, "batch", r#"{"tasks":[{"queue":"q","payload":1},{"queue":"r","delay_ms":100}]}"#),
+        (
+            1,
+            "rejections",
+            r#"{"records":[{"queue":"q","reason":"bad","source":"kafka:t/0@1","idempotency_key":"kafka:t/0@1"}]}"#,
+        ),
+        (2, "claim", r#"{"agent_id":"a","queues":["q"],"max":2,"wait_ms":0}"#),
+        (3, "complete", r#"{"lease_token":1,"result":{"ok":true}}"#),
+        (4, "fail", r#"{"lease_token":1,"error":"boom"}"#),
+        (9, "queue", r#"{"max_attempts":5,"lease_ms":2000,"strategy":"least_loaded"}"#),
+        (10, "agent", r#"{"id":"b","capabilities":["gpu"],"max_concurrency":2}"#),
+        (14, "list", "queue=q&state=ready&limit=10"),
+        (0, "malformed", r#"{"queue":"q","payload":"#),
+    ];
+    for (route, name, body) in bodies {
+        let mut v = vec![route];
+        v.extend_from_slice(body.as_bytes());
+        want.push(("http_request", name.to_string(), v));
+    }
+    // Submit, claim, complete with the real token, restart, tick; and a longer mixed run.
+    want.push((
+        "state_machine",
+        "lifecycle".into(),
+        vec![0, 1, 8, 0, 2, 1, 0, 0, 4, 1, 0, 0, 15, 0, 0, 0, 11, 9, 0, 0],
+    ));
+    want.push((
+        "state_machine",
+        "mixed".into(),
+        (0u8..=255).flat_map(|i| [i, i.wrapping_mul(7), i % 24, i / 3]).collect(),
+    ));
+
+    let write = std::env::var("MINION_WRITE_SEEDS").is_ok();
+    for (target, name, bytes) in want {
+        let path = corpus_dir(target).join(name);
+        if write {
+            std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+            std::fs::write(&path, &bytes).expect("write seed");
+        } else {
+            let have = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (MINION_WRITE_SEEDS=1 writes it)", path.display()));
+            assert_eq!(have, bytes, "{} is stale (MINION_WRITE_SEEDS=1 rewrites it)", path.display());
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Minion as a library: the server's parts (node, HTTP API, peer port, adapters' glue) and the
+//! CLI verbs. The `minion` binary (`src/main.rs`) wires them together; the fuzz targets and tests
+//! drive the real handlers through it.
+
+pub mod adapters;
+pub mod api;
+pub mod autoscaler;
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod dispatch;
+pub mod ingest;
+pub mod metrics;
+pub mod node;
+pub mod peer;
+pub mod pool;
+pub mod worker;
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested");
+}
