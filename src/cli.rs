@@ -94,6 +94,9 @@ pub struct ServeArgs {
     /// Elections start after 1–2× this without a leader; heartbeats every quarter of it.
     #[arg(long, env = "MINION_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
+    /// sled's page cache in bytes (default 256 MiB).
+    #[arg(long, env = "MINION_STORAGE_CACHE_BYTES")]
+    pub storage_cache_bytes: Option<u64>,
     /// Writes not committed within this long answer 503 (outcome unknown).
     #[arg(long, env = "MINION_COMMIT_TIMEOUT_MS")]
     pub commit_timeout_ms: Option<u64>,

@@ -45,6 +45,8 @@ pub struct Config {
     /// election; the leader sends heartbeats every quarter of it. Lower fails over faster; too low
     /// for the network and disk causes needless elections.
     pub election_timeout_ms: u64,
+    /// sled's page cache (the largest part of a node's memory besides the state itself).
+    pub storage_cache_bytes: u64,
     pub node_id: u64,
     /// `fsync` (survives power loss) or `flush` (survives a process crash).
     pub durability: Durability,
@@ -118,6 +120,7 @@ impl Default for Config {
             commit_timeout_ms: 10_000,
             snapshot_transfer_deadline_ms: 300_000,
             election_timeout_ms: 600,
+            storage_cache_bytes: minion_storage::DEFAULT_CACHE_BYTES,
             node_id: 1,
             durability: Durability::Fsync,
             log_format: LogFormat::Human,
@@ -151,7 +154,7 @@ impl Config {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone(); } )* };
         }
         overlay!(data_dir, listen, node_id, log_format, log_level, body_bytes_max, claim_wait_ms_max, snapshot_logs);
-        overlay!(raft_listen, commit_timeout_ms, election_timeout_ms);
+        overlay!(raft_listen, commit_timeout_ms, election_timeout_ms, storage_cache_bytes);
         if let Some(v) = &args.advertise_api {
             cfg.advertise_api = Some(v.clone());
         }
@@ -226,6 +229,7 @@ impl Config {
         range("agent_heartbeat_timeout_ms", self.agent_heartbeat_timeout_ms, 200, 3_600_000)?;
         range("commit_timeout_ms", self.commit_timeout_ms, 100, 600_000)?;
         range("election_timeout_ms", self.election_timeout_ms, 100, 60_000)?;
+        range("storage_cache_bytes", self.storage_cache_bytes, 1 << 20, 1 << 40)?;
         range("snapshot_transfer_deadline_ms", self.snapshot_transfer_deadline_ms, 1_000, 86_400_000)?;
         if let Some(secret) = &self.cluster_secret {
             if secret.len() < 16 || !secret.bytes().all(|b| b.is_ascii_graphic()) {

@@ -67,7 +67,7 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let identity = Arc::new(ClusterIdentity::load(&config.data_dir, config.node_id)?);
-        let store = Store::open(&config.data_dir, config.durability)
+        let store = Store::open_with_cache(&config.data_dir, config.durability, config.storage_cache_bytes)
             .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
         let sm = StateMachine::open(store.clone())
             .with_context(|| format!("loading state from {}", config.data_dir.display()))?

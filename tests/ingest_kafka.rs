@@ -25,8 +25,11 @@ struct Expect {
     rejected: bool,
 }
 
+/// A record's value, headers, whether it must be rejected, and its own idempotency key.
+type Made = (Vec<u8>, Vec<(&'static str, String)>, bool, Option<String>);
+
 async fn produce(p: &FutureProducer, i: usize) -> Expect {
-    let (value, headers, rejected, custom_key): (Vec<u8>, Vec<(&str, String)>, bool, Option<String>) = match i % 8 {
+    let (value, headers, rejected, custom_key): Made = match i % 8 {
         0 => (json!({"payload": {"n": i}, "kind": "env"}).to_string().into_bytes(), vec![], false, None),
         1 => (json!({"n": i}).to_string().into_bytes(), vec![], false, None),
         2 => (format!("text-{i}").into_bytes(), vec![], false, None),

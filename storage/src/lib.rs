@@ -140,13 +140,27 @@ struct Inner {
     changes: sled::Tree,
 }
 
+/// sled's page cache unless configured otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+
 impl Store {
-    /// Open (or create) the database under `data_dir`.
+    /// Open (or create) the database under `data_dir`, with sled's page cache at
+    /// [`DEFAULT_CACHE_BYTES`].
     pub fn open(data_dir: &Path, durability: Durability) -> Result<Store> {
+        Store::open_with_cache(data_dir, durability, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Open with sled's page cache bounded at `cache_bytes` (sled's own default is 1 GiB, which
+    /// a long-running node grows into).
+    pub fn open_with_cache(data_dir: &Path, durability: Durability, cache_bytes: u64) -> Result<Store> {
         let path = data_dir.join("db");
         std::fs::create_dir_all(&path).map_err(|source| StorageError::Io { path: path.clone(), source })?;
-        let db =
-            sled::Config::new().path(&path).mode(sled::Mode::HighThroughput).open().map_err(|e| sled_err(&path, e))?;
+        let db = sled::Config::new()
+            .path(&path)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(|e| sled_err(&path, e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| sled_err(&path, e));
         let log = tree("log")?;
         let raft = tree("raft")?;
