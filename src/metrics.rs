@@ -33,7 +33,17 @@ pub fn install() -> PrometheusHandle {
                     b.set_buckets_for_metric(Matcher::Full("minion_storage_sync_appends".into()), GROUP_BUCKETS)
                 });
             match builder.and_then(|b| b.install_recorder()) {
-                Ok(h) => h,
+                Ok(h) => {
+                    // Histogram samples pile up in the recorder until drained; without this (and
+                    // with no one scraping /metrics) memory grows with every recorded sample. The
+                    // soak test found it: ~4 MB/min at 500 task lifecycles/s.
+                    let upkeep = h.clone();
+                    let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    });
+                    h
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "prometheus recorder not installed; /metrics will be empty");
                     PrometheusBuilder::new().build_recorder().handle()
