@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::{eventually, Api, Server};
@@ -56,23 +56,15 @@ async fn produce(p: &FutureProducer, i: usize) -> Expect {
 }
 
 fn adapter(brokers: &str, server: &str, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
-    Command::new(env!("CARGO_BIN_EXE_minion"))
-        .args(["ingest", "kafka", "--brokers", brokers, "--topic", TOPIC, "--group", "minion-test"])
-        .args(["--queue", "inbox", "--server", server, "--name", "orders-in"])
-        .args(["--batch-records", "20", "--batch-ms", "10", "--max-record-bytes", "2048"])
-        // The mock broker's minimum: a killed consumer's partitions are reassigned after 6 s.
-        .args(["--kafka-setting", "session.timeout.ms=6000"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn minion ingest")
+    let args = ["ingest", "kafka", "--brokers", brokers, "--topic", TOPIC, "--group", "minion-test"];
+    let more = ["--queue", "inbox", "--server", server, "--name", "orders-in", "--batch-records", "20"];
+    // The mock broker's minimum session timeout: a killed consumer's partitions move after 6 s.
+    let rest = ["--batch-ms", "10", "--max-record-bytes", "2048", "--kafka-setting", "session.timeout.ms=6000"];
+    common::spawn_minion(&[&args[..], &more[..], &rest[..]].concat(), log)
 }
 
 async fn stored(api: &Api) -> usize {
-    let (_, v) = api.get("/v1/queues/inbox").await;
-    let st = &v["stats"];
-    ["ready", "rejected", "leased", "succeeded"].iter().map(|k| st[*k].as_u64().unwrap_or(0) as usize).sum()
+    api.in_states("inbox", &["ready", "rejected", "leased", "succeeded"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

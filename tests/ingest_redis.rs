@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::{eventually, Api, Server};
@@ -39,20 +39,14 @@ async fn add(con: &mut redis::aio::MultiplexedConnection, stream: &str, i: usize
 }
 
 fn adapter(stream: &str, server: &str, consumer: &str, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
-    Command::new(env!("CARGO_BIN_EXE_minion"))
-        .args(["ingest", "redis", "--url", URL, "--stream", stream, "--group", "minion-test"])
-        .args(["--consumer", consumer, "--queue", "inbox", "--server", server, "--name", "stream-in"])
-        .args(["--batch-records", "20", "--batch-ms", "10", "--max-record-bytes", "2048", "--claim-idle-ms", "500"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn minion ingest")
+    let args = ["ingest", "redis", "--url", URL, "--stream", stream, "--group", "minion-test", "--consumer", consumer];
+    let more = ["--queue", "inbox", "--server", server, "--name", "stream-in", "--batch-records", "20"];
+    let rest = ["--batch-ms", "10", "--max-record-bytes", "2048", "--claim-idle-ms", "500"];
+    common::spawn_minion(&[&args[..], &more[..], &rest[..]].concat(), log)
 }
 
 async fn stored(api: &Api) -> usize {
-    let (_, v) = api.get("/v1/queues/inbox").await;
-    ["ready", "rejected"].iter().map(|k| v["stats"][*k].as_u64().unwrap_or(0) as usize).sum()
+    api.in_states("inbox", &["ready", "rejected"]).await
 }
 
 fn check(tasks: &[Value], expected: &[Expect]) {

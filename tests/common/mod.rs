@@ -263,6 +263,12 @@ impl Api {
         self.tasks(query).await.len()
     }
 
+    /// How many tasks of `queue` are in any of `states` (from the queue's stats).
+    pub async fn in_states(&self, queue: &str, states: &[&str]) -> usize {
+        let (_, v) = self.get(&format!("/v1/queues/{queue}")).await;
+        states.iter().map(|k| v["stats"][*k].as_u64().unwrap_or(0) as usize).sum()
+    }
+
     /// Every task matching `query` (`/v1/tasks` filters), following the cursor.
     pub async fn tasks(&self, query: &str) -> Vec<Value> {
         let mut out = Vec::new();
@@ -281,6 +287,17 @@ impl Api {
             }
         }
     }
+}
+
+/// Run `minion <args>` in the background, its stderr appended to `log`.
+pub fn spawn_minion(args: &[&str], log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
+    Command::new(env!("CARGO_BIN_EXE_minion"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn minion")
 }
 
 /// XOR 64 bytes in the middle of a file.
