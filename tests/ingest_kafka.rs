@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Child;
 use std::time::Duration;
 
 use common::{eventually, Api, Server};
@@ -55,7 +54,7 @@ async fn produce(p: &FutureProducer, i: usize) -> Expect {
     Expect { key: custom_key.unwrap_or_else(|| position.clone()), position, rejected }
 }
 
-fn adapter(brokers: &str, server: &str, log: &std::path::Path) -> Child {
+fn adapter(brokers: &str, server: &str, log: &std::path::Path) -> common::Background {
     let args = ["ingest", "kafka", "--brokers", brokers, "--topic", TOPIC, "--group", "minion-test"];
     let more = ["--queue", "inbox", "--server", server, "--name", "orders-in", "--batch-records", "20"];
     // The mock broker's minimum session timeout: a killed consumer's partitions move after 6 s.
@@ -85,8 +84,7 @@ async fn every_record_becomes_one_task_across_adapter_and_server_crashes() {
     }
     let mut child = adapter(&brokers, &srv.base, &log);
     eventually(30, "some records ingested", || async { (stored(&api).await >= 60).then_some(()) }).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill9();
     let at_kill = stored(&api).await;
     eprintln!("adapter killed with {at_kill} of 600 records stored");
 
@@ -138,6 +136,5 @@ async fn every_record_becomes_one_task_across_adapter_and_server_crashes() {
     assert_eq!(report["kind"], "kafka");
     let (_, metrics) = api.get("/metrics").await;
     assert!(metrics.as_str().unwrap_or_default().contains("minion_ingest_records_total{adapter=\"orders-in\""));
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill9();
 }

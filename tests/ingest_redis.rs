@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{eventually, Api, Server};
@@ -38,7 +38,7 @@ async fn add(con: &mut redis::aio::MultiplexedConnection, stream: &str, i: usize
     Expect { key: custom.unwrap_or_else(|| position.clone()), position, rejected }
 }
 
-fn adapter(stream: &str, server: &str, consumer: &str, log: &std::path::Path) -> Child {
+fn adapter(stream: &str, server: &str, consumer: &str, log: &std::path::Path) -> common::Background {
     let args = ["ingest", "redis", "--url", URL, "--stream", stream, "--group", "minion-test", "--consumer", consumer];
     let more = ["--queue", "inbox", "--server", server, "--name", "stream-in", "--batch-records", "20"];
     let rest = ["--batch-ms", "10", "--max-record-bytes", "2048", "--claim-idle-ms", "500"];
@@ -86,8 +86,7 @@ async fn every_entry_becomes_one_task_across_adapter_and_server_crashes() {
     }
     let mut child = adapter(&stream, &srv.base, "c1", &log);
     eventually(30, "some entries ingested", || async { (stored(&api).await >= 60).then_some(()) }).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill9();
     eprintln!("adapter killed with {} of 700 entries stored", stored(&api).await);
 
     for i in 700..1400 {
@@ -117,8 +116,7 @@ async fn every_entry_becomes_one_task_across_adapter_and_server_crashes() {
     assert_eq!(report["kind"], "redis");
     let pending: redis::streams::StreamPendingReply = con.xpending(&stream, "minion-test").await.expect("xpending");
     assert_eq!(pending.count(), 0, "every entry acknowledged");
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill9();
     let _: () = con.del(&stream).await.expect("del");
 }
 
@@ -149,8 +147,7 @@ async fn entries_left_pending_by_a_dead_consumer_are_taken_over() {
     check(&api.tasks("queue=inbox").await, &expected);
     let pending: redis::streams::StreamPendingReply = con.xpending(&stream, "minion-test").await.expect("xpending");
     assert_eq!(pending.count(), 0);
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill9();
     let _: () = con.del(&stream).await.expect("del");
 }
 

@@ -289,15 +289,34 @@ impl Api {
     }
 }
 
+/// A background `minion` process, killed (-9) when dropped, so that a failing test leaves no
+/// process behind.
+pub struct Background(Child);
+
+impl Background {
+    /// SIGKILL now.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
 /// Run `minion <args>` in the background, its stderr appended to `log`.
-pub fn spawn_minion(args: &[&str], log: &Path) -> Child {
+pub fn spawn_minion(args: &[&str], log: &Path) -> Background {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
-    Command::new(env!("CARGO_BIN_EXE_minion"))
+    let child = Command::new(env!("CARGO_BIN_EXE_minion"))
         .args(args)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("spawn minion")
+        .expect("spawn minion");
+    Background(child)
 }
 
 /// XOR 64 bytes in the middle of a file.
