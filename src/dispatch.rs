@@ -289,11 +289,9 @@ impl Hub {
         loop {
             interval.tick().await;
             let leader = node.is_leader();
+            // (Waiters are released on losing leadership by `Node::run_leadership`, at once.)
             if leader && !was_leader {
                 self.lock().leader_since = Some(Instant::now());
-            }
-            if !leader && was_leader {
-                self.release_all();
             }
             was_leader = leader;
             if !leader {
