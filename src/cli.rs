@@ -107,6 +107,12 @@ pub struct ServeArgs {
     pub log_format: Option<LogFormat>,
     #[arg(long, env = "MINION_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Export traces over OTLP/HTTP to this URL, e.g. http://collector:4318/v1/traces.
+    #[arg(long, env = "MINION_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of new traces recorded when exporting (0 to 1).
+    #[arg(long, env = "MINION_TRACE_SAMPLE_RATIO")]
+    pub trace_sample_ratio: Option<f64>,
     #[arg(long, env = "MINION_BODY_BYTES_MAX")]
     pub body_bytes_max: Option<usize>,
     #[arg(long, env = "MINION_CLAIM_WAIT_MS_MAX")]

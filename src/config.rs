@@ -53,6 +53,11 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A tracing filter, e.g. `info` or `minion=debug,openraft=warn`.
     pub log_level: String,
+    /// Export traces over OTLP/HTTP to this URL (e.g. `http://collector:4318/v1/traces`); off
+    /// when unset.
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of new traces recorded when exporting (a caller's sampling decision is followed).
+    pub trace_sample_ratio: f64,
     /// Largest request body the API reads, for any route.
     pub body_bytes_max: usize,
     /// Longest a claim may long-poll.
@@ -125,6 +130,8 @@ impl Default for Config {
             durability: Durability::Fsync,
             log_format: LogFormat::Human,
             log_level: "info".into(),
+            otlp_endpoint: None,
+            trace_sample_ratio: 1.0,
             body_bytes_max: 64 << 20,
             claim_wait_ms_max: 60_000,
             group_commit_max: 1_024,
@@ -154,7 +161,10 @@ impl Config {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone(); } )* };
         }
         overlay!(data_dir, listen, node_id, log_format, log_level, body_bytes_max, claim_wait_ms_max, snapshot_logs);
-        overlay!(raft_listen, commit_timeout_ms, election_timeout_ms, storage_cache_bytes);
+        overlay!(raft_listen, commit_timeout_ms, election_timeout_ms, storage_cache_bytes, trace_sample_ratio);
+        if let Some(v) = &args.otlp_endpoint {
+            cfg.otlp_endpoint = Some(v.clone());
+        }
         if let Some(v) = &args.advertise_api {
             cfg.advertise_api = Some(v.clone());
         }
@@ -255,6 +265,14 @@ impl Config {
         }
         if self.raft_listen.port() != 0 && self.raft_listen == self.listen {
             bail!("invalid config: raft_listen and listen must differ ({})", self.listen);
+        }
+        if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
+            bail!("invalid config: trace_sample_ratio must be between 0 and 1, got {}", self.trace_sample_ratio);
+        }
+        if let Some(url) = &self.otlp_endpoint {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("invalid config: otlp_endpoint {url:?} must be an http:// or https:// URL");
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             bail!("invalid config: log_level {:?}: {e}", self.log_level);

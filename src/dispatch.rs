@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use minion_engine::{AgentStatus, Candidate, Command, Dispatcher, Outcome, OutcomeStats, Task};
+use minion_engine::{AgentStatus, Candidate, Command, Dispatcher, Outcome, OutcomeStats, Strategy, Task};
 use tokio::sync::oneshot;
 
 use crate::node::{now_ms, Node, ProposeError};
@@ -156,7 +156,8 @@ impl Hub {
     /// pick waiters, one per ready task, and propose their claims. Returns how many claims were
     /// proposed.
     pub async fn dispatch_once(&self, node: &Node) -> usize {
-        let assignments: Vec<(String, Waiter)> = {
+        let picked_at = Instant::now();
+        let assignments: Vec<(String, Strategy, Waiter)> = {
             let g_state = node.state.read();
             let engine = &g_state.engine;
             let now = now_ms();
@@ -221,13 +222,13 @@ impl Hub {
                     let idx = eligible[pick];
                     let w = hub.waiters.remove(idx);
                     ready = ready.saturating_sub(w.max as u64);
-                    chosen.push((queue.clone(), w));
+                    chosen.push((queue.clone(), strategy, w));
                 }
             }
             chosen
         };
         let n = assignments.len();
-        for (queue, w) in assignments {
+        for (queue, strategy, w) in assignments {
             let node = node.clone();
             let hub = self.clone();
             tokio::spawn(async move {
@@ -243,6 +244,9 @@ impl Hub {
                 };
                 match node.propose(cmd).await {
                     Ok(Ok(Outcome::Claimed(tasks))) if !tasks.is_empty() => {
+                        // From the strategy's pick to the lease committed and handed over.
+                        metrics::histogram!("minion_dispatch_latency_seconds", "strategy" => strategy.as_str())
+                            .record(picked_at.elapsed().as_secs_f64());
                         if let Err(tasks) = w.tx.send(tasks) {
                             release_unused(&node, tasks).await;
                         }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod pool;
+pub mod tracing_setup;
 pub mod worker;
 
 /// Resolves on SIGTERM or Ctrl-C.

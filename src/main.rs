@@ -7,18 +7,10 @@ use clap::Parser;
 use minion::cli::{Cli, Cmd};
 use minion::config::{Config, LogFormat};
 
+/// Logs for the client-side verbs (workers, pools, adapters): human-readable, no trace export.
 fn init_tracing(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MINION_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    use std::io::IsTerminal;
-    // Colours only on a terminal: logs written to files stay plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
+    if let Ok(guard) = tracing_setup::init(format, level, None) {
+        std::mem::forget(guard); // nothing to flush without an exporter
     }
 }
 
@@ -35,7 +27,13 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Cmd::Serve(args) => {
                 let config = Config::load(&args)?;
-                init_tracing(config.log_format, &config.log_level);
+                let otlp = config.otlp_endpoint.clone().map(|endpoint| tracing_setup::Otlp {
+                    endpoint,
+                    sample_ratio: config.trace_sample_ratio,
+                    service: "minion".into(),
+                    node_id: config.node_id,
+                });
+                let _traces = tracing_setup::init(config.log_format, &config.log_level, otlp)?;
                 serve(config).await
             }
             Cmd::Task(cmd) => client::task(cmd).await,

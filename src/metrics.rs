@@ -129,6 +129,11 @@ pub fn render(handle: &PrometheusHandle, node: &Node) -> String {
         let name = a["name"].as_str().unwrap_or_default().to_string();
         let up = a["running"].as_bool().unwrap_or(false);
         gauge!("minion_adapter_running", "adapter" => name.clone()).set(if up { 1.0 } else { 0.0 });
+        if a["kind"] == "export" {
+            // Log entries the server has applied that the exporter has not yet mirrored.
+            gauge!("minion_export_lag_entries", "adapter" => name).set(a["lag"].as_f64().unwrap_or(0.0));
+            continue;
+        }
         gauge!("minion_ingest_lag_records", "adapter" => name.clone()).set(a["lag"].as_f64().unwrap_or(0.0));
         for outcome in ["ingested", "rejected"] {
             let n = a[outcome].as_u64().unwrap_or(0);

@@ -12,6 +12,7 @@ use minion_raft::{LogStore, Node as RaftNode, NodeId, Raft, SharedState, StateMa
 use minion_storage::Store;
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::Instrument;
 
 use crate::config::Config;
 
@@ -35,6 +36,8 @@ pub enum ProposeError {
 struct Proposal {
     cmd: Command,
     reply: oneshot::Sender<Result<Response, ProposeError>>,
+    /// The proposer's span, linked from the group commit that carries the command.
+    span: tracing::Span,
 }
 
 /// Handle to the node: cheap to clone.
@@ -157,8 +160,13 @@ impl Node {
 
     /// Propose a command and wait until it is committed and applied (or the commit timeout).
     pub async fn propose(&self, cmd: Command) -> Result<Response, ProposeError> {
+        let span = tracing::info_span!("raft.propose", command = cmd.name());
+        self.propose_in(cmd, span.clone()).instrument(span).await
+    }
+
+    async fn propose_in(&self, cmd: Command, span: tracing::Span) -> Result<Response, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        self.proposals.send(Proposal { cmd, reply }).await.map_err(|_| ProposeError::Closed)?;
+        self.proposals.send(Proposal { cmd, reply, span }).await.map_err(|_| ProposeError::Closed)?;
         let limit = self.config.commit_timeout_ms;
         match tokio::time::timeout(Duration::from_millis(limit), rx).await {
             Ok(r) => r.map_err(|_| ProposeError::Closed)?,
@@ -291,7 +299,15 @@ impl Node {
     }
 }
 
-async fn commit_group(raft: Raft, mut group: Vec<Proposal>) {
+async fn commit_group(raft: Raft, group: Vec<Proposal>) {
+    let span = tracing::info_span!("raft.commit", commands = group.len(), log_index = tracing::field::Empty);
+    for p in &group {
+        span.follows_from(p.span.id());
+    }
+    commit_group_in(raft, group).instrument(span).await
+}
+
+async fn commit_group_in(raft: Raft, mut group: Vec<Proposal>) {
     let now = now_ms();
     let started = Instant::now();
     let n = group.len();
@@ -336,7 +352,10 @@ async fn commit_group(raft: Raft, mut group: Vec<Proposal>) {
 
 async fn write(raft: &Raft, req: Request) -> Result<Response, ProposeError> {
     match raft.client_write(req).await {
-        Ok(resp) => Ok(resp.data),
+        Ok(resp) => {
+            tracing::Span::current().record("log_index", resp.log_id.index);
+            Ok(resp.data)
+        }
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(ProposeError::NotLeader { leader: f.leader_id })
         }

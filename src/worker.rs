@@ -93,7 +93,12 @@ impl Worker {
 
     async fn execute(&self, task: &Value) -> Result<Value, String> {
         let id = task["id"].as_u64().unwrap_or(0);
-        let mut child = tokio::process::Command::new("sh")
+        let mut cmd = tokio::process::Command::new("sh");
+        // The producer's trace context, under the name OpenTelemetry SDKs read (`TRACEPARENT`).
+        if let Some(tp) = task["trace_parent"].as_str() {
+            cmd.env("TRACEPARENT", tp);
+        }
+        let mut child = cmd
             .arg("-c")
             .arg(&self.exec)
             .env("MINION_TASK_ID", id.to_string())

@@ -124,6 +124,12 @@ pub enum Command {
     Reject {
         records: Vec<RejectedRecord>,
     },
+    /// A submit with the producer's W3C trace context (`traceparent`), kept with every task it
+    /// creates and handed to the agent that claims one (appended last, like `Reject`).
+    SubmitTraced {
+        tasks: Vec<NewTask>,
+        trace_parent: String,
+    },
 }
 
 /// An ingest record refused as a task: why, and what it was (a JSON description in `payload`).
@@ -142,6 +148,7 @@ impl Command {
         match self {
             Command::Submit { .. } => "submit",
             Command::Reject { .. } => "reject",
+            Command::SubmitTraced { .. } => "submit",
             Command::Claim { .. } => "claim",
             Command::Progress { .. } => "progress",
             Command::Complete { .. } => "complete",
@@ -219,3 +226,22 @@ impl Rejection {
 }
 
 pub type Response = Result<Outcome, Rejection>;
+
+/// Check a W3C `traceparent` (version 00): `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`,
+/// lowercase, with neither id all zeros.
+pub fn validate_trace_parent(tp: &str) -> Result<(), String> {
+    let parts: Vec<&str> = tp.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let ok = parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+        && parts[1].bytes().any(|b| b != b'0')
+        && parts[2].bytes().any(|b| b != b'0');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("traceparent {:?} is not a W3C version-00 traceparent (00-<32 hex>-<16 hex>-<2 hex>)", tp))
+    }
+}

@@ -19,10 +19,10 @@ pub use agent::{Agent, AgentStats, AgentStatus, OutcomeStats};
 pub use changes::Change;
 pub use command::{
     AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, RejectedRecord, Rejection, Request, Response,
-    Submitted,
+    Submitted, validate_trace_parent,
 };
 pub use config::{EngineConfig, QueueConfig};
 pub use dedup::{DedupEntry, DedupKey, DedupStats};
 pub use dispatch::{Candidate, Dispatcher, Strategy};
-pub use state::{Counters, Dirty, Meta, QueueStats, State, StateImage, TaskFilter};
+pub use state::{Counters, Dirty, Extra, Meta, QueueStats, State, StateImage, StateImageV1, TaskFilter};
 pub use task::{Attempt, AttemptOutcome, Lease, LeaseToken, ProgressEvent, Task, TaskId, TaskState, TimeMs};

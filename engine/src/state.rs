@@ -44,6 +44,8 @@ pub struct Dirty {
     pub dedup: BTreeSet<DedupKey>,
     pub queues: BTreeSet<String>,
     pub agents: BTreeSet<String>,
+    /// Tasks whose trace context was added or removed.
+    pub traces: BTreeSet<TaskId>,
 }
 
 impl Dirty {
@@ -53,10 +55,15 @@ impl Dirty {
         self.dedup.extend(other.dedup);
         self.queues.extend(other.queues);
         self.agents.extend(other.agents);
+        self.traces.extend(other.traces);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.dedup.is_empty() && self.queues.is_empty() && self.agents.is_empty()
+        self.tasks.is_empty()
+            && self.dedup.is_empty()
+            && self.queues.is_empty()
+            && self.agents.is_empty()
+            && self.traces.is_empty()
     }
 }
 
@@ -212,6 +219,8 @@ pub struct State {
     tasks: BTreeMap<TaskId, Arc<Task>>,
     queues: BTreeMap<String, QueueConfig>,
     agents: BTreeMap<String, Agent>,
+    /// The W3C trace context each traced task was submitted with.
+    traces: BTreeMap<TaskId, String>,
     meta: Meta,
     dedup: Dedup,
     idx: Indexes,
@@ -268,8 +277,14 @@ impl State {
         dedup: impl IntoIterator<Item = (DedupKey, DedupEntry)>,
         queues: impl IntoIterator<Item = (String, QueueConfig)>,
         agents: impl IntoIterator<Item = Agent>,
+        extras: impl IntoIterator<Item = Extra>,
     ) -> Self {
         let mut s = State { meta, ..State::default() };
+        for e in extras {
+            match e {
+                Extra::Traces(traces) => s.traces.extend(traces),
+            }
+        }
         s.agents = agents.into_iter().map(|a| (a.id.clone(), a)).collect();
         for t in tasks {
             s.idx.insert(&t);
@@ -292,6 +307,10 @@ impl State {
     }
     pub fn task(&self, id: TaskId) -> Option<&Task> {
         self.tasks.get(&id).map(|t| &**t)
+    }
+    /// The W3C `traceparent` the task was submitted with, if any.
+    pub fn trace_parent(&self, id: TaskId) -> Option<&str> {
+        self.traces.get(&id).map(String::as_str)
     }
     /// The shared record, for snapshots and the change feed (no copy).
     pub fn task_arc(&self, id: TaskId) -> Option<Arc<Task>> {
@@ -438,6 +457,17 @@ impl State {
     fn exec(&mut self, cmd: &Command) -> Response {
         match cmd {
             Command::Submit { tasks } => self.submit(tasks),
+            Command::SubmitTraced { tasks, trace_parent } => {
+                crate::command::validate_trace_parent(trace_parent).map_err(invalid)?;
+                let out = self.submit(tasks)?;
+                if let Outcome::Submitted(subs) = &out {
+                    for s in subs.iter().filter(|s| !s.duplicate) {
+                        self.traces.insert(s.id, trace_parent.clone());
+                        self.dirty.traces.insert(s.id);
+                    }
+                }
+                Ok(out)
+            }
             Command::Reject { records } => self.reject(records),
             Command::Claim { agent_id, queues, capabilities, max } => self.claim(agent_id, queues, capabilities, *max),
             Command::Progress { task_id, lease_token, percent, message } => {
@@ -541,6 +571,9 @@ impl State {
             if let Some(t) = self.tasks.remove(&id) {
                 self.idx.remove(&t);
                 self.counters.retention_removed += 1;
+            }
+            if self.traces.remove(&id).is_some() {
+                self.dirty.traces.insert(id);
             }
             self.dirty.tasks.insert(id);
             removed += 1;
@@ -1242,6 +1275,12 @@ impl State {
                 }
             }
         }
+        for (id, tp) in &self.traces {
+            if !self.tasks.contains_key(id) {
+                return Err(format!("trace context kept for task {id}, which is not in the ledger"));
+            }
+            crate::command::validate_trace_parent(tp)?;
+        }
         self.dedup.check_invariants()
     }
 }
@@ -1254,6 +1293,32 @@ pub struct StateImage {
     pub dedup: Vec<(DedupKey, DedupEntry)>,
     pub queues: Vec<(String, QueueConfig)>,
     pub agents: Vec<Agent>,
+    /// Parts of the state added after the first image format, one section each. New kinds are
+    /// appended as new variants, so an image stays readable by every later build.
+    pub extras: Vec<Extra>,
+}
+
+/// A section of the state added after the first image format (see [`StateImage::extras`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Extra {
+    /// Trace contexts of traced tasks.
+    Traces(Vec<(TaskId, String)>),
+}
+
+/// The image as written before [`StateImage::extras`] existed; read by [`StateImage::from_v1`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateImageV1 {
+    pub meta: Meta,
+    pub tasks: Vec<Arc<Task>>,
+    pub dedup: Vec<(DedupKey, DedupEntry)>,
+    pub queues: Vec<(String, QueueConfig)>,
+    pub agents: Vec<Agent>,
+}
+
+impl StateImage {
+    pub fn from_v1(v: StateImageV1) -> Self {
+        StateImage { meta: v.meta, tasks: v.tasks, dedup: v.dedup, queues: v.queues, agents: v.agents, extras: Vec::new() }
+    }
 }
 
 impl State {
@@ -1264,10 +1329,20 @@ impl State {
             dedup: self.dedup.iter().map(|(k, e)| (k.clone(), *e)).collect(),
             queues: self.queues.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             agents: self.agents.values().cloned().collect(),
+            extras: self.extras(),
         }
     }
 
+    /// The sections of [`StateImage::extras`], the empty ones left out.
+    fn extras(&self) -> Vec<Extra> {
+        let mut out = Vec::new();
+        if !self.traces.is_empty() {
+            out.push(Extra::Traces(self.traces.iter().map(|(k, v)| (*k, v.clone())).collect()));
+        }
+        out
+    }
+
     pub fn from_image(image: StateImage) -> State {
-        State::from_parts(image.meta, image.tasks, image.dedup, image.queues, image.agents)
+        State::from_parts(image.meta, image.tasks, image.dedup, image.queues, image.agents, image.extras)
     }
 }

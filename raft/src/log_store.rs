@@ -117,7 +117,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        if let Err(e) = self.store.log_append(entries.iter().map(|e| (e.log_id.index, e))) {
+        let started = std::time::Instant::now();
+        let appended = self.store.log_append(entries.iter().map(|e| (e.log_id.index, e)));
+        // The write into the log tree only; the fsync that makes it durable is timed by the syncer.
+        metrics::histogram!("minion_raft_append_seconds").record(started.elapsed().as_secs_f64());
+        if let Err(e) = appended {
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return Err(StorageIOError::write_logs(&e).into());
         }

@@ -174,11 +174,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut out = Vec::new();
         let last_index;
         let started = std::time::Instant::now();
+        let span = tracing::info_span!(
+            "raft.apply",
+            first_index = tracing::field::Empty,
+            last_index = tracing::field::Empty,
+            entries = tracing::field::Empty
+        );
+        let entered = span.enter();
         {
             let mut g = self.shared.write();
             let mut dirty = minion_engine::Dirty::default();
             let mut feed = Vec::new();
+            let mut first = None;
             for entry in entries {
+                first.get_or_insert(entry.log_id.index);
                 let meta = ApplyMeta { log_index: entry.log_id.index };
                 g.applied.last_applied = Some(entry.log_id);
                 let resp = match entry.payload {
@@ -203,6 +212,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|e| StorageIOError::write_state_machine(&e))?;
             metrics::histogram!("minion_raft_apply_persist_seconds").record(persist_started.elapsed().as_secs_f64());
             last_index = g.applied.last_applied.map(|l| l.index).unwrap_or(0);
+            span.record("first_index", first.unwrap_or(last_index));
+            span.record("last_index", last_index);
+            span.record("entries", out.len());
             // Debug builds check every invariant: after each batch while the state is small, then
             // every 512th entry (a full check is linear in the number of tasks).
             #[cfg(debug_assertions)]
@@ -212,6 +224,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
         }
+        drop(entered);
         metrics::histogram!("minion_raft_apply_seconds").record(started.elapsed().as_secs_f64());
         self.applies += 1;
         if self.applies.is_multiple_of(1_024) && last_index > self.feed_retained_entries {
@@ -244,7 +257,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let bytes = data.len();
         let sig = Some(meta.signature());
-        let image: StateImage = frame::decode(&data).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        let image: StateImage = frame::decode_image(&data).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
         let applied = Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
         let store = self.store.clone();
         let stored = StoredSnapshot { meta: meta.clone(), data };

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use minion_engine::{Command, Outcome, QueueConfig, Submitted, TaskFilter, TaskState};
+use minion_engine::{Command, Outcome, QueueConfig, Submitted, Task, TaskFilter, TaskState};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -114,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), cluster::route_to_leader))
         .layer(middleware::from_fn(crate::metrics::track_http))
+        .layer(middleware::from_fn(crate::tracing_setup::http_span))
         .layer(middleware::from_fn(error_shape))
         .layer(DefaultBodyLimit::max(body_max))
         .layer(middleware::from_fn_with_state(body_max, content_length_limit))
@@ -174,7 +175,7 @@ fn task_not_found(id: u64) -> ApiError {
     ApiError::not_found(format!("task {id} not found"))
 }
 
-async fn submit(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
+async fn submit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     // `{"tasks": [...]}` is an atomic batch; anything else is one task.
     let keys: serde_json::Map<String, serde_json::Value> =
         match serde_json::from_slice::<std::collections::BTreeMap<String, &RawValue>>(&body) {
@@ -188,7 +189,11 @@ async fn submit(State(s): State<AppState>, body: Bytes) -> ApiResult<Response> {
         vec![serde_json::from_slice::<TaskIn>(&body).map_err(json_error)?]
     };
     let tasks = tasks.into_iter().map(TaskIn::into_new).collect();
-    let out = s.node.propose(Command::Submit { tasks }).await??;
+    let cmd = match crate::tracing_setup::trace_parent(&headers) {
+        Some(trace_parent) => Command::SubmitTraced { tasks, trace_parent },
+        None => Command::Submit { tasks },
+    };
+    let out = s.node.propose(cmd).await??;
     let Outcome::Submitted(results) = out else { return Err(unexpected(out)) };
     let to_out = |r: &Submitted| SubmittedOut { id: r.id, duplicate: r.duplicate };
     let created = results.iter().any(|r| !r.duplicate);
@@ -232,9 +237,9 @@ fn unexpected(out: Outcome) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected engine outcome {out:?}"))
 }
 
-fn task_out(out: Outcome) -> ApiResult<Json<TaskOut>> {
+fn task_out(s: &AppState, out: Outcome) -> ApiResult<Json<TaskOut>> {
     match out {
-        Outcome::Task(t) => Ok(Json(TaskOut::from(&*t))),
+        Outcome::Task(t) => Ok(Json(TaskOut::of(&s.node.state.read().engine, &t))),
         other => Err(unexpected(other)),
     }
 }
@@ -245,7 +250,7 @@ async fn get_task(
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     let g = s.node.state.read();
-    g.engine.task(id).map(|t| Json(TaskOut::from(t))).ok_or_else(|| task_not_found(id))
+    g.engine.task(id).map(|t| Json(TaskOut::of(&g.engine, t))).ok_or_else(|| task_not_found(id))
 }
 
 async fn list_tasks(
@@ -273,7 +278,7 @@ async fn list_tasks(
     };
     let g = s.node.state.read();
     let (tasks, next) = g.engine.list(&filter);
-    Ok(Json(TaskList { tasks: tasks.into_iter().map(TaskOut::from).collect(), next }))
+    Ok(Json(TaskList { tasks: tasks.into_iter().map(|t| TaskOut::of(&g.engine, t)).collect(), next }))
 }
 
 type PathId = Result<Path<u64>, axum::extract::rejection::PathRejection>;
@@ -284,7 +289,7 @@ async fn cancel(
     OptionalJson(body): OptionalJson<CancelIn>,
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
-    task_out(s.node.propose(Command::Cancel { task_id: id, reason: body.reason }).await??)
+    task_out(&s, s.node.propose(Command::Cancel { task_id: id, reason: body.reason }).await??)
 }
 
 async fn retry(
@@ -293,7 +298,7 @@ async fn retry(
     OptionalJson(_body): OptionalJson<EmptyIn>,
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
-    task_out(s.node.propose(Command::Retry { task_id: id }).await??)
+    task_out(&s, s.node.propose(Command::Retry { task_id: id }).await??)
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -307,7 +312,7 @@ async fn progress(
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     let cmd = Command::Progress { task_id: id, lease_token: b.lease_token, percent: b.percent, message: b.message };
-    task_out(s.node.propose(cmd).await??)
+    task_out(&s, s.node.propose(cmd).await??)
 }
 
 async fn complete(
@@ -317,17 +322,17 @@ async fn complete(
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     let result = b.result.map(|r| r.get().to_string());
-    task_out(s.node.propose(Command::Complete { task_id: id, lease_token: b.lease_token, result }).await??)
+    task_out(&s, s.node.propose(Command::Complete { task_id: id, lease_token: b.lease_token, result }).await??)
 }
 
 async fn fail(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<FailIn>) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
-    task_out(s.node.propose(Command::Fail { task_id: id, lease_token: b.lease_token, error: b.error }).await??)
+    task_out(&s, s.node.propose(Command::Fail { task_id: id, lease_token: b.lease_token, error: b.error }).await??)
 }
 
 async fn extend(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<ExtendIn>) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
-    task_out(s.node.propose(Command::Extend { task_id: id, lease_token: b.lease_token, lease_ms: b.lease_ms }).await??)
+    task_out(&s, s.node.propose(Command::Extend { task_id: id, lease_token: b.lease_token, lease_ms: b.lease_ms }).await??)
 }
 
 /// Lease up to `max` tasks, long-polling up to `wait_ms` when none is ready.
@@ -349,8 +354,7 @@ async fn claim(State(s): State<AppState>, JsonBody(b): JsonBody<ClaimIn>) -> Api
     let out = crate::dispatch::claim_detached(&s.node, cmd).await??;
     let Outcome::Claimed(tasks) = out else { return Err(unexpected(out)) };
     if !tasks.is_empty() || wait.is_zero() {
-        let tasks: Vec<TaskOut> = tasks.iter().map(TaskOut::from).collect();
-        return Ok(Json(json!({ "tasks": tasks })));
+        return Ok(Json(claimed(&s, &tasks)));
     }
     let mut reg = hub.register(&b.agent_id, &b.queues, &b.capabilities, b.max, deadline);
     let tasks = tokio::select! {
@@ -368,8 +372,14 @@ async fn claim(State(s): State<AppState>, JsonBody(b): JsonBody<ClaimIn>) -> Api
             }
         }
     };
-    let tasks: Vec<TaskOut> = tasks.iter().map(TaskOut::from).collect();
-    Ok(Json(json!({ "tasks": tasks })))
+    Ok(Json(claimed(&s, &tasks)))
+}
+
+/// A claim's answer: the leased tasks, each with its trace context.
+fn claimed(s: &AppState, tasks: &[Task]) -> serde_json::Value {
+    let g = s.node.state.read();
+    let tasks: Vec<TaskOut> = tasks.iter().map(|t| TaskOut::of(&g.engine, t)).collect();
+    json!({ "tasks": tasks })
 }
 
 fn agent_json(s: &AppState, a: &minion_engine::Agent) -> serde_json::Value {

@@ -195,6 +195,18 @@ pub struct TaskOut {
     pub attempts: Vec<AttemptOut>,
     pub progress: Vec<ProgressEvent>,
     pub progress_dropped: u64,
+    /// The W3C `traceparent` the task was submitted with (absent when none was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
+}
+
+impl TaskOut {
+    /// The task as the API shows it, with its trace context from the engine.
+    pub fn of(engine: &minion_engine::State, t: &Task) -> Self {
+        let mut out = TaskOut::from(t);
+        out.trace_parent = engine.trace_parent(t.id).map(str::to_string);
+        out
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -260,6 +272,7 @@ impl From<&Task> for TaskOut {
             attempts: t.attempts.iter().map(AttemptOut::from).collect(),
             progress: t.progress.clone(),
             progress_dropped: t.progress_dropped,
+            trace_parent: None,
         }
     }
 }

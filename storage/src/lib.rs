@@ -27,7 +27,7 @@ use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use minion_engine::{Agent, Change, DedupKey, Dirty, Meta, QueueConfig, State, StateImage, Task};
+use minion_engine::{Agent, Change, DedupKey, Dirty, Extra, Meta, QueueConfig, State, StateImage, Task};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -81,6 +81,7 @@ const PREFIX_TASK: u8 = b't';
 const PREFIX_DEDUP: u8 = b'd';
 const PREFIX_QUEUE: u8 = b'q';
 const PREFIX_AGENT: u8 = b'a';
+const PREFIX_TRACE: u8 = b'r';
 
 /// Big-endian so that sled's byte order is numeric order.
 fn task_key(id: u64) -> [u8; 9] {
@@ -104,6 +105,13 @@ fn queue_key(name: &str) -> Vec<u8> {
     out.push(PREFIX_QUEUE);
     out.extend_from_slice(name.as_bytes());
     out
+}
+
+/// Same order as [`task_key`], under its own prefix.
+fn trace_key(id: u64) -> [u8; 9] {
+    let mut k = task_key(id);
+    k[0] = PREFIX_TRACE;
+    k
 }
 
 fn agent_key(id: &str) -> Vec<u8> {
@@ -453,6 +461,12 @@ impl Store {
                 None => batch.remove(agent_key(a)),
             }
         }
+        for id in &dirty.traces {
+            match state.trace_parent(*id) {
+                Some(tp) => batch.insert(&trace_key(*id), frame::encode(tp).map_err(StorageError::Encode)?),
+                None => batch.remove(&trace_key(*id)),
+            }
+        }
         batch.insert(KEY_ENGINE, enc(state.meta())?);
         batch.insert(KEY_APPLIED, frame::encode(applied).map_err(StorageError::Encode)?);
         Ok(batch)
@@ -526,6 +540,15 @@ impl Store {
         for a in &image.agents {
             batch.insert(agent_key(&a.id), enc(a)?);
         }
+        for extra in &image.extras {
+            match extra {
+                Extra::Traces(traces) => {
+                    for (id, tp) in traces {
+                        batch.insert(&trace_key(*id), frame::encode(tp).map_err(StorageError::Encode)?);
+                    }
+                }
+            }
+        }
         batch.insert(KEY_ENGINE, enc(&image.meta)?);
         batch.insert(KEY_APPLIED, frame::encode(applied).map_err(StorageError::Encode)?);
         self.inner.sm.apply_batch(batch).map_err(|e| self.sled(e))?;
@@ -542,6 +565,7 @@ impl Store {
         let mut dedup = Vec::new();
         let mut queues: Vec<(String, QueueConfig)> = Vec::new();
         let mut agents: Vec<Agent> = Vec::new();
+        let mut traces: Vec<(u64, String)> = Vec::new();
         for item in self.inner.sm.iter() {
             let (k, v) = item.map_err(|e| self.sled(e))?;
             let lossy = || String::from_utf8_lossy(&k).into_owned();
@@ -570,6 +594,10 @@ impl Store {
                     let id = String::from_utf8_lossy(&k[1..]).into_owned();
                     agents.push(self.decode(|| format!("agent record {id}"), &v)?);
                 }
+                Some(&PREFIX_TRACE) => {
+                    let id = index_of(&k[1..]).unwrap_or_default();
+                    traces.push((id, self.decode(|| format!("trace context of task {id}"), &v)?));
+                }
                 _ if &*k == KEY_ENGINE => meta = self.decode(|| "engine meta".into(), &v)?,
                 _ if &*k == KEY_APPLIED => applied = Some(self.decode(|| "last applied marker".into(), &v)?),
                 _ => {
@@ -580,7 +608,8 @@ impl Store {
                 }
             }
         }
-        Ok((State::from_parts(meta, tasks, dedup, queues, agents), applied))
+        let extras = [Extra::Traces(traces)];
+        Ok((State::from_parts(meta, tasks, dedup, queues, agents, extras), applied))
     }
 
     // ---- snapshots -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub use migrate::{migrate, MIGRATIONS};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio_postgres::{Client, NoTls};
 pub use write::Batch;
 
@@ -108,6 +108,23 @@ impl Exporter {
             return Err(server_err(&self.opts.server, format!("GET {path} answered {status}: {body}")));
         }
         Ok(body)
+    }
+
+    /// Report this exporter's lag to the cluster (`PUT /v1/adapters/export-<name>`), best effort: it
+    /// shows in `GET /v1/adapters` and as `minion_export_lag_entries` in `/metrics`.
+    async fn report(&self, position: u64, lag: Option<u64>, error: Option<String>) {
+        let url = format!("{}/v1/adapters/export-{}", self.opts.server.trim_end_matches('/'), self.opts.name);
+        let body = json!({
+            "kind": "export",
+            "source": "postgres",
+            "running": true,
+            "position": position,
+            "lag": lag,
+            "last_error": error,
+        });
+        if let Err(e) = self.http.put(&url).json(&body).send().await {
+            tracing::debug!(error = %e, "could not report export status");
+        }
     }
 
     pub async fn position(&self) -> Result<Option<u64>, ExportError> {
@@ -331,14 +348,15 @@ pub async fn follow(opts: ExportOptions, poll: Duration) -> Result<(), ExportErr
             match ex.catch_up(&mut report).await {
                 Ok(pos) => {
                     backoff = Duration::from_millis(200);
-                    if let Ok(applied) = ex.applied_index().await {
-                        tracing::debug!(position = pos, lag_entries = applied.saturating_sub(pos), "export caught up");
-                    }
+                    let lag = ex.applied_index().await.ok().map(|a| a.saturating_sub(pos));
+                    tracing::debug!(position = pos, lag_entries = ?lag, "export caught up");
+                    ex.report(pos, lag, None).await;
                     tokio::time::sleep(poll).await;
                 }
                 Err(e) if e.is_transient() => {
                     let lag = ex.applied_index().await.ok().map(|a| a.saturating_sub(report.position));
                     tracing::warn!(error = %e, lag_entries = ?lag, retry_in_ms = backoff.as_millis() as u64, "export failed; retrying");
+                    ex.report(report.position, lag, Some(e.to_string())).await;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     if matches!(e, ExportError::Postgres { .. }) {
