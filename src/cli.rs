@@ -34,6 +34,9 @@ pub enum Cmd {
     /// Cluster status and membership: add, promote, remove and replace nodes.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Backups: export the replicated state to a file, import one into an empty cluster.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
     /// A process pool that follows the autoscaler's desired count for a pool.
     Pool(Box<crate::pool::PoolArgs>),
     /// A reference agent: run a shell command per task (payload on stdin, result from stdout).
@@ -115,6 +118,9 @@ pub struct ServeArgs {
     pub trace_sample_ratio: Option<f64>,
     #[arg(long, env = "MINION_BODY_BYTES_MAX")]
     pub body_bytes_max: Option<usize>,
+    /// Largest backup file a restore accepts.
+    #[arg(long, env = "MINION_RESTORE_BYTES_MAX")]
+    pub restore_bytes_max: Option<usize>,
     #[arg(long, env = "MINION_CLAIM_WAIT_MS_MAX")]
     pub claim_wait_ms_max: Option<u64>,
     #[arg(long, env = "MINION_SNAPSHOT_LOGS")]
@@ -319,6 +325,26 @@ pub enum AgentCmd {
         #[command(flatten)]
         client: ClientArgs,
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Write the cluster's state, exactly as of one log index, to a file (a consistent backup,
+    /// taken while the cluster serves).
+    Export {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The backup file to write (written to FILE.tmp, then renamed).
+        #[arg(long, short)]
+        out: std::path::PathBuf,
+    },
+    /// Load a backup file into a cluster that has never held a task (a new cluster, of any size).
+    Import {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The backup file.
+        file: std::path::PathBuf,
     },
 }
 

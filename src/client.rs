@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
-use crate::cli::{AgentCmd, AutoscalerCmd, ClientArgs, ClusterCmd, QueueCmd, TaskCmd};
+use crate::cli::{AgentCmd, AutoscalerCmd, ClientArgs, ClusterCmd, QueueCmd, SnapshotCmd, TaskCmd};
 
 struct Client {
     http: reqwest::Client,
@@ -42,6 +42,17 @@ impl Client {
 
     async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.http.delete(format!("{}{path}", self.base))).await
+    }
+
+    async fn check(&self, resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let msg = body["error"]["message"].as_str().unwrap_or("no error message");
+        let code = body["error"]["code"].as_str().unwrap_or("error");
+        bail!("server answered {status}: {code}: {msg}");
     }
 
     async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
@@ -448,4 +459,70 @@ pub async fn adapters(client: ClientArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+pub async fn snapshot(cmd: SnapshotCmd) -> anyhow::Result<()> {
+    match cmd {
+        SnapshotCmd::Export { client, out } => {
+            let c = Client::new(&client);
+            let url = format!("{}/v1/admin/backup", c.base);
+            let resp = c.http.get(&url).send().await.with_context(|| format!("contacting {}", c.base))?;
+            let resp = c.check(resp).await?;
+            let index = resp.headers().get("x-minion-applied-index").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let bytes = resp.bytes().await.context("reading the backup")?;
+            // Check before writing: a truncated download must not pass for a backup.
+            let b = crate::api::backup::Backup::decode(&bytes).map_err(|e| anyhow!("the server sent {e}"))?;
+            let tmp = out.with_extension("tmp");
+            std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &out).with_context(|| format!("renaming to {}", out.display()))?;
+            let summary = json!({
+                "file": out.display().to_string(),
+                "bytes": bytes.len(),
+                "applied_index": index,
+                "tasks": b.image.tasks.len(),
+                "agents": b.image.agents.len(),
+                "cluster_id": b.cluster_id,
+            });
+            if client.json {
+                print_json(&summary)
+            } else {
+                println!(
+                    "wrote {} ({} bytes): {} tasks, {} agents, as of log index {}",
+                    out.display(),
+                    bytes.len(),
+                    b.image.tasks.len(),
+                    b.image.agents.len(),
+                    b.applied_index
+                );
+                Ok(())
+            }
+        }
+        SnapshotCmd::Import { client, file } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            crate::api::backup::Backup::decode(&bytes).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            let c = Client::new(&client);
+            let req = c
+                .http
+                .post(format!("{}/v1/admin/restore", c.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(bytes);
+            let out = c.send(req).await?;
+            if client.json {
+                print_json(&out)
+            } else {
+                println!(
+                    "restored {} tasks and {} agents from {} (cluster {}, log index {})",
+                    s(&out["restored_tasks"]),
+                    s(&out["restored_agents"]),
+                    file.display(),
+                    s(&out["from_cluster"]),
+                    s(&out["from_applied_index"])
+                );
+                Ok(())
+            }
+        }
+    }
 }

@@ -58,8 +58,10 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// Fraction of new traces recorded when exporting (a caller's sampling decision is followed).
     pub trace_sample_ratio: f64,
-    /// Largest request body the API reads, for any route.
+    /// Largest request body the API reads, for any route but restore.
     pub body_bytes_max: usize,
+    /// Largest backup `POST /v1/admin/restore` accepts (the whole file is held in memory).
+    pub restore_bytes_max: usize,
     /// Longest a claim may long-poll.
     pub claim_wait_ms_max: u64,
     /// Commands coalesced into one log entry at most.
@@ -133,6 +135,7 @@ impl Default for Config {
             otlp_endpoint: None,
             trace_sample_ratio: 1.0,
             body_bytes_max: 64 << 20,
+            restore_bytes_max: 4 << 30,
             claim_wait_ms_max: 60_000,
             group_commit_max: 1_024,
             proposals_in_flight_max: 1,
@@ -161,7 +164,14 @@ impl Config {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = v.clone(); } )* };
         }
         overlay!(data_dir, listen, node_id, log_format, log_level, body_bytes_max, claim_wait_ms_max, snapshot_logs);
-        overlay!(raft_listen, commit_timeout_ms, election_timeout_ms, storage_cache_bytes, trace_sample_ratio);
+        overlay!(
+            raft_listen,
+            commit_timeout_ms,
+            election_timeout_ms,
+            storage_cache_bytes,
+            trace_sample_ratio,
+            restore_bytes_max
+        );
         if let Some(v) = &args.otlp_endpoint {
             cfg.otlp_endpoint = Some(v.clone());
         }

@@ -41,6 +41,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Agent(cmd) => client::agent(cmd).await,
             Cmd::Autoscaler(cmd) => client::autoscaler(cmd).await,
             Cmd::Cluster(cmd) => client::cluster(cmd).await,
+            Cmd::Snapshot(cmd) => client::snapshot(cmd).await,
             Cmd::Ingest(cmd) => {
                 init_tracing(LogFormat::Human, "info");
                 ingest::command(cmd).await

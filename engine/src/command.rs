@@ -130,6 +130,11 @@ pub enum Command {
         tasks: Vec<NewTask>,
         trace_parent: String,
     },
+    /// Load a backup's state into a cluster that has never held a task, agent or queue setting
+    /// (appended last).
+    Restore {
+        image: Box<crate::state::StateImage>,
+    },
 }
 
 /// An ingest record refused as a task: why, and what it was (a JSON description in `payload`).
@@ -149,6 +154,7 @@ impl Command {
             Command::Submit { .. } => "submit",
             Command::Reject { .. } => "reject",
             Command::SubmitTraced { .. } => "submit",
+            Command::Restore { .. } => "restore",
             Command::Claim { .. } => "claim",
             Command::Progress { .. } => "progress",
             Command::Complete { .. } => "complete",

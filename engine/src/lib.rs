@@ -18,8 +18,8 @@ pub mod task;
 pub use agent::{Agent, AgentStats, AgentStatus, OutcomeStats};
 pub use changes::Change;
 pub use command::{
-    AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, RejectedRecord, Rejection, Request, Response,
-    Submitted, validate_trace_parent,
+    validate_trace_parent, AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, RejectedRecord, Rejection,
+    Request, Response, Submitted,
 };
 pub use config::{EngineConfig, QueueConfig};
 pub use dedup::{DedupEntry, DedupKey, DedupStats};

@@ -512,6 +512,7 @@ impl State {
                 Ok(Outcome::Done)
             }
             Command::Tick => Ok(Outcome::Done),
+            Command::Restore { image } => self.restore(image),
             Command::Batch { cmds } => {
                 if cmds.iter().any(|c| matches!(c, Command::Batch { .. })) {
                     return Err(invalid("batches do not nest"));
@@ -641,6 +642,43 @@ impl State {
             out.push(Submitted { id, duplicate: false });
         }
         Ok(Outcome::Submitted(out))
+    }
+
+    /// Replace this (empty) state with a backup's. The cluster keeps its own engine defaults and
+    /// its clock never runs backwards; everything else comes from the backup.
+    fn restore(&mut self, image: &StateImage) -> Response {
+        let pristine = self.tasks.is_empty()
+            && self.meta.next_id == 1
+            && self.agents.is_empty()
+            && self.queues.is_empty()
+            && self.dedup.is_empty();
+        if !pristine {
+            return Err(Rejection::new(
+                RejectCode::WrongState,
+                format!(
+                    "a backup restores only into a cluster that has never held a task, agent or queue setting; \
+                     this one has {} tasks (next id {}), {} agents and {} queue settings",
+                    self.tasks.len(),
+                    self.meta.next_id,
+                    self.agents.len(),
+                    self.queues.len()
+                ),
+            ));
+        }
+        let mut restored = State::from_image(image.clone());
+        restored.validate().map_err(|v| invalid(format!("the backup is not consistent: {v}")))?;
+        restored.meta.config = self.meta.config.clone();
+        restored.meta.clock = restored.meta.clock.max(self.meta.clock);
+        restored.counters = self.counters.clone();
+        let mut dirty = Dirty::default();
+        dirty.tasks.extend(restored.tasks.keys().copied());
+        dirty.dedup.extend(restored.dedup.iter().map(|(k, _)| k.clone()));
+        dirty.queues.extend(restored.queues.keys().cloned());
+        dirty.agents.extend(restored.agents.keys().cloned());
+        dirty.traces.extend(restored.traces.keys().copied());
+        restored.dirty = dirty;
+        *self = restored;
+        Ok(Outcome::Done)
     }
 
     /// Add a new task to the state and its indexes, with its idempotency key (if any) until
@@ -1317,7 +1355,14 @@ pub struct StateImageV1 {
 
 impl StateImage {
     pub fn from_v1(v: StateImageV1) -> Self {
-        StateImage { meta: v.meta, tasks: v.tasks, dedup: v.dedup, queues: v.queues, agents: v.agents, extras: Vec::new() }
+        StateImage {
+            meta: v.meta,
+            tasks: v.tasks,
+            dedup: v.dedup,
+            queues: v.queues,
+            agents: v.agents,
+            extras: Vec::new(),
+        }
     }
 }
 

@@ -43,8 +43,8 @@ pub fn state_machine(data: &[u8]) {
         let q = QUEUES[arg as usize % 3].to_string();
         let agent = AGENTS[(arg / 3) as usize % 3].to_string();
         let cmd = match op % 16 {
-            0 | 1 => Command::Submit {
-                tasks: (0..1 + arg % 3)
+            0 | 1 => {
+                let tasks = (0..1 + arg % 3)
                     .map(|i| NewTask {
                         queue: q.clone(),
                         payload: "1".into(),
@@ -56,8 +56,17 @@ pub fn state_machine(data: &[u8]) {
                         capabilities: if arg % 7 == 0 { vec!["gpu".into()] } else { vec![] },
                         ..NewTask::default()
                     })
-                    .collect(),
-            },
+                    .collect();
+                // Some submits carry a trace context, now and then a malformed one.
+                match (op / 16) % 4 {
+                    1 => Command::SubmitTraced {
+                        tasks,
+                        trace_parent: format!("00-{:032x}-{:016x}-01", arg as u128 + 1, 7),
+                    },
+                    2 if arg % 4 == 0 => Command::SubmitTraced { tasks, trace_parent: format!("00-{arg}-x-01") },
+                    _ => Command::Submit { tasks },
+                }
+            }
             2 | 3 => Command::Claim {
                 agent_id: agent,
                 queues: vec![q],
@@ -99,6 +108,35 @@ pub fn state_machine(data: &[u8]) {
                     idempotency_key: Some(format!("k{}", arg % 8)),
                 }],
             },
+            15 if (op / 16) % 4 == 3 => {
+                // Restore a copy of this state: refused (it is not empty) and changing nothing,
+                // except into a fresh state, where it must reproduce the image exactly.
+                let image = s.image();
+                let before = frame::encode(&image).expect("encodes");
+                index += 1;
+                let r = s.apply(
+                    &Request { now_ms: now, cmd: Command::Restore { image: Box::new(image.clone()) } },
+                    ApplyMeta { log_index: index },
+                );
+                let pristine = s.task_count() == 0 && s.meta().next_id == 1 && s.agents().next().is_none();
+                if !pristine {
+                    assert!(r.is_err(), "a restore into a state that holds tasks was accepted");
+                    s.take_dirty();
+                    let mut fresh = State::default();
+                    fresh
+                        .apply(
+                            &Request { now_ms: now, cmd: Command::Restore { image: Box::new(image) } },
+                            ApplyMeta { log_index: 1 },
+                        )
+                        .expect("a restore into an empty state");
+                    fresh.validate().unwrap_or_else(|v| panic!("invariant violated after a restore: {v}"));
+                    let mut a = fresh.image();
+                    let b: StateImage = frame::decode(&before).expect("decodes");
+                    a.meta.clock = b.meta.clock;
+                    assert_eq!(a, b, "a restore reproduces the backed-up state");
+                }
+                continue;
+            }
             _ => {
                 // Restart: the state through its snapshot image, as a follower installing it would.
                 let image = s.image();

@@ -96,9 +96,13 @@ fn seeds_are_current() {
         }],
     };
     let claim = Command::Claim { agent_id: "a".into(), queues: vec!["q".into()], capabilities: vec![], max: 2 };
+    let traced = Command::SubmitTraced {
+        tasks: vec![NewTask { queue: "q".into(), payload: "2".into(), ..NewTask::default() }],
+        trace_parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+    };
     let mut state = State::default();
     let mut frames: Vec<(String, Vec<u8>)> = Vec::new();
-    for (i, cmd) in [submit, claim].into_iter().enumerate() {
+    for (i, cmd) in [submit, claim, traced].into_iter().enumerate() {
         let req = Request { now_ms: 1_000, cmd };
         frames.push((format!("request-{i}"), frame::encode(&req).expect("encode")));
         let _ = state.apply(&req, minion_engine::ApplyMeta { log_index: i as u64 + 1 });
@@ -107,6 +111,16 @@ fn seeds_are_current() {
     frames.push(("task".into(), frame::encode(task).expect("encode")));
     let image: StateImage = state.image();
     frames.push(("image".into(), frame::encode(&image).expect("encode")));
+    let restore = Request { now_ms: 2_000, cmd: Command::Restore { image: Box::new(image.clone()) } };
+    frames.push(("request-restore".into(), frame::encode(&restore).expect("encode")));
+    let v1 = minion_engine::StateImageV1 {
+        meta: image.meta.clone(),
+        tasks: image.tasks.clone(),
+        dedup: image.dedup.clone(),
+        queues: image.queues.clone(),
+        agents: image.agents.clone(),
+    };
+    frames.push(("image-v1".into(), frame::encode(&v1).expect("encode")));
     for (name, bytes) in frames {
         want.push(("decode_frames", name, bytes));
     }
@@ -137,6 +151,8 @@ fn seeds_are_current() {
         "lifecycle".into(),
         vec![0, 1, 8, 0, 2, 1, 0, 0, 4, 1, 0, 0, 15, 0, 0, 0, 11, 9, 0, 0],
     ));
+    // A traced submit, a claim, a restore of a copy (refused here, checked into a fresh state).
+    want.push(("state_machine", "traced-restore".into(), vec![16, 1, 8, 0, 2, 1, 0, 0, 63, 0, 0, 0, 15, 0, 0, 0]));
     want.push((
         "state_machine",
         "mixed".into(),

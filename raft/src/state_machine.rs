@@ -257,7 +257,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let bytes = data.len();
         let sig = Some(meta.signature());
-        let image: StateImage = frame::decode_image(&data).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
+        let image: StateImage =
+            frame::decode_image(&data).map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
         let applied = Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
         let store = self.store.clone();
         let stored = StoredSnapshot { meta: meta.clone(), data };

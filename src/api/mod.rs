@@ -1,5 +1,6 @@
 //! The v1 HTTP API (axum). Reads come from the applied state; writes go through raft.
 
+pub mod backup;
 pub mod cluster;
 mod error;
 pub mod views;
@@ -76,6 +77,7 @@ fn json_error(e: serde_json::Error) -> ApiError {
 
 pub fn router(state: AppState) -> Router {
     let body_max = state.node.config.body_bytes_max;
+    let restore_max = state.node.config.restore_bytes_max;
     Router::new()
         .route("/v1/tasks", post(submit).get(list_tasks))
         .route("/v1/tasks/{id}", get(get_task))
@@ -107,6 +109,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster/members/{id}", delete(cluster::remove))
         .route("/v1/cluster/members/{id}/promote", post(cluster::promote))
         .route("/v1/cluster/members/{id}/replace", post(cluster::replace))
+        .route("/v1/admin/backup", get(backup::backup))
+        .route("/v1/admin/restore", post(backup::restore).layer(DefaultBodyLimit::max(restore_max)))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -117,12 +121,18 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(crate::tracing_setup::http_span))
         .layer(middleware::from_fn(error_shape))
         .layer(DefaultBodyLimit::max(body_max))
-        .layer(middleware::from_fn_with_state(body_max, content_length_limit))
+        .layer(middleware::from_fn_with_state((body_max, restore_max), content_length_limit))
         .with_state(state)
 }
 
 /// Refuse a declared body over the limit before reading any of it.
-async fn content_length_limit(State(max): State<usize>, req: Request, next: Next) -> Response {
+async fn content_length_limit(
+    State((body_max, restore_max)): State<(usize, usize)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    // A backup being restored is the one body allowed to be large.
+    let max = if req.uri().path() == "/v1/admin/restore" { restore_max } else { body_max };
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let Some(declared) = declared.filter(|n| *n > max as u64) else { return next.run(req).await };
@@ -332,7 +342,10 @@ async fn fail(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<Fai
 
 async fn extend(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<ExtendIn>) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
-    task_out(&s, s.node.propose(Command::Extend { task_id: id, lease_token: b.lease_token, lease_ms: b.lease_ms }).await??)
+    task_out(
+        &s,
+        s.node.propose(Command::Extend { task_id: id, lease_token: b.lease_token, lease_ms: b.lease_ms }).await??,
+    )
 }
 
 /// Lease up to `max` tasks, long-polling up to `wait_ms` when none is ready.

@@ -35,6 +35,66 @@ fn persisted_state_reloads_identically() {
     loaded.validate().expect("invariants after reload");
 }
 
+fn submit_traced(state: &mut State, tp: &str) {
+    let tasks = vec![NewTask { queue: "q".into(), payload: "1".into(), ..NewTask::default() }];
+    let cmd = Command::SubmitTraced { tasks, trace_parent: tp.into() };
+    state.apply(&Request { now_ms: 2_000, cmd }, ApplyMeta { log_index: 2 }).expect("submit traced");
+}
+
+const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[test]
+fn trace_contexts_persist_reload_and_travel_in_images() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), Durability::Fsync).expect("open");
+    let mut state = State::default();
+    submit(&mut state, 3, None);
+    submit_traced(&mut state, TP);
+    let dirty = state.take_dirty();
+    assert_eq!(dirty.traces.len(), 1);
+    store.sm_persist(&state, &dirty, &3u64, &[]).expect("persist");
+    drop(store);
+    let store = Store::open(dir.path(), Durability::Fsync).expect("reopen");
+    let (loaded, _) = store.sm_load::<u64>().expect("load");
+    assert_eq!(loaded.trace_parent(4), Some(TP));
+    assert_eq!(loaded.image(), state.image());
+
+    // A snapshot image carries them, and installing one writes them.
+    let image = state.image();
+    assert_eq!(image.extras.len(), 1);
+    let bytes = frame::encode(&image).expect("encode");
+    assert_eq!(frame::decode_image(&bytes).expect("decode"), image);
+    let other = tempfile::tempdir().expect("tempdir");
+    let store2 = Store::open(other.path(), Durability::Fsync).expect("open");
+    store2.sm_replace(&image, &9u64, 9).expect("install");
+    let (installed, _) = store2.sm_load::<u64>().expect("load");
+    assert_eq!(installed.trace_parent(4), Some(TP));
+    installed.validate().expect("invariants");
+}
+
+#[test]
+fn images_written_before_extras_existed_still_decode() {
+    let mut state = State::default();
+    submit(&mut state, 5, Some("key"));
+    let now = state.image();
+    let old = minion_engine::StateImageV1 {
+        meta: now.meta.clone(),
+        tasks: now.tasks.clone(),
+        dedup: now.dedup.clone(),
+        queues: now.queues.clone(),
+        agents: now.agents.clone(),
+    };
+    let bytes = frame::encode(&old).expect("encode");
+    assert!(frame::decode::<StateImage>(&bytes).is_err(), "the old layout is not the current one");
+    assert_eq!(frame::decode_image(&bytes).expect("decode"), now);
+    // A current image is never read as an old one, and damage is still reported as such.
+    let cur = frame::encode(&now).expect("encode");
+    assert!(frame::decode::<minion_engine::StateImageV1>(&cur).is_err());
+    let mut damaged = bytes.clone();
+    damaged[8] ^= 1;
+    assert!(matches!(frame::decode_image(&damaged), Err(FrameError::Checksum { .. })));
+}
+
 #[test]
 fn log_append_range_truncate_purge() {
     let dir = tempfile::tempdir().expect("tempdir");
