@@ -81,7 +81,9 @@ struct RunResult {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
+    let http = minion_adapters::client::ClientAuth::from_env()
+        .build(reqwest::Client::builder().pool_max_idle_per_host(1024))
+        .map_err(anyhow::Error::msg)?;
     if args.mode == Mode::Availability {
         return run_availability(&http, &args).await;
     }

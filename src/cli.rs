@@ -110,6 +110,34 @@ pub struct ServeArgs {
     pub log_format: Option<LogFormat>,
     #[arg(long, env = "MINION_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Authentication: auto (on unless listening on loopback only), on, off.
+    #[arg(long, env = "MINION_AUTH", value_enum)]
+    pub auth: Option<crate::config::AuthMode>,
+    /// Bootstrap admin bearer token (at least 16 characters).
+    #[arg(long, env = "MINION_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Requests per second per token when the token sets none (0: no limit).
+    #[arg(long, env = "MINION_RATE_LIMIT_PER_SEC")]
+    pub rate_limit_per_sec: Option<u32>,
+    /// Client connections open at once.
+    #[arg(long, env = "MINION_CONNECTIONS_MAX")]
+    pub connections_max: Option<usize>,
+    /// API TLS certificate chain (PEM).
+    #[arg(long, env = "MINION_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// API TLS private key (PEM).
+    #[arg(long, env = "MINION_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) of the nodes' API certificates, trusted when forwarding to the leader.
+    #[arg(long, env = "MINION_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Peer-port TLS certificate chain (PEM); with --peer-tls-key and --peer-tls-ca: mutual TLS.
+    #[arg(long, env = "MINION_PEER_TLS_CERT")]
+    pub peer_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "MINION_PEER_TLS_KEY")]
+    pub peer_tls_key: Option<PathBuf>,
+    #[arg(long, env = "MINION_PEER_TLS_CA")]
+    pub peer_tls_ca: Option<PathBuf>,
     /// Export traces over OTLP/HTTP to this URL, e.g. http://collector:4318/v1/traces.
     #[arg(long, env = "MINION_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
@@ -157,6 +185,12 @@ pub struct ClientArgs {
     /// Read from the node asked, without confirming with the leader (may be behind).
     #[arg(long, global = true)]
     pub stale: bool,
+    /// Bearer token.
+    #[arg(long, env = "MINION_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) to trust when the server uses TLS.
+    #[arg(long, env = "MINION_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,13 +11,14 @@ struct Client {
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> Client {
+    fn new(args: &ClientArgs) -> anyhow::Result<Client> {
         let mut headers = reqwest::header::HeaderMap::new();
         if args.stale {
             headers.insert(crate::api::cluster::HEADER_CONSISTENCY, reqwest::header::HeaderValue::from_static("stale"));
         }
-        let http = reqwest::Client::builder().default_headers(headers).build().unwrap_or_default();
-        Client { http, base: args.server.trim_end_matches('/').to_string() }
+        let auth = minion_adapters::client::ClientAuth { token: args.token.clone(), ca_cert: args.ca_cert.clone() };
+        let http = auth.build(reqwest::Client::builder().default_headers(headers)).map_err(anyhow::Error::msg)?;
+        Ok(Client { http, base: args.server.trim_end_matches('/').to_string() })
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
@@ -122,7 +123,7 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
             lease_ms,
         } => {
             let payload: Value = serde_json::from_str(&payload).map_err(|e| anyhow!("--payload is not JSON: {e}"))?;
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let body = json!({
                 "queue": queue, "kind": kind, "payload": payload, "capabilities": capabilities,
                 "priority": priority, "idempotency_key": idempotency_key, "delay_ms": delay_ms,
@@ -139,7 +140,7 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
             }
         }
         TaskCmd::Get { client, id } => {
-            let out = Client::new(&client).get(&format!("/v1/tasks/{id}"), &[]).await?;
+            let out = Client::new(&client)?.get(&format!("/v1/tasks/{id}"), &[]).await?;
             if client.json {
                 return print_json(&out);
             }
@@ -159,7 +160,7 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
                     q.push((k, v));
                 }
             }
-            let out = Client::new(&client).get("/v1/tasks", &q).await?;
+            let out = Client::new(&client)?.get("/v1/tasks", &q).await?;
             if client.json {
                 return print_json(&out);
             }
@@ -180,14 +181,15 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
             }
         }
         TaskCmd::Cancel { client, id, reason } => {
-            let out = Client::new(&client).post(&format!("/v1/tasks/{id}/cancel"), json!({ "reason": reason })).await?;
+            let out =
+                Client::new(&client)?.post(&format!("/v1/tasks/{id}/cancel"), json!({ "reason": reason })).await?;
             if client.json {
                 return print_json(&out);
             }
             println!("task {id} cancelled");
         }
         TaskCmd::Retry { client, id } => {
-            let out = Client::new(&client).post(&format!("/v1/tasks/{id}/retry"), json!({})).await?;
+            let out = Client::new(&client)?.post(&format!("/v1/tasks/{id}/retry"), json!({})).await?;
             if client.json {
                 return print_json(&out);
             }
@@ -200,7 +202,7 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
 pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
     match cmd {
         QueueCmd::Stats { client, queue } => {
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let rows: Vec<Value> = match &queue {
                 Some(q) => vec![c.get(&format!("/v1/queues/{q}"), &[]).await?["stats"].clone()],
                 None => c.get("/v1/queues", &[]).await?["queues"].as_array().cloned().unwrap_or_default(),
@@ -228,7 +230,7 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
             }
         }
         QueueCmd::Get { client, queue } => {
-            let out = Client::new(&client).get(&format!("/v1/queues/{queue}"), &[]).await?;
+            let out = Client::new(&client)?.get(&format!("/v1/queues/{queue}"), &[]).await?;
             if client.json {
                 return print_json(&out);
             }
@@ -251,7 +253,7 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
             stall_timeout_ms,
             strategy,
         } => {
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let current = c.get(&format!("/v1/queues/{queue}"), &[]).await?;
             let mut overrides = current["overrides"].as_object().cloned().unwrap_or_default();
             let changes = [
@@ -285,7 +287,7 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
 pub async fn agent(cmd: AgentCmd) -> anyhow::Result<()> {
     match cmd {
         AgentCmd::List { client } => {
-            let out = Client::new(&client).get("/v1/agents", &[]).await?;
+            let out = Client::new(&client)?.get("/v1/agents", &[]).await?;
             if client.json {
                 return print_json(&out);
             }
@@ -311,7 +313,7 @@ pub async fn agent(cmd: AgentCmd) -> anyhow::Result<()> {
             }
         }
         AgentCmd::Drain { client, id } => {
-            let out = Client::new(&client).post(&format!("/v1/agents/{id}/drain"), json!({})).await?;
+            let out = Client::new(&client)?.post(&format!("/v1/agents/{id}/drain"), json!({})).await?;
             if client.json {
                 return print_json(&out);
             }
@@ -327,7 +329,7 @@ pub async fn agent(cmd: AgentCmd) -> anyhow::Result<()> {
 pub async fn autoscaler(cmd: AutoscalerCmd) -> anyhow::Result<()> {
     match cmd {
         AutoscalerCmd::Status { client } => {
-            let out = Client::new(&client).get("/v1/autoscaler", &[]).await?;
+            let out = Client::new(&client)?.get("/v1/autoscaler", &[]).await?;
             if client.json {
                 return print_json(&out);
             }
@@ -346,7 +348,7 @@ pub async fn autoscaler(cmd: AutoscalerCmd) -> anyhow::Result<()> {
         }
         AutoscalerCmd::Decisions { client, pool, limit } => {
             let q = [("pool", pool.clone()), ("limit", limit.to_string())];
-            let out = Client::new(&client).get("/v1/autoscaler/decisions", &q).await?;
+            let out = Client::new(&client)?.get("/v1/autoscaler/decisions", &q).await?;
             if client.json {
                 return print_json(&out);
             }
@@ -398,11 +400,11 @@ fn print_cluster(out: &Value) {
 pub async fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
     let (client, out) = match cmd {
         ClusterCmd::Status { client } => {
-            let out = Client::new(&client).get("/v1/cluster", &[]).await?;
+            let out = Client::new(&client)?.get("/v1/cluster", &[]).await?;
             (client, out)
         }
         ClusterCmd::Node { client, digest } => {
-            let out = Client::new(&client).get("/v1/cluster/node", &[("digest", digest.to_string())]).await?;
+            let out = Client::new(&client)?.get("/v1/cluster/node", &[("digest", digest.to_string())]).await?;
             if !client.json {
                 for (k, v) in out.as_object().into_iter().flatten() {
                     println!("{k:<22} {}", s(v));
@@ -413,20 +415,20 @@ pub async fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
         }
         ClusterCmd::Add { client, node_id, raft_addr, api_addr, voter } => {
             let body = json!({"node_id": node_id, "raft_addr": raft_addr, "api_addr": api_addr, "voter": voter});
-            let out = Client::new(&client).post("/v1/cluster/members", body).await?;
+            let out = Client::new(&client)?.post("/v1/cluster/members", body).await?;
             (client, out)
         }
         ClusterCmd::Promote { client, node_id } => {
-            let out = Client::new(&client).post(&format!("/v1/cluster/members/{node_id}/promote"), json!({})).await?;
+            let out = Client::new(&client)?.post(&format!("/v1/cluster/members/{node_id}/promote"), json!({})).await?;
             (client, out)
         }
         ClusterCmd::Remove { client, node_id } => {
-            let out = Client::new(&client).delete(&format!("/v1/cluster/members/{node_id}")).await?;
+            let out = Client::new(&client)?.delete(&format!("/v1/cluster/members/{node_id}")).await?;
             (client, out)
         }
         ClusterCmd::Replace { client, old, node_id, raft_addr, api_addr } => {
             let body = json!({"node_id": node_id, "raft_addr": raft_addr, "api_addr": api_addr});
-            let out = Client::new(&client).post(&format!("/v1/cluster/members/{old}/replace"), body).await?;
+            let out = Client::new(&client)?.post(&format!("/v1/cluster/members/{old}/replace"), body).await?;
             (client, out)
         }
     };
@@ -438,7 +440,7 @@ pub async fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
 }
 
 pub async fn adapters(client: ClientArgs) -> anyhow::Result<()> {
-    let out = Client::new(&client).get("/v1/adapters", &[]).await?;
+    let out = Client::new(&client)?.get("/v1/adapters", &[]).await?;
     if client.json {
         return print_json(&out);
     }
@@ -464,7 +466,7 @@ pub async fn adapters(client: ClientArgs) -> anyhow::Result<()> {
 pub async fn snapshot(cmd: SnapshotCmd) -> anyhow::Result<()> {
     match cmd {
         SnapshotCmd::Export { client, out } => {
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let url = format!("{}/v1/admin/backup", c.base);
             let resp = c.http.get(&url).send().await.with_context(|| format!("contacting {}", c.base))?;
             let resp = c.check(resp).await?;
@@ -503,7 +505,7 @@ pub async fn snapshot(cmd: SnapshotCmd) -> anyhow::Result<()> {
         SnapshotCmd::Import { client, file } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             crate::api::backup::Backup::decode(&bytes).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-            let c = Client::new(&client);
+            let c = Client::new(&client)?;
             let req = c
                 .http
                 .post(format!("{}/v1/admin/restore", c.base))

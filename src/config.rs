@@ -13,6 +13,14 @@ use crate::cli::ServeArgs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Human,
     Json,
@@ -36,6 +44,27 @@ pub struct Config {
     pub cluster_secret: Option<String>,
     /// Start without forming a cluster and wait to be added to one (`minion cluster add`).
     pub join: bool,
+    /// `auto` (on unless `listen` is a loopback address), `on` or `off`.
+    pub auth: AuthMode,
+    /// The bootstrap admin bearer token (at least 16 characters); required when auth is on.
+    pub admin_token: Option<String>,
+    /// Requests per second per token on this node, when the token sets none (a burst of twice
+    /// that); 0 turns the limit off.
+    pub rate_limit_per_sec: u32,
+    /// Client connections open at once; more are answered 503 and closed.
+    pub connections_max: usize,
+    /// TLS for the client API: certificate chain and private key (PEM).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that signed the nodes' API certificates: trusted when this node forwards to the
+    /// leader or its embedded adapters call the API.
+    pub tls_ca: Option<PathBuf>,
+    /// TLS for the peer port: this node's certificate and key, and the CA peers' certificates must
+    /// chain to (PEM). With all three set, peers authenticate each other (mutual TLS) as well as
+    /// presenting the cluster secret.
+    pub peer_tls_cert: Option<PathBuf>,
+    pub peer_tls_key: Option<PathBuf>,
+    pub peer_tls_ca: Option<PathBuf>,
     /// A write (or a linearizable read) not confirmed by a quorum within this long answers 503;
     /// a write's outcome is then unknown.
     pub commit_timeout_ms: u64,
@@ -123,6 +152,16 @@ impl Default for Config {
             advertise_api: None,
             advertise_raft: None,
             cluster_secret: None,
+            auth: AuthMode::Auto,
+            admin_token: None,
+            rate_limit_per_sec: 1_000,
+            connections_max: 4_096,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            peer_tls_cert: None,
+            peer_tls_key: None,
+            peer_tls_ca: None,
             join: false,
             commit_timeout_ms: 10_000,
             snapshot_transfer_deadline_ms: 300_000,
@@ -184,6 +223,11 @@ impl Config {
         if let Some(v) = &args.cluster_secret {
             cfg.cluster_secret = Some(v.clone());
         }
+        overlay!(auth, rate_limit_per_sec, connections_max);
+        macro_rules! overlay_opt {
+            ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = Some(v.clone()); } )* };
+        }
+        overlay_opt!(admin_token, tls_cert, tls_key, tls_ca, peer_tls_cert, peer_tls_key, peer_tls_ca);
         if args.join {
             cfg.join = true;
         }
@@ -227,6 +271,15 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
+    /// Is the API authenticated? `auto`: unless it listens on loopback only.
+    pub fn auth_enabled(&self) -> bool {
+        match self.auth {
+            AuthMode::On => true,
+            AuthMode::Off => false,
+            AuthMode::Auto => !self.listen.ip().is_loopback(),
+        }
+    }
+
     /// Refuse settings that cannot work, naming the field.
     pub fn validate(&self) -> anyhow::Result<()> {
         fn range(field: &str, v: u64, min: u64, max: u64) -> anyhow::Result<()> {
@@ -239,6 +292,27 @@ impl Config {
             bail!("invalid config: data_dir must not be empty");
         }
         range("node_id", self.node_id, 1, u64::MAX)?;
+        range("connections_max", self.connections_max as u64, 1, 1_000_000)?;
+        if let Some(t) = &self.admin_token {
+            if t.len() < 16 {
+                bail!("invalid config: admin_token must be at least 16 characters");
+            }
+        }
+        if self.auth_enabled() && self.admin_token.is_none() {
+            bail!(
+                "invalid config: authentication is on (listen {} is not loopback-only, or auth = \"on\"), so an \
+                 admin_token (MINION_ADMIN_TOKEN) is required; for local development listen on 127.0.0.1, or set \
+                 auth = \"off\" to run without authentication",
+                self.listen
+            );
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("invalid config: tls_cert and tls_key go together");
+        }
+        let peer = [&self.peer_tls_cert, &self.peer_tls_key, &self.peer_tls_ca];
+        if peer.iter().any(|p| p.is_some()) && !peer.iter().all(|p| p.is_some()) {
+            bail!("invalid config: peer_tls_cert, peer_tls_key and peer_tls_ca go together");
+        }
         range("body_bytes_max", self.body_bytes_max as u64, 1024, 1 << 30)?;
         range("claim_wait_ms_max", self.claim_wait_ms_max, 0, 600_000)?;
         range("group_commit_max", self.group_commit_max as u64, 1, 100_000)?;

@@ -171,6 +171,7 @@ impl CommonArgs {
             mapping,
             batch_records: self.batch_records,
             batch_ms: self.batch_ms,
+            auth: minion_adapters::client::ClientAuth::from_env(),
         })
     }
 }
@@ -299,10 +300,19 @@ pub async fn command(cmd: IngestCmd) -> anyhow::Result<()> {
 }
 
 /// Start every `[[ingest]]` entry of the config inside the server.
-pub fn spawn_embedded(config: &crate::config::Config, server: &str, stop: tokio::sync::watch::Receiver<bool>) {
+pub fn spawn_embedded(
+    config: &crate::config::Config,
+    server: &str,
+    auth: &minion_adapters::client::ClientAuth,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     for entry in &config.ingest {
         match entry.options(server, config.node_id) {
-            Ok(source) => {
+            Ok(mut source) => {
+                match &mut source {
+                    Source::Kafka(o) => o.common.auth = auth.clone(),
+                    Source::Redis(o) => o.common.auth = auth.clone(),
+                }
                 let name = entry.name.clone();
                 let stop = stop.clone();
                 tokio::spawn(async move {

@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod api;
+pub mod auth;
 pub mod autoscaler;
 pub mod bench;
 pub mod cli;

@@ -103,7 +103,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .build()
         .context("building the HTTP client")?;
-    let app = api::router(api::AppState { node: node.clone(), metrics: handle, http });
+    let auth = std::sync::Arc::new(auth::Auth::new(
+        node.config.auth_enabled(),
+        node.config.admin_token.as_deref(),
+        node.config.rate_limit_per_sec,
+    ));
+    if !auth.enabled {
+        tracing::warn!(%listen, "authentication is off: every caller may do everything (development mode)");
+    }
+    let app = api::router(api::AppState { node: node.clone(), metrics: handle, http, auth });
     tracing::info!(
         %listen,
         %raft_listen,
@@ -113,13 +121,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         durability = node.store.durability().as_str(),
         "minion serving"
     );
+    // Embedded adapters call this node's API as the bootstrap admin, trusting its CA.
+    let own = minion_adapters::client::ClientAuth {
+        token: node.config.admin_token.clone(),
+        ca_cert: node.config.tls_ca.clone().or_else(|| node.config.tls_cert.clone()),
+    };
+    let scheme = if node.config.tls_cert.is_some() { "https" } else { "http" };
     if let Some(e) = node.config.export_postgres.clone() {
         let opts = minion_adapters::postgres::ExportOptions {
-            server: format!("http://{listen}"),
+            server: format!("{scheme}://{listen}"),
             pg_url: e.url,
             name: e.name,
             batch_records: e.batch_records,
             progress: false,
+            auth: own.clone(),
         };
         tokio::spawn(async move {
             if let Err(err) = minion_adapters::postgres::follow(opts, std::time::Duration::from_millis(e.poll_ms)).await
@@ -129,7 +144,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         });
     }
     let (stop_ingest, ingest_stop) = tokio::sync::watch::channel(false);
-    ingest::spawn_embedded(&node.config, &format!("http://{}", node.me.api_addr), ingest_stop);
+    ingest::spawn_embedded(&node.config, &format!("{scheme}://{}", node.me.api_addr), &own, ingest_stop);
     let hub = node.hub.clone();
     let shutdown = async move {
         shutdown_signal().await;
@@ -162,6 +177,7 @@ async fn export_postgres(args: cli::PostgresExportArgs) -> anyhow::Result<()> {
         name: args.name,
         batch_records: args.batch_records.clamp(1, 10_000),
         progress: std::io::stderr().is_terminal(),
+        auth: minion_adapters::client::ClientAuth::from_env(),
     };
     if args.follow {
         minion_adapters::postgres::follow(opts, std::time::Duration::from_millis(args.poll_ms)).await?;

@@ -69,7 +69,9 @@ fn signal(child: &Child, sig: &str) {
 }
 
 pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let http = minion_adapters::client::ClientAuth::from_env()
+        .build(reqwest::Client::builder().timeout(Duration::from_secs(10)))
+        .map_err(anyhow::Error::msg)?;
     let base = args.server.trim_end_matches('/').to_string();
     let mut slots: Vec<Slot> = Vec::new();
     let mut next = 0u64;

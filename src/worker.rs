@@ -162,7 +162,9 @@ impl Worker {
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let id = args.id.clone().unwrap_or_else(|| format!("minion-worker-{}", std::process::id()));
     let w = Arc::new(Worker {
-        http: reqwest::Client::builder().timeout(Duration::from_millis(args.wait_ms + 30_000)).build()?,
+        http: minion_adapters::client::ClientAuth::from_env()
+            .build(reqwest::Client::builder().timeout(Duration::from_millis(args.wait_ms + 30_000)))
+            .map_err(anyhow::Error::msg)?,
         base: args.server.trim_end_matches('/').to_string(),
         id: id.clone(),
         exec: args.exec.clone(),

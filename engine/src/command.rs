@@ -135,6 +135,26 @@ pub enum Command {
     Restore {
         image: Box<crate::state::StateImage>,
     },
+    /// Create an API token; only the hash of its secret is in the command (appended last).
+    CreateToken {
+        token: crate::access::Token,
+    },
+    /// Revoke a token; it stays listed, marked revoked.
+    RevokeToken {
+        id: String,
+    },
+    /// An administrative command, recorded in the audit trail (with who asked) when it succeeds.
+    Audited {
+        actor: String,
+        cmd: Box<Command>,
+    },
+    /// An administrative action outside the engine (a membership change), for the audit trail.
+    AuditNote {
+        actor: String,
+        action: String,
+        target: String,
+        detail: String,
+    },
 }
 
 /// An ingest record refused as a task: why, and what it was (a JSON description in `payload`).
@@ -155,6 +175,10 @@ impl Command {
             Command::Reject { .. } => "reject",
             Command::SubmitTraced { .. } => "submit",
             Command::Restore { .. } => "restore",
+            Command::CreateToken { .. } => "create_token",
+            Command::RevokeToken { .. } => "revoke_token",
+            Command::Audited { cmd, .. } => cmd.name(),
+            Command::AuditNote { .. } => "audit_note",
             Command::Claim { .. } => "claim",
             Command::Progress { .. } => "progress",
             Command::Complete { .. } => "complete",

@@ -4,6 +4,7 @@
 //! entry; no I/O and no local clock. The `storage` crate persists what [`State::take_dirty`]
 //! reports, the `raft` crate feeds committed entries in log order.
 
+pub mod access;
 pub mod agent;
 pub mod autoscale;
 pub mod backoff;
@@ -15,6 +16,7 @@ pub mod dispatch;
 pub mod state;
 pub mod task;
 
+pub use access::{AuditEntry, Role, Token};
 pub use agent::{Agent, AgentStats, AgentStatus, OutcomeStats};
 pub use changes::Change;
 pub use command::{

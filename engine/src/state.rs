@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{clip, AuditEntry, Token, AUDIT_ENTRIES_MAX, TOKENS_MAX};
 use crate::agent::{Agent, AgentStats, AgentStatus, ANY_CAPABILITY};
 use crate::backoff::retry_backoff_ms;
 use crate::command::{
@@ -46,6 +47,9 @@ pub struct Dirty {
     pub agents: BTreeSet<String>,
     /// Tasks whose trace context was added or removed.
     pub traces: BTreeSet<TaskId>,
+    pub tokens: BTreeSet<String>,
+    /// Audit entries added or dropped.
+    pub audit: BTreeSet<u64>,
 }
 
 impl Dirty {
@@ -56,6 +60,8 @@ impl Dirty {
         self.queues.extend(other.queues);
         self.agents.extend(other.agents);
         self.traces.extend(other.traces);
+        self.tokens.extend(other.tokens);
+        self.audit.extend(other.audit);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -64,6 +70,8 @@ impl Dirty {
             && self.queues.is_empty()
             && self.agents.is_empty()
             && self.traces.is_empty()
+            && self.tokens.is_empty()
+            && self.audit.is_empty()
     }
 }
 
@@ -221,6 +229,13 @@ pub struct State {
     agents: BTreeMap<String, Agent>,
     /// The W3C trace context each traced task was submitted with.
     traces: BTreeMap<TaskId, String>,
+    /// API tokens by id (revoked ones stay, marked).
+    tokens: BTreeMap<String, Token>,
+    /// The audit trail of administrative actions, by sequence number (the latest
+    /// [`AUDIT_ENTRIES_MAX`] are kept).
+    audit: BTreeMap<u64, AuditEntry>,
+    /// The log index being applied (for audit entries); not part of the state.
+    applying: u64,
     meta: Meta,
     dedup: Dedup,
     idx: Indexes,
@@ -283,6 +298,8 @@ impl State {
         for e in extras {
             match e {
                 Extra::Traces(traces) => s.traces.extend(traces),
+                Extra::Tokens(tokens) => s.tokens.extend(tokens.into_iter().map(|t| (t.id.clone(), t))),
+                Extra::Audit(entries) => s.audit.extend(entries.into_iter().map(|e| (e.seq, e))),
             }
         }
         s.agents = agents.into_iter().map(|a| (a.id.clone(), a)).collect();
@@ -307,6 +324,19 @@ impl State {
     }
     pub fn task(&self, id: TaskId) -> Option<&Task> {
         self.tasks.get(&id).map(|t| &**t)
+    }
+    pub fn token(&self, id: &str) -> Option<&Token> {
+        self.tokens.get(id)
+    }
+    pub fn tokens(&self) -> impl Iterator<Item = &Token> {
+        self.tokens.values()
+    }
+    /// Audit entries with a sequence number above `after`, oldest first.
+    pub fn audit_after(&self, after: u64) -> impl Iterator<Item = &AuditEntry> {
+        self.audit.range(after.saturating_add(1)..).map(|(_, e)| e)
+    }
+    pub fn audit_entry(&self, seq: u64) -> Option<&AuditEntry> {
+        self.audit.get(&seq)
     }
     /// The W3C `traceparent` the task was submitted with, if any.
     pub fn trace_parent(&self, id: TaskId) -> Option<&str> {
@@ -448,7 +478,8 @@ impl State {
         std::mem::take(&mut self.dirty)
     }
 
-    pub fn apply(&mut self, req: &Request, _meta: ApplyMeta) -> Response {
+    pub fn apply(&mut self, req: &Request, meta: ApplyMeta) -> Response {
+        self.applying = meta.log_index;
         self.meta.clock = self.meta.clock.max(req.now_ms);
         self.advance();
         self.exec(&req.cmd)
@@ -513,6 +544,43 @@ impl State {
             }
             Command::Tick => Ok(Outcome::Done),
             Command::Restore { image } => self.restore(image),
+            Command::CreateToken { token } => {
+                token.validate().map_err(invalid)?;
+                if self.tokens.contains_key(&token.id) {
+                    return Err(invalid(format!("token {} already exists", token.id)));
+                }
+                if self.tokens.len() >= TOKENS_MAX {
+                    return Err(invalid(format!("at most {TOKENS_MAX} tokens; revoke and remove old ones")));
+                }
+                self.tokens.insert(token.id.clone(), token.clone());
+                self.dirty.tokens.insert(token.id.clone());
+                Ok(Outcome::Done)
+            }
+            Command::RevokeToken { id } => {
+                let now = self.meta.clock;
+                let t = self
+                    .tokens
+                    .get_mut(id)
+                    .ok_or_else(|| Rejection::new(RejectCode::NotFound, format!("no token {id}")))?;
+                if t.revoked_ms.is_none() {
+                    t.revoked_ms = Some(now);
+                    self.dirty.tokens.insert(id.clone());
+                }
+                Ok(Outcome::Done)
+            }
+            Command::Audited { actor, cmd } => {
+                let (action, target, detail) = audit_description(cmd)?;
+                let out = self.exec(cmd)?;
+                self.audit_append(actor, action, &target, &detail);
+                Ok(out)
+            }
+            Command::AuditNote { actor, action, target, detail } => {
+                if action.is_empty() || action.len() > 64 {
+                    return Err(invalid("an audit action must be 1 to 64 bytes"));
+                }
+                self.audit_append(actor, action, target, detail);
+                Ok(Outcome::Done)
+            }
             Command::Batch { cmds } => {
                 if cmds.iter().any(|c| matches!(c, Command::Batch { .. })) {
                     return Err(invalid("batches do not nest"));
@@ -644,6 +712,26 @@ impl State {
         Ok(Outcome::Submitted(out))
     }
 
+    fn audit_append(&mut self, actor: &str, action: &str, target: &str, detail: &str) {
+        let seq = self.audit.keys().next_back().map_or(1, |s| s + 1);
+        let entry = AuditEntry {
+            seq,
+            at_ms: self.meta.clock,
+            actor: clip(actor),
+            action: clip(action),
+            target: clip(target),
+            detail: clip(detail),
+            log_index: self.applying,
+        };
+        self.audit.insert(seq, entry);
+        self.dirty.audit.insert(seq);
+        while self.audit.len() > AUDIT_ENTRIES_MAX {
+            if let Some((old, _)) = self.audit.pop_first() {
+                self.dirty.audit.insert(old);
+            }
+        }
+    }
+
     /// Replace this (empty) state with a backup's. The cluster keeps its own engine defaults and
     /// its clock never runs backwards; everything else comes from the backup.
     fn restore(&mut self, image: &StateImage) -> Response {
@@ -670,12 +758,24 @@ impl State {
         restored.meta.config = self.meta.config.clone();
         restored.meta.clock = restored.meta.clock.max(self.meta.clock);
         restored.counters = self.counters.clone();
+        // This cluster's tokens stay valid next to the backup's, and its audit trail continues
+        // after the backup's.
+        for (id, t) in &self.tokens {
+            restored.tokens.entry(id.clone()).or_insert_with(|| t.clone());
+        }
+        restored.applying = self.applying;
+        for e in self.audit.values() {
+            restored.audit_append(&e.actor, &e.action, &e.target, &e.detail);
+        }
         let mut dirty = Dirty::default();
         dirty.tasks.extend(restored.tasks.keys().copied());
         dirty.dedup.extend(restored.dedup.iter().map(|(k, _)| k.clone()));
         dirty.queues.extend(restored.queues.keys().cloned());
         dirty.agents.extend(restored.agents.keys().cloned());
         dirty.traces.extend(restored.traces.keys().copied());
+        dirty.tokens.extend(restored.tokens.keys().cloned());
+        dirty.audit.extend(restored.audit.keys().copied());
+        dirty.audit.extend(self.audit.keys().copied());
         restored.dirty = dirty;
         *self = restored;
         Ok(Outcome::Done)
@@ -1313,6 +1413,20 @@ impl State {
                 }
             }
         }
+        for (id, t) in &self.tokens {
+            if id != &t.id {
+                return Err(format!("token {} kept under id {id}", t.id));
+            }
+            t.validate()?;
+        }
+        if self.audit.len() > AUDIT_ENTRIES_MAX {
+            return Err(format!("{} audit entries kept, over {AUDIT_ENTRIES_MAX}", self.audit.len()));
+        }
+        for (seq, e) in &self.audit {
+            if *seq != e.seq {
+                return Err(format!("audit entry {} kept under {seq}", e.seq));
+            }
+        }
         for (id, tp) in &self.traces {
             if !self.tasks.contains_key(id) {
                 return Err(format!("trace context kept for task {id}, which is not in the ledger"));
@@ -1341,6 +1455,10 @@ pub struct StateImage {
 pub enum Extra {
     /// Trace contexts of traced tasks.
     Traces(Vec<(TaskId, String)>),
+    /// API tokens.
+    Tokens(Vec<Token>),
+    /// The audit trail.
+    Audit(Vec<AuditEntry>),
 }
 
 /// The image as written before [`StateImage::extras`] existed; read by [`StateImage::from_v1`].
@@ -1384,10 +1502,46 @@ impl State {
         if !self.traces.is_empty() {
             out.push(Extra::Traces(self.traces.iter().map(|(k, v)| (*k, v.clone())).collect()));
         }
+        if !self.tokens.is_empty() {
+            out.push(Extra::Tokens(self.tokens.values().cloned().collect()));
+        }
+        if !self.audit.is_empty() {
+            out.push(Extra::Audit(self.audit.values().cloned().collect()));
+        }
         out
     }
 
     pub fn from_image(image: StateImage) -> State {
         State::from_parts(image.meta, image.tasks, image.dedup, image.queues, image.agents, image.extras)
     }
+}
+
+/// How the audit trail names an administrative command: action, target, detail. Anything else is
+/// refused inside `Audited`.
+fn audit_description(cmd: &Command) -> Result<(&'static str, String, String), Rejection> {
+    Ok(match cmd {
+        Command::SetQueue { name, config } => ("queue.set", name.clone(), format!("{config:?}")),
+        Command::Cancel { task_id, reason } => ("task.cancel", task_id.to_string(), reason.clone().unwrap_or_default()),
+        Command::Retry { task_id } => ("task.retry", task_id.to_string(), String::new()),
+        Command::CreateToken { token } => (
+            "token.create",
+            token.id.clone(),
+            format!(
+                "name={} role={} queues={:?} deny={:?} expires_ms={:?} rate_per_sec={:?}",
+                token.name,
+                token.role.as_str(),
+                token.queues,
+                token.deny,
+                token.expires_ms,
+                token.rate_per_sec
+            ),
+        ),
+        Command::RevokeToken { id } => ("token.revoke", id.clone(), String::new()),
+        Command::Restore { image } => {
+            ("restore", String::new(), format!("{} tasks, {} agents", image.tasks.len(), image.agents.len()))
+        }
+        Command::DrainAgent { id } => ("agent.drain", id.clone(), String::new()),
+        Command::DeregisterAgent { id } => ("agent.deregister", id.clone(), String::new()),
+        other => return Err(invalid(format!("{} is not an audited administrative command", other.name()))),
+    })
 }

@@ -34,6 +34,7 @@ fn harness() -> &'static Harness {
             node: node.clone(),
             metrics: minion::metrics::install(),
             http: reqwest::Client::new(),
+            auth: std::sync::Arc::new(minion::auth::Auth::new(false, None, 0)),
         };
         let router = minion::api::router(state);
         // Something to act on: a task in queue q, leased, and a registered agent.

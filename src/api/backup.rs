@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use minion_engine::{Command, Outcome, StateImage};
 use minion_storage::frame;
 use serde::{Deserialize, Serialize};
@@ -75,11 +75,16 @@ pub async fn backup(State(s): State<AppState>) -> ApiResult<Response> {
 
 /// Load a backup into this (empty) cluster. Refused, changing nothing, when the file is damaged
 /// or not a backup (400) or when the cluster already holds state (409).
-pub async fn restore(State(s): State<AppState>, body: Bytes) -> ApiResult<Json<serde_json::Value>> {
+pub async fn restore(
+    State(s): State<AppState>,
+    Extension(caller): Extension<crate::auth::Caller>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
     let b = Backup::decode(&body).map_err(ApiError::bad_request)?;
     let tasks = b.image.tasks.len();
     let agents = b.image.agents.len();
-    let out = s.node.propose(Command::Restore { image: Box::new(b.image) }).await??;
+    let cmd = Command::Audited { actor: caller.actor(), cmd: Box::new(Command::Restore { image: Box::new(b.image) }) };
+    let out = s.node.propose(cmd).await??;
     if !matches!(out, Outcome::Done) {
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("restore answered {out:?}")));
     }

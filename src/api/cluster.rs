@@ -11,14 +11,15 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use minion_raft::{Node as RaftNode, NodeId};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, ApiResult, AppState, JsonBody};
+use super::{admin, ApiError, ApiResult, AppState, JsonBody};
+use crate::auth::Caller;
 use crate::node::Node;
 use crate::peer::PeerInfo;
 
@@ -374,7 +375,11 @@ async fn probe(s: &AppState, node_id: NodeId, raft_addr: &str, api_addr: Option<
 }
 
 /// Add a node as a learner, wait until it has caught up, and optionally promote it.
-pub async fn add_member(State(s): State<AppState>, JsonBody(b): JsonBody<MemberIn>) -> ApiResult<Response> {
+pub async fn add_member(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(b): JsonBody<MemberIn>,
+) -> ApiResult<Response> {
     let current = members(&s.node);
     if let Some(n) = current.nodes.get(&b.node_id) {
         let role = if current.voters.contains(&b.node_id) { "voter" } else { "learner" };
@@ -382,13 +387,16 @@ pub async fn add_member(State(s): State<AppState>, JsonBody(b): JsonBody<MemberI
     }
     let new = probe(&s, b.node_id, &b.raft_addr, b.api_addr).await?;
     tracing::info!(node_id = b.node_id, node = %new, "adding a learner");
+    let detail = new.to_string();
     s.node.raft.add_learner(b.node_id, new, true).await.map_err(membership_error)?;
+    admin::note(&s, &caller, "cluster.add_learner", b.node_id.to_string(), detail).await;
     if b.voter {
         s.node
             .raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([b.node_id])), false)
             .await
             .map_err(membership_error)?;
+        admin::note(&s, &caller, "cluster.promote", b.node_id.to_string(), String::new()).await;
     }
     Ok((StatusCode::CREATED, Json(status_json(&s.node))).into_response())
 }
@@ -400,7 +408,11 @@ fn unknown(id: NodeId) -> ApiError {
 }
 
 /// Make a learner a voter.
-pub async fn promote(State(s): State<AppState>, path: PathNode) -> ApiResult<Json<Value>> {
+pub async fn promote(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    path: PathNode,
+) -> ApiResult<Json<Value>> {
     let Path(id) = path?;
     let current = members(&s.node);
     if !current.nodes.contains_key(&id) {
@@ -414,11 +426,16 @@ pub async fn promote(State(s): State<AppState>, path: PathNode) -> ApiResult<Jso
         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
         .await
         .map_err(membership_error)?;
+    admin::note(&s, &caller, "cluster.promote", id.to_string(), String::new()).await;
     Ok(Json(status_json(&s.node)))
 }
 
 /// Remove a node (voter or learner). The last voter cannot be removed.
-pub async fn remove(State(s): State<AppState>, path: PathNode) -> ApiResult<Json<Value>> {
+pub async fn remove(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    path: PathNode,
+) -> ApiResult<Json<Value>> {
     let Path(id) = path?;
     let current = members(&s.node);
     if !current.nodes.contains_key(&id) {
@@ -433,6 +450,7 @@ pub async fn remove(State(s): State<AppState>, path: PathNode) -> ApiResult<Json
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
     s.node.raft.change_membership(change, false).await.map_err(membership_error)?;
+    admin::note(&s, &caller, "cluster.remove", id.to_string(), String::new()).await;
     Ok(Json(status_json(&s.node)))
 }
 
@@ -440,6 +458,7 @@ pub async fn remove(State(s): State<AppState>, path: PathNode) -> ApiResult<Json
 /// up, then swap the voter sets in one joint change.
 pub async fn replace(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: PathNode,
     JsonBody(b): JsonBody<ReplaceIn>,
 ) -> ApiResult<Json<Value>> {
@@ -461,5 +480,6 @@ pub async fn replace(
     voters.remove(&old);
     voters.insert(b.node_id);
     s.node.raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), false).await.map_err(membership_error)?;
+    admin::note(&s, &caller, "cluster.replace", old.to_string(), format!("by node {}", b.node_id)).await;
     Ok(Json(status_json(&s.node)))
 }

@@ -1,8 +1,9 @@
 //! The v1 HTTP API (axum). Reads come from the applied state; writes go through raft.
 
+pub mod admin;
 pub mod backup;
 pub mod cluster;
-mod error;
+pub mod error;
 pub mod views;
 
 use std::time::Duration;
@@ -13,7 +14,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use minion_engine::{Command, Outcome, QueueConfig, Submitted, Task, TaskFilter, TaskState};
 use serde::de::DeserializeOwned;
@@ -23,6 +24,7 @@ use serde_json::value::RawValue;
 pub use error::ApiError;
 use views::*;
 
+use crate::auth::Caller;
 use crate::node::Node;
 
 /// The OpenAPI document, checked in at `docs/openapi.json` and served at `/v1/openapi.json`.
@@ -34,6 +36,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Forwards requests to the leader and probes peers (keep-alive connections).
     pub http: reqwest::Client,
+    /// Authentication and per-token rate limits.
+    pub auth: std::sync::Arc<crate::auth::Auth>,
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -109,6 +113,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster/members/{id}", delete(cluster::remove))
         .route("/v1/cluster/members/{id}/promote", post(cluster::promote))
         .route("/v1/cluster/members/{id}/replace", post(cluster::replace))
+        .route("/v1/tokens", post(admin::create_token).get(admin::list_tokens))
+        .route("/v1/tokens/{id}", delete(admin::revoke_token))
+        .route("/v1/audit", get(admin::audit))
         .route("/v1/admin/backup", get(backup::backup))
         .route("/v1/admin/restore", post(backup::restore).layer(DefaultBodyLimit::max(restore_max)))
         .route("/v1/openapi.json", get(openapi))
@@ -117,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(prometheus))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), cluster::route_to_leader))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
         .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(middleware::from_fn(crate::tracing_setup::http_span))
         .layer(middleware::from_fn(error_shape))
@@ -185,7 +193,12 @@ fn task_not_found(id: u64) -> ApiError {
     ApiError::not_found(format!("task {id} not found"))
 }
 
-async fn submit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn submit(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     // `{"tasks": [...]}` is an atomic batch; anything else is one task.
     let keys: serde_json::Map<String, serde_json::Value> =
         match serde_json::from_slice::<std::collections::BTreeMap<String, &RawValue>>(&body) {
@@ -198,6 +211,9 @@ async fn submit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> A
     } else {
         vec![serde_json::from_slice::<TaskIn>(&body).map_err(json_error)?]
     };
+    for t in &tasks {
+        caller.check_queue(&t.queue)?;
+    }
     let tasks = tasks.into_iter().map(TaskIn::into_new).collect();
     let cmd = match crate::tracing_setup::trace_parent(&headers) {
         Some(trace_parent) => Command::SubmitTraced { tasks, trace_parent },
@@ -218,7 +234,14 @@ async fn submit(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> A
 }
 
 /// Ingest records that could not become tasks, recorded as `rejected` (deduplicated by key).
-async fn reject(State(s): State<AppState>, JsonBody(b): JsonBody<RejectionsIn>) -> ApiResult<Response> {
+async fn reject(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(b): JsonBody<RejectionsIn>,
+) -> ApiResult<Response> {
+    for r in &b.records {
+        caller.check_queue(&r.queue)?;
+    }
     let records = b.records.into_iter().map(RejectedIn::into_record).collect();
     let out = s.node.propose(Command::Reject { records }).await??;
     let Outcome::Submitted(results) = out else { return Err(unexpected(out)) };
@@ -295,20 +318,28 @@ type PathId = Result<Path<u64>, axum::extract::rejection::PathRejection>;
 
 async fn cancel(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: PathId,
     OptionalJson(body): OptionalJson<CancelIn>,
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
-    task_out(&s, s.node.propose(Command::Cancel { task_id: id, reason: body.reason }).await??)
+    let cmd = audited(&caller, Command::Cancel { task_id: id, reason: body.reason });
+    task_out(&s, s.node.propose(cmd).await??)
 }
 
 async fn retry(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: PathId,
     OptionalJson(_body): OptionalJson<EmptyIn>,
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
-    task_out(&s, s.node.propose(Command::Retry { task_id: id }).await??)
+    task_out(&s, s.node.propose(audited(&caller, Command::Retry { task_id: id })).await??)
+}
+
+/// An administrative command, recorded in the audit trail under the caller's name.
+fn audited(caller: &Caller, cmd: Command) -> Command {
+    Command::Audited { actor: caller.actor(), cmd: Box::new(cmd) }
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -353,7 +384,14 @@ async fn extend(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<E
 /// The claim first goes to the engine (which validates it and leases what is ready). If that finds
 /// nothing, the agent waits in the leader's dispatch hub: when tasks become ready, the queue's
 /// strategy picks among the waiting agents. A claim also counts as a heartbeat.
-async fn claim(State(s): State<AppState>, JsonBody(b): JsonBody<ClaimIn>) -> ApiResult<Json<serde_json::Value>> {
+async fn claim(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(b): JsonBody<ClaimIn>,
+) -> ApiResult<Json<serde_json::Value>> {
+    for q in &b.queues {
+        caller.check_queue(q)?;
+    }
     let hub = &s.node.hub;
     hub.seen(&b.agent_id);
     let wait = Duration::from_millis(b.wait_ms.min(s.node.config.claim_wait_ms_max));
@@ -462,13 +500,21 @@ async fn heartbeat(
     Ok(Json(json!({ "id": id, "status": status, "incarnation": incarnation })))
 }
 
-async fn drain_agent(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
-    let out = s.node.propose(Command::DrainAgent { id }).await??;
+async fn drain_agent(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let out = s.node.propose(audited(&caller, Command::DrainAgent { id })).await??;
     agent_out(&s, out)
 }
 
-async fn deregister_agent(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    s.node.propose(Command::DeregisterAgent { id }).await??;
+async fn deregister_agent(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.node.propose(audited(&caller, Command::DeregisterAgent { id })).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -542,10 +588,11 @@ async fn autoscaler_decisions(
 
 async fn put_queue(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     JsonBody(config): JsonBody<QueueConfig>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    s.node.propose(Command::SetQueue { name: name.clone(), config }).await??;
+    s.node.propose(audited(&caller, Command::SetQueue { name: name.clone(), config })).await??;
     get_queue(State(s), Path(name)).await
 }
 

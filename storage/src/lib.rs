@@ -82,6 +82,8 @@ const PREFIX_DEDUP: u8 = b'd';
 const PREFIX_QUEUE: u8 = b'q';
 const PREFIX_AGENT: u8 = b'a';
 const PREFIX_TRACE: u8 = b'r';
+const PREFIX_TOKEN: u8 = b'k';
+const PREFIX_AUDIT: u8 = b'u';
 
 /// Big-endian so that sled's byte order is numeric order.
 fn task_key(id: u64) -> [u8; 9] {
@@ -111,6 +113,19 @@ fn queue_key(name: &str) -> Vec<u8> {
 fn trace_key(id: u64) -> [u8; 9] {
     let mut k = task_key(id);
     k[0] = PREFIX_TRACE;
+    k
+}
+
+fn token_key(id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + id.len());
+    out.push(PREFIX_TOKEN);
+    out.extend_from_slice(id.as_bytes());
+    out
+}
+
+fn audit_key(seq: u64) -> [u8; 9] {
+    let mut k = task_key(seq);
+    k[0] = PREFIX_AUDIT;
     k
 }
 
@@ -467,6 +482,18 @@ impl Store {
                 None => batch.remove(&trace_key(*id)),
             }
         }
+        for id in &dirty.tokens {
+            match state.token(id) {
+                Some(t) => batch.insert(token_key(id), frame::encode(t).map_err(StorageError::Encode)?),
+                None => batch.remove(token_key(id)),
+            }
+        }
+        for seq in &dirty.audit {
+            match state.audit_entry(*seq) {
+                Some(e) => batch.insert(&audit_key(*seq), frame::encode(e).map_err(StorageError::Encode)?),
+                None => batch.remove(&audit_key(*seq)),
+            }
+        }
         batch.insert(KEY_ENGINE, enc(state.meta())?);
         batch.insert(KEY_APPLIED, frame::encode(applied).map_err(StorageError::Encode)?);
         Ok(batch)
@@ -547,6 +574,16 @@ impl Store {
                         batch.insert(&trace_key(*id), frame::encode(tp).map_err(StorageError::Encode)?);
                     }
                 }
+                Extra::Tokens(tokens) => {
+                    for t in tokens {
+                        batch.insert(token_key(&t.id), frame::encode(t).map_err(StorageError::Encode)?);
+                    }
+                }
+                Extra::Audit(entries) => {
+                    for e in entries {
+                        batch.insert(&audit_key(e.seq), frame::encode(e).map_err(StorageError::Encode)?);
+                    }
+                }
             }
         }
         batch.insert(KEY_ENGINE, enc(&image.meta)?);
@@ -566,6 +603,8 @@ impl Store {
         let mut queues: Vec<(String, QueueConfig)> = Vec::new();
         let mut agents: Vec<Agent> = Vec::new();
         let mut traces: Vec<(u64, String)> = Vec::new();
+        let mut tokens = Vec::new();
+        let mut audit = Vec::new();
         for item in self.inner.sm.iter() {
             let (k, v) = item.map_err(|e| self.sled(e))?;
             let lossy = || String::from_utf8_lossy(&k).into_owned();
@@ -594,6 +633,11 @@ impl Store {
                     let id = String::from_utf8_lossy(&k[1..]).into_owned();
                     agents.push(self.decode(|| format!("agent record {id}"), &v)?);
                 }
+                Some(&PREFIX_TOKEN) => tokens.push(self.decode(|| format!("token {}", lossy()), &v)?),
+                Some(&PREFIX_AUDIT) => {
+                    let seq = index_of(&k[1..]).unwrap_or_default();
+                    audit.push(self.decode(|| format!("audit entry {seq}"), &v)?);
+                }
                 Some(&PREFIX_TRACE) => {
                     let id = index_of(&k[1..]).unwrap_or_default();
                     traces.push((id, self.decode(|| format!("trace context of task {id}"), &v)?));
@@ -608,7 +652,7 @@ impl Store {
                 }
             }
         }
-        let extras = [Extra::Traces(traces)];
+        let extras = [Extra::Traces(traces), Extra::Tokens(tokens), Extra::Audit(audit)];
         Ok((State::from_parts(meta, tasks, dedup, queues, agents, extras), applied))
     }
 

@@ -114,7 +114,9 @@ pub async fn run(
         cfg.create_with_context(Ctx { status: status.clone(), revoked: revoked.clone() })?;
     let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    let sink = Sink::new(&opts.common.server, &opts.common.mapping.queue, status.clone(), stop.clone());
+    let sink =
+        Sink::new(&opts.common.server, &opts.common.auth, &opts.common.mapping.queue, status.clone(), stop.clone())
+            .map_err(anyhow::Error::msg)?;
     tokio::spawn(super::report_status(sink.clone(), opts.common.name.clone(), status.clone()));
     lock(&status).running = true;
     tracing::info!(brokers = %opts.brokers, topics = ?opts.topics, group = %opts.group, "kafka ingest started");

@@ -313,25 +313,24 @@ impl Sink {
     /// `servers`: comma-separated node URLs; requests move to the next one after a failure.
     pub fn new(
         servers: &str,
+        auth: &crate::client::ClientAuth,
         rejected_queue: &str,
         status: SharedStatus,
         stop: tokio::sync::watch::Receiver<bool>,
-    ) -> Sink {
+    ) -> Result<Sink, String> {
         let servers: Vec<String> =
             servers.split(',').map(|s| s.trim().trim_end_matches('/').to_string()).filter(|s| !s.is_empty()).collect();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
-        Sink {
+        let http = auth.build(
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(30)),
+        )?;
+        Ok(Sink {
             http,
             servers: Arc::new(servers),
             at: Arc::default(),
             status,
             stop,
             rejected_queue: rejected_queue.to_string(),
-        }
+        })
     }
 
     fn base(&self) -> &str {
@@ -499,6 +498,8 @@ pub struct IngestOptions {
     pub mapping: Mapping,
     pub batch_records: usize,
     pub batch_ms: u64,
+    /// Token and CA for the API.
+    pub auth: crate::client::ClientAuth,
 }
 
 #[cfg(test)]

@@ -170,7 +170,9 @@ pub async fn run(
         let mut s = lock(&status);
         *s = Status { kind: "redis", source: format!("{} {}", opts.url, opts.streams.join(",")), ..Status::default() };
     }
-    let sink = Sink::new(&opts.common.server, &opts.common.mapping.queue, status.clone(), stop.clone());
+    let sink =
+        Sink::new(&opts.common.server, &opts.common.auth, &opts.common.mapping.queue, status.clone(), stop.clone())
+            .map_err(anyhow::Error::msg)?;
     tokio::spawn(super::report_status(sink.clone(), opts.common.name.clone(), status.clone()));
     let lag = tokio::spawn(watch_lag(opts.clone(), status.clone()));
     let max = opts.common.batch_records.clamp(1, 10_000);

@@ -53,6 +53,8 @@ pub struct ExportOptions {
     pub batch_records: usize,
     /// Draw a progress bar on a terminal.
     pub progress: bool,
+    /// Token and CA for the API.
+    pub auth: crate::client::ClientAuth,
 }
 
 /// What an export run did.
@@ -87,10 +89,10 @@ impl Exporter {
             }
         });
         migrate(&mut pg).await?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| server_err(&opts.server, e.to_string()))?;
+        let http = opts
+            .auth
+            .build(reqwest::Client::builder().timeout(Duration::from_secs(30)))
+            .map_err(|e| server_err(&opts.server, e))?;
         Ok(Exporter { opts, http, pg })
     }
 
