@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod pool;
+pub mod serve;
 pub mod tracing_setup;
 pub mod worker;
 

@@ -86,23 +86,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         api_addr: config.advertise_api.clone().unwrap_or_else(|| listen.to_string()),
         raft_addr: config.advertise_raft.clone().unwrap_or_else(|| raft_listen.to_string()),
     };
+    // TLS settings are read before anything starts, so a bad file stops the node at once.
+    let api_tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(serve::server_tls(cert, key, None).context("API TLS")?),
+        _ => None,
+    };
+    let peer_tls = match (&config.peer_tls_cert, &config.peer_tls_key, &config.peer_tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(serve::server_tls(cert, key, Some(ca)).context("peer TLS")?),
+        _ => None,
+    };
     let node = node::Node::start(config, me).await?;
     let peer_app = peer::router(node.clone());
     tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        let peer_listener = peer_listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        if let Err(e) = axum::serve(peer_listener, peer_app).await {
+        if let Err(e) = serve::serve(peer_listener, peer_app, peer_tls, 1_024, "peer", std::future::pending()).await {
             tracing::error!(error = %e, "the peer port stopped");
         }
     });
-    let http = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .build()
-        .context("building the HTTP client")?;
+    // Forwarding to the leader: the client's own credentials travel in its headers; the leader's
+    // API certificate is trusted through tls_ca (or this node's own certificate).
+    let forward_auth = minion_adapters::client::ClientAuth {
+        token: None,
+        ca_cert: node.config.tls_ca.clone().or_else(|| node.config.tls_cert.clone()),
+    };
+    let http = forward_auth
+        .build(
+            reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(2))
+                .pool_idle_timeout(std::time::Duration::from_secs(60))
+                .tcp_nodelay(true),
+        )
+        .map_err(anyhow::Error::msg)?;
     let auth = std::sync::Arc::new(auth::Auth::new(
         node.config.auth_enabled(),
         node.config.admin_token.as_deref(),
@@ -152,13 +165,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         // Long-polling claims return now (empty) instead of holding shutdown for their deadline.
         hub.release_all();
     };
-    let listener = {
-        use axum::serve::ListenerExt;
-        listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        })
-    };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("serving HTTP")?;
+    let connections_max = node.config.connections_max;
+    serve::serve(listener, app, api_tls, connections_max, "api", shutdown).await.context("serving HTTP")?;
     tracing::info!("in-flight requests finished; stopping raft");
     if let Err(e) = node.checkpoint().await {
         tracing::error!(error = %e, "writing the checkpoint file failed");

@@ -60,6 +60,8 @@ pub struct Node {
     pub identity: Arc<ClusterIdentity>,
     /// How peers and clients reach this node.
     pub me: RaftNode,
+    /// The peer client (with its TLS identity, if any), for probing nodes being added.
+    pub peers: HttpNetwork,
 }
 
 impl Node {
@@ -93,13 +95,25 @@ impl Node {
         let log_store = LogStore::new(store.clone());
         let committed_index = log_store.committed_index();
         let local_ip = Some(config.raft_listen.ip()).filter(|ip| !ip.is_unspecified());
+        let peer_tls = match (&config.peer_tls_cert, &config.peer_tls_key, &config.peer_tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+                let mut identity_pem = read(cert)?;
+                identity_pem.push(b'\n');
+                identity_pem.extend(read(key)?);
+                Some(minion_raft::network::PeerTls { identity_pem, ca_pem: read(ca)? })
+            }
+            _ => None,
+        };
         let network = HttpNetwork::new(
             identity.clone(),
             config.cluster_secret.clone(),
             local_ip,
             Duration::from_millis(config.snapshot_transfer_deadline_ms),
+            peer_tls,
         )
         .context("building the peer client")?;
+        let peers = network.clone();
         let raft =
             Raft::new(config.node_id, Arc::new(raft_config), network, log_store, sm).await.context("starting raft")?;
 
@@ -143,6 +157,7 @@ impl Node {
             adapters: Default::default(),
             identity,
             me,
+            peers,
         };
         tokio::spawn(node.clone().run_proposer(rx));
         if sole_voter {

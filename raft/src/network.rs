@@ -45,8 +45,17 @@ pub struct HttpNetwork {
     inner: Arc<Shared>,
 }
 
+/// Mutual TLS between peers: this node's certificate chain and key, and the CA peers chain to.
+#[derive(Clone)]
+pub struct PeerTls {
+    /// PEM: the certificate chain followed by the private key.
+    pub identity_pem: Vec<u8>,
+    pub ca_pem: Vec<u8>,
+}
+
 struct Shared {
     http: reqwest::Client,
+    scheme: &'static str,
     secret: Option<String>,
     identity: Arc<ClusterIdentity>,
     snapshot_deadline: Duration,
@@ -60,15 +69,37 @@ impl HttpNetwork {
         secret: Option<String>,
         local_ip: Option<IpAddr>,
         snapshot_deadline: Duration,
+        tls: Option<PeerTls>,
     ) -> Result<HttpNetwork, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(4)
             .tcp_nodelay(true)
-            .local_address(local_ip)
-            .build()?;
-        Ok(HttpNetwork { inner: Arc::new(Shared { http, secret, identity, snapshot_deadline }) })
+            .local_address(local_ip);
+        let scheme = match &tls {
+            Some(t) => {
+                // Peers are trusted through the cluster's CA only, never the system's roots.
+                b = b.use_rustls_tls().tls_built_in_root_certs(false).identity(reqwest::Identity::from_pem(&t.identity_pem)?);
+                for c in reqwest::Certificate::from_pem_bundle(&t.ca_pem)? {
+                    b = b.add_root_certificate(c);
+                }
+                "https"
+            }
+            None => "http",
+        };
+        let http = b.build()?;
+        Ok(HttpNetwork { inner: Arc::new(Shared { http, scheme, secret, identity, snapshot_deadline }) })
+    }
+
+    /// The client peers are called with (its TLS identity included), e.g. to probe a new node.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// The URL of `path` on the peer port at `addr`.
+    pub fn url(&self, addr: &str, path: &str) -> String {
+        format!("{}://{addr}{path}", self.inner.scheme)
     }
 }
 
@@ -120,7 +151,7 @@ impl PeerClient {
         let sent = self
             .inner
             .http
-            .post(format!("http://{}{path}", self.node.raft_addr))
+            .post(format!("{}://{}{path}", self.inner.scheme, self.node.raft_addr))
             .bearer_auth(secret)
             .header(HEADER_CLUSTER, cluster)
             .header(HEADER_FROM, self.inner.identity.node_id().to_string())

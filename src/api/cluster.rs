@@ -113,12 +113,18 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 
 async fn forward(s: &AppState, req: Request, leader: NodeId, addr: &str) -> Response {
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, s.node.config.body_bytes_max).await {
+    let max = if parts.uri.path() == "/v1/admin/restore" {
+        s.node.config.restore_bytes_max
+    } else {
+        s.node.config.body_bytes_max
+    };
+    let body = match axum::body::to_bytes(body, max).await {
         Ok(b) => b,
         Err(e) => return super::error::body_error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response(),
     };
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut out = s.http.request(parts.method.clone(), format!("http://{addr}{path}"));
+    let scheme = if s.node.config.tls_cert.is_some() { "https" } else { "http" };
+    let mut out = s.http.request(parts.method.clone(), format!("{scheme}://{addr}{path}"));
     for (name, value) in parts.headers.iter().filter(|(n, _)| !hop_by_hop(n)) {
         out = out.header(name, value);
     }
@@ -336,8 +342,10 @@ async fn probe(s: &AppState, node_id: NodeId, raft_addr: &str, api_addr: Option<
         return Err(conflict("this cluster has no cluster_secret configured; restart its nodes with one to add peers"));
     };
     let resp = s
-        .http
-        .get(format!("http://{raft_addr}/raft/info"))
+        .node
+        .peers
+        .client()
+        .get(s.node.peers.url(raft_addr, "/raft/info"))
         .bearer_auth(secret)
         .timeout(Duration::from_secs(3))
         .send()
