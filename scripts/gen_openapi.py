@@ -167,6 +167,16 @@ paths = {
                                     "409": resp("the cluster already holds state", ref("Error")), **errs("413", "503")},
                                    requestBody={"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}})},
   "/v1/stats": {"get": op("Engine, dedup, raft and storage figures", {"200": resp("stats", {"type": "object"})})},
+  "/v1/tokens": {"post": op("Create an API token (admin): role, queue patterns (deny wins), expiry, rate; the answer's `token` is the bearer value, shown this once (only its SHA-256 is stored)",
+                           {"201": resp("the token, with its bearer value", {"type": "object"}), **errs("400", "503")},
+                           requestBody=body(ref("TokenIn"))),
+                 "get": op("Every token (admin); never secrets or their hashes", {"200": resp("tokens", {"type": "object"})})},
+  "/v1/tokens/{id}": {"delete": op("Revoke a token (admin), on every node at once; it stays listed as revoked",
+                                   {"200": resp("the token", {"type": "object"}), **errs("404", "503")},
+                                   parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}])},
+  "/v1/audit": {"get": op("The audit trail of administrative actions (admin), oldest first; `next` is the `after` of the next page",
+                          {"200": resp("entries", {"type": "object"}), **errs("400")},
+                          parameters=[q("after", "integer", "entries after this sequence number"), q("limit", "integer", "1 to 1000, default 100")])},
   "/v1/openapi.json": {"get": op("This document", {"200": resp("OpenAPI 3.0", {"type": "object"})})},
   "/healthz": {"get": op("Liveness: the process serves HTTP", {"200": resp("ok", {"type": "object"})})},
   "/readyz": {"get": op("Readiness: a leader is known", {"200": resp("ready", {"type": "object"}), "503": resp("not ready", ref("Error"))})},
@@ -189,11 +199,19 @@ schemas["ClusterStatus"] = {"type": "object", "properties": {
         "role": {"type": "string", "enum": ["voter", "learner"]}, "leader": {"type": "boolean"},
         "matched_index": {**u64, "nullable": True}, "lag": {**u64, "nullable": True}}}}}}
 
+schemas["TokenIn"] = {"type": "object", "required": ["name", "role"], "properties": {
+    "name": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "producer", "worker", "reader", "metrics"]},
+    "queues": {"type": "array", "items": {"type": "string"}, "description": "queue-name patterns (* matches any run); empty: all"},
+    "deny": {"type": "array", "items": {"type": "string"}, "description": "patterns refused even when allowed"},
+    "expires_in_ms": u64, "rate_per_sec": {"type": "integer", "description": "requests/s on each node (burst 2x); default: the node's"}}}
+
 doc = {"openapi": "3.0.3",
        "info": {"title": "Minion API", "version": "1",
-                "description": "Durable task queues for multi-agent systems. Every error has the body {\"error\": {\"code\", \"message\"}}. Any node of a cluster accepts every call: followers forward to the leader, and reads are linearizable unless sent with the header Minion-Consistency: stale. A 503 carries Retry-After."},
+                "description": "Durable task queues for multi-agent systems. Every error has the body {\"error\": {\"code\", \"message\"}}. Any node of a cluster accepts every call: followers forward to the leader, and reads are linearizable unless sent with the header Minion-Consistency: stale. A 503 carries Retry-After. Unless the node runs in loopback development mode, every route but /healthz, /readyz and /v1/openapi.json needs Authorization: Bearer <token>: 401 without a valid token, 403 when the token's role or queue patterns do not allow the call, 429 with Retry-After over the token's rate."},
        "servers": [{"url": "http://127.0.0.1:7070"}],
-       "paths": paths, "components": {"schemas": schemas}}
+       "paths": paths,
+       "security": [{"bearer": []}],
+       "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}
 out = pathlib.Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
 out.write_text(json.dumps(doc, indent=2) + "\n")
 print(f"wrote {out}")

@@ -226,7 +226,7 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
         Caller::Token(t) => (t.id.clone(), t.rate_per_sec.unwrap_or(auth.default_rate)),
         _ => ("admin-token".to_string(), auth.default_rate),
     };
-    if let Err(e) = check_scope(&s, &caller, &route, req.uri()) {
+    if let Err(e) = check_scope(&s, &caller, req.method(), &route, req.uri()) {
         metrics::counter!("minion_auth_refused_total", "reason" => "queue").increment(1);
         return e.into_response();
     }
@@ -251,7 +251,13 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
 /// Queue patterns, for the routes that name their queue in the path or query. (Routes that name
 /// queues in the body, submit, rejections and claims, check in their handlers.) A task outside the
 /// token's queues is reported as not found, as if it did not exist.
-fn check_scope(s: &AppState, caller: &Caller, route: &str, uri: &axum::http::Uri) -> Result<(), ApiError> {
+fn check_scope(
+    s: &AppState,
+    caller: &Caller,
+    method: &Method,
+    route: &str,
+    uri: &axum::http::Uri,
+) -> Result<(), ApiError> {
     let Caller::Token(t) = caller else { return Ok(()) };
     if !t.restricted() {
         return Ok(());
@@ -270,7 +276,7 @@ fn check_scope(s: &AppState, caller: &Caller, route: &str, uri: &axum::http::Uri
             let name = segments.last().copied().unwrap_or_default();
             caller.check_queue(&percent_decode(name))
         }
-        "/v1/tasks" => {
+        "/v1/tasks" if method == Method::GET => {
             let query = uri.query().unwrap_or_default().as_bytes();
             let queue = form_urlencoded::parse(query).find(|(k, _)| k == "queue").map(|(_, v)| v.into_owned());
             match queue {

@@ -34,6 +34,19 @@ pub enum Cmd {
     /// Cluster status and membership: add, promote, remove and replace nodes.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// API tokens: create (the bearer value is printed once), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// The audit trail of administrative actions.
+    Audit {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Entries after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Backups: export the replicated state to a file, import one into an empty cluster.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
@@ -356,6 +369,43 @@ pub enum AgentCmd {
     },
     /// Give the agent no new tasks; it keeps the ones it holds.
     Drain {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token and print its bearer value (shown this once; only its hash is stored).
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        name: String,
+        /// admin, producer, worker, reader or metrics.
+        #[arg(long)]
+        role: String,
+        /// Queue-name pattern the token may use (`*` matches any run); repeat for more. None: all.
+        #[arg(long = "queue")]
+        queues: Vec<String>,
+        /// Queue-name pattern the token may not use; wins over --queue.
+        #[arg(long)]
+        deny: Vec<String>,
+        /// The token stops working this long after creation.
+        #[arg(long)]
+        expires_in_ms: Option<u64>,
+        /// Requests per second (the node's default if unset).
+        #[arg(long)]
+        rate_per_sec: Option<u32>,
+    },
+    /// Every token (never the secrets).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke a token at once, on every node.
+    Revoke {
         #[command(flatten)]
         client: ClientArgs,
         id: String,

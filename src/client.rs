@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
-use crate::cli::{AgentCmd, AutoscalerCmd, ClientArgs, ClusterCmd, QueueCmd, SnapshotCmd, TaskCmd};
+use crate::cli::{AgentCmd, AutoscalerCmd, ClientArgs, ClusterCmd, QueueCmd, SnapshotCmd, TaskCmd, TokenCmd};
 
 struct Client {
     http: reqwest::Client,
@@ -527,4 +527,75 @@ pub async fn snapshot(cmd: SnapshotCmd) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
+    match cmd {
+        TokenCmd::Create { client, name, role, queues, deny, expires_in_ms, rate_per_sec } => {
+            let body = json!({
+                "name": name, "role": role, "queues": queues, "deny": deny,
+                "expires_in_ms": expires_in_ms, "rate_per_sec": rate_per_sec,
+            });
+            let out = Client::new(&client)?.post("/v1/tokens", body).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            // The bearer value alone on stdout (for scripts); what it is on stderr.
+            eprintln!(
+                "token {} ({}, role {}): shown this once, keep it secret",
+                s(&out["id"]),
+                s(&out["name"]),
+                s(&out["role"])
+            );
+            println!("{}", s(&out["token"]));
+            Ok(())
+        }
+        TokenCmd::List { client } => {
+            let out = Client::new(&client)?.get("/v1/tokens", &[]).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            println!("{:<17} {:<9} {:<7} {:<24} {:<24} name", "id", "role", "active", "queues", "deny");
+            for t in out["tokens"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<17} {:<9} {:<7} {:<24} {:<24} {}",
+                    s(&t["id"]),
+                    s(&t["role"]),
+                    s(&t["active"]),
+                    s(&t["queues"]),
+                    s(&t["deny"]),
+                    s(&t["name"])
+                );
+            }
+            Ok(())
+        }
+        TokenCmd::Revoke { client, id } => {
+            let out = Client::new(&client)?.delete(&format!("/v1/tokens/{id}")).await?;
+            if client.json {
+                return print_json(&out);
+            }
+            println!("token {} revoked", s(&out["id"]));
+            Ok(())
+        }
+    }
+}
+
+pub async fn audit(client: ClientArgs, after: u64, limit: usize) -> anyhow::Result<()> {
+    let q = [("after", after.to_string()), ("limit", limit.to_string())];
+    let out = Client::new(&client)?.get("/v1/audit", &q).await?;
+    if client.json {
+        return print_json(&out);
+    }
+    for e in out["entries"].as_array().into_iter().flatten() {
+        println!(
+            "{:>6} {} {:<32} {:<18} {:<18} {}",
+            s(&e["seq"]),
+            s(&e["at_ms"]),
+            s(&e["actor"]),
+            s(&e["action"]),
+            s(&e["target"]),
+            s(&e["detail"])
+        );
+    }
+    Ok(())
 }

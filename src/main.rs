@@ -42,6 +42,8 @@ fn main() -> std::process::ExitCode {
             Cmd::Autoscaler(cmd) => client::autoscaler(cmd).await,
             Cmd::Cluster(cmd) => client::cluster(cmd).await,
             Cmd::Snapshot(cmd) => client::snapshot(cmd).await,
+            Cmd::Token(cmd) => client::token(cmd).await,
+            Cmd::Audit { client, after, limit } => client::audit(client, after, limit).await,
             Cmd::Ingest(cmd) => {
                 init_tracing(LogFormat::Human, "info");
                 ingest::command(cmd).await

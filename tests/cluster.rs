@@ -55,6 +55,19 @@ async fn a_single_node_grows_to_three_and_any_node_serves_every_call() {
         .expect("minion cluster add");
     assert!(out.status.success(), "cluster add: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(voters(&c.api(2)).await, vec![1, 2, 3]);
+    // Membership changes are in the audit trail, on every node.
+    let (_, v) = c.api(2).get("/v1/audit").await;
+    let trail: Vec<(String, String)> = v["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap_or("").to_string(), e["target"].as_str().unwrap_or("").to_string()))
+        .collect();
+    let want: Vec<(String, String)> = [("add_learner", "2"), ("promote", "2"), ("add_learner", "3"), ("promote", "3")]
+        .iter()
+        .map(|(a, t)| (format!("cluster.{a}"), t.to_string()))
+        .collect();
+    assert_eq!(trail, want, "{v}");
 
     // `minion cluster status` through a follower names the leader and every member's lag.
     let out = minion().args(["cluster", "status", "--server", &c.nodes[2].base]).output().expect("status");

@@ -108,6 +108,37 @@ pub fn state_machine(data: &[u8]) {
                     idempotency_key: Some(format!("k{}", arg % 8)),
                 }],
             },
+            15 if (op / 16) % 4 == 2 => {
+                // An administrative command, audited: tokens (some invalid), a cancel, a queue setting.
+                let id = format!("{:016x}", arg % 4);
+                let inner = match arg % 5 {
+                    0 | 1 => Command::CreateToken {
+                        token: minion_engine::Token {
+                            id: if arg % 10 == 1 { "bad".into() } else { id },
+                            name: "t".into(),
+                            role: minion_engine::Role::ALL[arg as usize % 5],
+                            queues: if arg % 3 == 0 { vec!["a*".into()] } else { vec![] },
+                            deny: vec![],
+                            secret_sha256: [arg; 32],
+                            created_ms: now,
+                            created_by: "fuzz".into(),
+                            expires_ms: (arg % 2 == 0).then_some(now + 1_000),
+                            revoked_ms: None,
+                            rate_per_sec: (arg % 7 == 0).then_some(arg as u32 % 3),
+                        },
+                    },
+                    2 => Command::RevokeToken { id },
+                    3 => Command::Cancel { task_id: task, reason: Some("fuzz".into()) },
+                    _ => Command::Tick,
+                };
+                Command::Audited { actor: "fuzz".into(), cmd: Box::new(inner) }
+            }
+            15 if (op / 16) % 4 == 1 => Command::AuditNote {
+                actor: "fuzz".into(),
+                action: if arg % 9 == 0 { String::new() } else { "cluster.add_learner".into() },
+                target: arg.to_string(),
+                detail: String::new(),
+            },
             15 if (op / 16) % 4 == 3 => {
                 // Restore a copy of this state: refused (it is not empty) and changing nothing,
                 // except into a fresh state, where it must reproduce the image exactly.

@@ -153,6 +153,12 @@ fn seeds_are_current() {
     ));
     // A traced submit, a claim, a restore of a copy (refused here, checked into a fresh state).
     want.push(("state_machine", "traced-restore".into(), vec![16, 1, 8, 0, 2, 1, 0, 0, 63, 0, 0, 0, 15, 0, 0, 0]));
+    // Audited token creation, revocation and cancel; an audit note; a restart keeps them.
+    want.push((
+        "state_machine",
+        "audited".into(),
+        vec![0, 1, 8, 0, 47, 1, 0, 0, 47, 1, 2, 0, 47, 1, 3, 1, 31, 1, 4, 0, 15, 0, 0, 0],
+    ));
     want.push((
         "state_machine",
         "mixed".into(),

@@ -80,7 +80,10 @@ impl HttpNetwork {
         let scheme = match &tls {
             Some(t) => {
                 // Peers are trusted through the cluster's CA only, never the system's roots.
-                b = b.use_rustls_tls().tls_built_in_root_certs(false).identity(reqwest::Identity::from_pem(&t.identity_pem)?);
+                b = b
+                    .use_rustls_tls()
+                    .tls_built_in_root_certs(false)
+                    .identity(reqwest::Identity::from_pem(&t.identity_pem)?);
                 for c in reqwest::Certificate::from_pem_bundle(&t.ca_pem)? {
                     b = b.add_root_certificate(c);
                 }

@@ -143,7 +143,12 @@ async fn content_length_limit(
     let max = if req.uri().path() == "/v1/admin/restore" { restore_max } else { body_max };
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let Some(declared) = declared.filter(|n| *n > max as u64) else { return next.run(req).await };
+    let Some(declared) = declared.filter(|n| *n > max as u64) else {
+        // Whatever the route and extractor, and without a declared length (chunked): the body
+        // stops at the limit, and reading past it fails with 413.
+        let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, max)));
+        return next.run(req).await;
+    };
     // Read and discard a moderately oversized body before answering: a client still sending when
     // the connection closes sees a reset instead of the 413. Far larger bodies are not read.
     if declared <= (max as u64).saturating_mul(OVERSIZE_DRAIN_FACTOR) {
