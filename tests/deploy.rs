@@ -163,7 +163,7 @@ fn named_metrics() -> BTreeSet<String> {
 fn scraped(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        let name = line.split(|c| c == '{' || c == ' ').next().unwrap_or_default();
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
         metric_names(name, &mut out);
     }
     out

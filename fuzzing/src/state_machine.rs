@@ -26,7 +26,7 @@ const AGENTS: [&str; 3] = ["x", "y", "z"];
 /// A lease token that is real half of the time (so that work progresses), made up otherwise.
 fn token(s: &State, task: u64, b: u8) -> u64 {
     match s.task(task).and_then(|t| t.lease.as_ref()) {
-        Some(l) if b % 2 == 0 => l.token,
+        Some(l) if b.is_multiple_of(2) => l.token,
         _ => b as u64,
     }
 }
@@ -49,11 +49,11 @@ pub fn state_machine(data: &[u8]) {
                         queue: q.clone(),
                         payload: "1".into(),
                         priority: (arg as i32 % 5) - 2,
-                        idempotency_key: (arg % 4 == 0).then(|| format!("k{}", (arg / 4 + i) % 8)),
+                        idempotency_key: arg.is_multiple_of(4).then(|| format!("k{}", (arg / 4 + i) % 8)),
                         delay_ms: (arg % 5 == 1).then_some(arg as u64 * 10),
                         max_attempts: Some(1 + (arg % 3) as u32),
                         lease_ms: Some(1_000 + arg as u64 * 100),
-                        capabilities: if arg % 7 == 0 { vec!["gpu".into()] } else { vec![] },
+                        capabilities: if arg.is_multiple_of(7) { vec!["gpu".into()] } else { vec![] },
                         ..NewTask::default()
                     })
                     .collect();
@@ -63,14 +63,16 @@ pub fn state_machine(data: &[u8]) {
                         tasks,
                         trace_parent: format!("00-{:032x}-{:016x}-01", arg as u128 + 1, 7),
                     },
-                    2 if arg % 4 == 0 => Command::SubmitTraced { tasks, trace_parent: format!("00-{arg}-x-01") },
+                    2 if arg.is_multiple_of(4) => {
+                        Command::SubmitTraced { tasks, trace_parent: format!("00-{arg}-x-01") }
+                    }
                     _ => Command::Submit { tasks },
                 }
             }
             2 | 3 => Command::Claim {
                 agent_id: agent,
                 queues: vec![q],
-                capabilities: if arg % 2 == 0 { vec!["gpu".into()] } else { vec![] },
+                capabilities: if arg.is_multiple_of(2) { vec!["gpu".into()] } else { vec![] },
                 max: 1 + (arg % 3) as u32,
             },
             4 => Command::Complete { task_id: task, lease_token: token(&s, task, arg), result: Some("2".into()) },
@@ -117,14 +119,14 @@ pub fn state_machine(data: &[u8]) {
                             id: if arg % 10 == 1 { "bad".into() } else { id },
                             name: "t".into(),
                             role: minion_engine::Role::ALL[arg as usize % 5],
-                            queues: if arg % 3 == 0 { vec!["a*".into()] } else { vec![] },
+                            queues: if arg.is_multiple_of(3) { vec!["a*".into()] } else { vec![] },
                             deny: vec![],
                             secret_sha256: [arg; 32],
                             created_ms: now,
                             created_by: "fuzz".into(),
-                            expires_ms: (arg % 2 == 0).then_some(now + 1_000),
+                            expires_ms: arg.is_multiple_of(2).then_some(now + 1_000),
                             revoked_ms: None,
-                            rate_per_sec: (arg % 7 == 0).then_some(arg as u32 % 3),
+                            rate_per_sec: arg.is_multiple_of(7).then_some(arg as u32 % 3),
                         },
                     },
                     2 => Command::RevokeToken { id },
@@ -135,7 +137,7 @@ pub fn state_machine(data: &[u8]) {
             }
             15 if (op / 16) % 4 == 1 => Command::AuditNote {
                 actor: "fuzz".into(),
-                action: if arg % 9 == 0 { String::new() } else { "cluster.add_learner".into() },
+                action: if arg.is_multiple_of(9) { String::new() } else { "cluster.add_learner".into() },
                 target: arg.to_string(),
                 detail: String::new(),
             },
