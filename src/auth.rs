@@ -143,7 +143,9 @@ pub fn permits(role: Role, method: &Method, route: &str) -> bool {
     let post = method == Method::POST;
     let allowed: &[Role] = match route {
         "/metrics" if get => &[Metrics],
-        "/v1/metrics/queues/{name}" | "/v1/autoscaler" if get => &[Metrics, Reader],
+        "/v1/metrics/queues/{name}" if get => &[Metrics, Reader],
+        // Pools (`minion pool`, run with a worker token) read the desired counts.
+        "/v1/autoscaler" if get => &[Metrics, Reader, Worker],
         "/v1/tasks" if post => &[Producer],
         "/v1/rejections" if post => &[Producer],
         "/v1/adapters/{name}" if method == Method::PUT => &[Producer, Reader],
@@ -157,7 +159,8 @@ pub fn permits(role: Role, method: &Method, route: &str) -> bool {
         {
             &[Worker]
         }
-        "/v1/agents" | "/v1/agents/{id}/heartbeat" if post => &[Worker],
+        // A worker drains itself on SIGTERM; a pool drains the workers it stops.
+        "/v1/agents" | "/v1/agents/{id}/heartbeat" | "/v1/agents/{id}/drain" if post => &[Worker],
         "/v1/agents/{id}" if method == Method::DELETE => &[Worker],
         "/v1/agents"
         | "/v1/agents/{id}"

@@ -154,7 +154,7 @@ impl Default for Config {
             cluster_secret: None,
             auth: AuthMode::Auto,
             admin_token: None,
-            rate_limit_per_sec: 1_000,
+            rate_limit_per_sec: 5_000,
             connections_max: 4_096,
             tls_cert: None,
             tls_key: None,

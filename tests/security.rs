@@ -87,7 +87,9 @@ fn expected(role: &str, method: &str, path: &str) -> bool {
                     | ("POST", "/v1/tasks/{id}/extend")
                     | ("POST", "/v1/agents")
                     | ("POST", "/v1/agents/{id}/heartbeat")
+                    | ("POST", "/v1/agents/{id}/drain")
                     | ("DELETE", "/v1/agents/{id}")
+                    | ("GET", "/v1/autoscaler")
             ) || (get && (path == "/v1/tasks" || path == "/v1/tasks/{id}"))
         }
         "reader" => (get && reads.contains(&path)) || (method == "PUT" && path == "/v1/adapters/{name}"),
@@ -524,4 +526,107 @@ fn futures_stream(
     chunks: Vec<Result<Vec<u8>, std::io::Error>>,
 ) -> impl tokio_stream::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     tokio_stream::iter(chunks)
+}
+
+/// `minion <args>` with a token, in the background, its stderr in `log`.
+fn client_process(args: &[&str], token: &str, log: &Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
+    std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
+        .args(args)
+        .env("MINION_TOKEN", token)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_reference_clients_run_with_least_privilege_tokens() {
+    use redis::AsyncCommands;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = secured(dir.path(), &[]).await;
+    let admin = api_with(&srv.base, ADMIN);
+    let producer = token(&admin, json!({"name": "ingest", "role": "producer", "queues": ["sec-inbox"]})).await;
+    let worker = token(&admin, json!({"name": "worker", "role": "worker", "queues": ["sec-inbox"]})).await;
+    let reader = token(&admin, json!({"name": "export", "role": "reader"})).await;
+
+    // Redis Streams ingest as a producer: tasks, and a poison record recorded as rejected.
+    let stream = format!("minion-sec-{}-{}", std::process::id(), common::free_port());
+    let client = redis::Client::open("redis://127.0.0.1:6379").expect("redis");
+    let mut con = client.get_multiplexed_async_connection().await.expect("connect");
+    for i in 0..9 {
+        let _: String = con.xadd(&stream, "*", &[("payload", json!({"n": i}).to_string())]).await.expect("xadd");
+    }
+    let _: String = con.xadd(&stream, "*", &[("other", "no payload")]).await.expect("xadd");
+    let log = dir.path().join("clients.log");
+    let ingest = [
+        "ingest",
+        "redis",
+        "--url",
+        "redis://127.0.0.1:6379",
+        "--stream",
+        &stream,
+        "--group",
+        "sec",
+        "--queue",
+        "sec-inbox",
+        "--server",
+        &srv.base,
+        "--name",
+        "sec-in",
+        "--batch-ms",
+        "10",
+    ];
+    let mut adapter = client_process(&ingest, &producer, &log);
+    eventually(30, "every entry ingested", || {
+        let admin = admin.clone();
+        async move {
+            let (_, v) = admin.get("/v1/queues/sec-inbox").await;
+            (v["stats"]["ready"] == 9 && v["stats"]["rejected"] == 1).then_some(())
+        }
+    })
+    .await;
+
+    // The reference worker as a worker: runs every task, then drains itself on SIGTERM.
+    let mut w = client_process(
+        &[
+            "worker",
+            "--server",
+            &srv.base,
+            "--id",
+            "sec-w",
+            "--queue",
+            "sec-inbox",
+            "--exec",
+            "cat",
+            "--wait-ms",
+            "500",
+        ],
+        &worker,
+        &log,
+    );
+    eventually(30, "the worker to finish every task", || {
+        let admin = admin.clone();
+        async move { (admin.get("/v1/queues/sec-inbox").await.1["stats"]["succeeded"] == 9).then_some(()) }
+    })
+    .await;
+    let _ = std::process::Command::new("kill").args(["-TERM", &w.id().to_string()]).status();
+    let status = w.wait().expect("wait");
+    assert!(status.success(), "the worker stopped cleanly: {status:?}; see {}", log.display());
+    let (_, audit) = admin.get("/v1/audit").await;
+    assert!(audit.to_string().contains("agent.drain"), "{audit}");
+
+    // The PostgreSQL exporter as a reader.
+    let db = common::PgDb::create("sec").await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
+        .args(["export", "postgres", "--url", &db.url, "--server", &srv.base])
+        .env("MINION_TOKEN", &reader)
+        .output()
+        .expect("export");
+    assert!(out.status.success(), "export: {}", String::from_utf8_lossy(&out.stderr));
+    let pg = db.client().await;
+    let n: i64 = pg.query_one("SELECT count(*) FROM tasks WHERE queue = 'sec-inbox'", &[]).await.expect("count").get(0);
+    assert_eq!(n, 10);
+    let _ = adapter.kill();
+    let _ = adapter.wait();
 }

@@ -102,38 +102,39 @@ fn dedup_key(k: &DedupKey) -> Vec<u8> {
     out
 }
 
-fn queue_key(name: &str) -> Vec<u8> {
+/// A key of `prefix` then the name's bytes.
+fn name_key(prefix: u8, name: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + name.len());
-    out.push(PREFIX_QUEUE);
+    out.push(prefix);
     out.extend_from_slice(name.as_bytes());
     out
 }
 
-/// Same order as [`task_key`], under its own prefix.
-fn trace_key(id: u64) -> [u8; 9] {
-    let mut k = task_key(id);
-    k[0] = PREFIX_TRACE;
-    k
-}
-
-fn token_key(id: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + id.len());
-    out.push(PREFIX_TOKEN);
-    out.extend_from_slice(id.as_bytes());
-    out
-}
-
-fn audit_key(seq: u64) -> [u8; 9] {
-    let mut k = task_key(seq);
-    k[0] = PREFIX_AUDIT;
-    k
+fn queue_key(name: &str) -> Vec<u8> {
+    name_key(PREFIX_QUEUE, name)
 }
 
 fn agent_key(id: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + id.len());
-    out.push(PREFIX_AGENT);
-    out.extend_from_slice(id.as_bytes());
-    out
+    name_key(PREFIX_AGENT, id)
+}
+
+fn token_key(id: &str) -> Vec<u8> {
+    name_key(PREFIX_TOKEN, id)
+}
+
+/// A key of `prefix` then the number big-endian, in numeric order like [`task_key`].
+fn number_key(prefix: u8, n: u64) -> [u8; 9] {
+    let mut k = task_key(n);
+    k[0] = prefix;
+    k
+}
+
+fn trace_key(id: u64) -> [u8; 9] {
+    number_key(PREFIX_TRACE, id)
+}
+
+fn audit_key(seq: u64) -> [u8; 9] {
+    number_key(PREFIX_AUDIT, seq)
 }
 
 fn index_key(i: u64) -> [u8; 8] {
