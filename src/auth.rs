@@ -101,14 +101,17 @@ impl Auth {
         let Some(per_sec) = NonZeroU32::new(rate) else { return Ok(()) };
         let limiter = {
             let mut g = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
-            if g.len() > 100_000 {
-                g.clear(); // revoked and expired tokens' limiters, in the long run
+            match g.get(key) {
+                Some((r, l)) if *r == rate => l.clone(),
+                _ => {
+                    if g.len() > 100_000 {
+                        g.clear(); // revoked and expired tokens' limiters, in the long run
+                    }
+                    let l = Arc::new(limiter(per_sec));
+                    g.insert(key.to_string(), (rate, l.clone()));
+                    l
+                }
             }
-            let entry = g.entry(key.to_string()).or_insert_with(|| (0, Arc::new(limiter(per_sec))));
-            if entry.0 != rate {
-                *entry = (rate, Arc::new(limiter(per_sec)));
-            }
-            entry.1.clone()
         };
         limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
@@ -226,14 +229,14 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
             .into_response();
     }
     let (key, rate) = match &caller {
-        Caller::Token(t) => (t.id.clone(), t.rate_per_sec.unwrap_or(auth.default_rate)),
-        _ => ("admin-token".to_string(), auth.default_rate),
+        Caller::Token(t) => (t.id.as_str(), t.rate_per_sec.unwrap_or(auth.default_rate)),
+        _ => ("admin-token", auth.default_rate),
     };
     if let Err(e) = check_scope(&s, &caller, req.method(), &route, req.uri()) {
         metrics::counter!("minion_auth_refused_total", "reason" => "queue").increment(1);
         return e.into_response();
     }
-    if let Err(wait) = auth.admit(&key, rate) {
+    if let Err(wait) = auth.admit(key, rate) {
         metrics::counter!("minion_rate_limited_total").increment(1);
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut resp = ApiError::new(
@@ -308,8 +311,7 @@ fn identify(s: &AppState, presented: &str) -> Result<Caller, &'static str> {
     }
     let rest = presented.strip_prefix("mn_").ok_or("invalid")?;
     let (id, secret) = rest.split_once('_').ok_or("invalid")?;
-    let g = s.node.state.read();
-    let token = g.engine.token(id).ok_or("invalid")?;
+    let token = s.node.state.read().engine.token_arc(id).ok_or("invalid")?;
     if !bool::from(token.secret_sha256.ct_eq(&sha256(secret))) {
         return Err("invalid");
     }
@@ -319,5 +321,5 @@ fn identify(s: &AppState, presented: &str) -> Result<Caller, &'static str> {
     if !token.active(crate::node::now_ms()) {
         return Err("expired");
     }
-    Ok(Caller::Token(Arc::new(token.clone())))
+    Ok(Caller::Token(token))
 }

@@ -229,8 +229,9 @@ pub struct State {
     agents: BTreeMap<String, Agent>,
     /// The W3C trace context each traced task was submitted with.
     traces: BTreeMap<TaskId, String>,
-    /// API tokens by id (revoked ones stay, marked).
-    tokens: BTreeMap<String, Token>,
+    /// API tokens by id (revoked ones stay, marked). Shared: authentication hands them to
+    /// requests without copying.
+    tokens: BTreeMap<String, Arc<Token>>,
     /// The audit trail of administrative actions, by sequence number (the latest
     /// [`AUDIT_ENTRIES_MAX`] are kept).
     audit: BTreeMap<u64, AuditEntry>,
@@ -298,7 +299,7 @@ impl State {
         for e in extras {
             match e {
                 Extra::Traces(traces) => s.traces.extend(traces),
-                Extra::Tokens(tokens) => s.tokens.extend(tokens.into_iter().map(|t| (t.id.clone(), t))),
+                Extra::Tokens(tokens) => s.tokens.extend(tokens.into_iter().map(|t| (t.id.clone(), Arc::new(t)))),
                 Extra::Audit(entries) => s.audit.extend(entries.into_iter().map(|e| (e.seq, e))),
             }
         }
@@ -326,10 +327,14 @@ impl State {
         self.tasks.get(&id).map(|t| &**t)
     }
     pub fn token(&self, id: &str) -> Option<&Token> {
-        self.tokens.get(id)
+        self.tokens.get(id).map(|t| &**t)
+    }
+    /// The shared record, for a request's identity (no copy).
+    pub fn token_arc(&self, id: &str) -> Option<Arc<Token>> {
+        self.tokens.get(id).cloned()
     }
     pub fn tokens(&self) -> impl Iterator<Item = &Token> {
-        self.tokens.values()
+        self.tokens.values().map(|t| &**t)
     }
     /// Audit entries with a sequence number above `after`, oldest first.
     pub fn audit_after(&self, after: u64) -> impl Iterator<Item = &AuditEntry> {
@@ -552,7 +557,7 @@ impl State {
                 if self.tokens.len() >= TOKENS_MAX {
                     return Err(invalid(format!("at most {TOKENS_MAX} tokens; revoke and remove old ones")));
                 }
-                self.tokens.insert(token.id.clone(), token.clone());
+                self.tokens.insert(token.id.clone(), Arc::new(token.clone()));
                 self.dirty.tokens.insert(token.id.clone());
                 Ok(Outcome::Done)
             }
@@ -563,7 +568,7 @@ impl State {
                     .get_mut(id)
                     .ok_or_else(|| Rejection::new(RejectCode::NotFound, format!("no token {id}")))?;
                 if t.revoked_ms.is_none() {
-                    t.revoked_ms = Some(now);
+                    Arc::make_mut(t).revoked_ms = Some(now);
                     self.dirty.tokens.insert(id.clone());
                 }
                 Ok(Outcome::Done)
@@ -1503,7 +1508,7 @@ impl State {
             out.push(Extra::Traces(self.traces.iter().map(|(k, v)| (*k, v.clone())).collect()));
         }
         if !self.tokens.is_empty() {
-            out.push(Extra::Tokens(self.tokens.values().cloned().collect()));
+            out.push(Extra::Tokens(self.tokens.values().map(|t| (**t).clone()).collect()));
         }
         if !self.audit.is_empty() {
             out.push(Extra::Audit(self.audit.values().cloned().collect()));
