@@ -23,14 +23,8 @@ impl Client {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let resp = req.send().await.with_context(|| format!("contacting {}", self.base))?;
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let msg = body["error"]["message"].as_str().unwrap_or("no error message");
-            let code = body["error"]["code"].as_str().unwrap_or("error");
-            bail!("server answered {status}: {code}: {msg}");
-        }
-        Ok(body)
+        let resp = self.check(resp).await?;
+        Ok(resp.json().await.unwrap_or(Value::Null))
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
@@ -45,6 +39,7 @@ impl Client {
         self.send(self.http.delete(format!("{}{path}", self.base))).await
     }
 
+    /// The response if it succeeded; otherwise the server's error code and message as an error.
     async fn check(&self, resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
         let status = resp.status();
         if status.is_success() {
