@@ -110,6 +110,19 @@ fn worker(api: Api, id: &'static str, stop: Arc<AtomicBool>) -> tokio::task::Joi
     })
 }
 
+/// Wait until `n` claims are long-polling in the dispatch hub.
+async fn all_waiting(api: &Api, n: usize) {
+    let want = format!("minion_dispatch_waiting_claims {n}");
+    eventually(10, "every agent to be waiting", || {
+        let (api, want) = (api.clone(), want.clone());
+        async move {
+            let text = api.http.get(format!("{}/metrics", api.base)).send().await.ok()?.text().await.ok()?;
+            text.lines().any(|l| l == want).then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn round_robin_rotates_among_waiting_agents_through_the_api() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -124,9 +137,11 @@ async fn round_robin_rotates_among_waiting_agents_through_the_api() {
         handles.push(heartbeats(api.clone(), id, stop.clone()));
         handles.push(worker(api.clone(), id, stop.clone()));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut order = Vec::new();
     for _ in 0..9 {
+        // Round robin rotates among the agents waiting when a task arrives: wait until all three
+        // are (under load a fixed sleep was not always enough, and the rotation started elsewhere).
+        all_waiting(&api, 3).await;
         let id = api.submit(json!({"queue": "rr"})).await;
         let result = eventually(10, "the task to be completed", || {
             let api = api.clone();
@@ -137,8 +152,6 @@ async fn round_robin_rotates_among_waiting_agents_through_the_api() {
         })
         .await;
         order.push(result);
-        // Let the worker that finished go back to waiting.
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop.store(true, Ordering::Relaxed);
     for h in handles {
