@@ -21,6 +21,10 @@
 //! writes are never on disk without the log entries they came from.
 
 pub mod frame;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+pub mod vfs;
+pub mod wal;
 
 use std::fs::File;
 use std::ops::RangeBounds;
