@@ -1,21 +1,51 @@
-//! The change feed: what one applied log entry changed, as records an exporter can replay.
+//! The change feed: which records one applied log entry touched, and their current values as
+//! records an exporter can replay.
 //!
-//! Every record carries the full new value (or a removal), so replaying a suffix of the feed over
-//! any older copy — even an inconsistent one taken while writes went on — converges to the state.
+//! The feed keeps, per entry, only what was touched ([`Touched`]); a reader gets the values as
+//! they are when it reads ([`materialize`]). Every change carries a full value (or a removal), so
+//! replaying a suffix of the feed over any older copy, even one taken while writes went on,
+//! converges to the state.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
 use crate::config::QueueConfig;
 use crate::dedup::{DedupEntry, DedupKey};
-use crate::state::{Dirty, State};
+use crate::record::{Effect, Key, Record};
+use crate::state::task_view;
+use crate::store::{Cold, ColdError};
 use crate::task::{Task, TaskId};
+
+/// Something an entry changed, as the feed names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Touched {
+    Task(TaskId),
+    Agent(String),
+    Dedup(DedupKey),
+    Queue(String),
+}
+
+/// What the effects of one entry touched (a task for its record, payload or progress).
+pub fn touched(effects: &[Effect]) -> Vec<Touched> {
+    let mut out = BTreeSet::new();
+    for e in effects {
+        let t = match e.key() {
+            Key::Live(id) | Key::Done(id) | Key::Payload(id) | Key::Progress(id, _) => Touched::Task(id),
+            Key::Agent(a) => Touched::Agent(a),
+            Key::Dedup(k) => Touched::Dedup(k),
+            Key::Queue(q) => Touched::Queue(q),
+            _ => continue,
+        };
+        out.insert(t);
+    }
+    out.into_iter().collect()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
-    Task(Arc<Task>),
+    Task(Box<Task>),
     TaskRemoved(TaskId),
     Agent(Box<Agent>),
     AgentRemoved(String),
@@ -25,32 +55,28 @@ pub enum Change {
     QueueRemoved(String),
 }
 
-/// The records for what `dirty` says changed, read from `state` after the change.
-pub fn changes(state: &State, dirty: &Dirty) -> Vec<Change> {
-    let mut out = Vec::with_capacity(dirty.tasks.len() + dirty.dedup.len() + dirty.agents.len() + dirty.queues.len());
-    for id in &dirty.tasks {
-        out.push(match state.task_arc(*id) {
-            Some(t) => Change::Task(t),
-            None => Change::TaskRemoved(*id),
+/// The current value of each touched thing.
+pub fn materialize(cold: &dyn Cold, touched: &[Touched]) -> Result<Vec<Change>, ColdError> {
+    let mut out = Vec::with_capacity(touched.len());
+    for t in touched {
+        out.push(match t {
+            Touched::Task(id) => match task_view(cold, *id)? {
+                Some(task) => Change::Task(Box::new(task)),
+                None => Change::TaskRemoved(*id),
+            },
+            Touched::Agent(a) => match cold.get(&Key::Agent(a.clone()))? {
+                Some(Record::Agent(agent)) => Change::Agent(Box::new(agent)),
+                _ => Change::AgentRemoved(a.clone()),
+            },
+            Touched::Dedup(k) => match cold.get(&Key::Dedup(k.clone()))? {
+                Some(Record::Dedup(_, e)) => Change::Dedup(k.clone(), e),
+                _ => Change::DedupRemoved(k.clone()),
+            },
+            Touched::Queue(q) => match cold.get(&Key::Queue(q.clone()))? {
+                Some(Record::Queue(_, c)) => Change::Queue(q.clone(), c),
+                _ => Change::QueueRemoved(q.clone()),
+            },
         });
     }
-    for k in &dirty.dedup {
-        out.push(match state.dedup_entry(k) {
-            Some(e) => Change::Dedup(k.clone(), *e),
-            None => Change::DedupRemoved(k.clone()),
-        });
-    }
-    for a in &dirty.agents {
-        out.push(match state.agent(a) {
-            Some(agent) => Change::Agent(Box::new(agent.clone())),
-            None => Change::AgentRemoved(a.clone()),
-        });
-    }
-    for q in &dirty.queues {
-        out.push(match state.queue_config(q) {
-            Some(c) => Change::Queue(q.clone(), c.clone()),
-            None => Change::QueueRemoved(q.clone()),
-        });
-    }
-    out
+    Ok(out)
 }

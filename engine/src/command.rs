@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{EngineConfig, QueueConfig};
-use crate::task::{LeaseToken, Task, TaskId, TimeMs};
+use crate::record::{Record, TaskRecord};
+use crate::task::{LeaseToken, TaskId, TimeMs};
 
 /// One log entry's application payload: a command and the leader's clock when it was proposed.
 ///
@@ -130,10 +131,21 @@ pub enum Command {
         tasks: Vec<NewTask>,
         trace_parent: String,
     },
-    /// Load a backup's state into a cluster that has never held a task, agent or queue setting
-    /// (appended last).
-    Restore {
-        image: Box<crate::state::StateImage>,
+    /// Start loading a backup into a cluster that has never held a task, agent or queue setting;
+    /// other writes are refused until [`Command::RestoreEnd`].
+    RestoreBegin {
+        restore_id: String,
+    },
+    /// Records of the backup, in bounded batches.
+    RestoreRecords {
+        restore_id: String,
+        records: Vec<Record>,
+    },
+    /// The backup's counters; RAM is rebuilt from the records and writes resume.
+    RestoreEnd {
+        restore_id: String,
+        records_total: u64,
+        meta: Box<crate::state::Meta>,
     },
     /// Create an API token; only the hash of its secret is in the command (appended last).
     CreateToken {
@@ -169,12 +181,36 @@ pub struct RejectedRecord {
 }
 
 impl Command {
+    /// Rough bytes of the command in a log entry, for the group-commit byte cap.
+    pub fn approx_bytes(&self) -> usize {
+        let task = |t: &NewTask| {
+            64 + t.queue.len()
+                + t.kind.len()
+                + t.payload.len()
+                + t.idempotency_key.as_ref().map_or(0, |k| k.len())
+                + t.capabilities.iter().map(|c| c.len() + 1).sum::<usize>()
+        };
+        64 + match self {
+            Command::Submit { tasks } | Command::SubmitTraced { tasks, .. } => tasks.iter().map(task).sum(),
+            Command::Reject { records } => records.iter().map(|r| 64 + r.payload.len() + r.reason.len()).sum(),
+            Command::Complete { result, .. } => result.as_ref().map_or(0, |r| r.len()),
+            Command::Fail { error, .. } => error.len(),
+            Command::Progress { message, .. } => message.as_ref().map_or(0, |m| m.len()),
+            Command::RestoreRecords { records, .. } => records.iter().map(Record::approx_bytes).sum(),
+            Command::Batch { cmds } => cmds.iter().map(Command::approx_bytes).sum(),
+            Command::Audited { cmd, .. } => cmd.approx_bytes(),
+            _ => 256,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Command::Submit { .. } => "submit",
             Command::Reject { .. } => "reject",
             Command::SubmitTraced { .. } => "submit",
-            Command::Restore { .. } => "restore",
+            Command::RestoreBegin { .. } => "restore_begin",
+            Command::RestoreRecords { .. } => "restore_records",
+            Command::RestoreEnd { .. } => "restore_end",
             Command::CreateToken { .. } => "create_token",
             Command::RevokeToken { .. } => "revoke_token",
             Command::Audited { cmd, .. } => cmd.name(),
@@ -216,9 +252,10 @@ pub struct Submitted {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     Submitted(Vec<Submitted>),
-    Claimed(Vec<Task>),
+    /// The leased tasks (records without payloads: the caller reads those back).
+    Claimed(Vec<TaskRecord>),
     /// The task after the operation.
-    Task(Box<Task>),
+    Task(Box<TaskRecord>),
     /// The agent after the operation.
     Agent(Box<crate::agent::Agent>),
     Done,

@@ -1,11 +1,12 @@
-//! Idempotency keys: a growable bloom filter in front of the exact key → task map.
+//! Idempotency keys: a growable bloom filter in RAM in front of the exact key → task records.
 //!
-//! The exact store is authoritative and replicated; the bloom filter is a local acceleration
-//! structure (not part of the state, rebuilt on load) that answers "certainly new" for most fresh
-//! keys without touching the exact store. Keys expire by the log's clock, so every replica removes
-//! the same keys at the same log position.
-
-use std::collections::{BTreeMap, BTreeSet};
+//! The exact records ([`crate::Key::Dedup`], with their expiry index) are replicated state on disk.
+//! The bloom filter is local acceleration, not state: it answers "certainly new" for most fresh
+//! keys without a read. It cannot forget, so once enough keys have expired it is rebuilt from the
+//! exact records (off the apply path: [`Dedup::begin_rebuild`], a scan by the owner, then
+//! [`Dedup::finish_rebuild`]); until the first build after a start every lookup reads the exact
+//! record. Keys expire by the log's clock, so every replica removes the same keys at the same log
+//! position.
 
 use growable_bloom_filter::GrowableBloom;
 use serde::{Deserialize, Serialize};
@@ -39,141 +40,83 @@ pub struct DedupStats {
 }
 
 const BLOOM_ERROR_RATIO: f64 = 0.01;
-const BLOOM_ESTIMATED_KEYS: usize = 100_000;
+/// The smallest capacity a bloom filter is built for (it grows beyond).
+pub const BLOOM_ESTIMATED_KEYS: usize = 100_000;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Dedup {
-    exact: BTreeMap<DedupKey, DedupEntry>,
-    expiry: BTreeSet<(TimeMs, DedupKey)>,
-    bloom: GrowableBloom,
-    /// Keys removed since the bloom filter was last rebuilt (a bloom filter cannot forget).
-    bloom_stale: usize,
+    /// `None` until built after a start: lookups then read the exact record.
+    bloom: Option<GrowableBloom>,
+    /// Keys expired since the filter was built.
+    stale: u64,
+    /// Keys inserted while a rebuild runs, added to the new filter when it is installed.
+    rebuilding: Option<Vec<(String, String)>>,
+    /// The earliest expiry among the exact records (the first expiry-index record).
+    pub(crate) head: Option<TimeMs>,
     pub stats: DedupStats,
 }
 
-impl Default for Dedup {
-    fn default() -> Self {
-        Dedup {
-            exact: BTreeMap::new(),
-            expiry: BTreeSet::new(),
-            bloom: GrowableBloom::new(BLOOM_ERROR_RATIO, BLOOM_ESTIMATED_KEYS),
-            bloom_stale: 0,
-            stats: DedupStats::default(),
-        }
-    }
-}
-
-fn bloom_item(k: &DedupKey) -> (&str, &str) {
+fn item(k: &DedupKey) -> (&str, &str) {
     (k.queue.as_str(), k.key.as_str())
 }
 
 impl Dedup {
-    /// The live task for `key` at `now`, if any.
-    pub fn lookup(&mut self, key: &DedupKey, now: TimeMs) -> Option<TaskId> {
-        if !self.bloom.contains(bloom_item(key)) {
-            self.stats.bloom_negatives += 1;
-            self.stats.misses += 1;
-            return None;
+    /// A new filter sized for `keys`.
+    pub fn new_bloom(keys: u64) -> GrowableBloom {
+        GrowableBloom::new(BLOOM_ERROR_RATIO, (keys as usize).max(BLOOM_ESTIMATED_KEYS))
+    }
+
+    /// Add a key to a filter being built.
+    pub fn bloom_add(bloom: &mut GrowableBloom, key: &DedupKey) {
+        bloom.insert(item(key));
+    }
+
+    /// False only if the key is certainly not in the exact store.
+    pub fn may_contain(&self, key: &DedupKey) -> bool {
+        self.bloom.as_ref().is_none_or(|b| b.contains(item(key)))
+    }
+
+    pub(crate) fn insert_key(&mut self, key: &DedupKey, expires_ms: TimeMs) {
+        if let Some(b) = self.bloom.as_mut() {
+            b.insert(item(key));
         }
-        match self.exact.get(key) {
-            Some(e) if e.expires_ms > now => {
-                self.stats.hits += 1;
-                Some(e.task_id)
-            }
-            _ => {
-                self.stats.bloom_false_positives += 1;
-                self.stats.misses += 1;
-                None
-            }
+        if let Some(side) = self.rebuilding.as_mut() {
+            side.push((key.queue.clone(), key.key.clone()));
         }
+        self.head = Some(self.head.map_or(expires_ms, |h| h.min(expires_ms)));
     }
 
-    /// Like `lookup`, without counting: for reads.
-    pub fn peek(&self, key: &DedupKey, now: TimeMs) -> Option<TaskId> {
-        self.exact.get(key).filter(|e| e.expires_ms > now).map(|e| e.task_id)
+    pub(crate) fn forget_key(&mut self) {
+        self.stale += 1;
     }
 
-    pub fn insert(&mut self, key: DedupKey, entry: DedupEntry) {
-        self.bloom.insert(bloom_item(&key));
-        if let Some(old) = self.exact.insert(key.clone(), entry) {
-            self.expiry.remove(&(old.expires_ms, key.clone()));
+    /// Is a (re)build due: never built since the start, or many keys expired since? `keys` is the
+    /// number of exact records.
+    pub fn needs_rebuild(&self, keys: u64) -> bool {
+        self.rebuilding.is_none() && (self.bloom.is_none() || self.stale > keys.max(BLOOM_ESTIMATED_KEYS as u64))
+    }
+
+    /// The owner starts scanning the exact records into a new filter.
+    pub fn begin_rebuild(&mut self) {
+        self.rebuilding = Some(Vec::new());
+    }
+
+    /// Install a filter built from a scan that started after [`Dedup::begin_rebuild`].
+    pub fn finish_rebuild(&mut self, mut bloom: GrowableBloom) {
+        for (q, k) in self.rebuilding.take().unwrap_or_default() {
+            bloom.insert((q.as_str(), k.as_str()));
         }
-        self.expiry.insert((entry.expires_ms, key));
+        self.bloom = Some(bloom);
+        self.stale = 0;
     }
 
-    /// Remove keys whose TTL ended at or before `now`, at most `max` of them. Returns the keys.
-    pub fn expire(&mut self, now: TimeMs, max: usize) -> Vec<DedupKey> {
-        let mut gone = Vec::new();
-        while gone.len() < max {
-            let Some((t, _)) = self.expiry.first() else { break };
-            if *t > now {
-                break;
-            }
-            let Some((_, key)) = self.expiry.pop_first() else { break };
-            self.exact.remove(&key);
-            gone.push(key);
-        }
-        self.bloom_stale += gone.len();
-        if self.bloom_stale > self.exact.len().max(BLOOM_ESTIMATED_KEYS) {
-            self.rebuild_bloom();
-        }
-        gone
+    /// Forget a rebuild that failed (the old filter stays).
+    pub fn abandon_rebuild(&mut self) {
+        self.rebuilding = None;
     }
 
-    /// Recreate the bloom filter from the live keys, dropping expired ones it still remembers.
-    pub fn rebuild_bloom(&mut self) {
-        let mut bloom = GrowableBloom::new(BLOOM_ERROR_RATIO, self.exact.len().max(BLOOM_ESTIMATED_KEYS));
-        for k in self.exact.keys() {
-            bloom.insert(bloom_item(k));
-        }
-        self.bloom = bloom;
-        self.bloom_stale = 0;
-    }
-
-    pub fn get(&self, key: &DedupKey) -> Option<&DedupEntry> {
-        self.exact.get(key)
-    }
-
-    pub fn len(&self) -> usize {
-        self.exact.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.exact.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&DedupKey, &DedupEntry)> {
-        self.exact.iter()
-    }
-
-    /// Keys in order after `after` (exclusive), for paging.
-    pub fn range_after(&self, after: Option<&DedupKey>) -> impl Iterator<Item = (&DedupKey, &DedupEntry)> {
-        use std::ops::Bound;
-        let start = match after {
-            Some(k) => Bound::Excluded(k.clone()),
-            None => Bound::Unbounded,
-        };
-        self.exact.range((start, Bound::Unbounded))
-    }
-
-    /// The earliest expiry, for the housekeeping timer.
-    pub fn next_expiry(&self) -> Option<TimeMs> {
-        self.expiry.first().map(|(t, _)| *t)
-    }
-
-    pub(crate) fn check_invariants(&self) -> Result<(), String> {
-        if self.exact.len() != self.expiry.len() {
-            return Err(format!("dedup: {} keys but {} expiry entries", self.exact.len(), self.expiry.len()));
-        }
-        for (k, e) in &self.exact {
-            if !self.expiry.contains(&(e.expires_ms, k.clone())) {
-                return Err(format!("dedup: key {k:?} missing from the expiry index"));
-            }
-            if !self.bloom.contains(bloom_item(k)) {
-                return Err(format!("dedup: key {k:?} missing from the bloom filter"));
-            }
-        }
-        Ok(())
+    pub fn has_bloom(&self) -> bool {
+        self.bloom.is_some()
     }
 }
 
@@ -186,40 +129,30 @@ mod tests {
     }
 
     #[test]
-    fn lookup_respects_ttl_and_expire_removes_deterministically() {
+    fn without_a_filter_every_key_may_exist_and_a_rebuild_keeps_keys_added_meanwhile() {
         let mut d = Dedup::default();
-        d.insert(k("q", "a"), DedupEntry { task_id: 1, expires_ms: 100 });
-        d.insert(k("q", "b"), DedupEntry { task_id: 2, expires_ms: 200 });
-        assert_eq!(d.lookup(&k("q", "a"), 99), Some(1));
-        assert_eq!(d.lookup(&k("q", "a"), 100), None, "a key is dead at its expiry instant");
-        assert_eq!(d.lookup(&k("other", "a"), 50), None, "keys are scoped per queue");
-        assert_eq!(d.expire(150, 10), vec![k("q", "a")]);
-        assert_eq!(d.len(), 1);
-        assert_eq!(d.lookup(&k("q", "b"), 150), Some(2));
-        d.check_invariants().expect("invariants");
+        assert!(d.may_contain(&k("q", "a")));
+        assert!(d.needs_rebuild(0));
+        d.begin_rebuild();
+        assert!(!d.needs_rebuild(0), "one rebuild at a time");
+        let mut b = Dedup::new_bloom(10);
+        Dedup::bloom_add(&mut b, &k("q", "old"));
+        d.insert_key(&k("q", "during"), 5);
+        d.finish_rebuild(b);
+        assert!(d.may_contain(&k("q", "old")));
+        assert!(d.may_contain(&k("q", "during")));
+        assert_eq!(d.head, Some(5));
     }
 
     #[test]
     fn bloom_answers_most_fresh_keys() {
         let mut d = Dedup::default();
+        d.begin_rebuild();
+        d.finish_rebuild(Dedup::new_bloom(10_000));
         for i in 0..10_000u64 {
-            d.insert(k("q", &format!("seen-{i}")), DedupEntry { task_id: i, expires_ms: u64::MAX });
+            d.insert_key(&k("q", &format!("seen-{i}")), u64::MAX);
         }
-        for i in 0..10_000u64 {
-            assert_eq!(d.lookup(&k("q", &format!("new-{i}")), 0), None);
-        }
-        assert!(d.stats.bloom_negatives > 9_500, "bloom filtered only {}", d.stats.bloom_negatives);
-        assert_eq!(d.stats.misses, 10_000);
-    }
-
-    #[test]
-    fn expire_is_bounded_per_call() {
-        let mut d = Dedup::default();
-        for i in 0..50u64 {
-            d.insert(k("q", &i.to_string()), DedupEntry { task_id: i, expires_ms: 10 });
-        }
-        assert_eq!(d.expire(10, 20).len(), 20);
-        assert_eq!(d.expire(10, 100).len(), 30);
-        assert!(d.is_empty());
+        let negatives = (0..10_000u64).filter(|i| !d.may_contain(&k("q", &format!("new-{i}")))).count();
+        assert!(negatives > 9_500, "bloom filtered only {negatives}");
     }
 }

@@ -1,8 +1,9 @@
 //! Minion's engine: a pure, deterministic state machine for task queues.
 //!
 //! Every change is a [`Command`] applied by [`State::apply`] with the time stamped into the log
-//! entry; no I/O and no local clock. The `storage` crate persists what [`State::take_dirty`]
-//! reports, the `raft` crate feeds committed entries in log order.
+//! entry; no I/O and no local clock. Apply reads what RAM does not hold through [`Cold`] and
+//! hands its changes back as [`Effect`]s on typed [`Record`]s ([`State::take_effects`]); the
+//! `storage` crate writes and encodes them, the `raft` crate feeds committed entries in log order.
 
 pub mod access;
 pub mod agent;
@@ -13,12 +14,16 @@ pub mod command;
 pub mod config;
 pub mod dedup;
 pub mod dispatch;
+pub mod legacy;
+pub mod memory;
+pub mod record;
 pub mod state;
+pub mod store;
 pub mod task;
 
 pub use access::{AuditEntry, Role, Token};
 pub use agent::{Agent, AgentStats, AgentStatus, OutcomeStats};
-pub use changes::Change;
+pub use changes::{Change, Touched};
 pub use command::{
     validate_trace_parent, AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, RejectedRecord, Rejection,
     Request, Response, Submitted,
@@ -26,5 +31,8 @@ pub use command::{
 pub use config::{EngineConfig, QueueConfig};
 pub use dedup::{DedupEntry, DedupKey, DedupStats};
 pub use dispatch::{Candidate, Dispatcher, Strategy};
-pub use state::{Counters, Dirty, Extra, Meta, QueueStats, State, StateImage, StateImageV1, TaskFilter};
+pub use memory::Memory;
+pub use record::{Effect, Key, Kind, Record, StateCounts, TaskRecord};
+pub use state::{list, task_details, task_record, task_view, Counters, Meta, QueueStats, State, TaskFilter};
+pub use store::{Cold, ColdError, MemStore};
 pub use task::{Attempt, AttemptOutcome, Lease, LeaseToken, ProgressEvent, Task, TaskId, TaskState, TimeMs};

@@ -1,18 +1,18 @@
 //! The agent registry: incarnations, dead agents, draining, stall timeouts, statistics.
 
 use minion_engine::{
-    AgentSpec, AgentStatus, ApplyMeta, AttemptOutcome, Command, NewTask, Outcome, RejectCode, Request, Response, State,
-    Task, TaskState,
+    AgentSpec, AgentStatus, ApplyMeta, AttemptOutcome, Command, NewTask, Outcome, RejectCode, Request, Response, Memory,
+    TaskRecord, TaskState,
 };
 
 struct Sim {
-    state: State,
+    state: Memory,
     now: u64,
 }
 
 impl Sim {
     fn new() -> Sim {
-        Sim { state: State::default(), now: 1_000_000 }
+        Sim { state: Memory::default(), now: 1_000_000 }
     }
     fn run(&mut self, cmd: Command) -> Response {
         let r = self.state.apply(&Request { now_ms: self.now, cmd }, ApplyMeta { log_index: 0 });
@@ -47,7 +47,7 @@ impl Sim {
             other => panic!("submit: {other:?}"),
         }
     }
-    fn claim(&mut self, agent: &str, max: u32) -> Vec<Task> {
+    fn claim(&mut self, agent: &str, max: u32) -> Vec<TaskRecord> {
         match self.run(Command::Claim { agent_id: agent.into(), queues: vec!["q".into()], capabilities: vec![], max }) {
             Ok(Outcome::Claimed(t)) => t,
             other => panic!("claim: {other:?}"),
@@ -55,7 +55,7 @@ impl Sim {
     }
 }
 
-fn token(t: &Task) -> u64 {
+fn token(t: &TaskRecord) -> u64 {
     t.lease.as_ref().map(|l| l.token).expect("leased")
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use minion_engine::dispatch::wrr_weight;
 use minion_engine::{
-    AgentSpec, ApplyMeta, Candidate, Command, Dispatcher, EngineConfig, NewTask, Outcome, OutcomeStats, Request, State,
+    AgentSpec, ApplyMeta, Candidate, Command, Dispatcher, EngineConfig, NewTask, Outcome, OutcomeStats, Request, Memory,
     Strategy,
 };
 
@@ -25,7 +25,7 @@ struct Running {
     done_at: u64,
 }
 
-fn apply(state: &mut State, now: u64, cmd: Command) -> Outcome {
+fn apply(state: &mut Memory, now: u64, cmd: Command) -> Outcome {
     state.apply(&Request { now_ms: now, cmd }, ApplyMeta { log_index: 0 }).expect("apply")
 }
 
@@ -40,7 +40,7 @@ fn simulate(strategy: Strategy, agents: &[SimAgent], tasks: usize, every_steps: 
 fn simulate_spread(strategy: Strategy, agents: &[SimAgent], tasks: usize, every_steps: u64) -> (Vec<u64>, u32) {
     let mut spread_max = 0u32;
     let config = EngineConfig { retry_base_ms: 10, retry_max_ms: 100, ..EngineConfig::default() };
-    let mut state = State::new(config);
+    let mut state = Memory::new(config);
     let mut step = 0u64;
     let mut now = 1_000_000u64;
     for a in agents {

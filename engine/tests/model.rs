@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 
 use minion_engine::backoff::retry_backoff_ms;
-use minion_engine::{
-    ApplyMeta, Command, EngineConfig, NewTask, Outcome, RejectCode, Request, State, StateImage, TaskState,
-};
+use minion_engine::{ApplyMeta, Command, EngineConfig, Memory, NewTask, Outcome, Record, RejectCode, Request, TaskState};
 use proptest::prelude::*;
 
 const QUEUES: [&str; 2] = ["alpha", "beta"];
@@ -16,6 +14,7 @@ const LEASE_MS: u64 = 1_000;
 const RETRY_BASE_MS: u64 = 100;
 const RETRY_MAX_MS: u64 = 1_000;
 const TTL_MS: u64 = 3_000;
+const RETENTION_MS: u64 = 5_000;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -62,6 +61,8 @@ struct MTask {
     limit: u32,
     max_attempts: u32,
     progress: usize,
+    /// When it finished (retention removes it `RETENTION_MS` later).
+    finished: Option<u64>,
 }
 
 #[derive(Default)]
@@ -80,6 +81,7 @@ impl Model {
         t.lease = None;
         if t.attempts >= t.limit {
             t.state = TaskState::Dead;
+            t.finished = Some(now);
         } else {
             t.run_at = now + retry_backoff_ms(id, t.attempts, RETRY_BASE_MS, RETRY_MAX_MS);
             t.state = if t.run_at <= now { TaskState::Ready } else { TaskState::Failed };
@@ -98,6 +100,7 @@ impl Model {
                 t.state = TaskState::Ready;
             }
         }
+        self.tasks.retain(|_, t| t.finished.is_none_or(|f| f + RETENTION_MS > now));
     }
 }
 
@@ -109,12 +112,15 @@ fn pick(ids: &[u64], i: usize) -> Option<u64> {
     (!ids.is_empty()).then(|| ids[i % ids.len()])
 }
 
-fn restart(state: &State) -> State {
-    let image = state.image();
-    let bytes = postcard::to_allocvec(&image).expect("encode image");
-    let decoded: StateImage = postcard::from_bytes(&bytes).expect("decode image");
-    assert_eq!(decoded, image, "snapshot image must roundtrip through postcard");
-    State::from_image(decoded)
+/// RAM rebuilt from the records, each record first sent through postcard (the binary format
+/// snapshots and the log use).
+fn restart(mem: &Memory) -> Memory {
+    for r in mem.store.records() {
+        let bytes = postcard::to_allocvec(r).expect("encode record");
+        let back: Record = postcard::from_bytes(&bytes).expect("decode record");
+        assert_eq!(&back, r, "records roundtrip through postcard");
+    }
+    mem.restart()
 }
 
 fn run(ops: Vec<Op>) {
@@ -123,9 +129,10 @@ fn run(ops: Vec<Op>) {
         retry_base_ms: RETRY_BASE_MS,
         retry_max_ms: RETRY_MAX_MS,
         dedup_ttl_ms: TTL_MS,
+        retention_ms: RETENTION_MS,
         ..EngineConfig::default()
     };
-    let mut state = State::new(config);
+    let mut state = Memory::new(config);
     let mut model = Model { next_id: 1, next_token: 1, now: 1_000_000, ..Model::default() };
     let mut index = 0u64;
     for op in ops {
@@ -141,7 +148,7 @@ fn run(ops: Vec<Op>) {
         }
         model.advance();
         let now = model.now;
-        let apply = |state: &mut State, cmd: Command| state.apply(&Request { now_ms: now, cmd }, meta);
+        let apply = |state: &mut Memory, cmd: Command| state.apply(&Request { now_ms: now, cmd }, meta);
         match op {
             Op::Submit { tasks } => {
                 let new: Vec<NewTask> = tasks
@@ -186,6 +193,7 @@ fn run(ops: Vec<Op>) {
                             limit: nt.max_attempts.unwrap_or(3),
                             max_attempts: nt.max_attempts.unwrap_or(3),
                             progress: 0,
+                            finished: None,
                         },
                     );
                     if let Some(k) = &nt.idempotency_key {
@@ -253,6 +261,7 @@ fn run(ops: Vec<Op>) {
                         let t = model.tasks.get_mut(&id).expect("task");
                         t.state = TaskState::Succeeded;
                         t.lease = None;
+                        t.finished = Some(now);
                     } else {
                         model.end_attempt(id);
                     }
@@ -282,6 +291,7 @@ fn run(ops: Vec<Op>) {
                     got.expect("cancel");
                     t.state = TaskState::Cancelled;
                     t.lease = None;
+                    t.finished = Some(now);
                 }
             }
             Op::Retry { pick: i } => {
@@ -295,6 +305,7 @@ fn run(ops: Vec<Op>) {
                         t.limit = t.attempts + t.max_attempts;
                     }
                     t.state = TaskState::Ready;
+                    t.finished = None;
                 } else {
                     assert_eq!(got.expect_err("retry refused").code, RejectCode::WrongState);
                 }
@@ -312,7 +323,9 @@ fn run(ops: Vec<Op>) {
             assert_eq!(t.attempt_count(), m.attempts, "attempts of task {id}");
             assert_eq!(t.progress.len(), m.progress, "progress of task {id}");
         }
-        assert_eq!(state.task_count(), model.tasks.len());
+        assert_eq!(state.state.task_count(), model.tasks.len() as u64);
+        let ids: Vec<u64> = (1..model.next_id).filter(|id| state.task(*id).is_some()).collect();
+        assert_eq!(ids, model.tasks.keys().copied().collect::<Vec<_>>(), "retention removed exactly the model's");
     }
 }
 

@@ -2,10 +2,10 @@
 //! retention like any finished task.
 
 use minion_engine::{
-    ApplyMeta, Command, EngineConfig, Outcome, RejectCode, RejectedRecord, Request, Response, State, TaskState,
+    ApplyMeta, Command, EngineConfig, Outcome, RejectCode, RejectedRecord, Request, Response, Memory, TaskState,
 };
 
-fn run(state: &mut State, now: u64, cmd: Command) -> Response {
+fn run(state: &mut Memory, now: u64, cmd: Command) -> Response {
     let r = state.apply(&Request { now_ms: now, cmd }, ApplyMeta { log_index: 0 });
     state.validate().expect("invariants");
     r
@@ -23,7 +23,7 @@ fn record(key: &str) -> RejectedRecord {
 
 #[test]
 fn rejected_records_are_kept_once_and_never_run() {
-    let mut s = State::default();
+    let mut s = Memory::default();
     let now = 1_000_000;
     let cfg = EngineConfig { retention_ms: 60_000, ..EngineConfig::default() };
     run(&mut s, now, Command::Configure { config: cfg }).expect("configure");

@@ -1,0 +1,118 @@
+//! Derived indexes over the live tasks: what dispatch and expiry look up. Rebuilt on load and
+//! checked against a rebuild by `State::validate`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::record::TaskRecord;
+use crate::task::{TaskId, TaskState, TimeMs};
+
+/// Priority order within a queue: higher priority first, then lower id (earlier submission).
+pub(crate) type ReadyKey = (i64, TaskId);
+
+pub(crate) fn ready_key(t: &TaskRecord) -> ReadyKey {
+    (-(t.priority as i64), t.id)
+}
+
+/// A sorted, repeat-free capability set.
+pub(crate) type CapSet = Vec<String>;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Indexes {
+    /// Ready tasks per queue, grouped by the capability set they require: a claim looks only at
+    /// the groups the agent can serve, so tasks it cannot take never hide the ones it can.
+    pub ready: BTreeMap<String, BTreeMap<CapSet, BTreeSet<ReadyKey>>>,
+    /// Ready tasks per queue by the time they became ready (for the oldest one's age).
+    pub ready_since: BTreeMap<String, BTreeSet<(TimeMs, TaskId)>>,
+    /// Delayed and failed tasks by the time they become ready.
+    pub timers: BTreeSet<(TimeMs, TaskId)>,
+    /// Leased tasks by lease expiry.
+    pub leases: BTreeSet<(TimeMs, TaskId)>,
+    /// Leased tasks with a stall timeout, by the time they stall without progress.
+    pub stalls: BTreeSet<(TimeMs, TaskId)>,
+}
+
+impl Indexes {
+    pub fn insert(&mut self, t: &TaskRecord) {
+        match t.state {
+            TaskState::Ready => {
+                self.ready
+                    .entry(t.queue.clone())
+                    .or_default()
+                    .entry(t.capability_set())
+                    .or_default()
+                    .insert(ready_key(t));
+                self.ready_since.entry(t.queue.clone()).or_default().insert((t.run_at_ms, t.id));
+            }
+            TaskState::Delayed | TaskState::Failed => {
+                self.timers.insert((t.run_at_ms, t.id));
+            }
+            TaskState::Leased => {
+                if let Some(l) = &t.lease {
+                    self.leases.insert((l.expires_ms, t.id));
+                    if let Some(d) = l.stall_deadline_ms {
+                        self.stalls.insert((d, t.id));
+                    }
+                }
+            }
+            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled | TaskState::Rejected => {}
+        }
+    }
+
+    pub fn remove(&mut self, t: &TaskRecord) {
+        match t.state {
+            TaskState::Ready => {
+                if let Some(groups) = self.ready.get_mut(&t.queue) {
+                    let caps = t.capability_set();
+                    if let Some(set) = groups.get_mut(&caps) {
+                        set.remove(&ready_key(t));
+                        if set.is_empty() {
+                            groups.remove(&caps);
+                        }
+                    }
+                    if groups.is_empty() {
+                        self.ready.remove(&t.queue);
+                    }
+                }
+                if let Some(since) = self.ready_since.get_mut(&t.queue) {
+                    since.remove(&(t.run_at_ms, t.id));
+                    if since.is_empty() {
+                        self.ready_since.remove(&t.queue);
+                    }
+                }
+            }
+            TaskState::Delayed | TaskState::Failed => {
+                self.timers.remove(&(t.run_at_ms, t.id));
+            }
+            TaskState::Leased => {
+                if let Some(l) = &t.lease {
+                    self.leases.remove(&(l.expires_ms, t.id));
+                    if let Some(d) = l.stall_deadline_ms {
+                        self.stalls.remove(&(d, t.id));
+                    }
+                }
+            }
+            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled | TaskState::Rejected => {}
+        }
+    }
+
+    /// The first `max` ready tasks of `queue` whose required capabilities `caps` covers, in
+    /// priority order. Looks at one entry per capability group it can serve, never at tasks it
+    /// cannot take.
+    pub fn claimable(&self, queue: &str, caps: &[String], max: usize) -> Vec<ReadyKey> {
+        let Some(groups) = self.ready.get(queue) else { return Vec::new() };
+        let mut out: Vec<ReadyKey> = Vec::new();
+        for (set, keys) in groups {
+            if set.iter().all(|c| caps.contains(c)) {
+                out.extend(keys.iter().take(max));
+            }
+        }
+        out.sort_unstable();
+        out.truncate(max);
+        out
+    }
+
+    /// When the longest-waiting ready task of `queue` became ready.
+    pub fn oldest_ready(&self, queue: &str) -> Option<TimeMs> {
+        self.ready_since.get(queue).and_then(|s| s.first()).map(|(t, _)| *t)
+    }
+}
