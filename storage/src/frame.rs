@@ -59,21 +59,6 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     Ok(value)
 }
 
-/// Decode a framed [`StateImage`](minion_engine::StateImage), also from builds that wrote the
-/// first image format (without `extras`): that shorter body fails to decode as the current one
-/// and decodes exactly as the old one; a current image never decodes as the old one (it has
-/// bytes left over).
-pub fn decode_image(bytes: &[u8]) -> Result<minion_engine::StateImage, FrameError> {
-    match decode::<minion_engine::StateImage>(bytes) {
-        Ok(image) => Ok(image),
-        Err(FrameError::Decode(current)) => match decode::<minion_engine::StateImageV1>(bytes) {
-            Ok(v1) => Ok(minion_engine::StateImage::from_v1(v1)),
-            Err(_) => Err(FrameError::Decode(current)),
-        },
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

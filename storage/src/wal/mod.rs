@@ -51,11 +51,14 @@ pub type Result<T> = std::result::Result<T, WalError>;
 pub struct WalOptions {
     /// A segment is closed and a new one started once it holds this many bytes.
     pub segment_bytes: u64,
+    /// `fdatasync` in [`Wal::sync`] (the `fsync` durability tier); without it a sync only hands the
+    /// data to the operating system (the `flush` tier: survives a process crash, not power loss).
+    pub fsync: bool,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { segment_bytes: 64 << 20 }
+        WalOptions { segment_bytes: 64 << 20, fsync: true }
     }
 }
 
@@ -391,7 +394,9 @@ impl Wal {
             let a = g.active()?;
             (a.file.clone(), a.path.clone())
         };
-        file.sync_data().map_err(Self::io_err(&path))?;
+        if self.opts.fsync {
+            file.sync_data().map_err(Self::io_err(&path))?;
+        }
         self.unsynced = false;
         Ok(())
     }

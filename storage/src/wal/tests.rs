@@ -12,7 +12,7 @@ fn pos(index: u64, term: u64) -> LogPos {
 }
 
 fn open(fs: &SimFs, floor: Option<u64>, segment_bytes: u64) -> Result<(Wal, OpenReport)> {
-    Wal::open(Arc::new(fs.clone()), Path::new(DIR), WalOptions { segment_bytes }, floor)
+    Wal::open(Arc::new(fs.clone()), Path::new(DIR), WalOptions { segment_bytes, fsync: true }, floor)
 }
 
 fn payload(index: u64, term: u64) -> Vec<u8> {

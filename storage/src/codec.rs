@@ -1,0 +1,287 @@
+//! The one encoder of records: keys as ordered bytes, values as CRC frames.
+//!
+//! A key is a kind byte, then its fields: numbers big-endian (so byte order is numeric order),
+//! strings as their bytes, the parts of a `(queue, key)` pair joined by a NUL byte (queue names
+//! cannot hold one), a task state as its index. Within a kind, byte order equals the order of
+//! [`Key`]. A value is the record's body as postcard inside the [`frame`] (version, CRC-32), so a
+//! flipped bit in a stored value, a snapshot or a restore stream is caught on read.
+
+use minion_engine::{
+    Agent, AuditEntry, DedupEntry, DedupKey, Key, Kind, Meta, ProgressEvent, QueueConfig, Record, StateCounts, TaskRecord,
+    TaskState, Token,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::frame::{self, FrameError};
+
+fn kind_byte(kind: Kind) -> u8 {
+    match kind {
+        Kind::Meta => b'M',
+        Kind::Live => b'L',
+        Kind::Done => b'T',
+        Kind::Payload => b'P',
+        Kind::Progress => b'G',
+        Kind::Dedup => b'D',
+        Kind::DedupExpiry => b'E',
+        Kind::Retention => b'X',
+        Kind::Finished => b'F',
+        Kind::Queue => b'Q',
+        Kind::Counts => b'C',
+        Kind::Agent => b'A',
+        Kind::Token => b'K',
+        Kind::Audit => b'U',
+    }
+}
+
+fn kind_of(b: u8) -> Option<Kind> {
+    Kind::ALL.into_iter().find(|k| kind_byte(*k) == b)
+}
+
+/// The first byte of every key of `kind`, and the byte just past them.
+pub fn kind_range(kind: Kind) -> (u8, u8) {
+    let b = kind_byte(kind);
+    (b, b + 1)
+}
+
+fn push_pair(out: &mut Vec<u8>, k: &DedupKey) {
+    out.extend_from_slice(k.queue.as_bytes());
+    out.push(0);
+    out.extend_from_slice(k.key.as_bytes());
+}
+
+pub fn encode_key(key: &Key) -> Vec<u8> {
+    let mut out = vec![kind_byte(key.kind())];
+    match key {
+        Key::Meta => {}
+        Key::Live(id) | Key::Done(id) | Key::Payload(id) | Key::Audit(id) => out.extend_from_slice(&id.to_be_bytes()),
+        Key::Progress(id, seq) => {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&seq.to_be_bytes());
+        }
+        Key::Dedup(k) => push_pair(&mut out, k),
+        Key::DedupExpiry(at, k) => {
+            out.extend_from_slice(&at.to_be_bytes());
+            push_pair(&mut out, k);
+        }
+        Key::Retention(at, id) => {
+            out.extend_from_slice(&at.to_be_bytes());
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        Key::Finished(q, s, id) => {
+            out.extend_from_slice(q.as_bytes());
+            out.push(0);
+            out.push(s.index() as u8);
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        Key::Queue(s) | Key::Counts(s) | Key::Agent(s) | Key::Token(s) => out.extend_from_slice(s.as_bytes()),
+    }
+    out
+}
+
+fn corrupt(what: impl Into<String>) -> FrameError {
+    FrameError::Decode(what.into())
+}
+
+fn u64_at(b: &[u8], at: usize) -> Result<u64, FrameError> {
+    let s = b.get(at..at + 8).ok_or_else(|| corrupt("key too short"))?;
+    let mut x = [0u8; 8];
+    x.copy_from_slice(s);
+    Ok(u64::from_be_bytes(x))
+}
+
+fn text(b: &[u8]) -> Result<String, FrameError> {
+    String::from_utf8(b.to_vec()).map_err(|_| corrupt("key text is not UTF-8"))
+}
+
+fn pair(b: &[u8]) -> Result<DedupKey, FrameError> {
+    let nul = b.iter().position(|c| *c == 0).ok_or_else(|| corrupt("key pair without separator"))?;
+    Ok(DedupKey { queue: text(&b[..nul])?, key: text(&b[nul + 1..])? })
+}
+
+pub fn decode_key(b: &[u8]) -> Result<Key, FrameError> {
+    let kind = b.first().and_then(|k| kind_of(*k)).ok_or_else(|| corrupt("unknown key kind"))?;
+    let rest = &b[1..];
+    let exact = |n: usize| if rest.len() == n { Ok(()) } else { Err(corrupt(format!("{kind:?} key of {} bytes", rest.len()))) };
+    Ok(match kind {
+        Kind::Meta => {
+            exact(0)?;
+            Key::Meta
+        }
+        Kind::Live => {
+            exact(8)?;
+            Key::Live(u64_at(rest, 0)?)
+        }
+        Kind::Done => {
+            exact(8)?;
+            Key::Done(u64_at(rest, 0)?)
+        }
+        Kind::Payload => {
+            exact(8)?;
+            Key::Payload(u64_at(rest, 0)?)
+        }
+        Kind::Audit => {
+            exact(8)?;
+            Key::Audit(u64_at(rest, 0)?)
+        }
+        Kind::Progress => {
+            exact(16)?;
+            Key::Progress(u64_at(rest, 0)?, u64_at(rest, 8)?)
+        }
+        Kind::Dedup => Key::Dedup(pair(rest)?),
+        Kind::DedupExpiry => Key::DedupExpiry(u64_at(rest, 0)?, pair(rest.get(8..).unwrap_or_default())?),
+        Kind::Retention => {
+            exact(16)?;
+            Key::Retention(u64_at(rest, 0)?, u64_at(rest, 8)?)
+        }
+        Kind::Finished => {
+            if rest.len() < 10 {
+                return Err(corrupt("finished-index key too short"));
+            }
+            let tail = rest.len() - 10;
+            if rest[tail] != 0 {
+                return Err(corrupt("finished-index key without separator"));
+            }
+            let state = TaskState::ALL
+                .get(rest[tail + 1] as usize)
+                .copied()
+                .ok_or_else(|| corrupt("finished-index key with an unknown state"))?;
+            Key::Finished(text(&rest[..tail])?, state, u64_at(rest, tail + 2)?)
+        }
+        Kind::Queue => Key::Queue(text(rest)?),
+        Kind::Counts => Key::Counts(text(rest)?),
+        Kind::Agent => Key::Agent(text(rest)?),
+        Kind::Token => Key::Token(text(rest)?),
+    })
+}
+
+fn enc<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, FrameError> {
+    frame::encode(v)
+}
+
+/// The stored bytes of a record: (key, value).
+pub fn encode(r: &Record) -> Result<(Vec<u8>, Vec<u8>), FrameError> {
+    let value = match r {
+        Record::Meta(m) => enc(m)?,
+        Record::Task(t) => enc(t)?,
+        Record::Payload(_, p) => enc(p)?,
+        Record::Progress(_, _, e) => enc(e)?,
+        Record::Dedup(_, e) => enc(e)?,
+        Record::DedupExpiry(..) | Record::Retention(..) | Record::Finished(..) => enc(&())?,
+        Record::Queue(_, c) => enc(c)?,
+        Record::Counts(_, c) => enc(c)?,
+        Record::Agent(a) => enc(a)?,
+        Record::Token(t) => enc(t)?,
+        Record::Audit(e) => enc(e)?,
+    };
+    Ok((encode_key(&r.key()), value))
+}
+
+fn dec<T: DeserializeOwned>(v: &[u8]) -> Result<T, FrameError> {
+    frame::decode(v)
+}
+
+/// A record from its stored bytes; fails on damage or on a value that does not match its key.
+pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, FrameError> {
+    let k = decode_key(key)?;
+    let mismatch = |what: &str| corrupt(format!("{what} stored under {k:?}"));
+    Ok(match k.clone() {
+        Key::Meta => Record::Meta(dec::<Meta>(value)?),
+        Key::Live(id) | Key::Done(id) => {
+            let t: TaskRecord = dec(value)?;
+            if t.key() != k {
+                return Err(mismatch(&format!("task {} ({})", t.id, t.state.as_str())));
+            }
+            let _ = id;
+            Record::Task(t)
+        }
+        Key::Payload(id) => Record::Payload(id, dec::<String>(value)?),
+        Key::Progress(id, seq) => Record::Progress(id, seq, dec::<ProgressEvent>(value)?),
+        Key::Dedup(dk) => Record::Dedup(dk, dec::<DedupEntry>(value)?),
+        Key::DedupExpiry(at, dk) => {
+            dec::<()>(value)?;
+            Record::DedupExpiry(at, dk)
+        }
+        Key::Retention(at, id) => {
+            dec::<()>(value)?;
+            Record::Retention(at, id)
+        }
+        Key::Finished(q, s, id) => {
+            dec::<()>(value)?;
+            Record::Finished(q, s, id)
+        }
+        Key::Queue(q) => Record::Queue(q, dec::<QueueConfig>(value)?),
+        Key::Counts(q) => Record::Counts(q, dec::<StateCounts>(value)?),
+        Key::Agent(id) => {
+            let a: Agent = dec(value)?;
+            if a.id != id {
+                return Err(mismatch("another agent"));
+            }
+            Record::Agent(a)
+        }
+        Key::Token(id) => {
+            let t: Token = dec(value)?;
+            if t.id != id {
+                return Err(mismatch("another token"));
+            }
+            Record::Token(t)
+        }
+        Key::Audit(seq) => {
+            let e: AuditEntry = dec(value)?;
+            if e.seq != seq {
+                return Err(mismatch("another audit entry"));
+            }
+            Record::Audit(e)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dk(q: &str, k: &str) -> DedupKey {
+        DedupKey { queue: q.into(), key: k.into() }
+    }
+
+    #[test]
+    fn byte_order_is_key_order_within_each_kind() {
+        let keys = vec![
+            Key::Live(1),
+            Key::Live(256),
+            Key::Live(u64::MAX - 1),
+            Key::Progress(3, 9),
+            Key::Progress(3, 10),
+            Key::Progress(4, 0),
+            Key::Dedup(dk("a", "z")),
+            Key::Dedup(dk("ab", "c")),
+            Key::Dedup(dk("b", "")),
+            Key::DedupExpiry(5, dk("b", "a")),
+            Key::DedupExpiry(6, dk("a", "a")),
+            Key::Retention(1, 9),
+            Key::Retention(2, 1),
+            Key::Finished("q".into(), TaskState::Succeeded, 7),
+            Key::Finished("q".into(), TaskState::Dead, 1),
+            Key::Finished("qa".into(), TaskState::Succeeded, 1),
+            Key::Agent("a".into()),
+            Key::Agent("a-1".into()),
+        ];
+        for a in &keys {
+            assert_eq!(&decode_key(&encode_key(a)).expect("decode"), a);
+            for b in &keys {
+                if a.kind() == b.kind() {
+                    assert_eq!(a.cmp(b), encode_key(a).cmp(&encode_key(b)), "{a:?} vs {b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_under_the_wrong_key_is_refused() {
+        let (k, v) = encode(&Record::Payload(3, "x".into())).expect("encode");
+        assert!(matches!(decode(&k, &v), Ok(Record::Payload(3, _))));
+        let other = encode_key(&Key::Meta);
+        assert!(decode(&other, &v).is_err());
+        assert!(decode(b"Z", &v).is_err());
+    }
+}
