@@ -66,7 +66,8 @@ impl TaskState {
         matches!(self, TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled | TaskState::Rejected)
     }
 
-    pub(crate) fn index(self) -> usize {
+    /// Its position in [`TaskState::ALL`].
+    pub fn index(self) -> usize {
         self as usize
     }
 }

@@ -228,7 +228,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
         let deadline = self.inner.snapshot_deadline;
-        let bytes = snapshot.snapshot.get_ref().len();
+        let bytes = snapshot.snapshot.len().await.unwrap_or(0);
         let started = std::time::Instant::now();
         match tokio::time::timeout(deadline, Chunked::send_snapshot(self, vote, snapshot, cancel, option)).await {
             Ok(r) => {

@@ -199,6 +199,9 @@ impl Disk {
             checkpoint.save(&*vfs, dir)?;
             summary.rebuilt = why;
         }
+        // What the store recovered may be only in the page cache (a process crash): make it
+        // durable before the log is purged on its account.
+        store.make_durable()?;
         let writer = Arc::new(Writer::new(store.clone(), writer_overlay.clone(), applied.index, opts.writer_queue_bytes));
         let records = Records::new(writer_overlay.clone(), store.clone());
         Ok(Disk {

@@ -311,8 +311,16 @@ impl SnapshotDir {
 
     /// Publish a synced temporary file as the current snapshot: rename, sync the directory, then
     /// remove the older ones (and sync again).
+    /// A snapshot older than the current one is not published: it is discarded and the current
+    /// one returned.
     pub fn publish(&mut self, tmp: &Path, index: Option<u64>) -> Result<SnapshotFile> {
         let io = |source| SnapshotError::Io { path: self.dir.clone(), source };
+        if let Some(cur) = self.current()? {
+            if cur.index > index {
+                self.discard(tmp);
+                return Ok(cur);
+            }
+        }
         self.next += 1;
         let name = format!("snap-{:020}-{:010}.snap", index.map_or(0, |i| i + 1), self.next);
         let path = self.dir.join(&name);

@@ -258,6 +258,11 @@ impl Wal {
                 });
             }
         }
+        // What survived in the last segment may be only in the page cache (a process crash):
+        // make it durable before anyone counts on it.
+        if let Some(s) = list.last() {
+            s.file.sync_data().map_err(io(&s.path))?;
+        }
         let mut wal = Wal {
             vfs,
             dir: dir.to_path_buf(),
@@ -317,6 +322,23 @@ impl Wal {
     /// Append entries (contiguous, starting at [`Wal::next_index`]). Readable on return, durable
     /// after [`Wal::sync`].
     pub fn append(&mut self, entries: &[(LogPos, &[u8])]) -> Result<()> {
+        // A log that holds no entry (never did, or all were purged) starts again wherever the
+        // next append does.
+        if let Some((first, _)) = entries.first() {
+            let empty = self.read_segments().list.iter().all(|s| s.records.is_empty());
+            if empty && first.index != self.next_index() {
+                self.sync()?;
+                let old: Vec<PathBuf> = self.read_segments().list.iter().map(|s| s.path.clone()).collect();
+                self.create_segment(Header { first_index: first.index, prev: None, flags: segment::FLAG_RESET })?;
+                for p in &old {
+                    self.vfs.remove_file(p).map_err(Self::io_err(p))?;
+                }
+                self.vfs.sync_dir(&self.dir).map_err(Self::io_err(&self.dir))?;
+                let mut g = self.write_segments();
+                let n = g.list.len();
+                g.list.drain(..n - 1);
+            }
+        }
         let mut expect = self.next_index();
         for (pos, _) in entries {
             if pos.index != expect {
