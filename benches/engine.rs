@@ -1,12 +1,12 @@
-//! Criterion micro-benchmarks of the engine's apply path and the dedup check.
+//! Criterion micro-benchmarks of the engine's apply path (with its records in memory: the effects
+//! are applied to an in-memory store, no disk) and the dedup check.
 //!
 //! Run: `cargo bench --bench engine`. Figures and methodology: docs/benchmarks.md.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use minion_engine::dedup::Dedup;
 use minion_engine::{
-    ApplyMeta, Candidate, Command, DedupEntry, DedupKey, Dispatcher, NewTask, Outcome, OutcomeStats, Request, State,
-    Strategy,
+    ApplyMeta, Candidate, Command, DedupKey, Dispatcher, Memory, NewTask, Outcome, OutcomeStats, Request, Strategy,
 };
 
 fn task(i: u64, key: bool) -> NewTask {
@@ -19,18 +19,17 @@ fn task(i: u64, key: bool) -> NewTask {
     }
 }
 
-fn apply(state: &mut State, now: u64, cmd: Command) -> Outcome {
+fn apply(state: &mut Memory, now: u64, cmd: Command) -> Outcome {
     state.apply(&Request { now_ms: now, cmd }, ApplyMeta { log_index: 0 }).expect("apply")
 }
 
 /// A state holding `n` ready tasks.
-fn seeded(n: u64) -> State {
-    let mut s = State::default();
+fn seeded(n: u64) -> Memory {
+    let mut s = Memory::default();
     let tasks: Vec<NewTask> = (0..n).map(|i| task(i, true)).collect();
     for chunk in tasks.chunks(10_000) {
         apply(&mut s, 1, Command::Submit { tasks: chunk.to_vec() });
     }
-    s.take_dirty();
     s
 }
 
@@ -43,7 +42,6 @@ fn bench_apply(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             black_box(apply(&mut s, 2, Command::Submit { tasks: vec![task(i, true)] }));
-            s.take_dirty();
         })
     });
     g.throughput(Throughput::Elements(100));
@@ -57,7 +55,6 @@ fn bench_apply(c: &mut Criterion) {
             },
             |tasks| {
                 black_box(apply(&mut s, 2, Command::Submit { tasks }));
-                s.take_dirty();
             },
             BatchSize::SmallInput,
         )
@@ -79,7 +76,6 @@ fn bench_apply(c: &mut Criterion) {
                 let t = &ts[0];
                 let token = t.lease.as_ref().map(|l| l.token).unwrap_or(0);
                 black_box(apply(&mut s, 3, Command::Complete { task_id: t.id, lease_token: token, result: None }));
-                s.take_dirty();
             }
             started.elapsed()
         })
@@ -89,22 +85,26 @@ fn bench_apply(c: &mut Criterion) {
 
 fn bench_dedup(c: &mut Criterion) {
     let mut g = c.benchmark_group("dedup");
-    let mut d = Dedup::default();
+    // A resubmitted key: the bloom filter says "maybe", the exact record answers.
+    let mut s = seeded(100_000);
+    g.bench_function("submit_duplicate_key_100k_keys", |b| {
+        b.iter(|| black_box(apply(&mut s, 2, Command::Submit { tasks: vec![task(500, true)] })))
+    });
+    // A fresh key against the bloom filter alone.
+    let mut d = minion_engine::dedup::Dedup::default();
+    let mut bloom = Dedup::new_bloom(100_000);
     for i in 0..100_000u64 {
-        d.insert(
-            DedupKey { queue: "bench".into(), key: format!("key-{i}") },
-            DedupEntry { task_id: i, expires_ms: u64::MAX },
-        );
+        Dedup::bloom_add(&mut bloom, &DedupKey { queue: "bench".into(), key: format!("key-{i}") });
     }
-    let hit = DedupKey { queue: "bench".into(), key: "key-500".into() };
-    g.bench_function("check_hit_100k_keys", |b| b.iter(|| black_box(d.lookup(&hit, 2))));
+    d.begin_rebuild();
+    d.finish_rebuild(bloom);
     let fresh: Vec<DedupKey> =
         (0..10_000u64).map(|i| DedupKey { queue: "bench".into(), key: format!("fresh-{i}") }).collect();
     let mut i = 0usize;
-    g.bench_function("check_miss_100k_keys", |b| {
+    g.bench_function("bloom_miss_100k_keys", |b| {
         b.iter(|| {
             i = (i + 1) % fresh.len();
-            black_box(d.lookup(&fresh[i], 2))
+            black_box(d.may_contain(&fresh[i]))
         })
     });
     g.finish();

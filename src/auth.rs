@@ -272,9 +272,13 @@ fn check_scope(
     match route {
         _ if route.starts_with("/v1/tasks/{id}") => {
             let Some(id) = segments.get(3).and_then(|v| v.parse::<u64>().ok()) else { return Ok(()) };
-            let g = s.node.state.read();
-            match g.engine.task(id) {
-                Some(task) if !t.allows_queue(&task.queue) => Err(ApiError::not_found(format!("no task {id}"))),
+            let live = s.node.state.read().engine.live_task(id).map(|t| t.queue.clone());
+            let queue = match live {
+                Some(q) => Some(q),
+                None => minion_engine::task_record(s.node.state.records(), id)?.map(|t| t.queue),
+            };
+            match queue {
+                Some(q) if !t.allows_queue(&q) => Err(ApiError::not_found(format!("no task {id}"))),
                 _ => Ok(()),
             }
         }

@@ -113,6 +113,12 @@ pub struct ServeArgs {
     /// sled's page cache in bytes (default 256 MiB).
     #[arg(long, env = "MINION_STORAGE_CACHE_BYTES")]
     pub storage_cache_bytes: Option<u64>,
+    /// Bytes of one log entry at most (default 8 MiB); a larger request is refused with 413.
+    #[arg(long, env = "MINION_ENTRY_BYTES_MAX")]
+    pub entry_bytes_max: Option<usize>,
+    /// Snapshot once the log holds this many bytes since the last one (default 256 MiB).
+    #[arg(long, env = "MINION_SNAPSHOT_LOG_BYTES")]
+    pub snapshot_log_bytes: Option<u64>,
     /// Writes not committed within this long answer 503 (outcome unknown).
     #[arg(long, env = "MINION_COMMIT_TIMEOUT_MS")]
     pub commit_timeout_ms: Option<u64>,

@@ -464,58 +464,74 @@ pub async fn snapshot(cmd: SnapshotCmd) -> anyhow::Result<()> {
             let c = Client::new(&client)?;
             let url = format!("{}/v1/admin/backup", c.base);
             let resp = c.http.get(&url).send().await.with_context(|| format!("contacting {}", c.base))?;
-            let resp = c.check(resp).await?;
-            let index = resp.headers().get("x-minion-applied-index").and_then(|v| v.to_str().ok()).map(str::to_string);
-            let bytes = resp.bytes().await.context("reading the backup")?;
-            // Check before writing: a truncated download must not pass for a backup.
-            let b = crate::api::backup::Backup::decode(&bytes).map_err(|e| anyhow!("the server sent {e}"))?;
+            let mut resp = c.check(resp).await?;
             let tmp = out.with_extension("tmp");
-            std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("syncing {}", tmp.display()))?;
+            // Streamed to disk, then checked whole before it takes the name: a truncated or
+            // damaged download must not pass for a backup.
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+                while let Some(chunk) = resp.chunk().await.context("reading the backup")? {
+                    f.write_all(&chunk).with_context(|| format!("writing {}", tmp.display()))?;
+                }
+                f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+            }
+            let t = tmp.clone();
+            let summary = match tokio::task::spawn_blocking(move || crate::backup_file::inspect(&t)).await? {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(anyhow!("the server sent {e}"));
+                }
+            };
             std::fs::rename(&tmp, &out).with_context(|| format!("renaming to {}", out.display()))?;
-            let summary = json!({
-                "file": out.display().to_string(),
-                "bytes": bytes.len(),
-                "applied_index": index,
-                "tasks": b.image.tasks.len(),
-                "agents": b.image.agents.len(),
-                "cluster_id": b.cluster_id,
-            });
+            let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+            let index = summary.applied_index.unwrap_or(0);
             if client.json {
-                print_json(&summary)
+                print_json(&json!({
+                    "file": out.display().to_string(),
+                    "bytes": bytes,
+                    "applied_index": index,
+                    "tasks": summary.tasks,
+                    "agents": summary.agents,
+                    "records": summary.records,
+                    "from": summary.origin,
+                }))
             } else {
                 println!(
-                    "wrote {} ({} bytes): {} tasks, {} agents, as of log index {}",
+                    "wrote {} ({} bytes): {} tasks, {} agents, {} records, as of log index {index}",
                     out.display(),
-                    bytes.len(),
-                    b.image.tasks.len(),
-                    b.image.agents.len(),
-                    b.applied_index
+                    bytes,
+                    summary.tasks,
+                    summary.agents,
+                    summary.records
                 );
                 Ok(())
             }
         }
         SnapshotCmd::Import { client, file } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            crate::api::backup::Backup::decode(&bytes).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            let f = file.clone();
+            tokio::task::spawn_blocking(move || crate::backup_file::inspect(&f))
+                .await?
+                .map_err(|e| anyhow!("{}: {e}", file.display()))?;
             let c = Client::new(&client)?;
+            let body = tokio::fs::File::open(&file).await.with_context(|| format!("reading {}", file.display()))?;
             let req = c
                 .http
                 .post(format!("{}/v1/admin/restore", c.base))
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                .body(bytes);
+                .body(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(body)));
             let out = c.send(req).await?;
             if client.json {
                 print_json(&out)
             } else {
                 println!(
-                    "restored {} tasks and {} agents from {} (cluster {}, log index {})",
+                    "restored {} tasks and {} agents ({} records) from {} ({}, log index {})",
                     s(&out["restored_tasks"]),
                     s(&out["restored_agents"]),
+                    s(&out["restored_records"]),
                     file.display(),
-                    s(&out["from_cluster"]),
+                    s(&out["from"]),
                     s(&out["from_applied_index"])
                 );
                 Ok(())

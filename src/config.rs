@@ -95,10 +95,23 @@ pub struct Config {
     pub claim_wait_ms_max: u64,
     /// Commands coalesced into one log entry at most.
     pub group_commit_max: usize,
-    /// Log entries in flight through raft at once.
+    /// Bytes of one log entry at most: group commit stops adding commands at it, and a single
+    /// request over it is refused (413).
+    pub entry_bytes_max: usize,
+    /// Log entries in flight through raft at once (the append of one overlaps the apply of the
+    /// one before).
     pub proposals_in_flight_max: usize,
     /// Build a snapshot (and compact the log) after this many entries.
     pub snapshot_logs: u64,
+    /// Also build one once the log holds this many bytes since the last (or the last snapshot's
+    /// size, if larger): the log's disk use stays within a constant factor of the state's.
+    pub snapshot_log_bytes: u64,
+    /// The write-ahead log starts a new segment file at this size.
+    pub wal_segment_bytes: u64,
+    /// Bytes of applied effects waiting for the state store before apply waits for it.
+    pub state_queue_bytes: usize,
+    /// How often the state store is made durable (the log is kept back to that point).
+    pub state_durable_every_ms: u64,
     /// How often the leader checks for due housekeeping (timers, lease expiry, retention).
     pub tick_interval_ms: u64,
     /// An agent not heard from (heartbeat or claim) for this long is declared dead and its leases
@@ -177,8 +190,13 @@ impl Default for Config {
             restore_bytes_max: 4 << 30,
             claim_wait_ms_max: 60_000,
             group_commit_max: 1_024,
-            proposals_in_flight_max: 1,
-            snapshot_logs: 20_000,
+            entry_bytes_max: 8 << 20,
+            proposals_in_flight_max: 8,
+            snapshot_logs: 1_000_000,
+            snapshot_log_bytes: 256 << 20,
+            wal_segment_bytes: 64 << 20,
+            state_queue_bytes: 64 << 20,
+            state_durable_every_ms: 1_000,
             tick_interval_ms: 100,
             agent_heartbeat_timeout_ms: 15_000,
             feed_retained_entries: 100_000,
@@ -208,6 +226,8 @@ impl Config {
             commit_timeout_ms,
             election_timeout_ms,
             storage_cache_bytes,
+            entry_bytes_max,
+            snapshot_log_bytes,
             trace_sample_ratio,
             restore_bytes_max
         );
@@ -318,6 +338,19 @@ impl Config {
         range("group_commit_max", self.group_commit_max as u64, 1, 100_000)?;
         range("proposals_in_flight_max", self.proposals_in_flight_max as u64, 1, 1_024)?;
         range("snapshot_logs", self.snapshot_logs, 100, u64::MAX)?;
+        range("snapshot_log_bytes", self.snapshot_log_bytes, 1 << 20, u64::MAX)?;
+        range("wal_segment_bytes", self.wal_segment_bytes, 64 << 10, 1 << 32)?;
+        range("state_queue_bytes", self.state_queue_bytes as u64, 1 << 20, 1 << 34)?;
+        range("state_durable_every_ms", self.state_durable_every_ms, 10, 60_000)?;
+        range("entry_bytes_max", self.entry_bytes_max as u64, 64 << 10, 1 << 30)?;
+        if (self.entry_bytes_max as u64) < self.engine.payload_bytes_max + (64 << 10) {
+            bail!(
+                "invalid config: entry_bytes_max ({}) must be at least engine.payload_bytes_max ({}) plus 64 KiB, \
+                 so that one task always fits in a log entry",
+                self.entry_bytes_max,
+                self.engine.payload_bytes_max
+            );
+        }
         range("tick_interval_ms", self.tick_interval_ms, 1, 60_000)?;
         range("feed_retained_entries", self.feed_retained_entries, 1, u64::MAX)?;
         range("agent_heartbeat_timeout_ms", self.agent_heartbeat_timeout_ms, 200, 3_600_000)?;

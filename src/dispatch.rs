@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use minion_engine::{AgentStatus, Candidate, Command, Dispatcher, Outcome, OutcomeStats, Strategy, Task};
+use minion_engine::{AgentStatus, Candidate, Command, Dispatcher, Outcome, OutcomeStats, Strategy, TaskRecord};
 use tokio::sync::oneshot;
 
 use crate::node::{now_ms, Node, ProposeError};
@@ -26,7 +26,7 @@ struct Waiter {
     max: u32,
     /// After this the waiter is not queued again.
     deadline: tokio::time::Instant,
-    tx: oneshot::Sender<Vec<Task>>,
+    tx: oneshot::Sender<Vec<TaskRecord>>,
 }
 
 #[derive(Default)]
@@ -55,7 +55,7 @@ impl Default for Hub {
 /// tasks claimed for it afterwards find the receiver gone and are released unused.
 pub struct Registration {
     pub id: u64,
-    pub rx: oneshot::Receiver<Vec<Task>>,
+    pub rx: oneshot::Receiver<Vec<TaskRecord>>,
     hub: Hub,
 }
 
@@ -81,7 +81,7 @@ pub async fn claim_detached(node: &Node, cmd: Command) -> Result<minion_engine::
 }
 
 /// Give back leases whose claim never reached its agent.
-async fn release_unused(node: &Node, tasks: Vec<Task>) {
+async fn release_unused(node: &Node, tasks: Vec<TaskRecord>) {
     for t in tasks {
         let Some(token) = t.lease.as_ref().map(|l| l.token) else { continue };
         tracing::info!(task_id = t.id, "releasing a lease whose claimant went away");
@@ -172,7 +172,7 @@ impl Hub {
             };
             for queue in queues {
                 let mut ready = engine.queue_stats(&queue).ready;
-                let strategy = engine.effective_config(&queue).strategy;
+                let strategy = engine.queue_settings(&queue).strategy;
                 while ready > 0 {
                     // Eligible: waiting on this queue, alive and active, able to take a ready task.
                     let eligible: Vec<usize> = hub

@@ -6,6 +6,7 @@ pub mod adapters;
 pub mod api;
 pub mod auth;
 pub mod autoscaler;
+pub mod backup_file;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -133,7 +133,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         node_id = node.config.node_id,
         cluster_id = node.identity.cluster_id().unwrap_or_default(),
         data_dir = %data_dir.display(),
-        durability = node.store.durability().as_str(),
+        durability = node.config.durability.as_str(),
         "minion serving"
     );
     // Embedded adapters call this node's API as the bootstrap admin, trusting its CA.
@@ -169,13 +169,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let connections_max = node.config.connections_max;
     serve::serve(listener, app, api_tls, connections_max, "api", shutdown).await.context("serving HTTP")?;
-    tracing::info!("in-flight requests finished; stopping raft");
-    if let Err(e) = node.checkpoint().await {
-        tracing::error!(error = %e, "writing the checkpoint file failed");
-    }
-    if let Err(e) = node.raft.shutdown().await {
-        tracing::warn!(error = %e, "raft shutdown");
-    }
+    tracing::info!("in-flight requests finished; stopping raft and storage");
+    node.shutdown().await;
     Ok(())
 }
 

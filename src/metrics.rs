@@ -82,13 +82,14 @@ pub fn render(handle: &PrometheusHandle, node: &Node) -> String {
         counter!("minion_lease_expiries_total").absolute(c.lease_expiries);
         counter!("minion_task_retries_total").absolute(c.retries);
         counter!("minion_retention_removed_total").absolute(c.retention_removed);
-        let d = engine.dedup().stats;
+        let d = engine.dedup_stats();
         counter!("minion_dedup_hits_total").absolute(d.hits);
         counter!("minion_dedup_misses_total").absolute(d.misses);
         counter!("minion_dedup_bloom_negatives_total").absolute(d.bloom_negatives);
         counter!("minion_dedup_bloom_false_positives_total").absolute(d.bloom_false_positives);
-        gauge!("minion_dedup_keys").set(engine.dedup().len() as f64);
+        gauge!("minion_dedup_keys").set(engine.dedup_keys() as f64);
         gauge!("minion_ledger_tasks").set(engine.task_count() as f64);
+        gauge!("minion_live_tasks").set(engine.live_count() as f64);
     }
     for (strategy, n) in node.hub.selections() {
         counter!("minion_dispatch_selections_total", "strategy" => strategy.as_str()).absolute(n);
@@ -110,7 +111,7 @@ pub fn render(handle: &PrometheusHandle, node: &Node) -> String {
     gauge!("minion_raft_term").set(m.current_term as f64);
     gauge!("minion_raft_is_leader").set(if m.current_leader == Some(node.config.node_id) { 1.0 } else { 0.0 });
     gauge!("minion_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
-    gauge!("minion_raft_committed_index").set(node.committed_index.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    gauge!("minion_raft_committed_index").set(node.log.committed_index().unwrap_or(0) as f64);
     gauge!("minion_raft_applied_index").set(m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
     gauge!("minion_raft_snapshot_index").set(m.snapshot.map(|l| l.index).unwrap_or(0) as f64);
     gauge!("minion_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
@@ -124,7 +125,13 @@ pub fn render(handle: &PrometheusHandle, node: &Node) -> String {
             gauge!("minion_raft_replication_lag_entries", "peer" => peer.to_string()).set(lag as f64);
         }
     }
-    gauge!("minion_storage_disk_bytes").set(node.store.size_on_disk() as f64);
+    gauge!("minion_storage_disk_bytes").set((node.storage.store.size_on_disk() + node.log.wal_bytes()) as f64);
+    gauge!("minion_storage_log_bytes").set(node.log.wal_bytes() as f64);
+    gauge!("minion_state_overlay_bytes").set(node.state.records().overlay().bytes() as f64);
+    let p = node.storage.writer.progress();
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    gauge!("minion_state_writer_lag_entries").set(applied.saturating_sub(p.written.unwrap_or(0)) as f64);
+    gauge!("minion_state_durable_lag_entries").set(applied.saturating_sub(p.durable.unwrap_or(0)) as f64);
     for a in node.adapters.list() {
         let name = a["name"].as_str().unwrap_or_default().to_string();
         let up = a["running"].as_bool().unwrap_or(false);

@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
-use minion_engine::{Command, Outcome, Rejection, Request, Response};
+use minion_engine::{Command, Outcome, Request, Response};
 use minion_raft::identity::ClusterIdentity;
 use minion_raft::network::HttpNetwork;
-use minion_raft::{LogStore, Node as RaftNode, NodeId, Raft, SharedState, StateMachine};
-use minion_storage::Store;
+use minion_raft::{LogStore, Node as RaftNode, NodeId, Raft, SharedState, StorageHandle};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
@@ -31,6 +30,10 @@ pub enum ProposeError {
     Closed,
     #[error("not confirmed by a quorum within {0} ms; the outcome is unknown (retry with the same idempotency key)")]
     Timeout(u64),
+    #[error("the request is about {bytes} bytes in the log, over the limit of {max} bytes per log entry (entry_bytes_max); send it in smaller parts")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 struct Proposal {
@@ -45,11 +48,12 @@ struct Proposal {
 pub struct Node {
     pub raft: Raft,
     pub state: SharedState,
-    pub store: Store,
+    /// The data directory's storage (checkpoint, state writer, state store).
+    pub storage: Arc<StorageHandle>,
+    /// The log (committed and synced indexes, bytes).
+    pub log: LogStore,
     pub config: Arc<Config>,
     proposals: mpsc::Sender<Proposal>,
-    /// Last committed log index as raft reported it to the log store.
-    pub committed_index: Arc<std::sync::atomic::AtomicU64>,
     /// Waiting claims, dispatch strategies and agent liveness (leader-side).
     pub hub: crate::dispatch::Hub,
     /// Pool evaluations and their decisions (leader-side).
@@ -72,19 +76,30 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let identity = Arc::new(ClusterIdentity::load(&config.data_dir, config.node_id)?);
-        let store = Store::open_with_cache(&config.data_dir, config.durability, config.storage_cache_bytes)
+        let opts = minion_raft::OpenOptions {
+            durability: config.durability,
+            cache_bytes: config.storage_cache_bytes,
+            segment_bytes: config.wal_segment_bytes,
+            writer_queue_bytes: config.state_queue_bytes,
+            durable_every: Duration::from_millis(config.state_durable_every_ms),
+            origin: format!("node {}", config.node_id),
+            feed_retained_entries: config.feed_retained_entries,
+        };
+        let dir = config.data_dir.clone();
+        let opened = tokio::task::spawn_blocking(move || minion_raft::open(&dir, &opts))
+            .await
+            .context("opening the data directory")?
             .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
-        let sm = StateMachine::open(store.clone())
-            .with_context(|| format!("loading state from {}", config.data_dir.display()))?
-            .with_feed_retained_entries(config.feed_retained_entries);
-        let state = sm.shared();
+        let state = opened.state_machine.shared();
+        let storage = Arc::new(opened.handle);
+        let log = opened.log_store.clone();
         let raft_config = openraft::Config {
             cluster_name: "minion".into(),
             heartbeat_interval: (config.election_timeout_ms / 4).max(20),
             election_timeout_min: config.election_timeout_ms,
             election_timeout_max: config.election_timeout_ms * 2,
             install_snapshot_timeout: 10_000,
-            snapshot_max_chunk_size: 4 << 20,
+            snapshot_max_chunk_size: 1 << 20,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
             max_in_snapshot_log_to_keep: config.snapshot_logs.min(1_000),
             max_payload_entries: 512,
@@ -92,8 +107,6 @@ impl Node {
         }
         .validate()
         .context("raft configuration")?;
-        let log_store = LogStore::new(store.clone());
-        let committed_index = log_store.committed_index();
         let local_ip = Some(config.raft_listen.ip()).filter(|ip| !ip.is_unspecified());
         let peer_tls = match (&config.peer_tls_cert, &config.peer_tls_key, &config.peer_tls_ca) {
             (Some(cert), Some(key), Some(ca)) => {
@@ -114,8 +127,9 @@ impl Node {
         )
         .context("building the peer client")?;
         let peers = network.clone();
-        let raft =
-            Raft::new(config.node_id, Arc::new(raft_config), network, log_store, sm).await.context("starting raft")?;
+        let raft = Raft::new(config.node_id, Arc::new(raft_config), network, opened.log_store, opened.state_machine)
+            .await
+            .context("starting raft")?;
 
         if !raft.is_initialized().await.map_err(|e| anyhow!("raft: {e}"))? {
             if config.join {
@@ -148,10 +162,10 @@ impl Node {
         let node = Node {
             raft,
             state,
-            store,
+            storage,
+            log,
             config: Arc::new(config),
             proposals: tx,
-            committed_index,
             hub: Default::default(),
             autoscalers,
             adapters: Default::default(),
@@ -174,7 +188,12 @@ impl Node {
     }
 
     /// Propose a command and wait until it is committed and applied (or the commit timeout).
+    /// A command over the log-entry byte cap is refused before it is proposed.
     pub async fn propose(&self, cmd: Command) -> Result<Response, ProposeError> {
+        let bytes = cmd.approx_bytes();
+        if bytes > self.config.entry_bytes_max {
+            return Err(ProposeError::TooLarge { bytes, max: self.config.entry_bytes_max });
+        }
         let span = tracing::info_span!("raft.propose", command = cmd.name());
         self.propose_in(cmd, span.clone()).instrument(span).await
     }
@@ -252,19 +271,40 @@ impl Node {
         Some((id, node))
     }
 
-    /// Group commit: every command waiting when a slot frees up goes into one log entry.
+    /// Group commit: every command waiting when a slot frees up goes into one log entry, up to
+    /// `group_commit_max` commands and `entry_bytes_max` bytes; up to `proposals_in_flight_max`
+    /// entries are in flight at once (pipelined: one is appended while another is applied).
     async fn run_proposer(self, mut rx: mpsc::Receiver<Proposal>) {
         let slots = Arc::new(Semaphore::new(self.config.proposals_in_flight_max));
         let max = self.config.group_commit_max;
-        while let Some(first) = rx.recv().await {
+        let bytes_max = self.config.entry_bytes_max;
+        let mut carried: Option<Proposal> = None;
+        loop {
+            let first = match carried.take() {
+                Some(p) => p,
+                None => match rx.recv().await {
+                    Some(p) => p,
+                    None => break,
+                },
+            };
             let Ok(permit) = slots.clone().acquire_owned().await else { break };
+            let mut bytes = first.cmd.approx_bytes();
             let mut group = vec![first];
             while group.len() < max {
                 match rx.try_recv() {
-                    Ok(p) => group.push(p),
+                    Ok(p) => {
+                        let b = p.cmd.approx_bytes();
+                        if bytes + b > bytes_max {
+                            carried = Some(p);
+                            break;
+                        }
+                        bytes += b;
+                        group.push(p);
+                    }
                     Err(_) => break,
                 }
             }
+            metrics::histogram!("minion_raft_group_bytes").record(bytes as f64);
             let raft = self.raft.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -289,8 +329,9 @@ impl Node {
         }
     }
 
-    /// Once a second, record the applied index (durable in the log) in the checkpoint file, so a
-    /// data file that later loses entries is detected at start instead of served.
+    /// Once a second: record in the checkpoint what the log holds durably (so a log that later
+    /// loses entries is detected at start, not served), and ask for a snapshot once the log has
+    /// grown by `snapshot_log_bytes` (or by the last snapshot's size, if larger) since the last.
     async fn run_checkpointer(self) {
         let mut interval = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -298,14 +339,44 @@ impl Node {
             if let Err(e) = self.checkpoint().await {
                 tracing::error!(error = %e, "writing the checkpoint file failed");
             }
+            let since = self.log.bytes_since_snapshot();
+            if since > self.config.snapshot_log_bytes.max(self.log.snapshot_bytes()) {
+                self.log.note_snapshot_requested();
+                if let Err(e) = self.raft.trigger().snapshot().await {
+                    tracing::warn!(error = %e, "asking for a snapshot");
+                }
+            }
         }
     }
 
+    /// Record the durable log position in the checkpoint and save it. Blocking work off the runtime.
     pub async fn checkpoint(&self) -> anyhow::Result<()> {
-        let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index).unwrap_or(0);
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.checkpoint(applied)).await??;
+        let synced = self.log.synced_index();
+        let committed = self.log.committed_index();
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            storage.checkpointer.update(|cp| {
+                let durable = committed.min(synced);
+                if durable > cp.log_durable {
+                    cp.log_durable = durable;
+                }
+            });
+            storage.checkpointer.save()
+        })
+        .await??;
         Ok(())
+    }
+
+    /// Stop raft, then the storage threads (a last durable point), then save the checkpoint.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Err(e) = self.checkpoint().await {
+            tracing::error!(error = %e, "writing the checkpoint file failed");
+        }
+        let storage = self.storage.clone();
+        let _ = tokio::task::spawn_blocking(move || storage.shutdown()).await;
     }
 
     pub fn is_leader(&self) -> bool {
@@ -341,10 +412,12 @@ async fn commit_group_in(raft: Raft, mut group: Vec<Proposal>) {
                 }
             }
             Ok(other) => {
-                let msg = format!("group commit answered {other:?}");
+                // The engine always answers a batch with one outcome per command; anything else
+                // is a bug, not a bad request.
+                let msg = format!("group commit of {} commands answered {other:?}", replies.len());
                 tracing::error!("{msg}");
                 for reply in replies {
-                    let _ = reply.send(Ok(Err(Rejection::invalid(msg.clone()))));
+                    let _ = reply.send(Err(ProposeError::Internal(msg.clone())));
                 }
             }
             Err(e) => {
@@ -355,6 +428,8 @@ async fn commit_group_in(raft: Raft, mut group: Vec<Proposal>) {
                         ProposeError::Closed => ProposeError::Closed,
                         ProposeError::Timeout(ms) => ProposeError::Timeout(*ms),
                         ProposeError::Fatal(_) => ProposeError::Fatal(text.clone()),
+                        ProposeError::TooLarge { bytes, max } => ProposeError::TooLarge { bytes: *bytes, max: *max },
+                        ProposeError::Internal(_) => ProposeError::Internal(text.clone()),
                     };
                     let _ = reply.send(Err(err));
                 }

@@ -149,7 +149,7 @@ async fn stale_forged_and_repeated_lease_operations_are_refused() {
 }
 
 #[tokio::test]
-async fn a_corrupt_data_directory_is_refused_with_the_file_named() {
+async fn a_corrupt_log_is_refused_with_the_file_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut srv = Server::start(dir.path(), &["--durability", "fsync"]).await;
     let api = srv.client();
@@ -158,11 +158,32 @@ async fn a_corrupt_data_directory_is_refused_with_the_file_named() {
     }
     srv.stop();
 
-    // Flip bytes in the middle of sled's data file.
-    common::flip_bytes(&srv.data_dir.join("db").join("db"));
+    // Flip bytes in the middle of the write-ahead log: entries the checkpoint records as durable.
+    let wal = common::only_file(&srv.data_dir.join("wal"));
+    common::flip_bytes(&wal);
     let stderr = srv.start_must_fail().await;
-    assert!(stderr.contains(&srv.data_dir.display().to_string()), "the error must name the data path: {stderr}");
+    assert!(stderr.contains(&wal.display().to_string()), "the error must name the log file: {stderr}");
     assert!(stderr.to_lowercase().contains("corrupt"), "the error must say corruption: {stderr}");
+}
+
+#[tokio::test]
+async fn a_damaged_state_store_is_rebuilt_from_the_snapshot_and_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut srv = Server::start(dir.path(), &["--snapshot-logs", "100"]).await;
+    let api = srv.client();
+    for i in 0..300 {
+        api.submit(json!({"queue": "q", "payload": {"i": i, "pad": "p".repeat(100)}})).await;
+    }
+    let before = api.tasks("").await;
+    srv.stop();
+    // sled's data file damaged, or gone entirely: the state is the snapshot plus the log.
+    common::flip_bytes(&srv.data_dir.join("state").join("db"));
+    srv.spawn().await;
+    assert_eq!(srv.client().tasks("").await, before, "every task is back after a damaged state store");
+    srv.stop();
+    std::fs::remove_dir_all(srv.data_dir.join("state")).expect("remove the state store");
+    srv.spawn().await;
+    assert_eq!(srv.client().tasks("").await, before, "every task is back after a lost state store");
 }
 
 #[tokio::test]
@@ -174,9 +195,13 @@ async fn a_corrupt_snapshot_file_is_refused_at_start() {
     for i in 0..300 {
         api.submit(json!({"queue": "q", "payload": {"i": i, "pad": "p".repeat(100)}})).await;
     }
-    let snapshot = srv.data_dir.join("snapshot");
-    eventually(10, "a snapshot file", || async { snapshot.exists().then_some(()) }).await;
+    let snapshots = srv.data_dir.join("snapshots");
+    eventually(10, "a snapshot file", || async {
+        std::fs::read_dir(&snapshots).ok()?.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".snap")).then_some(())
+    })
+    .await;
     srv.stop();
+    let snapshot = common::only_file(&snapshots);
     common::flip_bytes(&snapshot);
     let stderr = srv.start_must_fail().await;
     assert!(stderr.contains(&snapshot.display().to_string()), "the error names the snapshot file: {stderr}");

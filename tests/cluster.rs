@@ -290,7 +290,8 @@ async fn a_node_with_a_damaged_data_directory_refuses_to_start_and_is_replaced()
     }
     c.wait_converged(20).await;
     c.nodes[2].stop();
-    common::flip_bytes(&c.nodes[2].data_dir.join("db").join("db"));
+    // Its log is damaged (its state store would be rebuilt from the log; a damaged log cannot be).
+    common::flip_bytes(&common::only_file(&c.nodes[2].data_dir.join("wal")));
     let err = c.nodes[2].start_must_fail().await;
     assert!(err.to_lowercase().contains("corrupt"), "{err}");
     // The other two keep serving, and nothing of the damaged copy reached them.

@@ -14,7 +14,7 @@ use crate::agent::Agent;
 use crate::config::QueueConfig;
 use crate::dedup::{DedupEntry, DedupKey};
 use crate::record::{Effect, Key, Record};
-use crate::state::task_view;
+use crate::state::{task_details, task_record};
 use crate::store::{Cold, ColdError};
 use crate::task::{Task, TaskId};
 
@@ -45,7 +45,8 @@ pub fn touched(effects: &[Effect]) -> Vec<Touched> {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
-    Task(Box<Task>),
+    /// The task and the trace context it was submitted with.
+    Task(Box<Task>, Option<String>),
     TaskRemoved(TaskId),
     Agent(Box<Agent>),
     AgentRemoved(String),
@@ -60,8 +61,12 @@ pub fn materialize(cold: &dyn Cold, touched: &[Touched]) -> Result<Vec<Change>, 
     let mut out = Vec::with_capacity(touched.len());
     for t in touched {
         out.push(match t {
-            Touched::Task(id) => match task_view(cold, *id)? {
-                Some(task) => Change::Task(Box::new(task)),
+            Touched::Task(id) => match task_record(cold, *id)? {
+                Some(rec) => {
+                    let trace = rec.trace_parent.clone();
+                    let (payload, progress) = task_details(cold, &rec)?;
+                    Change::Task(Box::new(rec.into_task(payload, progress)), trace)
+                }
                 None => Change::TaskRemoved(*id),
             },
             Touched::Agent(a) => match cold.get(&Key::Agent(a.clone()))? {

@@ -101,9 +101,12 @@ impl Dedup {
         self.rebuilding = Some(Vec::new());
     }
 
-    /// Install a filter built from a scan that started after [`Dedup::begin_rebuild`].
+    /// Install a filter built from a scan that started after [`Dedup::begin_rebuild`]. Ignored
+    /// when no rebuild is in progress (the state was replaced meanwhile: a filter of the old one
+    /// could miss keys of the new one).
     pub fn finish_rebuild(&mut self, mut bloom: GrowableBloom) {
-        for (q, k) in self.rebuilding.take().unwrap_or_default() {
+        let Some(side) = self.rebuilding.take() else { return };
+        for (q, k) in side {
             bloom.insert((q.as_str(), k.as_str()));
         }
         self.bloom = Some(bloom);
@@ -126,6 +129,16 @@ mod tests {
 
     fn k(q: &str, key: &str) -> DedupKey {
         DedupKey { queue: q.into(), key: key.into() }
+    }
+
+    #[test]
+    fn a_filter_finished_without_a_rebuild_in_progress_is_ignored() {
+        let mut d = Dedup::default();
+        let mut b = Dedup::new_bloom(10);
+        Dedup::bloom_add(&mut b, &k("q", "old"));
+        d.finish_rebuild(b);
+        assert!(!d.has_bloom(), "a state replaced during a rebuild keeps no filter of the old one");
+        assert!(d.may_contain(&k("q", "new")));
     }
 
     #[test]

@@ -104,5 +104,5 @@ pub fn http_request(data: &[u8]) {
         String::from_utf8_lossy(body)
     );
     let g = h.node.state.read();
-    g.engine.validate().unwrap_or_else(|v| panic!("invariant violated after {method} {path}: {v}"));
+    g.engine.validate_ram().unwrap_or_else(|v| panic!("invariant violated after {method} {path}: {v}"));
 }

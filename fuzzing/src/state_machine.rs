@@ -1,8 +1,11 @@
-//! A command sequence decoded from bytes, applied to the engine with invariant checks after every
-//! command and restarts (the state through its framed snapshot image and back) along the way.
+//! A command sequence decoded from bytes, applied to the engine (with its records in memory) with
+//! every invariant checked after every command, restarts (RAM rebuilt from the records, each sent
+//! through the codec first) and restores (the records streamed into a fresh engine) along the way.
 
-use minion_engine::{AgentSpec, ApplyMeta, Command, NewTask, RejectedRecord, Request, State, StateImage, TaskState};
-use minion_storage::frame;
+use minion_engine::{
+    AgentSpec, ApplyMeta, Command, Memory, NewTask, Record, RejectedRecord, Request, TaskState,
+};
+use minion_storage::codec;
 
 struct Bytes<'a> {
     data: &'a [u8],
@@ -24,15 +27,45 @@ const QUEUES: [&str; 3] = ["a", "b", "c"];
 const AGENTS: [&str; 3] = ["x", "y", "z"];
 
 /// A lease token that is real half of the time (so that work progresses), made up otherwise.
-fn token(s: &State, task: u64, b: u8) -> u64 {
-    match s.task(task).and_then(|t| t.lease.as_ref()) {
+fn token(s: &Memory, task: u64, b: u8) -> u64 {
+    match s.record(task).and_then(|t| t.lease) {
         Some(l) if b.is_multiple_of(2) => l.token,
         _ => b as u64,
     }
 }
 
+/// Every record but the counters, with audit entries keyed by content (a restore renumbers them).
+fn comparable(m: &Memory) -> Vec<Record> {
+    m.store
+        .records()
+        .filter(|r| !matches!(r, Record::Meta(_)))
+        .map(|r| match r {
+            Record::Audit(e) => Record::Audit(minion_engine::AuditEntry { seq: 0, ..e.clone() }),
+            other => other.clone(),
+        })
+        .collect()
+}
+
+/// Stream `from`'s records into `into` as a restore would; the answers.
+fn restore(into: &mut Memory, from: &Memory, now: u64, index: &mut u64) -> Vec<minion_engine::Response> {
+    let mut out = Vec::new();
+    let mut apply = |into: &mut Memory, cmd| {
+        *index += 1;
+        into.apply(&Request { now_ms: now, cmd }, ApplyMeta { log_index: *index })
+    };
+    out.push(apply(into, Command::RestoreBegin { restore_id: "r".into() }));
+    let records: Vec<Record> = from.store.records().filter(|r| !matches!(r, Record::Meta(_))).cloned().collect();
+    let total = records.len() as u64;
+    for chunk in records.chunks(7) {
+        out.push(apply(into, Command::RestoreRecords { restore_id: "r".into(), records: chunk.to_vec() }));
+    }
+    let meta = Box::new(from.state.meta().clone());
+    out.push(apply(into, Command::RestoreEnd { restore_id: "r".into(), records_total: total, meta }));
+    out
+}
+
 pub fn state_machine(data: &[u8]) {
-    let mut s = State::default();
+    let mut s = Memory::default();
     let mut now = 1_000_000u64;
     let mut b = Bytes { data, at: 0 };
     let mut index = 0u64;
@@ -143,40 +176,41 @@ pub fn state_machine(data: &[u8]) {
             },
             15 if (op / 16) % 4 == 3 => {
                 // Restore a copy of this state: refused (it is not empty) and changing nothing,
-                // except into a fresh state, where it must reproduce the image exactly.
-                let image = s.image();
-                let before = frame::encode(&image).expect("encodes");
-                index += 1;
-                let r = s.apply(
-                    &Request { now_ms: now, cmd: Command::Restore { image: Box::new(image.clone()) } },
-                    ApplyMeta { log_index: index },
-                );
-                let pristine = s.task_count() == 0 && s.meta().next_id == 1 && s.agents().next().is_none();
+                // except into a fresh engine, where it must reproduce every record.
+                let pristine = s.meta().next_id == 1 && s.agents().next().is_none() && s.queue_configs().next().is_none();
                 if !pristine {
+                    // Housekeeping due now runs first, whatever the command: let it.
+                    index += 1;
+                    let _ = s.apply(&Request { now_ms: now, cmd: Command::Tick }, ApplyMeta { log_index: index });
+                    let before = comparable(&s);
+                    index += 1;
+                    let r = s.apply(
+                        &Request { now_ms: now, cmd: Command::RestoreBegin { restore_id: "x".into() } },
+                        ApplyMeta { log_index: index },
+                    );
                     assert!(r.is_err(), "a restore into a state that holds tasks was accepted");
-                    s.take_dirty();
-                    let mut fresh = State::default();
-                    fresh
-                        .apply(
-                            &Request { now_ms: now, cmd: Command::Restore { image: Box::new(image) } },
-                            ApplyMeta { log_index: 1 },
-                        )
-                        .expect("a restore into an empty state");
+                    assert_eq!(comparable(&s), before, "a refused restore changed nothing");
+                    let mut fresh = Memory::default();
+                    let mut fresh_index = 0;
+                    for r in restore(&mut fresh, &s, now, &mut fresh_index) {
+                        r.expect("a restore into an empty engine");
+                    }
                     fresh.validate().unwrap_or_else(|v| panic!("invariant violated after a restore: {v}"));
-                    let mut a = fresh.image();
-                    let b: StateImage = frame::decode(&before).expect("decodes");
-                    a.meta.clock = b.meta.clock;
-                    assert_eq!(a, b, "a restore reproduces the backed-up state");
+                    assert_eq!(comparable(&fresh), comparable(&s), "a restore reproduces every record");
                 }
                 continue;
             }
             _ => {
-                // Restart: the state through its snapshot image, as a follower installing it would.
-                let image = s.image();
-                let bytes = frame::encode(&image).expect("the image encodes");
-                let back: StateImage = frame::decode(&bytes).expect("the image decodes");
-                s = State::from_image(back);
-                assert_eq!(frame::encode(&s.image()).expect("encodes"), bytes, "a restart changes nothing");
+                // Restart: every record through the codec, then RAM rebuilt from the records, as
+                // after a crash or a snapshot install.
+                for r in s.store.records() {
+                    let (k, v) = codec::encode(r).expect("a record encodes");
+                    assert_eq!(&codec::decode(&k, &v).expect("a record decodes"), r);
+                    assert_eq!(codec::decode_key(&k).expect("a key decodes"), r.key());
+                }
+                let before: Vec<Record> = s.store.records().cloned().collect();
+                s = s.restart();
+                assert_eq!(s.store.records().cloned().collect::<Vec<_>>(), before, "a restart changes no record");
                 s.validate().unwrap_or_else(|v| panic!("invariant violated after a restart: {v}"));
                 continue;
             }
@@ -186,7 +220,7 @@ pub fn state_machine(data: &[u8]) {
         s.validate().unwrap_or_else(|v| panic!("invariant violated after command {index}: {v}"));
         // A finished task never has a lease.
         for id in 0..24 {
-            if let Some(t) = s.task(id) {
+            if let Some(t) = s.record(id) {
                 assert!(t.lease.is_none() || t.state == TaskState::Leased, "task {id} is {:?} with a lease", t.state);
             }
         }

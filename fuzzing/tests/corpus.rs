@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use minion_engine::{Command, NewTask, Request, State, StateImage, Task};
+use minion_engine::{Command, Memory, NewTask, Record, Request};
 use minion_storage::frame;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -100,27 +100,81 @@ fn seeds_are_current() {
         tasks: vec![NewTask { queue: "q".into(), payload: "2".into(), ..NewTask::default() }],
         trace_parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
     };
-    let mut state = State::default();
+    let mut state = Memory::default();
     let mut frames: Vec<(String, Vec<u8>)> = Vec::new();
     for (i, cmd) in [submit, claim, traced].into_iter().enumerate() {
         let req = Request { now_ms: 1_000, cmd };
         frames.push((format!("request-{i}"), frame::encode(&req).expect("encode")));
         let _ = state.apply(&req, minion_engine::ApplyMeta { log_index: i as u64 + 1 });
     }
-    let task: &Task = state.task(1).expect("task 1");
-    frames.push(("task".into(), frame::encode(task).expect("encode")));
-    let image: StateImage = state.image();
-    frames.push(("image".into(), frame::encode(&image).expect("encode")));
-    let restore = Request { now_ms: 2_000, cmd: Command::Restore { image: Box::new(image.clone()) } };
-    frames.push(("request-restore".into(), frame::encode(&restore).expect("encode")));
-    let v1 = minion_engine::StateImageV1 {
-        meta: image.meta.clone(),
-        tasks: image.tasks.clone(),
-        dedup: image.dedup.clone(),
-        queues: image.queues.clone(),
-        agents: image.agents.clone(),
+    let task = state.task(1).expect("task 1");
+    frames.push(("task".into(), frame::encode(&task).expect("encode")));
+    let record = state.record(1).expect("task 1");
+    frames.push(("task-record".into(), frame::encode(&record).expect("encode")));
+    // Stored records: one byte of key length, the key, the value.
+    for (i, r) in state.store.records().take(6).enumerate() {
+        let (k, v) = minion_storage::codec::encode(r).expect("encode");
+        let mut bytes = vec![k.len() as u8];
+        bytes.extend(k);
+        bytes.extend(v);
+        frames.push((format!("record-{i}"), bytes));
+    }
+    let restore = Request {
+        now_ms: 2_000,
+        cmd: Command::RestoreRecords {
+            restore_id: "r".into(),
+            records: state.store.records().filter(|r| !matches!(r, Record::Meta(_))).cloned().collect(),
+        },
     };
-    frames.push(("image-v1".into(), frame::encode(&v1).expect("encode")));
+    frames.push(("request-restore".into(), frame::encode(&restore).expect("encode")));
+    frames.push((
+        "wal-record".into(),
+        minion_storage::wal::encode_record(
+            minion_storage::wal::LogPos { index: 4, term: 1, node: 1 },
+            &postcard::to_allocvec(&restore).expect("encode"),
+        ),
+    ));
+    // A snapshot (backup) file of the state's records.
+    let fs = minion_storage::sim::SimFs::with_dirs(&["/s"]);
+    let vfs: minion_storage::vfs::SharedVfs = std::sync::Arc::new(fs.clone());
+    let path = std::path::Path::new("/s/seed.snap");
+    let header = minion_storage::snapshot::SnapshotHeader {
+        format: minion_storage::snapshot::FORMAT,
+        last_index: Some(3),
+        ..Default::default()
+    };
+    let mut w = minion_storage::snapshot::SnapshotWriter::create(&vfs, path, &header).expect("create");
+    let kvs: Vec<(Vec<u8>, Vec<u8>)> =
+        state.store.records().map(|r| minion_storage::codec::encode(r).expect("encode")).collect();
+    w.write_chunk(&kvs).expect("write");
+    w.finish().expect("finish");
+    frames.push(("snapshot".into(), fs.contents(path).expect("file")));
+    // The state image of releases before the record store, both layouts.
+    let legacy = minion_engine::legacy::LegacyImageV1 {
+        meta: minion_engine::legacy::LegacyMeta {
+            config: minion_engine::legacy::LegacyEngineConfig {
+                max_attempts: 3,
+                lease_ms: 30_000,
+                dedup_ttl_ms: 86_400_000,
+                retry_base_ms: 1_000,
+                retry_max_ms: 300_000,
+                retention_ms: 604_800_000,
+                payload_bytes_max: 1 << 20,
+                strategy: minion_engine::Strategy::RoundRobin,
+            },
+            next_id: 2,
+            next_token: 2,
+            clock: 1_000,
+            next_incarnation: 1,
+        },
+        tasks: vec![std::sync::Arc::new(task)],
+        dedup: vec![],
+        queues: vec![],
+        agents: vec![],
+    };
+    frames.push(("image-v1".into(), frame::encode(&legacy).expect("encode")));
+    let legacy2: minion_engine::legacy::LegacyImage = legacy.into();
+    frames.push(("image".into(), frame::encode(&legacy2).expect("encode")));
     for (name, bytes) in frames {
         want.push(("decode_frames", name, bytes));
     }

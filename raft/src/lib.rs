@@ -12,6 +12,8 @@ pub mod log_store;
 pub mod network;
 pub mod open;
 pub mod peer;
+#[cfg(test)]
+mod power_loss;
 pub mod snapshot_data;
 pub mod state_machine;
 
@@ -74,6 +76,8 @@ pub(crate) fn log_id(p: &LogPos) -> LogId {
 #[derive(Debug, Default)]
 pub struct PurgeBounds {
     inner: Mutex<(Option<u64>, Option<u64>)>,
+    /// Bytes of the current snapshot file (for the snapshot policy).
+    pub snapshot_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl PurgeBounds {

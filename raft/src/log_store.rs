@@ -69,6 +69,12 @@ struct Shared {
     checkpointer: Arc<Checkpointer>,
     /// A fatal I/O error: every later operation fails.
     failed: Mutex<Option<String>>,
+    bounds: Arc<PurgeBounds>,
+    /// Bytes of entries appended since this process started, and that count when the last
+    /// snapshot was asked for.
+    appended_bytes: AtomicU64,
+    snapshot_mark: AtomicU64,
+    wal_bytes: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -118,6 +124,10 @@ impl LogStore {
             dir,
             checkpointer,
             failed: Mutex::new(None),
+            bounds: bounds.clone(),
+            appended_bytes: AtomicU64::new(0),
+            snapshot_mark: AtomicU64::new(0),
+            wal_bytes: AtomicU64::new(wal.bytes()),
         });
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_MAX);
         let s = shared.clone();
@@ -137,9 +147,30 @@ impl LogStore {
         self.shared.synced.load(Ordering::Acquire).checked_sub(1)
     }
 
-    /// Bytes in the log's segments.
+    /// The first index still on disk.
     pub fn first_index(&self) -> u64 {
         self.shared.reader.first_index()
+    }
+
+    /// Bytes in the log's segments on disk.
+    pub fn wal_bytes(&self) -> u64 {
+        self.shared.wal_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes appended since the last snapshot was asked for.
+    pub fn bytes_since_snapshot(&self) -> u64 {
+        let a = self.shared.appended_bytes.load(Ordering::Relaxed);
+        a.saturating_sub(self.shared.snapshot_mark.load(Ordering::Relaxed))
+    }
+
+    pub fn note_snapshot_requested(&self) {
+        let a = self.shared.appended_bytes.load(Ordering::Relaxed);
+        self.shared.snapshot_mark.store(a, Ordering::Relaxed);
+    }
+
+    /// Bytes of the current snapshot file.
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.shared.bounds.snapshot_bytes.load(Ordering::Relaxed)
     }
 
     /// Ask the log thread to purge again (the state store or the snapshot moved on).
@@ -277,14 +308,23 @@ fn run_log_thread(
                         if !sync(&mut wal, &mut waiting) {
                             continue;
                         }
-                        let durable = make_state_durable();
-                        if durable.is_some_and(|d| d >= p.index) {
-                            match wal.purge(p) {
-                                Ok(()) => want_purge = None,
-                                Err(e) => fail(&shared, e.to_string()),
+                        // A snapshot being installed makes the state durable through it when it
+                        // finishes: wait for that (appends after the purge queue behind it).
+                        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+                        loop {
+                            let durable = make_state_durable();
+                            if durable.is_some_and(|d| d >= p.index) {
+                                match wal.purge(p) {
+                                    Ok(()) => want_purge = None,
+                                    Err(e) => fail(&shared, e.to_string()),
+                                }
+                                break;
                             }
-                        } else {
-                            fail(&shared, format!("cannot restart the log after entry {}: the state store is durable only through {durable:?}", p.index));
+                            if Instant::now() > deadline {
+                                fail(&shared, format!("cannot restart the log after entry {}: the state store is durable only through {durable:?}", p.index));
+                                break;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(10));
                         }
                     }
                 }
@@ -292,20 +332,15 @@ fn run_log_thread(
             }
         }
         sync(&mut wal, &mut waiting);
+        shared.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
         metrics::histogram!("minion_storage_group_seconds").record(started.elapsed().as_secs_f64());
+        if shared.reader.purged().is_some_and(|p| want_purge.is_some_and(|w| p.index >= w.index)) {
+            want_purge = None;
+        }
         if let Some(want) = want_purge {
-            // Never past what the state store made durable or the snapshot covers.
-            let limit = bounds.limit();
-            let target = match limit {
-                Some(l) if want.index <= l => Some(want),
-                Some(l) => shared.reader.read(l).ok().flatten().map(|(p, _)| p),
-                None => None,
-            };
-            if let Some(t) = target {
-                if shared.reader.purged().is_none_or(|p| p.index < t.index) {
-                    if let Err(e) = wal.purge(t) {
-                        fail(&shared, e.to_string());
-                    }
+            if let Some(t) = purge_target(want, bounds.limit(), &shared.reader) {
+                if let Err(e) = wal.purge(t) {
+                    fail(&shared, e.to_string());
                 }
                 if t.index >= want.index {
                     want_purge = None;
@@ -313,6 +348,17 @@ fn run_log_thread(
             }
         }
     }
+}
+
+/// Where a purge raft asked for (`want`) may go on disk now: never past `limit` (what the state
+/// store made durable and the snapshot covers), and only forward. `None`: nowhere yet.
+pub(crate) fn purge_target(want: LogPos, limit: Option<u64>, reader: &WalReader) -> Option<LogPos> {
+    let target = match limit {
+        Some(l) if want.index <= l => Some(want),
+        Some(l) => reader.read(l).ok().flatten().map(|(p, _)| p),
+        None => None,
+    }?;
+    reader.purged().is_none_or(|p| p.index < target.index).then_some(target)
 }
 
 impl LogStore {
@@ -437,6 +483,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 }
                 encoded.push((log_pos(&e.log_id), bytes));
                 let size = encoded.last().map(|(_, b)| b.len()).unwrap_or(0);
+                self.shared.appended_bytes.fetch_add(size as u64, Ordering::Relaxed);
                 // A re-append after a truncation replaces what the tail held at that index.
                 if let Some((_, old)) = tail.entries.insert(index, (e, size)) {
                     tail.bytes -= old;

@@ -11,8 +11,8 @@ use minion_engine::State;
 use minion_storage::disk::{Disk, DiskOptions, OpenStore, OpenSummary};
 use minion_storage::layout;
 use minion_storage::sled_store::SledStore;
-use minion_storage::snapshot::SnapshotReader;
-use minion_storage::state_store::StateStore;
+use minion_storage::snapshot::{SnapshotHeader, SnapshotReader, SnapshotWriter, FORMAT};
+use minion_storage::state_store::{Kv, StateStore};
 use minion_storage::vfs::{RealFs, SharedVfs};
 use minion_storage::wal::WalOptions;
 use minion_storage::writer::Writer;
@@ -70,6 +70,43 @@ pub struct StorageHandle {
 }
 
 impl StorageHandle {
+    /// Read every record of the state as of one applied index (the last written one, after
+    /// waiting for queued writes), in key order and in chunks, while writes go on. Returns the
+    /// index. Blocking.
+    pub fn consistent_scan(&self, mut each: impl FnMut(&[Kv]) -> Result<(), String>) -> Result<Option<u64>, String> {
+        self.writer.flush().map_err(|e| e.to_string())?;
+        let mut view = self.writer.begin_snapshot().map_err(|e| e.to_string())?;
+        let index = view.applied().index;
+        while let Some(chunk) = view.next_chunk(1_024).map_err(|e| e.to_string())? {
+            each(&chunk)?;
+        }
+        Ok(index)
+    }
+
+    /// Write a backup file (the snapshot format) of the state as of one applied index to `path`,
+    /// synced. Returns (index, records, bytes). Blocking.
+    pub fn export_backup(&self, path: &Path, origin: String) -> Result<(Option<u64>, u64, u64), String> {
+        let vfs: SharedVfs = RealFs::shared();
+        self.writer.flush().map_err(|e| e.to_string())?;
+        let mut view = self.writer.begin_snapshot().map_err(|e| e.to_string())?;
+        let header = SnapshotHeader {
+            format: FORMAT,
+            last_index: view.applied().index,
+            raft: view.applied().raft.clone(),
+            taken_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            origin,
+        };
+        let mut w = SnapshotWriter::create(&vfs, path, &header).map_err(|e| e.to_string())?;
+        while let Some(chunk) = view.next_chunk(1_024).map_err(|e| e.to_string())? {
+            w.write_chunk(&chunk).map_err(|e| e.to_string())?;
+        }
+        let (records, bytes) = w.finish().map_err(|e| e.to_string())?;
+        Ok((header.last_index, records, bytes))
+    }
+
     /// Stop the state writer (after a last write and durable point) and save the checkpoint.
     pub fn shutdown(&self) {
         self.writer.stop();
@@ -124,6 +161,10 @@ pub fn open_with(vfs: SharedVfs, dir: &Path, opts: &OpenOptions, open_store: &mu
     let bounds = Arc::new(PurgeBounds::default());
     bounds.set_state_durable(disk.applied.index);
     bounds.set_snapshot(disk.summary.snapshot.as_ref().and_then(|s| s.index));
+    if let Some(s) = &disk.summary.snapshot {
+        let size = vfs.open(&s.path, minion_storage::vfs::OpenMode::Read).and_then(|f| f.len()).unwrap_or(0);
+        bounds.snapshot_bytes.store(size, std::sync::atomic::Ordering::Relaxed);
+    }
     let (w, b) = (disk.writer.clone(), bounds.clone());
     let make_state_durable = Box::new(move || -> Option<u64> {
         if let Err(e) = w.flush() {

@@ -65,7 +65,7 @@ pub struct SharedState {
     snapshots_installed: Arc<AtomicU64>,
     /// Bumped when a snapshot replaces the state (a bloom-filter rebuild of the old one is dropped).
     generation: Arc<AtomicU64>,
-    records: Records,
+    pub(crate) records: Records,
 }
 
 impl SharedState {
@@ -74,7 +74,7 @@ impl SharedState {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -103,6 +103,15 @@ impl SharedState {
             Some(rec) => self.view(rec).map(Some),
             None => minion_engine::task_view(&self.records, id),
         }
+    }
+
+    /// Replace the engine (a snapshot was installed): a bloom-filter rebuild of the old state in
+    /// progress is dropped.
+    pub(crate) fn replace_engine(&self, engine: State, applied: Applied) {
+        let mut g = self.write();
+        g.engine = engine;
+        g.applied = applied;
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The full view of a record an operation answered with.
@@ -225,7 +234,7 @@ pub struct SnapshotBuilder {
 
 /// Build a snapshot file from the store as of the last written index (see the writer's
 /// documentation: consistent while writes go on). Blocking.
-fn build(disk: &SmDisk) -> Result<(SnapshotMeta, PathBuf), String> {
+pub(crate) fn build(disk: &SmDisk) -> Result<(SnapshotMeta, PathBuf), String> {
     disk.writer.flush().map_err(|e| e.to_string())?;
     let mut view = disk.writer.begin_snapshot().map_err(|e| e.to_string())?;
     let applied = Applied::from_marker(view.applied())?;
@@ -274,6 +283,7 @@ fn build(disk: &SmDisk) -> Result<(SnapshotMeta, PathBuf), String> {
     drop(dir);
     if file.index == index {
         disk.bounds.set_snapshot(index);
+        disk.bounds.snapshot_bytes.store(bytes, Ordering::Relaxed);
         (disk.on_purge_bounds)();
     }
     tracing::info!(snapshot = %meta.snapshot_id, records, bytes, "snapshot built");
@@ -296,7 +306,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 /// Install a received snapshot: sync and check the file, publish it, mark the state store
 /// untrusted in the checkpoint, load the store from the file, rebuild RAM, check it, and vouch
 /// for the store again. Blocking.
-fn install(disk: &SmDisk, records: &Records, meta: &SnapshotMeta, received: &Path) -> Result<State, String> {
+pub(crate) fn install(disk: &SmDisk, records: &Records, meta: &SnapshotMeta, received: &Path) -> Result<State, String> {
     let ours = received.parent() == Some(disk.snapshot_dir.as_path())
         && received.file_name().is_some_and(|n| n.to_string_lossy().starts_with("recv-"));
     let path = if ours {
@@ -355,8 +365,58 @@ fn install(disk: &SmDisk, records: &Records, meta: &SnapshotMeta, received: &Pat
         .map_err(|e| e.to_string())?;
     disk.bounds.set_snapshot(index);
     disk.bounds.set_state_durable(index);
+    let size = disk.vfs.open(&file.path, OpenMode::Read).and_then(|f| f.len()).unwrap_or(0);
+    disk.bounds.snapshot_bytes.store(size, Ordering::Relaxed);
     (disk.on_purge_bounds)();
     Ok(engine)
+}
+
+/// Apply entries in log order to the engine and hand each entry's effects to the writer (readable
+/// at once through the overlay). Returns the answers and the last applied index.
+pub(crate) fn apply_entries(
+    shared: &SharedState,
+    writer: &Writer,
+    entries: impl IntoIterator<Item = Entry>,
+    span: &tracing::Span,
+) -> Result<(Vec<minion_engine::Response>, u64), StorageError> {
+    let mut out = Vec::new();
+    let mut g = shared.write();
+    let mut first = None;
+    for entry in entries {
+        let index = entry.log_id.index;
+        first.get_or_insert(index);
+        g.applied.last_applied = Some(entry.log_id);
+        let resp = match entry.payload {
+            EntryPayload::Blank => Ok(Outcome::Done),
+            EntryPayload::Normal(req) => g.engine.apply(&req, ApplyMeta { log_index: index }, &shared.records).map_err(sm_err)?,
+            EntryPayload::Membership(m) => {
+                g.applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                Ok(Outcome::Done)
+            }
+        };
+        out.push(resp);
+        let effects = g.engine.take_effects();
+        let touched = changes::touched(&effects);
+        let feed = if touched.is_empty() { Vec::new() } else { vec![(index, frame::encode(&touched).map_err(sm_err)?)] };
+        let batch = Batch {
+            seq: index,
+            applied: g.applied.marker().map_err(sm_err)?,
+            changes: encode_effects(&effects).map_err(sm_err)?,
+            feed,
+        };
+        writer.submit(batch).map_err(sm_err)?;
+    }
+    let last_index = g.applied.last_applied.map(|l| l.index).unwrap_or(0);
+    span.record("first_index", first.unwrap_or(last_index));
+    span.record("last_index", last_index);
+    span.record("entries", out.len());
+    #[cfg(debug_assertions)]
+    if g.engine.live_count() <= 2_000 || last_index % 512 == 0 {
+        if let Err(violation) = g.engine.validate_ram() {
+            panic!("engine invariant violated after applying up to {last_index}: {violation}");
+        }
+    }
+    Ok((out, last_index))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -374,7 +434,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut out = Vec::new();
         let started = Instant::now();
         let span = tracing::info_span!(
             "raft.apply",
@@ -383,46 +442,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             entries = tracing::field::Empty
         );
         let entered = span.enter();
-        let last_index;
-        {
-            let mut g = self.shared.write();
-            let mut first = None;
-            for entry in entries {
-                let index = entry.log_id.index;
-                first.get_or_insert(index);
-                g.applied.last_applied = Some(entry.log_id);
-                let resp = match entry.payload {
-                    EntryPayload::Blank => Ok(Outcome::Done),
-                    EntryPayload::Normal(req) => {
-                        g.engine.apply(&req, ApplyMeta { log_index: index }, &self.shared.records).map_err(sm_err)?
-                    }
-                    EntryPayload::Membership(m) => {
-                        g.applied.membership = StoredMembership::new(Some(entry.log_id), m);
-                        Ok(Outcome::Done)
-                    }
-                };
-                out.push(resp);
-                let effects = g.engine.take_effects();
-                let touched = changes::touched(&effects);
-                let feed = if touched.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![(index, frame::encode(&touched).map_err(sm_err)?)]
-                };
-                let batch = Batch { seq: index, applied: g.applied.marker().map_err(sm_err)?, changes: encode_effects(&effects).map_err(sm_err)?, feed };
-                self.disk.writer.submit(batch).map_err(sm_err)?;
-            }
-            last_index = g.applied.last_applied.map(|l| l.index).unwrap_or(0);
-            span.record("first_index", first.unwrap_or(last_index));
-            span.record("last_index", last_index);
-            span.record("entries", out.len());
-            #[cfg(debug_assertions)]
-            if g.engine.live_count() <= 2_000 || last_index % 512 == 0 {
-                if let Err(violation) = g.engine.validate_ram() {
-                    panic!("engine invariant violated after applying up to {last_index}: {violation}");
-                }
-            }
-        }
+        let (out, last_index) = apply_entries(&self.shared, &self.disk.writer, entries, &span)?;
         drop(entered);
         metrics::histogram!("minion_raft_apply_seconds").record(started.elapsed().as_secs_f64());
         metrics::gauge!("minion_state_overlay_bytes").set(self.shared.records.overlay().bytes() as f64);
@@ -462,12 +482,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| StorageIOError::write_snapshot(sig, AnyError::error(e)))?;
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
-        {
-            let mut g = self.shared.write();
-            g.engine = engine;
-            g.applied = Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
-            self.shared.generation.fetch_add(1, Ordering::AcqRel);
-        }
+        self.shared
+            .replace_engine(engine, Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone() });
         self.maybe_rebuild_bloom();
         self.shared.applied_index.send_replace(index);
         self.shared.changed.notify_waiters();

@@ -1,99 +1,129 @@
-//! Backup and restore: `GET /v1/admin/backup` writes the replicated state at one applied index as
-//! a framed file; `POST /v1/admin/restore` loads such a file into a cluster that has never held a
-//! task, through the log, so every member of the new cluster gets it.
+//! Backup and restore: `GET /v1/admin/backup` streams the replicated state at one applied index
+//! as a backup file; `POST /v1/admin/restore` loads one into a cluster that has never held a task,
+//! through the log as a stream of bounded entries, so every member of the new cluster gets it.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use minion_engine::{Command, Outcome, StateImage};
-use minion_storage::frame;
-use serde::{Deserialize, Serialize};
+use minion_engine::{Command, Outcome};
 use serde_json::json;
 
 use super::error::ApiError;
 use super::ApiResult;
 use super::AppState;
 
-/// Version of the [`Backup`] layout.
-pub const BACKUP_FORMAT: u32 = 1;
-
-/// A backup file's body (inside the usual frame: version byte and CRC-32).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Backup {
-    pub format: u32,
-    /// The cluster and node it was taken from, for the operator's records.
-    pub cluster_id: String,
-    pub node_id: u64,
-    /// The log index the state is exactly as of.
-    pub applied_index: u64,
-    pub taken_ms: u64,
-    pub image: StateImage,
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
 }
 
-impl Backup {
-    pub fn decode(bytes: &[u8]) -> Result<Backup, String> {
-        let b: Backup = frame::decode(bytes).map_err(|e| format!("not a Minion backup file: {e}"))?;
-        if b.format != BACKUP_FORMAT {
-            return Err(format!("backup format {} is not supported (this build reads {BACKUP_FORMAT})", b.format));
-        }
-        Ok(b)
-    }
+fn temp_path(s: &AppState, what: &str) -> std::path::PathBuf {
+    s.node.config.data_dir.join(format!("{what}-{:016x}.tmp", rand::random::<u64>()))
 }
 
-/// The state as of the applied index (a linearizable read on the leader), as a backup file.
+/// The state as of one applied index (a consistent read while writes go on), streamed.
 pub async fn backup(State(s): State<AppState>) -> ApiResult<Response> {
-    let (image, applied_index) = {
-        let g = s.node.state.read();
-        // Copying the image copies pointers (tasks are shared); encoding happens outside the lock.
-        (g.engine.image(), g.applied.last_applied.map(|l| l.index).unwrap_or(0))
+    let path = temp_path(&s, "backup");
+    let storage = s.node.storage.clone();
+    let origin = format!("cluster {} node {}", s.node.identity.cluster_id().unwrap_or_default(), s.node.config.node_id);
+    let p = path.clone();
+    let written = tokio::task::spawn_blocking(move || storage.export_backup(&p, origin)).await.map_err(internal)?;
+    let (index, records, bytes) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("taking the backup: {e}")));
+        }
     };
-    let b = Backup {
-        format: BACKUP_FORMAT,
-        cluster_id: s.node.identity.cluster_id().unwrap_or_default(),
-        node_id: s.node.config.node_id,
-        applied_index,
-        taken_ms: crate::node::now_ms(),
-        image,
-    };
-    let tasks = b.image.tasks.len();
-    let bytes = tokio::task::spawn_blocking(move || frame::encode(&b))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    tracing::info!(applied_index, tasks, bytes = bytes.len(), "backup taken");
+    let file = tokio::fs::File::open(&path).await.map_err(internal)?;
+    // The open file stays readable; the name goes now, so nothing is left behind.
+    let _ = tokio::fs::remove_file(&path).await;
+    tracing::info!(applied_index = ?index, records, bytes, "backup taken");
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::HeaderName::from_static("x-minion-applied-index"), applied_index.to_string()),
+            (header::CONTENT_LENGTH, bytes.to_string()),
+            (header::HeaderName::from_static("x-minion-applied-index"), index.unwrap_or(0).to_string()),
         ],
-        bytes,
+        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
     )
         .into_response())
 }
 
 /// Load a backup into this (empty) cluster. Refused, changing nothing, when the file is damaged
-/// or not a backup (400) or when the cluster already holds state (409).
+/// or not a backup (400) or when the cluster already holds state (409). The body is kept in a
+/// temporary file in the data directory, checked whole, then sent through the log in entries of
+/// bounded size.
 pub async fn restore(
     State(s): State<AppState>,
     Extension(caller): Extension<crate::auth::Caller>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let b = Backup::decode(&body).map_err(ApiError::bad_request)?;
-    let tasks = b.image.tasks.len();
-    let agents = b.image.agents.len();
-    let cmd = Command::Audited { actor: caller.actor(), cmd: Box::new(Command::Restore { image: Box::new(b.image) }) };
+    let path = temp_path(&s, "restore");
+    let out = restore_from(&s, &caller, body, &path).await;
+    let _ = tokio::fs::remove_file(&path).await;
+    out
+}
+
+async fn restore_from(
+    s: &AppState,
+    caller: &crate::auth::Caller,
+    body: Body,
+    path: &std::path::Path,
+) -> ApiResult<Json<serde_json::Value>> {
+    {
+        use tokio::io::AsyncWriteExt;
+        use http_body_util::BodyExt;
+        let mut f = tokio::fs::File::create(path).await.map_err(internal)?;
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| super::error::body_error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                f.write_all(&data).await.map_err(internal)?;
+            }
+        }
+        f.flush().await.map_err(internal)?;
+    }
+    let p = path.to_path_buf();
+    let summary = tokio::task::spawn_blocking(move || crate::backup_file::inspect(&p))
+        .await
+        .map_err(internal)?
+        .map_err(ApiError::bad_request)?;
+    let restore_id = format!("{:016x}", rand::random::<u64>());
+    s.node.propose(Command::RestoreBegin { restore_id: restore_id.clone() }).await??;
+    // Records flow from a reader thread to here in bounded batches, one log entry each.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<minion_engine::Record>>(2);
+    let batch_bytes = (s.node.config.entry_bytes_max / 2).clamp(64 << 10, 4 << 20);
+    let p = path.to_path_buf();
+    let reader = tokio::task::spawn_blocking(move || {
+        crate::backup_file::records(&p, batch_bytes, |batch| {
+            tx.blocking_send(batch).map_err(|_| "the restore was abandoned".to_string())
+        })
+    });
+    let mut total = 0u64;
+    while let Some(records) = rx.recv().await {
+        total += records.len() as u64;
+        let out = s.node.propose(Command::RestoreRecords { restore_id: restore_id.clone(), records }).await??;
+        if !matches!(out, Outcome::Done) {
+            return Err(internal(format!("restore answered {out:?}")));
+        }
+    }
+    let meta = reader.await.map_err(internal)?.map_err(ApiError::bad_request)?;
+    let end = Command::RestoreEnd { restore_id, records_total: total, meta: Box::new(meta) };
+    let cmd = Command::Audited { actor: caller.actor(), cmd: Box::new(end) };
     let out = s.node.propose(cmd).await??;
     if !matches!(out, Outcome::Done) {
-        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("restore answered {out:?}")));
+        return Err(internal(format!("restore answered {out:?}")));
     }
-    tracing::warn!(tasks, agents, from_cluster = %b.cluster_id, from_index = b.applied_index, "backup restored");
+    tracing::warn!(tasks = summary.tasks, agents = summary.agents, from = %summary.origin, from_index = ?summary.applied_index, "backup restored");
     Ok(Json(json!({
-        "restored_tasks": tasks,
-        "restored_agents": agents,
-        "from_cluster": b.cluster_id,
-        "from_applied_index": b.applied_index,
-        "taken_ms": b.taken_ms,
+        "restored_tasks": summary.tasks,
+        "restored_agents": summary.agents,
+        "restored_records": total,
+        "from": summary.origin,
+        "from_applied_index": summary.applied_index,
+        "taken_ms": summary.taken_ms,
+        "format": summary.format,
     })))
 }

@@ -217,7 +217,7 @@ fn status_json(node: &Node) -> Value {
         "leader": m.current_leader,
         "term": m.current_term,
         "last_log_index": m.last_log_index,
-        "committed_index": node.committed_index.load(std::sync::atomic::Ordering::Relaxed),
+        "committed_index": node.log.committed_index().unwrap_or(0),
         "applied_index": m.last_applied.map(|l| l.index),
         "joint_consensus": m.membership_config.membership().get_joint_config().len() > 1,
         "members": members,
@@ -227,7 +227,8 @@ fn status_json(node: &Node) -> Value {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NodeQuery {
-    /// Include a SHA-256 of the applied state (costs a full encoding of the state).
+    /// Include a SHA-256 of the state's records as of one applied index (`digest_index`; reads
+    /// every record).
     #[serde(default)]
     digest: bool,
 }
@@ -240,18 +241,29 @@ pub async fn node_info(
 ) -> ApiResult<Json<Value>> {
     let Query(q) = q?;
     let m = s.node.raft.metrics().borrow().clone();
-    let (applied, digest) = {
-        let g = s.node.state.read();
-        let applied = g.applied.last_applied.map(|l| l.index);
-        let digest = if q.digest {
+    let applied = s.node.state.read().applied.last_applied.map(|l| l.index);
+    let (digest, digest_index) = if q.digest {
+        let storage = s.node.storage.clone();
+        let (index, d) = tokio::task::spawn_blocking(move || {
             use sha2::Digest;
-            let bytes = postcard::to_stdvec(&g.engine.image())
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-            Some(format!("{:x}", sha2::Sha256::digest(&bytes)))
-        } else {
-            None
-        };
-        (applied, digest)
+            let mut h = sha2::Sha256::new();
+            let index = storage.consistent_scan(|chunk| {
+                for (k, v) in chunk {
+                    h.update((k.len() as u64).to_le_bytes());
+                    h.update(k);
+                    h.update((v.len() as u64).to_le_bytes());
+                    h.update(v);
+                }
+                Ok(())
+            })?;
+            Ok::<_, String>((index, format!("{:x}", h.finalize())))
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
+        (Some(d), index)
+    } else {
+        (None, None)
     };
     Ok(Json(json!({
         "node_id": m.id,
@@ -268,6 +280,7 @@ pub async fn node_info(
         "snapshots_installed": s.node.state.snapshots_installed(),
         "millis_since_quorum_ack": m.millis_since_quorum_ack,
         "digest": digest,
+        "digest_index": digest_index,
     })))
 }
 

@@ -72,7 +72,17 @@ impl From<ProposeError> for ApiError {
             ProposeError::Fatal(_) | ProposeError::Closed => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
             }
+            ProposeError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string()),
+            ProposeError::Internal(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }
+    }
+}
+
+/// Reading records failed underneath a request: the storage is broken, not the request.
+impl From<minion_engine::ColdError> for ApiError {
+    fn from(e: minion_engine::ColdError) -> Self {
+        tracing::error!(error = %e, "reading records");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
     }
 }
 

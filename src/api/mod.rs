@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use minion_engine::{Command, Outcome, QueueConfig, Submitted, Task, TaskFilter, TaskState};
+use minion_engine::{Command, Outcome, QueueConfig, Submitted, TaskFilter, TaskRecord, TaskState};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -275,9 +275,16 @@ fn unexpected(out: Outcome) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected engine outcome {out:?}"))
 }
 
+/// The API's view of a task record: its payload and progress read back from the records.
+fn view(s: &AppState, rec: TaskRecord) -> ApiResult<TaskOut> {
+    let trace = rec.trace_parent.clone();
+    let task = s.node.state.view(rec)?;
+    Ok(TaskOut::of(&task, trace))
+}
+
 fn task_out(s: &AppState, out: Outcome) -> ApiResult<Json<TaskOut>> {
     match out {
-        Outcome::Task(t) => Ok(Json(TaskOut::of(&s.node.state.read().engine, &t))),
+        Outcome::Task(t) => Ok(Json(view(s, *t)?)),
         other => Err(unexpected(other)),
     }
 }
@@ -287,8 +294,12 @@ async fn get_task(
     path: Result<Path<u64>, axum::extract::rejection::PathRejection>,
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
-    let g = s.node.state.read();
-    g.engine.task(id).map(|t| Json(TaskOut::of(&g.engine, t))).ok_or_else(|| task_not_found(id))
+    let live = s.node.state.read().engine.live_task(id).cloned();
+    let rec = match live {
+        Some(r) => r,
+        None => minion_engine::task_record(s.node.state.records(), id)?.ok_or_else(|| task_not_found(id))?,
+    };
+    Ok(Json(view(&s, rec)?))
 }
 
 async fn list_tasks(
@@ -314,9 +325,19 @@ async fn list_tasks(
         after: q.after,
         limit: q.limit.unwrap_or(100),
     };
-    let g = s.node.state.read();
-    let (tasks, next) = g.engine.list(&filter);
-    Ok(Json(TaskList { tasks: tasks.into_iter().map(|t| TaskOut::of(&g.engine, t)).collect(), next }))
+    let shared = s.node.state.clone();
+    let (tasks, next) = tokio::task::spawn_blocking(move || -> Result<_, minion_engine::ColdError> {
+        let (recs, next) = minion_engine::list(shared.records(), &filter)?;
+        let mut tasks = Vec::with_capacity(recs.len());
+        for r in recs {
+            let trace = r.trace_parent.clone();
+            tasks.push(TaskOut::of(&shared.view(r)?, trace));
+        }
+        Ok((tasks, next))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(Json(TaskList { tasks, next }))
 }
 
 type PathId = Result<Path<u64>, axum::extract::rejection::PathRejection>;
@@ -410,7 +431,7 @@ async fn claim(
     let out = crate::dispatch::claim_detached(&s.node, cmd).await??;
     let Outcome::Claimed(tasks) = out else { return Err(unexpected(out)) };
     if !tasks.is_empty() || wait.is_zero() {
-        return Ok(Json(claimed(&s, &tasks)));
+        return claimed(&s, tasks).map(Json);
     }
     let mut reg = hub.register(&b.agent_id, &b.queues, &b.capabilities, b.max, deadline);
     let tasks = tokio::select! {
@@ -428,14 +449,13 @@ async fn claim(
             }
         }
     };
-    Ok(Json(claimed(&s, &tasks)))
+    claimed(&s, tasks).map(Json)
 }
 
-/// A claim's answer: the leased tasks, each with its trace context.
-fn claimed(s: &AppState, tasks: &[Task]) -> serde_json::Value {
-    let g = s.node.state.read();
-    let tasks: Vec<TaskOut> = tasks.iter().map(|t| TaskOut::of(&g.engine, t)).collect();
-    json!({ "tasks": tasks })
+/// A claim's answer: the leased tasks with their payloads, each with its trace context.
+fn claimed(s: &AppState, tasks: Vec<TaskRecord>) -> ApiResult<serde_json::Value> {
+    let tasks: Vec<TaskOut> = tasks.into_iter().map(|t| view(s, t)).collect::<ApiResult<_>>()?;
+    Ok(json!({ "tasks": tasks }))
 }
 
 fn agent_json(s: &AppState, a: &minion_engine::Agent) -> serde_json::Value {
@@ -534,7 +554,7 @@ async fn get_queue(State(s): State<AppState>, Path(name): Path<String>) -> ApiRe
     let g = s.node.state.read();
     Ok(Json(json!({
         "name": name,
-        "config": g.engine.effective_config(&name),
+        "config": g.engine.queue_settings(&name),
         "overrides": g.engine.queue_config(&name).cloned().unwrap_or_default(),
         "stats": g.engine.queue_stats(&name),
     })))
@@ -607,8 +627,9 @@ async fn stats(State(s): State<AppState>) -> Json<serde_json::Value> {
     let queues: Vec<_> = g.engine.queue_names().iter().map(|q| g.engine.queue_stats(q)).collect();
     Json(json!({
         "tasks": g.engine.task_count(),
+        "live_tasks": g.engine.live_count(),
         "queues": queues,
-        "dedup": { "keys": g.engine.dedup().len(), "stats": g.engine.dedup().stats },
+        "dedup": { "keys": g.engine.dedup_keys(), "stats": g.engine.dedup_stats() },
         "counters": g.engine.counters(),
         "raft": {
             "node_id": s.node.config.node_id,
@@ -618,7 +639,12 @@ async fn stats(State(s): State<AppState>) -> Json<serde_json::Value> {
             "applied_index": m.last_applied.map(|l| l.index),
             "snapshot_index": m.snapshot.map(|l| l.index),
         },
-        "storage": { "durability": s.node.store.durability().as_str(), "disk_bytes": s.node.store.size_on_disk() },
+        "storage": {
+            "durability": s.node.config.durability.as_str(),
+            "state_bytes": s.node.storage.store.size_on_disk(),
+            "log_bytes": s.node.log.wal_bytes(),
+            "overlay_bytes": s.node.state.records().overlay().bytes(),
+        },
     }))
 }
 
@@ -633,7 +659,7 @@ struct ChangesQuery {
 fn change_json(c: &minion_engine::Change) -> serde_json::Value {
     use minion_engine::Change;
     match c {
-        Change::Task(t) => json!({"type": "task", "task": TaskOut::from(&**t)}),
+        Change::Task(t, trace) => json!({"type": "task", "task": TaskOut::of(t, trace.clone())}),
         Change::TaskRemoved(id) => json!({"type": "task_removed", "id": id}),
         Change::Agent(a) => json!({"type": "agent", "agent": a}),
         Change::AgentRemoved(id) => json!({"type": "agent_removed", "id": id}),
@@ -655,14 +681,21 @@ async fn changes(
     let Query(q) = q?;
     let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000);
     let applied = s.node.state.read().applied.last_applied.map(|l| l.index).unwrap_or(0);
-    let store = s.node.store.clone();
+    let records = s.node.state.records().clone();
     let after = q.after;
-    let (purged_before, entries) = tokio::task::spawn_blocking(move || -> Result<_, minion_storage::StorageError> {
-        Ok((store.changes_purged_before()?, store.changes_after(after, limit)?))
+    // The entries are read before the watermark: a purge in between shows as a gap (410), never
+    // as entries silently missing.
+    let (entries, purged_before) = tokio::task::spawn_blocking(move || -> Result<_, minion_engine::ColdError> {
+        let entries = records.feed_after(after, limit)?;
+        let purged_before = records.feed_purged_before()?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (index, touched) in entries {
+            out.push((index, minion_engine::changes::materialize(&records, &touched)?));
+        }
+        Ok((out, purged_before))
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
     // Entries that changed nothing are never stored, so a gap proves nothing; what was purged is
     // recorded as a watermark.
     if after.saturating_add(1) < purged_before {
@@ -700,13 +733,21 @@ async fn list_dedup(
         (None, None) => None,
         _ => return Err(ApiError::bad_request("after_queue and after_key go together")),
     };
-    let g = s.node.state.read();
-    let keys: Vec<serde_json::Value> = g
-        .engine
-        .dedup()
-        .range_after(after.as_ref())
-        .take(limit)
-        .map(|(k, e)| json!({"queue": k.queue, "key": k.key, "task_id": e.task_id, "expires_ms": e.expires_ms}))
+    let records = s.node.state.records().clone();
+    let page = tokio::task::spawn_blocking(move || {
+        use minion_engine::{Cold, Key, Kind};
+        records.scan(Kind::Dedup, after.map(Key::Dedup).as_ref(), limit)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    let keys: Vec<serde_json::Value> = page
+        .into_iter()
+        .filter_map(|r| match r {
+            minion_engine::Record::Dedup(k, e) => {
+                Some(json!({"queue": k.queue, "key": k.key, "task_id": e.task_id, "expires_ms": e.expires_ms}))
+            }
+            _ => None,
+        })
         .collect();
     let done = keys.len() < limit;
     Ok(Json(json!({ "keys": keys, "more": !done })))

@@ -201,10 +201,10 @@ pub struct TaskOut {
 }
 
 impl TaskOut {
-    /// The task as the API shows it, with its trace context from the engine.
-    pub fn of(engine: &minion_engine::State, t: &Task) -> Self {
+    /// The task as the API shows it, with the trace context it was submitted with.
+    pub fn of(t: &Task, trace_parent: Option<String>) -> Self {
         let mut out = TaskOut::from(t);
-        out.trace_parent = engine.trace_parent(t.id).map(str::to_string);
+        out.trace_parent = trace_parent;
         out
     }
 }

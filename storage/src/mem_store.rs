@@ -147,8 +147,11 @@ impl StateStore for MemStateStore {
         if g.fail_durable {
             return Err(StoreError::Io { path: "mem".into(), message: "simulated EIO".into() });
         }
-        g.durable = g.current.clone();
-        g.since.clear();
+        // The durable state catches up by the writes since (no copy of the whole store).
+        let since = std::mem::take(&mut g.since);
+        for w in &since {
+            apply(&mut g.durable, w);
+        }
         Ok(())
     }
 

@@ -342,8 +342,9 @@ impl VFile for SimFile {
             return Err(io::Error::from_raw_os_error(5));
         }
         let i = s.inodes.get_mut(&self.ino).ok_or_else(|| io::Error::other("stale inode"))?;
-        i.durable = i.data.clone();
-        i.pending.clear();
+        for p in std::mem::take(&mut i.pending) {
+            apply(&mut i.durable, &p);
+        }
         Ok(())
     }
 

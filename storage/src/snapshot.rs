@@ -50,7 +50,7 @@ struct EndBlock {
 pub enum SnapshotError {
     #[error("snapshot I/O error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("snapshot {path} is damaged or incomplete: {what}")]
+    #[error("snapshot {path} is corrupt (damaged or incomplete): {what}")]
     Corrupt { path: PathBuf, what: String },
 }
 

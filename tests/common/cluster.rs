@@ -201,7 +201,7 @@ impl Cluster {
         }
     }
 
-    /// Wait until every running node has applied the same index with the same state digest.
+    /// Wait until every running node has the same state digest as of the same applied index.
     pub async fn wait_converged(&self, secs: u64) -> (u64, String) {
         let started = Instant::now();
         let mut last = Vec::new();
@@ -212,7 +212,7 @@ impl Cluster {
                     let v = self.node_info(i, true).await;
                     seen.push((
                         i,
-                        v.as_ref().and_then(|v| v["applied_index"].as_u64()),
+                        v.as_ref().and_then(|v| v["digest_index"].as_u64()),
                         v.and_then(|v| v["digest"].as_str().map(String::from)),
                     ));
                 }

@@ -319,6 +319,17 @@ pub fn spawn_minion(args: &[&str], log: &Path) -> Background {
     Background(child)
 }
 
+/// The one file in `dir` (a test's log or snapshot directory).
+pub fn only_file(dir: &Path) -> PathBuf {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(files.len(), 1, "expected one file in {}: {files:?}", dir.display());
+    files.remove(0)
+}
+
 /// XOR 64 bytes in the middle of a file.
 pub fn flip_bytes(file: &Path) {
     let mut bytes = std::fs::read(file).expect("read file to corrupt");

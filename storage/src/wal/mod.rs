@@ -129,6 +129,18 @@ pub struct WalReader {
     shared: Arc<RwLock<Segments>>,
 }
 
+/// Check and decode one record as stored in a segment (for fuzzing the decoder).
+pub fn decode_record(bytes: &[u8]) -> std::result::Result<(LogPos, Vec<u8>), String> {
+    segment::decode_record(bytes).map(|r| (r.pos, r.payload))
+}
+
+/// One record as a segment stores it.
+pub fn encode_record(pos: LogPos, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    segment::encode_record(&mut out, pos, payload);
+    out
+}
+
 fn segment_name(first_index: u64) -> String {
     format!("{first_index:020}.wal")
 }
