@@ -66,6 +66,8 @@ pub struct Node {
     pub me: RaftNode,
     /// The peer client (with its TLS identity, if any), for probing nodes being added.
     pub peers: HttpNetwork,
+    /// Large entries a leader staged here ahead of its appends.
+    pub staging: Arc<minion_raft::staging::StagingCache>,
 }
 
 impl Node {
@@ -172,6 +174,7 @@ impl Node {
             identity,
             me,
             peers,
+            staging: Default::default(),
         };
         tokio::spawn(node.clone().run_proposer(rx));
         if sole_voter {

@@ -28,6 +28,7 @@ pub struct PeerInfo {
 pub fn router(node: Node) -> Router {
     Router::new()
         .route("/raft/append", post(rpc))
+        .route("/raft/stage", post(rpc))
         .route("/raft/vote", post(rpc))
         .route("/raft/snapshot", post(rpc))
         .route("/raft/info", get(info))
@@ -46,6 +47,7 @@ fn refusal(r: Refusal) -> Response {
         Refusal::WrongCluster(_) | Refusal::WrongNode(_) => StatusCode::CONFLICT,
         Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
         Refusal::NotFound(_) => StatusCode::NOT_FOUND,
+        Refusal::Gone(_) => StatusCode::GONE,
     };
     metrics::counter!("minion_peer_refused_total", "status" => status.as_u16().to_string()).increment(1);
     (status, r.to_string()).into_response()
@@ -70,7 +72,7 @@ async fn rpc(State(node): State<Node>, uri: Uri, headers: HeaderMap, body: Body)
         Err(e) => return refusal(Refusal::BadRequest(format!("reading the body: {e}"))),
     };
     let started = std::time::Instant::now();
-    let answer = peer::handle(&node.raft, uri.path(), &bytes).await;
+    let answer = peer::handle(&node.raft, &node.staging, uri.path(), &bytes).await;
     metrics::histogram!("minion_peer_handle_seconds", "rpc" => uri.path().to_string())
         .record(started.elapsed().as_secs_f64());
     match answer {

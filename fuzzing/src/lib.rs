@@ -85,7 +85,7 @@ pub fn decode_frames(data: &[u8]) {
 
 /// The peer messages `minion_raft::peer` decodes.
 mod openraft_msgs {
-    pub type Append = openraft::raft::AppendEntriesRequest<minion_raft::TypeConfig>;
+    pub type Append = minion_raft::staging::WireAppend;
     pub type Vote = openraft::raft::VoteRequest<minion_raft::NodeId>;
     pub type Snapshot = openraft::raft::InstallSnapshotRequest<minion_raft::TypeConfig>;
 }

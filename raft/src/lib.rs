@@ -15,6 +15,7 @@ pub mod peer;
 #[cfg(test)]
 mod power_loss;
 pub mod snapshot_data;
+pub mod staging;
 pub mod state_machine;
 
 use std::sync::Mutex;

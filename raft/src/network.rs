@@ -30,9 +30,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::identity::ClusterIdentity;
+use crate::staging;
 use crate::{Node, NodeId, TypeConfig};
 
 pub const PATH_APPEND: &str = "/raft/append";
+pub const PATH_STAGE: &str = "/raft/stage";
 pub const PATH_VOTE: &str = "/raft/vote";
 pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 pub const HEADER_CLUSTER: &str = "x-minion-cluster";
@@ -59,6 +61,18 @@ struct Shared {
     secret: Option<String>,
     identity: Arc<ClusterIdentity>,
     snapshot_deadline: Duration,
+    /// Large entries staged on (or being uploaded to) each peer: see [`crate::staging`].
+    stage: std::sync::Mutex<std::collections::HashMap<NodeId, TargetStage>>,
+}
+
+#[derive(Default)]
+struct TargetStage {
+    staged: std::collections::BTreeSet<(u64, u64, u64)>,
+    uploading: std::collections::BTreeSet<(u64, u64, u64)>,
+}
+
+fn stage_key(id: &crate::LogId) -> (u64, u64, u64) {
+    (id.index, id.leader_id.term, id.leader_id.node_id)
 }
 
 impl HttpNetwork {
@@ -92,7 +106,9 @@ impl HttpNetwork {
             None => "http",
         };
         let http = b.build()?;
-        Ok(HttpNetwork { inner: Arc::new(Shared { http, scheme, secret, identity, snapshot_deadline }) })
+        Ok(HttpNetwork {
+            inner: Arc::new(Shared { http, scheme, secret, identity, snapshot_deadline, stage: Default::default() }),
+        })
     }
 
     /// The client peers are called with (its TLS identity included), e.g. to probe a new node.
@@ -138,6 +154,23 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let network = |msg: String| RPCError::Network(NetworkError::new(&PeerFailure(msg)));
+        let body = frame::encode(req).map_err(|e| network(format!("encoding the request: {e}")))?;
+        self.call_raw(action, path, body, ttl).await
+    }
+
+    /// [`PeerClient::call`] with the body already framed.
+    async fn call_raw<Resp, E>(
+        &self,
+        action: RPCTypes,
+        path: &str,
+        body: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let unreachable = |msg: String| RPCError::Unreachable(Unreachable::new(&PeerFailure(msg)));
         let network = |msg: String| RPCError::Network(NetworkError::new(&PeerFailure(msg)));
         let Some(secret) = self.inner.secret.as_deref() else {
@@ -149,7 +182,6 @@ impl PeerClient {
         if self.node.raft_addr.is_empty() {
             return Err(unreachable(format!("node {} has no raft address", self.target)));
         }
-        let body = frame::encode(req).map_err(|e| network(format!("encoding the request: {e}")))?;
         let started = std::time::Instant::now();
         let sent = self
             .inner
@@ -182,6 +214,11 @@ impl PeerClient {
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
             let msg = format!("node {} refused {path} ({status}): {text}", self.target);
+            if status == reqwest::StatusCode::GONE {
+                // A staged entry the target no longer holds: stage it again, at once.
+                self.with_stage(|st| st.staged.clear());
+                return Err(network(msg));
+            }
             // Refusals (wrong secret, wrong cluster, wrong node) are not fixed by retrying at once.
             return Err(if status.is_client_error() { unreachable(msg) } else { network(msg) });
         }
@@ -193,13 +230,110 @@ impl PeerClient {
     }
 }
 
+impl PeerClient {
+    fn with_stage<R>(&self, f: impl FnOnce(&mut TargetStage) -> R) -> R {
+        let mut g = self.inner.stage.lock().unwrap_or_else(|p| p.into_inner());
+        f(g.entry(self.target).or_default())
+    }
+
+    /// Upload a large entry to the target's staging cache in a task of its own (openraft cannot
+    /// cancel it), with a deadline that grows with its size.
+    fn start_upload(&self, e: &crate::Entry) {
+        let key = stage_key(&e.log_id);
+        if self.with_stage(|st| st.staged.contains(&key) || !st.uploading.insert(key)) {
+            return;
+        }
+        let body = match frame::encode(e) {
+            Ok(b) => b,
+            Err(err) => {
+                tracing::error!(error = %err, "encoding an entry to stage");
+                self.with_stage(|st| st.uploading.remove(&key));
+                return;
+            }
+        };
+        let bytes = body.len() as u64;
+        let deadline = Duration::from_secs(10) + Duration::from_millis(bytes * 1_000 / staging::STAGE_BYTES_PER_SEC_MIN);
+        let me = PeerClient { target: self.target, node: self.node.clone(), inner: self.inner.clone() };
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r: Result<(), RPCError<NodeId, Node, RaftError<NodeId>>> =
+                me.call_raw(RPCTypes::AppendEntries, PATH_STAGE, body, deadline).await;
+            me.with_stage(|st| {
+                st.uploading.remove(&key);
+                if r.is_ok() {
+                    st.staged.insert(key);
+                }
+            });
+            match r {
+                Ok(()) => {
+                    metrics::histogram!("minion_peer_stage_seconds").record(started.elapsed().as_secs_f64());
+                    tracing::debug!(target = me.target, index = key.0, bytes, "entry staged");
+                }
+                Err(e) => tracing::warn!(target = me.target, index = key.0, bytes, error = %e, "staging an entry failed; it will be tried again"),
+            }
+        });
+    }
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
+    /// Sized by bytes: see [`crate::staging`]. When not every entry could go, a success is
+    /// reported as partial, up to the last entry sent.
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call(RPCTypes::AppendEntries, PATH_APPEND, &rpc, option.hard_ttl()).await
+        let prev = rpc.prev_log_id;
+        let mut entries = Vec::with_capacity(rpc.entries.len());
+        let mut inline = 0usize;
+        let mut cut = false;
+        let mut used_staged = Vec::new();
+        for e in rpc.entries {
+            let b = staging::entry_bytes(&e);
+            if b >= staging::STAGE_ENTRY_BYTES {
+                let key = stage_key(&e.log_id);
+                if self.with_stage(|st| st.staged.contains(&key)) {
+                    used_staged.push(key);
+                    entries.push(staging::WireEntry::Staged(e.log_id));
+                    continue;
+                }
+                self.start_upload(&e);
+                cut = true;
+                break;
+            }
+            if inline + b > staging::INLINE_BYTES_MAX && !entries.is_empty() {
+                cut = true;
+                break;
+            }
+            inline += b;
+            entries.push(staging::WireEntry::Inline(e));
+        }
+        let last_sent = entries.last().map(|w| match w {
+            staging::WireEntry::Inline(e) => e.log_id,
+            staging::WireEntry::Staged(id) => *id,
+        });
+        let empty = entries.is_empty();
+        let wire = staging::WireAppend { vote: rpc.vote, prev_log_id: prev, leader_commit: rpc.leader_commit, entries };
+        let resp: AppendEntriesResponse<NodeId> =
+            self.call(RPCTypes::AppendEntries, PATH_APPEND, &wire, option.hard_ttl()).await?;
+        if !used_staged.is_empty() {
+            self.with_stage(|st| {
+                for k in used_staged {
+                    st.staged.remove(&k);
+                }
+            });
+        }
+        if !cut {
+            return Ok(resp);
+        }
+        if empty {
+            // Only a heartbeat could go while an upload runs: do not spin.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(match resp {
+            AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(last_sent.or(prev)),
+            other => other,
+        })
     }
 
     async fn install_snapshot(

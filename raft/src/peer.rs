@@ -6,8 +6,9 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use subtle::ConstantTimeEq;
 
 use crate::identity::ClusterIdentity;
-use crate::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
-use crate::{NodeId, Raft, TypeConfig};
+use crate::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_STAGE, PATH_VOTE};
+use crate::staging::{StagingCache, WireAppend, WireEntry};
+use crate::{Entry, NodeId, Raft, TypeConfig};
 
 /// Why a peer request was refused before reaching raft. Nothing changes when one is returned.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,9 @@ pub enum Refusal {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// A staged entry this node no longer holds: the sender stages it again.
+    #[error("{0}")]
+    Gone(String),
 }
 
 /// What the caller presented.
@@ -73,12 +77,32 @@ pub fn check_secret(secret: Option<&str>, authorization: Option<&str>) -> Result
 }
 
 /// Decode, deliver and answer one peer message. Raft's own errors travel back in the answer.
-pub async fn handle(raft: &Raft, path: &str, body: &[u8]) -> Result<Vec<u8>, Refusal> {
+pub async fn handle(raft: &Raft, staging: &StagingCache, path: &str, body: &[u8]) -> Result<Vec<u8>, Refusal> {
     let bad = |e: minion_storage::frame::FrameError| Refusal::BadRequest(format!("undecodable {path} body: {e}"));
     let encoded = match path {
         PATH_APPEND => {
-            let req: AppendEntriesRequest<TypeConfig> = frame::decode(body).map_err(bad)?;
+            let w: WireAppend = frame::decode(body).map_err(bad)?;
+            let mut entries = Vec::with_capacity(w.entries.len());
+            for e in w.entries {
+                entries.push(match e {
+                    WireEntry::Inline(e) => e,
+                    WireEntry::Staged(id) => staging
+                        .take(&id)
+                        .ok_or_else(|| Refusal::Gone(format!("staged entry {id} is not here (stage it again)")))?,
+                });
+            }
+            let req = AppendEntriesRequest::<TypeConfig> {
+                vote: w.vote,
+                prev_log_id: w.prev_log_id,
+                leader_commit: w.leader_commit,
+                entries,
+            };
             frame::encode(&raft.append_entries(req).await)
+        }
+        PATH_STAGE => {
+            let e: Entry = frame::decode(body).map_err(bad)?;
+            staging.put(e);
+            frame::encode(&Ok::<(), openraft::error::RaftError<NodeId>>(()))
         }
         PATH_VOTE => {
             let req: VoteRequest<NodeId> = frame::decode(body).map_err(bad)?;

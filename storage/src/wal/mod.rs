@@ -105,6 +105,8 @@ impl Segments {
     fn active(&self) -> Result<&Segment> {
         self.list.last().ok_or_else(|| WalError::Invalid("the log has no segment".into()))
     }
+    /// Segments are in creation order, which after open (obsolete ones dropped) is also the order
+    /// of their first indexes.
     fn locate(&self, index: u64) -> Option<(&Segment, (u64, u32))> {
         let i = self.list.partition_point(|s| s.header.first_index <= index);
         let s = self.list.get(i.checked_sub(1)?)?;
@@ -121,6 +123,8 @@ pub struct Wal {
     shared: Arc<RwLock<Segments>>,
     buf: Vec<u8>,
     unsynced: bool,
+    /// The sequence number the next segment gets.
+    next_seq: u64,
 }
 
 /// Reads entries while the owner appends. Cheap to clone.
@@ -141,8 +145,8 @@ pub fn encode_record(pos: LogPos, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn segment_name(first_index: u64) -> String {
-    format!("{first_index:020}.wal")
+fn segment_name(seq: u64) -> String {
+    format!("{seq:020}.wal")
 }
 
 fn parse_segment_name(name: &str) -> Option<u64> {
@@ -162,6 +166,7 @@ impl Wal {
             vfs.create_dir_all(dir).map_err(io(dir))?;
             vfs.sync_dir(crate::vfs::parent(dir)).map_err(io(dir))?;
         }
+        // (sequence number, file name), in creation order.
         let mut names: Vec<(u64, String)> = Vec::new();
         for name in vfs.read_dir(dir).map_err(io(dir))? {
             if let Some(first) = parse_segment_name(&name) {
@@ -171,6 +176,8 @@ impl Wal {
             }
         }
         names.sort();
+        // Names (and so files) never repeat a sequence number, even after a removal.
+        let max_seq_seen = names.last().map(|(n, _)| n + 1).unwrap_or(0);
         let mut list: Vec<Segment> = Vec::new();
         let count = names.len();
         for (i, (first, name)) in names.into_iter().enumerate() {
@@ -185,11 +192,11 @@ impl Wal {
                 Err(format!("file is {len} bytes, shorter than a segment header"))
             };
             let header = match header {
-                Ok(h) if h.first_index == first => h,
+                Ok(h) if h.seq == first => h,
                 Ok(h) => {
                     return Err(WalError::Corrupt {
                         path,
-                        what: format!("header says first index {}, the name says {first}", h.first_index),
+                        what: format!("header says segment {}, the name says {first}", h.seq),
                     })
                 }
                 // A last segment whose header never became durable held no synced entry.
@@ -275,6 +282,7 @@ impl Wal {
         if let Some(s) = list.last() {
             s.file.sync_data().map_err(io(&s.path))?;
         }
+        let next_seq = list.last().map(|s| s.header.seq + 1).unwrap_or(0).max(max_seq_seen);
         let mut wal = Wal {
             vfs,
             dir: dir.to_path_buf(),
@@ -282,9 +290,10 @@ impl Wal {
             shared: Arc::new(RwLock::new(Segments { list })),
             buf: Vec::new(),
             unsynced: false,
+            next_seq,
         };
         if wal.read_segments().list.is_empty() {
-            wal.create_segment(Header { first_index: 0, prev: None, flags: 0 })?;
+            wal.create_segment(Header { seq: 0, first_index: 0, prev: None, flags: 0 })?;
         }
         report.segments = wal.read_segments().list.len();
         Ok((wal, report))
@@ -304,8 +313,10 @@ impl Wal {
     }
 
     /// Create a segment: header written and synced, directory entry durable, then in the list.
-    fn create_segment(&mut self, header: Header) -> Result<()> {
-        let path = self.dir.join(segment_name(header.first_index));
+    fn create_segment(&mut self, mut header: Header) -> Result<()> {
+        header.seq = self.next_seq;
+        self.next_seq += 1;
+        let path = self.dir.join(segment_name(header.seq));
         let file: Arc<dyn VFile> =
             Arc::from(self.vfs.open(&path, OpenMode::CreateNew).map_err(Self::io_err(&path))?);
         file.write_all_at(&header.encode(), 0).map_err(Self::io_err(&path))?;
@@ -341,7 +352,7 @@ impl Wal {
             if empty && first.index != self.next_index() {
                 self.sync()?;
                 let old: Vec<PathBuf> = self.read_segments().list.iter().map(|s| s.path.clone()).collect();
-                self.create_segment(Header { first_index: first.index, prev: None, flags: segment::FLAG_RESET })?;
+                self.create_segment(Header { seq: 0, first_index: first.index, prev: None, flags: segment::FLAG_RESET })?;
                 for p in &old {
                     self.vfs.remove_file(p).map_err(Self::io_err(p))?;
                 }
@@ -414,7 +425,7 @@ impl Wal {
             let a = g.active()?;
             (a.next_index(), a.last_pos())
         };
-        self.create_segment(Header { first_index, prev, flags: 0 })
+        self.create_segment(Header { seq: 0, first_index, prev, flags: 0 })
     }
 
     /// Make everything appended so far durable: one `fdatasync` of the active segment (earlier
@@ -484,7 +495,7 @@ impl Wal {
         if last.is_none_or(|l| upto.index > l.index) {
             self.sync()?;
             let old: Vec<PathBuf> = self.read_segments().list.iter().map(|s| s.path.clone()).collect();
-            self.create_segment(Header { first_index: upto.index + 1, prev: Some(upto), flags: segment::FLAG_RESET })?;
+            self.create_segment(Header { seq: 0, first_index: upto.index + 1, prev: Some(upto), flags: segment::FLAG_RESET })?;
             for p in &old {
                 self.vfs.remove_file(p).map_err(Self::io_err(p))?;
             }
@@ -517,6 +528,16 @@ impl Wal {
     /// Bytes in all segments (for the snapshot policy and metrics).
     pub fn bytes(&self) -> u64 {
         self.read_segments().list.iter().map(|s| s.end).sum()
+    }
+
+    /// (seq, first index, records, last index) of each segment, for tests.
+    #[cfg(test)]
+    pub(crate) fn debug_segments(&self) -> Vec<(u64, u64, usize, Option<u64>)> {
+        self.read_segments()
+            .list
+            .iter()
+            .map(|s| (s.header.seq, s.header.first_index, s.records.len(), s.last.map(|l| l.index)))
+            .collect()
     }
 
     pub fn segment_count(&self) -> usize {

@@ -2,15 +2,17 @@
 //!
 //! ```text
 //! header (64 bytes): magic "MINWAL01" | version u32 | flags u32 | first_index u64
-//!                    | prev: present u8, index u64, term u64, node u64 | zero padding | crc32 u32
+//!                    | prev: present u8, index u64, term u64, node u64 | seq u64 | zero padding
+//!                    | crc32 u32
 //! record:            body_len u32 | crc32 u32 | body
 //! body:              index u64 | term u64 | node u64 | payload
 //! ```
 //!
 //! All integers little-endian. A record's CRC-32 covers its length field and its body, so a torn
 //! length, a torn body and a flipped bit are all caught. `prev` is the log position just before
-//! the segment's first entry (what a purge removed); the `RESET` flag marks a segment started after
-//! a purge beyond the end of the log: every older segment is obsolete.
+//! the segment's first entry (what a purge removed); `seq` numbers segments in the order they were
+//! created (file names carry it); the `RESET` flag marks a segment started after a purge beyond
+//! the end of the log (or a restart of an empty log): every segment created before it is obsolete.
 
 use std::io;
 
@@ -28,6 +30,7 @@ pub const FLAG_RESET: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    pub seq: u64,
     pub first_index: u64,
     pub prev: Option<LogPos>,
     pub flags: u32,
@@ -46,6 +49,7 @@ impl Header {
             b[33..41].copy_from_slice(&p.term.to_le_bytes());
             b[41..49].copy_from_slice(&p.node.to_le_bytes());
         }
+        b[49..57].copy_from_slice(&self.seq.to_le_bytes());
         let crc = crc32fast::hash(&b[..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -67,7 +71,7 @@ impl Header {
             return Err(format!("segment format version {version}; this build reads {VERSION}"));
         }
         let prev = (b[24] == 1).then(|| LogPos { index: u64_at(b, 25), term: u64_at(b, 33), node: u64_at(b, 41) });
-        Ok(Header { flags: u32_at(b, 12), first_index: u64_at(b, 16), prev })
+        Ok(Header { seq: u64_at(b, 49), flags: u32_at(b, 12), first_index: u64_at(b, 16), prev })
     }
 
     pub fn is_reset(&self) -> bool {
@@ -217,7 +221,7 @@ mod tests {
 
     #[test]
     fn header_roundtrip_and_damage() {
-        let h = Header { first_index: 7, prev: Some(LogPos { index: 6, term: 2, node: 3 }), flags: FLAG_RESET };
+        let h = Header { seq: 3, first_index: 7, prev: Some(LogPos { index: 6, term: 2, node: 3 }), flags: FLAG_RESET };
         let b = h.encode();
         assert_eq!(Header::decode(&b), Ok(h));
         for i in 0..b.len() {

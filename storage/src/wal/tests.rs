@@ -3,6 +3,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
+use super::segment;
 use crate::sim::{Loss, SimFs};
 
 const DIR: &str = "/data/wal";
@@ -62,6 +63,7 @@ fn a_torn_tail_is_cut_and_damage_below_the_floor_is_refused() {
     wal.sync().expect("sync");
     drop(wal);
     let seg = Path::new(DIR).join(segment_name(0));
+    // (segment 0 is the first one created)
     let len = fs.contents(&seg).expect("segment").len() as u64;
     // Damage the last record: above the floor it is a torn tail, cut; the log ends at entry 8.
     assert!(fs.corrupt(&seg, len - 3, b"\xff\xff"));
@@ -180,6 +182,7 @@ fn wal_power_loss_run(seed: u64) {
         let choice = dice.below(10);
         if debug {
             eprintln!("op {choice} next={next} ops={} written={:?}", fs.ops(), written.keys().collect::<Vec<_>>());
+            eprintln!("   segments {:?}", wal.debug_segments());
         }
         let ok = match choice {
             0..=4 => {
@@ -203,7 +206,9 @@ fn wal_power_loss_run(seed: u64) {
                 r.is_ok()
             }
             8 if next > 0 => {
-                let from = written.keys().next().copied().unwrap_or(0) + dice.below(next + 1);
+                // As raft does: never below what was purged.
+                let floor = written.keys().next().copied().unwrap_or(0).max(purged_upto.map_or(0, |p| p + 1));
+                let from = floor + dice.below(next + 1);
                 if from >= next {
                     continue;
                 }
@@ -255,8 +260,29 @@ fn wal_power_loss_run(seed: u64) {
     }
     let (wal, _) = match open(&after, floor, seg) {
         Ok(w) => w,
-        Err(e) => panic!("seed {seed}: reopen failed: {e}"),
+        Err(e) => {
+            let dir = Path::new(DIR);
+            for name in crate::vfs::Vfs::read_dir(&after, dir).unwrap_or_default() {
+                let bytes = after.contents(&dir.join(&name)).unwrap_or_default();
+                eprintln!("{name}: {} bytes, header {:?}", bytes.len(), segment::Header::decode(&bytes));
+            }
+            panic!("seed {seed}: reopen failed: {e}")
+        }
     };
+    if std::env::var("MINION_WAL_DEBUG").is_ok() {
+        let dir = Path::new(DIR);
+        for name in crate::vfs::Vfs::read_dir(&after, dir).unwrap_or_default() {
+            let bytes = after.contents(&dir.join(&name)).unwrap_or_default();
+            eprintln!("{name}: {} bytes, header {:?}", bytes.len(), segment::Header::decode(&bytes));
+        }
+    }
+    if std::env::var("MINION_WAL_DEBUG").is_ok() {
+        let dir = Path::new(DIR);
+        for name in crate::vfs::Vfs::read_dir(&after, dir).unwrap_or_default() {
+            let bytes = after.contents(&dir.join(&name)).unwrap_or_default();
+            eprintln!("{name}: {} bytes, header {:?}", bytes.len(), segment::Header::decode(&bytes));
+        }
+    }
     let r = wal.reader();
     let first = r.first_index();
     let last = r.last_pos().map(|p| p.index);
