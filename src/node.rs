@@ -220,10 +220,20 @@ impl Node {
             if metrics.changed().await.is_err() {
                 return;
             }
-            let leader = {
+            let (leader, fatal) = {
                 let m = metrics.borrow_and_update();
-                m.current_leader == Some(self.config.node_id) && m.state == openraft::ServerState::Leader
+                (
+                    m.current_leader == Some(self.config.node_id) && m.state == openraft::ServerState::Leader,
+                    m.running_state.as_ref().err().map(|e| e.to_string()),
+                )
             };
+            if let Some(fatal) = fatal {
+                // A failed fsync, a damaged store: a stop, not something to serve around. The
+                // next start repairs what can be repaired (rebuilding the state store) and
+                // refuses what cannot.
+                tracing::error!(error = %fatal, "raft stopped on a fatal error; exiting");
+                std::process::exit(70);
+            }
             if leader && !was_leader {
                 tracing::info!(term = self.raft.metrics().borrow().current_term, "this node is now the leader");
                 let node = self.clone();

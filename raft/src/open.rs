@@ -107,13 +107,21 @@ impl StorageHandle {
         Ok((header.last_index, records, bytes))
     }
 
-    /// Stop the state writer (after a last write and durable point) and save the checkpoint.
+    /// Stop the state writer (after a last write and durable point) and save the checkpoint,
+    /// marked clean when everything was written and made durable. Call after raft has stopped.
     pub fn shutdown(&self) {
         self.writer.stop();
         if let Some(t) = self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
-        if let Err(e) = self.checkpointer.save() {
+        let clean = self.writer.flush().and_then(|_| self.writer.make_durable()).ok();
+        let r = self.checkpointer.update_and_save(|c| {
+            if let Some(durable) = clean {
+                c.state_durable = durable.max(c.state_durable);
+                c.clean = true;
+            }
+        });
+        if let Err(e) = r {
             tracing::error!(error = %e, "saving the checkpoint at shutdown");
         }
     }

@@ -9,6 +9,9 @@
 //!   snapshot install was cut short), means the store is rebuilt from the last snapshot plus the
 //!   log.
 //! - `committed`: the last committed log position seen, for replay after a restart.
+//! - `clean`: the node stopped cleanly (everything flushed). Otherwise the state store is read
+//!   whole at the next start, so damage sled would only meet on a later read (a lost blob file)
+//!   is found before serving.
 //!
 //! Written whole with [`write_atomic`]: a crash leaves the old or the new checkpoint.
 
@@ -28,6 +31,7 @@ pub struct Checkpoint {
     pub state_durable: Option<u64>,
     pub state_valid: bool,
     pub committed: Option<LogPos>,
+    pub clean: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -145,6 +145,10 @@ impl Disk {
                         ));
                     } else if !covers(m.index) {
                         why = Some(format!("the log no longer holds the entries after {:?}", m.index));
+                    } else if !checkpoint.clean {
+                        if let Err(e) = store.verify() {
+                            why = Some(format!("after an unclean stop, reading the state store found damage ({e})"));
+                        }
                     }
                     applied = m;
                 }
@@ -202,6 +206,11 @@ impl Disk {
         // What the store recovered may be only in the page cache (a process crash): make it
         // durable before the log is purged on its account.
         store.make_durable()?;
+        // Until a clean stop says otherwise, the next start verifies the store.
+        if checkpoint.clean {
+            checkpoint.clean = false;
+            checkpoint.save(&*vfs, dir)?;
+        }
         let writer = Arc::new(Writer::new(store.clone(), writer_overlay.clone(), applied.index, opts.writer_queue_bytes));
         let records = Records::new(writer_overlay.clone(), store.clone());
         Ok(Disk {

@@ -174,6 +174,10 @@ impl StateStore for MemStateStore {
         Ok(self.lock()?.current.feed_purged_before)
     }
 
+    fn verify(&self) -> Result<u64> {
+        Ok(self.lock()?.current.records.len() as u64)
+    }
+
     fn size_on_disk(&self) -> u64 {
         0
     }

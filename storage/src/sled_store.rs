@@ -44,6 +44,22 @@ fn err(path: &Path, e: sled::Error) -> StoreError {
     }
 }
 
+/// sled panics on some damage (a page whose blob file is gone: "cannot find pid ... in
+/// view_for_key"). Such a panic is damage, reported as an error, never a crash of the node.
+fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            Err(StoreError::Corrupt { path: path.display().to_string(), what: format!("sled failed while {what}: {msg}") })
+        }
+    }
+}
+
 fn io(path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io { path: path.display().to_string(), message: e.to_string() }
 }
@@ -51,6 +67,10 @@ fn io(path: &Path, e: std::io::Error) -> StoreError {
 impl SledStore {
     /// Open (or create) the store in `path`, with sled's page cache bounded at `cache_bytes`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<SledStore> {
+        guarded(path, "opening", || SledStore::open_unguarded(path, cache_bytes))
+    }
+
+    fn open_unguarded(path: &Path, cache_bytes: u64) -> Result<SledStore> {
         std::fs::create_dir_all(path).map_err(|e| io(path, e))?;
         let db = sled::Config::new()
             .path(path)
@@ -122,10 +142,61 @@ impl SledStore {
 
 impl StateStore for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tree().get(key).map_err(|e| self.e(e))?.map(|v| v.to_vec()))
+        guarded(&self.path, "reading", || Ok(self.tree().get(key).map_err(|e| self.e(e))?.map(|v| v.to_vec())))
     }
 
     fn range(&self, from: Bound<&[u8]>, to: &[u8], limit: usize) -> Result<Vec<Kv>> {
+        guarded(&self.path, "scanning", || self.range_unguarded(from, to, limit))
+    }
+
+    fn write(&self, changes: &[Change], applied: &AppliedMarker, feed: &[(u64, Vec<u8>)]) -> Result<()> {
+        guarded(&self.path, "writing", || self.write_unguarded(changes, applied, feed))
+    }
+
+    fn applied(&self) -> Result<Option<AppliedMarker>> {
+        guarded(&self.path, "reading the applied marker", || self.applied_unguarded())
+    }
+
+    fn make_durable(&self) -> Result<()> {
+        guarded(&self.path, "flushing", || self.make_durable_unguarded())
+    }
+
+    fn clear(&self) -> Result<()> {
+        guarded(&self.path, "clearing", || self.clear_unguarded())
+    }
+
+    fn feed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        guarded(&self.path, "reading the change feed", || self.feed_after_unguarded(after, limit))
+    }
+
+    fn feed_purge_before(&self, before: u64) -> Result<usize> {
+        guarded(&self.path, "purging the change feed", || self.feed_purge_before_unguarded(before))
+    }
+
+    fn feed_purged_before(&self) -> Result<u64> {
+        guarded(&self.path, "reading the change feed", || self.feed_purged_before_unguarded())
+    }
+
+    /// Read every key and value (a store that lost a blob fails here, not later).
+    fn verify(&self) -> Result<u64> {
+        guarded(&self.path, "verifying", || {
+            let mut n = 0u64;
+            for item in self.tree().iter() {
+                let (k, v) = item.map_err(|e| self.e(e))?;
+                std::hint::black_box((k.len(), v.len()));
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl SledStore {
+    fn range_unguarded(&self, from: Bound<&[u8]>, to: &[u8], limit: usize) -> Result<Vec<Kv>> {
         let mut out = Vec::new();
         let from: Bound<Vec<u8>> = match from {
             Bound::Included(b) => Bound::Included(b.to_vec()),
@@ -142,7 +213,7 @@ impl StateStore for SledStore {
         Ok(out)
     }
 
-    fn write(&self, changes: &[Change], applied: &AppliedMarker, feed: &[(u64, Vec<u8>)]) -> Result<()> {
+    fn write_unguarded(&self, changes: &[Change], applied: &AppliedMarker, feed: &[(u64, Vec<u8>)]) -> Result<()> {
         let mut batch = sled::Batch::default();
         for (k, v) in changes {
             match v {
@@ -161,7 +232,7 @@ impl StateStore for SledStore {
         self.tree().apply_batch(batch).map_err(|e| self.e(e))
     }
 
-    fn applied(&self) -> Result<Option<AppliedMarker>> {
+    fn applied_unguarded(&self) -> Result<Option<AppliedMarker>> {
         match self.tree().get(KEY_APPLIED).map_err(|e| self.e(e))? {
             None => Ok(None),
             Some(v) => crate::frame::decode(&v).map(Some).map_err(|e| StoreError::Corrupt {
@@ -171,21 +242,21 @@ impl StateStore for SledStore {
         }
     }
 
-    fn make_durable(&self) -> Result<()> {
+    fn make_durable_unguarded(&self) -> Result<()> {
         self.db.flush().map_err(|e| self.e(e))?;
         self.data_file.sync_data().map_err(|e| io(&self.path.join("db"), e))?;
         self.sync_new_files(&self.path.join("blobs"), |_| true)?;
         self.sync_new_files(&self.path, |n| n.starts_with("snap.") || n == "conf")
     }
 
-    fn clear(&self) -> Result<()> {
+    fn clear_unguarded(&self) -> Result<()> {
         let mut g = self.tree.write().unwrap_or_else(|p| p.into_inner());
         self.db.drop_tree(TREE).map_err(|e| self.e(e))?;
         *g = self.db.open_tree(TREE).map_err(|e| self.e(e))?;
         Ok(())
     }
 
-    fn feed_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+    fn feed_after_unguarded(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
         let mut out = Vec::new();
         let start = feed_key(after.saturating_add(1));
         let end = [FEED_PREFIX + 1];
@@ -201,7 +272,7 @@ impl StateStore for SledStore {
         Ok(out)
     }
 
-    fn feed_purge_before(&self, before: u64) -> Result<usize> {
+    fn feed_purge_before_unguarded(&self, before: u64) -> Result<usize> {
         let tree = self.tree();
         let mut batch = sled::Batch::default();
         let mut n = 0;
@@ -209,14 +280,14 @@ impl StateStore for SledStore {
             batch.remove(k.map_err(|e| self.e(e))?);
             n += 1;
         }
-        if before > self.feed_purged_before()? {
+        if before > self.feed_purged_before_unguarded()? {
             batch.insert(KEY_FEED_PURGED, &before.to_be_bytes());
         }
         tree.apply_batch(batch).map_err(|e| self.e(e))?;
         Ok(n)
     }
 
-    fn feed_purged_before(&self) -> Result<u64> {
+    fn feed_purged_before_unguarded(&self) -> Result<u64> {
         match self.tree().get(KEY_FEED_PURGED).map_err(|e| self.e(e))? {
             Some(v) if v.len() == 8 => {
                 let mut b = [0u8; 8];
@@ -228,9 +299,6 @@ impl StateStore for SledStore {
         }
     }
 
-    fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
-    }
 }
 
 /// Keep `STATE_KEYS_*` honest: the marker and feed keys sort before the first state key.

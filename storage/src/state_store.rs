@@ -51,6 +51,9 @@ pub trait StateStore: Send + Sync {
     fn feed_purge_before(&self, before: u64) -> Result<usize>;
     /// Feed entries below this index were purged (0: none).
     fn feed_purged_before(&self) -> Result<u64>;
+    /// Read every record (after an unclean stop: damage sled would only hit on a later read
+    /// shows now). Returns how many there are.
+    fn verify(&self) -> Result<u64>;
     /// Bytes on disk, for metrics.
     fn size_on_disk(&self) -> u64;
 }

@@ -25,10 +25,13 @@ pub fn node_ip(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 10 + index as u8 + 1)
 }
 
-/// A TCP proxy in front of one node's peer port that can refuse chosen sources.
+/// A TCP proxy in front of one node's peer port that can refuse chosen sources and limit the
+/// bytes per second of each connection (each direction).
 pub struct Proxy {
     pub addr: SocketAddr,
     blocked: Arc<Mutex<HashSet<IpAddr>>>,
+    /// 0: unlimited.
+    rate: Arc<std::sync::atomic::AtomicU64>,
     conns: Arc<Mutex<Vec<(IpAddr, tokio::task::AbortHandle)>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -39,17 +42,23 @@ impl Proxy {
         let addr = listener.local_addr().expect("addr");
         let blocked: Arc<Mutex<HashSet<IpAddr>>> = Arc::default();
         let conns: Arc<Mutex<Vec<(IpAddr, tokio::task::AbortHandle)>>> = Arc::default();
-        let (b, c) = (blocked.clone(), conns.clone());
+        let rate: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let (b, c, r) = (blocked.clone(), conns.clone(), rate.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, peer)) = listener.accept().await else { return };
+                let Ok((inbound, peer)) = listener.accept().await else { return };
                 if b.lock().expect("lock").contains(&peer.ip()) {
                     drop(inbound);
                     continue;
                 }
+                let r = r.clone();
                 let handle = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = TcpStream::connect(target).await {
+                        let (ri, wi) = inbound.into_split();
+                        let (ro, wo) = outbound.into_split();
+                        let up = tokio::spawn(throttled_copy(ri, wo, r.clone()));
+                        let _ = throttled_copy(ro, wi, r).await;
+                        up.abort();
                     }
                 });
                 let mut conns = c.lock().expect("lock");
@@ -57,7 +66,12 @@ impl Proxy {
                 conns.push((peer.ip(), handle.abort_handle()));
             }
         });
-        Proxy { addr, blocked, conns, task }
+        Proxy { addr, blocked, rate, conns, task }
+    }
+
+    /// Limit each connection to `bytes_per_sec` in each direction (0: no limit).
+    pub fn throttle(&self, bytes_per_sec: u64) {
+        self.rate.store(bytes_per_sec, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Refuse (and cut) traffic from these sources; allow everything else.
@@ -69,6 +83,40 @@ impl Proxy {
             if b.contains(ip) {
                 h.abort();
             }
+        }
+    }
+}
+
+/// Copy until either side closes, at most `rate` bytes per second when it is set (a token bucket
+/// with a 64 KiB burst).
+async fn throttled_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    rate: Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BURST: f64 = 65_536.0;
+    let mut buf = vec![0u8; 16 << 10];
+    let mut allowance = BURST;
+    let mut last = Instant::now();
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let r = rate.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        if r > 0.0 {
+            allowance = (allowance + last.elapsed().as_secs_f64() * r).min(BURST);
+            last = Instant::now();
+            if allowance < n as f64 {
+                tokio::time::sleep(Duration::from_secs_f64((n as f64 - allowance) / r)).await;
+                allowance = n as f64;
+                last = Instant::now();
+            }
+            allowance -= n as f64;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
         }
     }
 }
