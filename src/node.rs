@@ -224,7 +224,11 @@ impl Node {
                 let m = metrics.borrow_and_update();
                 (
                     m.current_leader == Some(self.config.node_id) && m.state == openraft::ServerState::Leader,
-                    m.running_state.as_ref().err().map(|e| e.to_string()),
+                    m.running_state
+                        .as_ref()
+                        .err()
+                        .filter(|e| !matches!(e, openraft::error::Fatal::Stopped))
+                        .map(|e| e.to_string()),
                 )
             };
             if let Some(fatal) = fatal {

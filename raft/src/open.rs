@@ -190,13 +190,25 @@ pub fn open_with(vfs: SharedVfs, dir: &Path, opts: &OpenOptions, open_store: &mu
             }
         }
     });
+    // Everything in the snapshot was committed: raft's committed position starts at least there
+    // (the state store may be behind it after a crash; raft then replays the log up to it).
+    let snapshot_pos = match &disk.summary.snapshot {
+        Some(s) => {
+            let r = SnapshotReader::open(&vfs, &s.path).map_err(|e| other(e.to_string()))?;
+            let meta: crate::SnapshotMeta =
+                postcard::from_bytes(&r.header().raft).map_err(|e| other(format!("snapshot metadata: {e}")))?;
+            meta.last_log_id.map(|l| crate::log_pos(&l))
+        }
+        None => None,
+    };
+    let committed = disk.checkpoint.committed.max(snapshot_pos);
     let log_store = LogStore::start(
         disk.wal,
         vfs.clone(),
         dir.to_path_buf(),
         checkpointer.clone(),
         bounds.clone(),
-        disk.checkpoint.committed,
+        committed,
         make_state_durable,
     )
     .map_err(|e| other(format!("starting the log thread: {e}")))?;
