@@ -149,6 +149,17 @@ async fn refuse(mut tcp: TcpStream, tls: bool, max: usize) {
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        // Wait for the request's head first: a response sent before the client has written its
+        // request is one the client did not ask for yet, and some clients then see a broken
+        // connection instead of the 503.
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 << 10 {
+            match tokio::time::timeout(Duration::from_millis(500), tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)).await {
+                Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
         let _ = tcp.write_all(resp.as_bytes()).await;
         let _ = tcp.shutdown().await;
     })
