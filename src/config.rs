@@ -191,7 +191,7 @@ impl Default for Config {
             claim_wait_ms_max: 60_000,
             group_commit_max: 1_024,
             entry_bytes_max: 8 << 20,
-            proposals_in_flight_max: 8,
+            proposals_in_flight_max: 2,
             snapshot_logs: 1_000_000,
             snapshot_log_bytes: 256 << 20,
             wal_segment_bytes: 64 << 20,
