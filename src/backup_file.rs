@@ -61,7 +61,9 @@ fn is_stream(path: &Path) -> Result<bool, String> {
 fn legacy(path: &Path) -> Result<(Summary, Vec<Record>, Meta), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (origin, applied, taken, image) = match frame::decode::<LegacyBackup>(&bytes) {
-        Ok(b) if b.format == 1 => (format!("cluster {} node {}", b.cluster_id, b.node_id), b.applied_index, b.taken_ms, b.image),
+        Ok(b) if b.format == 1 => {
+            (format!("cluster {} node {}", b.cluster_id, b.node_id), b.applied_index, b.taken_ms, b.image)
+        }
         Ok(b) => return Err(format!("not a Minion backup file: format {} is unknown", b.format)),
         Err(current) => match frame::decode::<LegacyBackupV1>(&bytes) {
             Ok(b) if b.format == 1 => {
@@ -91,7 +93,13 @@ pub fn inspect(path: &Path) -> Result<Summary, String> {
     let vfs: SharedVfs = RealFs::shared();
     let mut r = SnapshotReader::open(&vfs, path).map_err(|e| format!("not a Minion backup file: {e}"))?;
     let h = r.header().clone();
-    let mut s = Summary { format: "records", applied_index: h.last_index, origin: h.origin, taken_ms: h.taken_ms, ..Summary::default() };
+    let mut s = Summary {
+        format: "records",
+        applied_index: h.last_index,
+        origin: h.origin,
+        taken_ms: h.taken_ms,
+        ..Summary::default()
+    };
     let mut meta = false;
     while let Some(chunk) = r.next_chunk().map_err(|e| format!("not a Minion backup file: {e}"))? {
         for (k, v) in &chunk {
@@ -113,7 +121,11 @@ pub fn inspect(path: &Path) -> Result<Summary, String> {
 
 /// Hand the records to `each` in batches of about `batch_bytes`; returns the backup's counters.
 /// The meta record is not among the records. Blocking.
-pub fn records(path: &Path, batch_bytes: usize, mut each: impl FnMut(Vec<Record>) -> Result<(), String>) -> Result<Meta, String> {
+pub fn records(
+    path: &Path,
+    batch_bytes: usize,
+    mut each: impl FnMut(Vec<Record>) -> Result<(), String>,
+) -> Result<Meta, String> {
     let mut batch = Vec::new();
     let mut bytes = 0usize;
     let mut meta = None;

@@ -155,7 +155,9 @@ async fn refuse(mut tcp: TcpStream, tls: bool, max: usize) {
         let mut head = Vec::with_capacity(1024);
         let mut buf = [0u8; 1024];
         while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 << 10 {
-            match tokio::time::timeout(Duration::from_millis(500), tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)).await {
+            match tokio::time::timeout(Duration::from_millis(500), tokio::io::AsyncReadExt::read(&mut tcp, &mut buf))
+                .await
+            {
                 Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
                 _ => break,
             }

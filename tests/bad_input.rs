@@ -203,7 +203,11 @@ async fn a_corrupt_snapshot_file_is_refused_at_start() {
     }
     let snapshots = srv.data_dir.join("snapshots");
     eventually(10, "a snapshot file", || async {
-        std::fs::read_dir(&snapshots).ok()?.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".snap")).then_some(())
+        std::fs::read_dir(&snapshots)
+            .ok()?
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+            .then_some(())
     })
     .await;
     srv.stop();

@@ -28,7 +28,12 @@ async fn large_entries_replicate_and_small_writes_keep_flowing_on_a_slow_link() 
         large.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in 0..5 {
-                let (s, v) = api.post("/v1/tasks", json!({"queue": "big", "payload": big, "idempotency_key": format!("big-{w}-{i}")})).await;
+                let (s, v) = api
+                    .post(
+                        "/v1/tasks",
+                        json!({"queue": "big", "payload": big, "idempotency_key": format!("big-{w}-{i}")}),
+                    )
+                    .await;
                 assert!(s == 201 || s == 200, "large submit: {s} {v}");
                 ids.push(v["id"].as_u64().expect("id"));
             }

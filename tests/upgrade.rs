@@ -49,9 +49,11 @@ async fn a_backup_written_by_the_previous_release_restores() {
     }
     // The trace context, the queue settings, the idempotency key and the token came along.
     assert_eq!(got[1]["trace_parent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-    let queue: Value = serde_json::from_slice(&std::fs::read(fixture("queue-v1.json")).expect("fixture")).expect("json");
+    let queue: Value =
+        serde_json::from_slice(&std::fs::read(fixture("queue-v1.json")).expect("fixture")).expect("json");
     assert_eq!(api.get("/v1/queues/images").await.1["overrides"], queue["overrides"]);
-    let (s, v) = api.post("/v1/tasks", json!({"queue": "images", "payload": 0, "idempotency_key": "resize-cat-512"})).await;
+    let (s, v) =
+        api.post("/v1/tasks", json!({"queue": "images", "payload": 0, "idempotency_key": "resize-cat-512"})).await;
     assert!(s == 200 || s == 201, "{v}");
     let tokens = api.get("/v1/tokens").await.1;
     assert!(tokens["tokens"].as_array().expect("tokens").iter().any(|t| t["name"] == "reader-1"), "{tokens}");
@@ -67,7 +69,15 @@ async fn a_data_directory_of_the_previous_layout_is_refused_with_directions() {
     std::fs::create_dir_all(data.join("db")).expect("mkdir");
     std::fs::write(data.join("db").join("conf"), b"segment_size: 524288\n").expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
-        .args(["serve", "--data-dir", data.to_str().expect("path"), "--listen", "127.0.0.1:0", "--raft-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--data-dir",
+            data.to_str().expect("path"),
+            "--listen",
+            "127.0.0.1:0",
+            "--raft-listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .expect("run");
     assert!(!out.status.success());

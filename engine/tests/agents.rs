@@ -1,8 +1,8 @@
 //! The agent registry: incarnations, dead agents, draining, stall timeouts, statistics.
 
 use minion_engine::{
-    AgentSpec, AgentStatus, ApplyMeta, AttemptOutcome, Command, NewTask, Outcome, RejectCode, Request, Response, Memory,
-    TaskRecord, TaskState,
+    AgentSpec, AgentStatus, ApplyMeta, AttemptOutcome, Command, Memory, NewTask, Outcome, RejectCode, Request,
+    Response, TaskRecord, TaskState,
 };
 
 struct Sim {

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use minion_engine::dispatch::wrr_weight;
 use minion_engine::{
-    AgentSpec, ApplyMeta, Candidate, Command, Dispatcher, EngineConfig, NewTask, Outcome, OutcomeStats, Request, Memory,
-    Strategy,
+    AgentSpec, ApplyMeta, Candidate, Command, Dispatcher, EngineConfig, Memory, NewTask, Outcome, OutcomeStats,
+    Request, Strategy,
 };
 
 struct SimAgent {

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use minion_engine::backoff::retry_backoff_ms;
-use minion_engine::{ApplyMeta, Command, EngineConfig, Memory, NewTask, Outcome, Record, RejectCode, Request, TaskState};
+use minion_engine::{
+    ApplyMeta, Command, EngineConfig, Memory, NewTask, Outcome, Record, RejectCode, Request, TaskState,
+};
 use proptest::prelude::*;
 
 const QUEUES: [&str; 2] = ["alpha", "beta"];

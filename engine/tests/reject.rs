@@ -2,7 +2,7 @@
 //! retention like any finished task.
 
 use minion_engine::{
-    ApplyMeta, Command, EngineConfig, Outcome, RejectCode, RejectedRecord, Request, Response, Memory, TaskState,
+    ApplyMeta, Command, EngineConfig, Memory, Outcome, RejectCode, RejectedRecord, Request, Response, TaskState,
 };
 
 fn run(state: &mut Memory, now: u64, cmd: Command) -> Response {

@@ -58,7 +58,9 @@ pub fn decode_frames(data: &[u8]) {
         assert_eq!(wal::encode_record(pos, &payload), data, "a WAL record re-encodes to the same bytes");
     }
     // A snapshot or backup file, read block by block.
-    if let Ok(mut r) = SnapshotReader::from_file(std::path::Path::new("fuzz"), Box::new(mem_file::MemFile(data.to_vec()))) {
+    if let Ok(mut r) =
+        SnapshotReader::from_file(std::path::Path::new("fuzz"), Box::new(mem_file::MemFile(data.to_vec())))
+    {
         while let Ok(Some(chunk)) = r.next_chunk() {
             for (k, v) in chunk {
                 let _ = codec::decode(&k, &v);

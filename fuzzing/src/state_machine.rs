@@ -2,9 +2,7 @@
 //! every invariant checked after every command, restarts (RAM rebuilt from the records, each sent
 //! through the codec first) and restores (the records streamed into a fresh engine) along the way.
 
-use minion_engine::{
-    AgentSpec, ApplyMeta, Command, Memory, NewTask, Record, RejectedRecord, Request, TaskState,
-};
+use minion_engine::{AgentSpec, ApplyMeta, Command, Memory, NewTask, Record, RejectedRecord, Request, TaskState};
 use minion_storage::codec;
 
 struct Bytes<'a> {
@@ -177,7 +175,8 @@ pub fn state_machine(data: &[u8]) {
             15 if (op / 16) % 4 == 3 => {
                 // Restore a copy of this state: refused (it is not empty) and changing nothing,
                 // except into a fresh engine, where it must reproduce every record.
-                let pristine = s.meta().next_id == 1 && s.agents().next().is_none() && s.queue_configs().next().is_none();
+                let pristine =
+                    s.meta().next_id == 1 && s.agents().next().is_none() && s.queue_configs().next().is_none();
                 if !pristine {
                     // Housekeeping due now runs first, whatever the command: let it.
                     index += 1;

@@ -440,11 +440,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        match read_vote(&self.shared.vfs, &self.shared.dir).map_err(|e| StorageIOError::read_vote(AnyError::error(e)))? {
+        match read_vote(&self.shared.vfs, &self.shared.dir)
+            .map_err(|e| StorageIOError::read_vote(AnyError::error(e)))?
+        {
             None => Ok(None),
-            Some(b) => postcard::from_bytes(&b)
-                .map(Some)
-                .map_err(|e| StorageIOError::read_vote(AnyError::error(format!("the vote does not decode: {e}"))).into()),
+            Some(b) => postcard::from_bytes(&b).map(Some).map_err(|e| {
+                StorageIOError::read_vote(AnyError::error(format!("the vote does not decode: {e}"))).into()
+            }),
         }
     }
 

@@ -252,7 +252,8 @@ impl PeerClient {
             }
         };
         let bytes = body.len() as u64;
-        let deadline = Duration::from_secs(10) + Duration::from_millis(bytes * 1_000 / staging::STAGE_BYTES_PER_SEC_MIN);
+        let deadline =
+            Duration::from_secs(10) + Duration::from_millis(bytes * 1_000 / staging::STAGE_BYTES_PER_SEC_MIN);
         let me = PeerClient { target: self.target, node: self.node.clone(), inner: self.inner.clone() };
         tokio::spawn(async move {
             let started = std::time::Instant::now();
@@ -269,7 +270,9 @@ impl PeerClient {
                     metrics::histogram!("minion_peer_stage_seconds").record(started.elapsed().as_secs_f64());
                     tracing::debug!(target = me.target, index = key.0, bytes, "entry staged");
                 }
-                Err(e) => tracing::warn!(target = me.target, index = key.0, bytes, error = %e, "staging an entry failed; it will be tried again"),
+                Err(e) => {
+                    tracing::warn!(target = me.target, index = key.0, bytes, error = %e, "staging an entry failed; it will be tried again")
+                }
             }
         });
     }

@@ -151,7 +151,12 @@ pub fn open(dir: &Path, opts: &OpenOptions) -> Result<Opened, OpenError> {
 }
 
 /// Open with any file system and state store (the simulations use this).
-pub fn open_with(vfs: SharedVfs, dir: &Path, opts: &OpenOptions, open_store: &mut OpenStore<'_>) -> Result<Opened, OpenError> {
+pub fn open_with(
+    vfs: SharedVfs,
+    dir: &Path,
+    opts: &OpenOptions,
+    open_store: &mut OpenStore<'_>,
+) -> Result<Opened, OpenError> {
     let other = |what: String| OpenError::Other { path: dir.to_path_buf(), what };
     let disk_opts = DiskOptions {
         wal: WalOptions { segment_bytes: opts.segment_bytes, fsync: opts.durability == Durability::Fsync },
@@ -213,9 +218,7 @@ pub fn open_with(vfs: SharedVfs, dir: &Path, opts: &OpenOptions, open_store: &mu
     )
     .map_err(|e| other(format!("starting the log thread: {e}")))?;
     let engine = State::load(&disk.records).map_err(|e| other(format!("loading the state: {e}")))?;
-    engine
-        .validate(&disk.records, false)
-        .map_err(|v| other(format!("the loaded state is not consistent: {v}")))?;
+    engine.validate(&disk.records, false).map_err(|v| other(format!("the loaded state is not consistent: {v}")))?;
     let applied = Applied::from_marker(&disk.applied).map_err(other)?;
     let log = log_store.clone();
     let sm_disk = Arc::new(SmDisk {

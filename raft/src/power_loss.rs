@@ -22,9 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use minion_engine::{
-    AgentSpec, ApplyMeta, Command, Memory, NewTask, Outcome, Request, Response, State, TaskState,
-};
+use minion_engine::{AgentSpec, ApplyMeta, Command, Memory, NewTask, Outcome, Request, Response, State, TaskState};
 use minion_storage::disk::{Disk, DiskOptions};
 use minion_storage::mem_store::MemStateStore;
 use minion_storage::sim::{Loss, SimFs};
@@ -193,7 +191,12 @@ fn command(d: &mut Dice, node: &SimNode, next_key: &mut u64) -> Command {
             let (id, token) = leased[d.below(leased.len() as u64) as usize];
             match d.below(4) {
                 0 => Command::Fail { task_id: id, lease_token: token, error: "boom".into() },
-                1 => Command::Progress { task_id: id, lease_token: token, percent: Some(50), message: Some("half".into()) },
+                1 => Command::Progress {
+                    task_id: id,
+                    lease_token: token,
+                    percent: Some(50),
+                    message: Some("half".into()),
+                },
                 _ => Command::Complete { task_id: id, lease_token: token, result: Some("\"ok\"".into()) },
             }
         }
@@ -240,7 +243,11 @@ fn run(seed: u64) -> Result<(), String> {
                 let n = 1 + d.below(3);
                 let mut batch = Vec::new();
                 for _ in 0..n {
-                    let e = if appended == 0 { entry(0, None) } else { entry(appended, Some(command(d, node, &mut next_key))) };
+                    let e = if appended == 0 {
+                        entry(0, None)
+                    } else {
+                        entry(appended, Some(command(d, node, &mut next_key)))
+                    };
                     appended += 1;
                     batch.push((e.log_id, postcard::to_allocvec(&e).map_err(err)?));
                     history.push(e);
@@ -254,7 +261,8 @@ fn run(seed: u64) -> Result<(), String> {
                 node.wal.sync().map_err(err)?;
                 let todo: Vec<Entry> = history[applied as usize..appended as usize].to_vec();
                 let first = applied;
-                let (answers, _) = apply_entries(&node.shared, &node.disk.writer, todo, &tracing::Span::none()).map_err(err)?;
+                let (answers, _) =
+                    apply_entries(&node.shared, &node.disk.writer, todo, &tracing::Span::none()).map_err(err)?;
                 for (i, a) in answers.into_iter().enumerate() {
                     acked.push((first + i as u64, a));
                 }
@@ -362,8 +370,10 @@ fn run(seed: u64) -> Result<(), String> {
     let meta = codec::encode(&minion_engine::Record::Meta(node.shared.read().engine.meta().clone())).map_err(err)?;
     got.entry(meta.0).or_insert(meta.1);
     if got != want {
-        let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).take(5).map(|k| codec::decode_key(k)).collect();
-        let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).take(5).map(|k| codec::decode_key(k)).collect();
+        let missing: Vec<_> =
+            want.keys().filter(|k| !got.contains_key(*k)).take(5).map(|k| codec::decode_key(k)).collect();
+        let extra: Vec<_> =
+            got.keys().filter(|k| !want.contains_key(*k)).take(5).map(|k| codec::decode_key(k)).collect();
         let changed: Vec<_> = want
             .iter()
             .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))

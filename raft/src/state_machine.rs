@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::checkpointer::Checkpointer;
-use crate::{blocking, Entry, LogId, PurgeBounds, SnapshotData, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::{
+    blocking, Entry, LogId, PurgeBounds, SnapshotData, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 
 /// Stored with every write of the state store: where it is in the log.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -238,12 +240,17 @@ pub(crate) fn build(disk: &SmDisk) -> Result<(SnapshotMeta, PathBuf), String> {
     disk.writer.flush().map_err(|e| e.to_string())?;
     let mut view = disk.writer.begin_snapshot().map_err(|e| e.to_string())?;
     let applied = Applied::from_marker(view.applied())?;
-    let taken_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let taken_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let index = applied.last_applied.map(|l| l.index);
     let meta = SnapshotMeta {
         last_log_id: applied.last_applied,
         last_membership: applied.membership.clone(),
-        snapshot_id: format!("{}-{}-{taken_ms}", applied.last_applied.map(|l| l.leader_id.term).unwrap_or(0), index.unwrap_or(0)),
+        snapshot_id: format!(
+            "{}-{}-{taken_ms}",
+            applied.last_applied.map(|l| l.leader_id.term).unwrap_or(0),
+            index.unwrap_or(0)
+        ),
     };
     let header = SnapshotHeader {
         format: FORMAT,
@@ -296,7 +303,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let started = Instant::now();
         let disk = self.disk.clone();
-        let (meta, path) = blocking(move || build(&disk)).await.map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?;
+        let (meta, path) = blocking(move || build(&disk))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?;
         metrics::histogram!("minion_raft_snapshot_build_seconds").record(started.elapsed().as_secs_f64());
         let data = SnapshotData::open(&path).await.map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(Snapshot { meta, snapshot: Box::new(data) })
@@ -332,10 +341,14 @@ pub(crate) fn install(disk: &SmDisk, records: &Records, meta: &SnapshotMeta, rec
     let reader = SnapshotReader::open(&disk.vfs, &path).map_err(|e| e.to_string())?;
     let index = meta.last_log_id.map(|l| l.index);
     if reader.header().last_index != index {
-        return Err(format!("the snapshot file is as of {:?}, its metadata says {index:?}", reader.header().last_index));
+        return Err(format!(
+            "the snapshot file is as of {:?}, its metadata says {index:?}",
+            reader.header().last_index
+        ));
     }
     reader.verify().map_err(|e| e.to_string())?;
-    let file = disk.snapshots.lock().unwrap_or_else(|p| p.into_inner()).publish(&path, index).map_err(|e| e.to_string())?;
+    let file =
+        disk.snapshots.lock().unwrap_or_else(|p| p.into_inner()).publish(&path, index).map_err(|e| e.to_string())?;
     if file.index != index {
         return Err(format!("a newer snapshot ({:?}) is already installed", file.index));
     }
@@ -349,7 +362,10 @@ pub(crate) fn install(disk: &SmDisk, records: &Records, meta: &SnapshotMeta, rec
                 Ok(c) => Ok(c),
                 Err(e) => {
                     failure = Some(e.to_string());
-                    Err(minion_storage::state_store::StoreError::Corrupt { path: "snapshot".into(), what: "read".into() })
+                    Err(minion_storage::state_store::StoreError::Corrupt {
+                        path: "snapshot".into(),
+                        what: "read".into(),
+                    })
                 }
             },
             applied.marker()?,
@@ -388,7 +404,9 @@ pub(crate) fn apply_entries(
         g.applied.last_applied = Some(entry.log_id);
         let resp = match entry.payload {
             EntryPayload::Blank => Ok(Outcome::Done),
-            EntryPayload::Normal(req) => g.engine.apply(&req, ApplyMeta { log_index: index }, &shared.records).map_err(sm_err)?,
+            EntryPayload::Normal(req) => {
+                g.engine.apply(&req, ApplyMeta { log_index: index }, &shared.records).map_err(sm_err)?
+            }
             EntryPayload::Membership(m) => {
                 g.applied.membership = StoredMembership::new(Some(entry.log_id), m);
                 Ok(Outcome::Done)
@@ -397,7 +415,8 @@ pub(crate) fn apply_entries(
         out.push(resp);
         let effects = g.engine.take_effects();
         let touched = changes::touched(&effects);
-        let feed = if touched.is_empty() { Vec::new() } else { vec![(index, frame::encode(&touched).map_err(sm_err)?)] };
+        let feed =
+            if touched.is_empty() { Vec::new() } else { vec![(index, frame::encode(&touched).map_err(sm_err)?)] };
         let batch = Batch {
             seq: index,
             applied: g.applied.marker().map_err(sm_err)?,
@@ -468,7 +487,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(data))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, mut snapshot: Box<SnapshotData>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        mut snapshot: Box<SnapshotData>,
+    ) -> Result<(), StorageError> {
         let started = Instant::now();
         let sig = Some(meta.signature());
         snapshot.finish_writes().await.map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
@@ -482,8 +505,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| StorageIOError::write_snapshot(sig, AnyError::error(e)))?;
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
-        self.shared
-            .replace_engine(engine, Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone() });
+        self.shared.replace_engine(
+            engine,
+            Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone() },
+        );
         self.maybe_rebuild_bloom();
         self.shared.applied_index.send_replace(index);
         self.shared.changed.notify_waiters();
@@ -497,12 +522,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let disk = self.disk.clone();
         let found = blocking(move || -> Result<Option<(SnapshotMeta, PathBuf)>, String> {
-            let Some(file) = disk.snapshots.lock().unwrap_or_else(|p| p.into_inner()).current().map_err(|e| e.to_string())? else {
+            let Some(file) =
+                disk.snapshots.lock().unwrap_or_else(|p| p.into_inner()).current().map_err(|e| e.to_string())?
+            else {
                 return Ok(None);
             };
             let r = SnapshotReader::open(&disk.vfs, &file.path).map_err(|e| e.to_string())?;
-            let meta: SnapshotMeta =
-                postcard::from_bytes(&r.header().raft).map_err(|e| format!("snapshot metadata does not decode: {e}"))?;
+            let meta: SnapshotMeta = postcard::from_bytes(&r.header().raft)
+                .map_err(|e| format!("snapshot metadata does not decode: {e}"))?;
             Ok(Some((meta, file.path)))
         })
         .await

@@ -33,7 +33,11 @@ pub async fn backup(State(s): State<AppState>) -> ApiResult<Response> {
         Ok(w) => w,
         Err(e) => {
             let _ = tokio::fs::remove_file(&path).await;
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("taking the backup: {e}")));
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("taking the backup: {e}"),
+            ));
         }
     };
     let file = tokio::fs::File::open(&path).await.map_err(internal)?;
@@ -73,8 +77,8 @@ async fn restore_from(
     path: &std::path::Path,
 ) -> ApiResult<Json<serde_json::Value>> {
     {
-        use tokio::io::AsyncWriteExt;
         use http_body_util::BodyExt;
+        use tokio::io::AsyncWriteExt;
         let mut f = tokio::fs::File::create(path).await.map_err(internal)?;
         let mut body = body;
         while let Some(frame) = body.frame().await {

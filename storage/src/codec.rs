@@ -7,8 +7,8 @@
 //! flipped bit in a stored value, a snapshot or a restore stream is caught on read.
 
 use minion_engine::{
-    Agent, AuditEntry, DedupEntry, DedupKey, Key, Kind, Meta, ProgressEvent, QueueConfig, Record, StateCounts, TaskRecord,
-    TaskState, Token,
+    Agent, AuditEntry, DedupEntry, DedupKey, Key, Kind, Meta, ProgressEvent, QueueConfig, Record, StateCounts,
+    TaskRecord, TaskState, Token,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -102,7 +102,8 @@ fn pair(b: &[u8]) -> Result<DedupKey, FrameError> {
 pub fn decode_key(b: &[u8]) -> Result<Key, FrameError> {
     let kind = b.first().and_then(|k| kind_of(*k)).ok_or_else(|| corrupt("unknown key kind"))?;
     let rest = &b[1..];
-    let exact = |n: usize| if rest.len() == n { Ok(()) } else { Err(corrupt(format!("{kind:?} key of {} bytes", rest.len()))) };
+    let exact =
+        |n: usize| if rest.len() == n { Ok(()) } else { Err(corrupt(format!("{kind:?} key of {} bytes", rest.len()))) };
     Ok(match kind {
         Kind::Meta => {
             exact(0)?;

@@ -89,7 +89,12 @@ pub struct Disk {
 pub type OpenStore<'a> = dyn FnMut(bool) -> Result<Arc<dyn StateStore>, StoreError> + 'a;
 
 impl Disk {
-    pub fn open(vfs: SharedVfs, dir: &Path, opts: &DiskOptions, open_store: &mut OpenStore<'_>) -> Result<Disk, DiskError> {
+    pub fn open(
+        vfs: SharedVfs,
+        dir: &Path,
+        opts: &DiskOptions,
+        open_store: &mut OpenStore<'_>,
+    ) -> Result<Disk, DiskError> {
         let unrecoverable = |what: String| DiskError::Unrecoverable { path: dir.to_path_buf(), what };
         layout::check(&*vfs, dir)?;
         let mut checkpoint = Checkpoint::load(&*vfs, dir)?.unwrap_or_default();
@@ -169,20 +174,24 @@ impl Disk {
                 (Some(s), Some(marker)) => {
                     let mut r = SnapshotReader::open(&vfs, &s.path)?;
                     let mut failure = None;
-                    writer.replace(
-                        || match r.next_chunk() {
-                            Ok(c) => Ok(c),
-                            Err(e) => {
-                                failure = Some(e.to_string());
-                                Err(StoreError::Corrupt { path: s.path.display().to_string(), what: "snapshot".into() })
-                            }
-                        },
-                        marker.clone(),
-                    )
-                    .map_err(|e| match failure.take() {
-                        Some(f) => unrecoverable(format!("loading the snapshot: {f}")),
-                        None => DiskError::Store(e),
-                    })?;
+                    writer
+                        .replace(
+                            || match r.next_chunk() {
+                                Ok(c) => Ok(c),
+                                Err(e) => {
+                                    failure = Some(e.to_string());
+                                    Err(StoreError::Corrupt {
+                                        path: s.path.display().to_string(),
+                                        what: "snapshot".into(),
+                                    })
+                                }
+                            },
+                            marker.clone(),
+                        )
+                        .map_err(|e| match failure.take() {
+                            Some(f) => unrecoverable(format!("loading the snapshot: {f}")),
+                            None => DiskError::Store(e),
+                        })?;
                     marker.clone()
                 }
                 _ => {
@@ -211,7 +220,8 @@ impl Disk {
             checkpoint.clean = false;
             checkpoint.save(&*vfs, dir)?;
         }
-        let writer = Arc::new(Writer::new(store.clone(), writer_overlay.clone(), applied.index, opts.writer_queue_bytes));
+        let writer =
+            Arc::new(Writer::new(store.clone(), writer_overlay.clone(), applied.index, opts.writer_queue_bytes));
         let records = Records::new(writer_overlay.clone(), store.clone());
         Ok(Disk {
             vfs,
@@ -232,7 +242,8 @@ impl Disk {
 /// raft's vote, framed, in `<data>/vote`: durable when `save_vote` returns.
 pub fn save_vote(vfs: &SharedVfs, dir: &Path, vote: &[u8]) -> Result<(), DiskError> {
     let path = dir.join(layout::VOTE_FILE);
-    let bytes = crate::frame::encode(vote).map_err(|e| DiskError::Unrecoverable { path: path.clone(), what: e.to_string() })?;
+    let bytes =
+        crate::frame::encode(vote).map_err(|e| DiskError::Unrecoverable { path: path.clone(), what: e.to_string() })?;
     write_atomic(&**vfs, &path, &bytes).map_err(|source| DiskError::Io { path, source })
 }
 

@@ -86,7 +86,8 @@ impl Cold for Records {
         let to = [hi];
         // The overlay first: see the module documentation.
         let mine = self.overlay.range(from, &to);
-        let decode = |(k, v): (Vec<u8>, Vec<u8>)| codec::decode(&k, &v).map_err(|e| cold(format!("{kind:?} record: {e}")));
+        let decode =
+            |(k, v): (Vec<u8>, Vec<u8>)| codec::decode(&k, &v).map_err(|e| cold(format!("{kind:?} record: {e}")));
         if mine.is_empty() {
             return self.store.range(from, &to, limit).map_err(cold)?.into_iter().map(decode).collect();
         }

@@ -234,10 +234,7 @@ impl SimFs {
                     }
                 }
             }
-            reachable.insert(
-                path,
-                Dir { entries: entries.clone(), durable: entries.clone(), pending: Vec::new() },
-            );
+            reachable.insert(path, Dir { entries: entries.clone(), durable: entries.clone(), pending: Vec::new() });
         }
         let mut inodes = HashMap::new();
         for ino in live_inodes {

@@ -39,7 +39,9 @@ pub struct SledStore {
 fn err(path: &Path, e: sled::Error) -> StoreError {
     let path = path.display().to_string();
     match e {
-        sled::Error::Corruption { at, .. } => StoreError::Corrupt { path, what: format!("sled reports corruption at {at:?}") },
+        sled::Error::Corruption { at, .. } => {
+            StoreError::Corrupt { path, what: format!("sled reports corruption at {at:?}") }
+        }
         other => StoreError::Io { path, message: other.to_string() },
     }
 }
@@ -55,7 +57,10 @@ fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "a panic".into());
-            Err(StoreError::Corrupt { path: path.display().to_string(), what: format!("sled failed while {what}: {msg}") })
+            Err(StoreError::Corrupt {
+                path: path.display().to_string(),
+                what: format!("sled failed while {what}: {msg}"),
+            })
         }
     }
 }
@@ -294,12 +299,14 @@ impl SledStore {
                 b.copy_from_slice(&v);
                 Ok(u64::from_be_bytes(b))
             }
-            Some(_) => Err(StoreError::Corrupt { path: self.path.display().to_string(), what: "feed watermark".into() }),
+            Some(_) => {
+                Err(StoreError::Corrupt { path: self.path.display().to_string(), what: "feed watermark".into() })
+            }
             None => Ok(0),
         }
     }
-
 }
 
 /// Keep `STATE_KEYS_*` honest: the marker and feed keys sort before the first state key.
-const _: () = assert!(KEY_APPLIED[0] < STATE_KEYS_FROM[0] && FEED_PREFIX < STATE_KEYS_FROM[0] && STATE_KEYS_TO[0] > b'Z');
+const _: () =
+    assert!(KEY_APPLIED[0] < STATE_KEYS_FROM[0] && FEED_PREFIX < STATE_KEYS_FROM[0] && STATE_KEYS_TO[0] > b'Z');

@@ -98,7 +98,9 @@ impl SnapshotWriter {
     }
 
     fn raw(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file.write_all_at(bytes, self.at).map_err(|source| SnapshotError::Io { path: self.path.clone(), source })?;
+        self.file
+            .write_all_at(bytes, self.at)
+            .map_err(|source| SnapshotError::Io { path: self.path.clone(), source })?;
         self.at += bytes.len() as u64;
         Ok(())
     }
@@ -141,7 +143,8 @@ pub struct SnapshotReader {
 
 impl SnapshotReader {
     pub fn open(vfs: &SharedVfs, path: &Path) -> Result<SnapshotReader> {
-        let file = vfs.open(path, OpenMode::Read).map_err(|source| SnapshotError::Io { path: path.to_path_buf(), source })?;
+        let file =
+            vfs.open(path, OpenMode::Read).map_err(|source| SnapshotError::Io { path: path.to_path_buf(), source })?;
         SnapshotReader::from_file(path, file)
     }
 
@@ -185,7 +188,9 @@ impl SnapshotReader {
         if self.at + buf.len() as u64 > self.len {
             return Err(self.corrupt(format!("cut off at byte {} of {}", self.len, self.at + buf.len() as u64)));
         }
-        self.file.read_exact_at(buf, self.at).map_err(|source| SnapshotError::Io { path: self.path.clone(), source })?;
+        self.file
+            .read_exact_at(buf, self.at)
+            .map_err(|source| SnapshotError::Io { path: self.path.clone(), source })?;
         self.at += buf.len() as u64;
         Ok(())
     }
@@ -225,7 +230,9 @@ impl SnapshotReader {
             b'E' => {
                 let end: EndBlock = postcard::from_bytes(&body).map_err(|e| self.corrupt(format!("end block: {e}")))?;
                 if end.records != self.records {
-                    return Err(self.corrupt(format!("{} records read, the end block says {}", self.records, end.records)));
+                    return Err(
+                        self.corrupt(format!("{} records read, the end block says {}", self.records, end.records))
+                    );
                 }
                 if self.at != self.len {
                     return Err(self.corrupt(format!("{} bytes after the end block", self.len - self.at)));
@@ -301,7 +308,8 @@ impl SnapshotDir {
 
     /// The newest published snapshot.
     pub fn current(&self) -> Result<Option<SnapshotFile>> {
-        let names = self.vfs.read_dir(&self.dir).map_err(|source| SnapshotError::Io { path: self.dir.clone(), source })?;
+        let names =
+            self.vfs.read_dir(&self.dir).map_err(|source| SnapshotError::Io { path: self.dir.clone(), source })?;
         Ok(names
             .iter()
             .filter_map(|n| parse_name(n).map(|(idx, seq)| (idx, seq, n)))

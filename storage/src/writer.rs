@@ -90,7 +90,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Writer {
-    pub fn new(store: Arc<dyn StateStore>, overlay: Arc<Overlay>, written: Option<u64>, queue_bytes_max: usize) -> Writer {
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        overlay: Arc<Overlay>,
+        written: Option<u64>,
+        queue_bytes_max: usize,
+    ) -> Writer {
         Writer {
             store,
             overlay,
@@ -328,7 +333,9 @@ impl SnapshotView {
         if track.overflowed {
             return Err(StoreError::Io {
                 path: "snapshot".into(),
-                message: format!("over {SNAPSHOT_UNDO_BYTES_MAX} bytes changed while the snapshot was read; it will be tried again"),
+                message: format!(
+                    "over {SNAPSHOT_UNDO_BYTES_MAX} bytes changed while the snapshot was read; it will be tried again"
+                ),
             });
         }
         let hi = if last_chunk { None } else { chunk.last().map(|(k, _)| k.clone()) };
@@ -446,7 +453,9 @@ mod tests {
     fn a_failed_store_write_stops_the_writer() {
         let store = Arc::new(MemStateStore::default());
         let writer = Writer::new(store.clone(), Arc::new(Overlay::default()), None, 1 << 20);
-        writer.submit(Batch { seq: 1, applied: marker(1), changes: vec![(key(1), Some(b"v".to_vec()))], feed: vec![] }).expect("submit");
+        writer
+            .submit(Batch { seq: 1, applied: marker(1), changes: vec![(key(1), Some(b"v".to_vec()))], feed: vec![] })
+            .expect("submit");
         store.crash();
         assert!(writer.write_pending().is_err());
         assert!(writer.submit(Batch::default()).is_err(), "every later call fails");

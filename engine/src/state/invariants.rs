@@ -130,7 +130,11 @@ impl State {
         })
         .map_err(err)?;
         if live != self.live {
-            return Err(format!("{} live-task records, {} live tasks in RAM, or their contents differ", live.len(), self.live.len()));
+            return Err(format!(
+                "{} live-task records, {} live tasks in RAM, or their contents differ",
+                live.len(),
+                self.live.len()
+            ));
         }
         let mut agents = BTreeMap::new();
         scan_all(cold, Kind::Agent, |r| {

@@ -35,9 +35,7 @@ use crate::record::{Effect, Key, Record, StateCounts, TaskRecord};
 use crate::store::{Cold, ColdError, Pending};
 use crate::task::{LeaseToken, TaskId, TaskState, TimeMs};
 
-pub use queries::{
-    list, task_details, task_record, task_view, QueueStats, TaskFilter, LIST_LIMIT_MAX, LIST_SCAN_MAX,
-};
+pub use queries::{list, task_details, task_record, task_view, QueueStats, TaskFilter, LIST_LIMIT_MAX, LIST_SCAN_MAX};
 pub use restore::RESTORE_RECORDS_MAX;
 
 use indexes::Indexes;
@@ -370,10 +368,7 @@ fn check_capabilities(caps: &[String]) -> Result<(), Rejection> {
     }
     for c in caps {
         if c.is_empty() || c.len() > limits::CAPABILITY_BYTES_MAX {
-            return Err(Rejection::invalid(format!(
-                "capability must be 1 to {} bytes",
-                limits::CAPABILITY_BYTES_MAX
-            )));
+            return Err(Rejection::invalid(format!("capability must be 1 to {} bytes", limits::CAPABILITY_BYTES_MAX)));
         }
     }
     Ok(())

@@ -123,10 +123,9 @@ pub fn list(cold: &dyn Cold, f: &TaskFilter) -> Result<(Vec<TaskRecord>, Option<
         }
         (Some(s), _) if s.is_terminal() => vec![IdStream::new(cold, Kind::Done, first(Key::Done))],
         (Some(_), _) => vec![IdStream::new(cold, Kind::Live, first(Key::Live))],
-        (None, _) => vec![
-            IdStream::new(cold, Kind::Live, first(Key::Live)),
-            IdStream::new(cold, Kind::Done, first(Key::Done)),
-        ],
+        (None, _) => {
+            vec![IdStream::new(cold, Kind::Live, first(Key::Live)), IdStream::new(cold, Kind::Done, first(Key::Done))]
+        }
     };
     let finished_index = matches!((f.state, &f.queue), (Some(s), Some(_)) if s.is_terminal());
     let mut out = Vec::new();

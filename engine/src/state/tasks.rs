@@ -82,7 +82,11 @@ impl State {
             self.pending.put(Record::Payload(id, nt.payload.clone()));
             self.save(task, None);
             if let Some(key) = key {
-                self.dedup_insert(key, DedupEntry { task_id: id, expires_ms: now.saturating_add(cfg.dedup_ttl_ms) }, old_entry);
+                self.dedup_insert(
+                    key,
+                    DedupEntry { task_id: id, expires_ms: now.saturating_add(cfg.dedup_ttl_ms) },
+                    old_entry,
+                );
             }
             out.push(Submitted { id, duplicate: false });
         }
@@ -98,12 +102,7 @@ impl State {
 
     /// The live task an idempotency key names at `now` (`Ok`), or the expired entry still stored
     /// under it, if any (`Err`). The bloom filter answers most new keys without a read.
-    fn dedup_find(
-        &mut self,
-        key: &DedupKey,
-        now: TimeMs,
-        cold: &dyn Cold,
-    ) -> Step<Result<TaskId, Option<DedupEntry>>> {
+    fn dedup_find(&mut self, key: &DedupKey, now: TimeMs, cold: &dyn Cold) -> Step<Result<TaskId, Option<DedupEntry>>> {
         if !self.dedup.may_contain(key) {
             self.dedup.stats.bloom_negatives += 1;
             self.dedup.stats.misses += 1;
@@ -204,7 +203,11 @@ impl State {
             self.pending.put(Record::Payload(id, r.payload.clone()));
             self.save(task, None);
             if let Some(key) = key {
-                self.dedup_insert(key, DedupEntry { task_id: id, expires_ms: now.saturating_add(cfg.dedup_ttl_ms) }, old_entry);
+                self.dedup_insert(
+                    key,
+                    DedupEntry { task_id: id, expires_ms: now.saturating_add(cfg.dedup_ttl_ms) },
+                    old_entry,
+                );
             }
             out.push(Submitted { id, duplicate: false });
         }
@@ -511,10 +514,9 @@ impl State {
     pub(super) fn cancel(&mut self, id: TaskId, reason: Option<&str>, cold: &dyn Cold) -> Step<Outcome> {
         let Some(t) = self.live.get(&id) else {
             return Err(match self.not_live(id, cold) {
-                Fail::Reject(r) if r.code == RejectCode::WrongState => wrong_state(format!(
-                    "{}; only unfinished tasks can be cancelled",
-                    r.message
-                )),
+                Fail::Reject(r) if r.code == RejectCode::WrongState => {
+                    wrong_state(format!("{}; only unfinished tasks can be cancelled", r.message))
+                }
                 other => other,
             });
         };
@@ -544,10 +546,7 @@ impl State {
     pub(super) fn retry(&mut self, id: TaskId, cold: &dyn Cold) -> Step<Outcome> {
         let now = self.meta.clock;
         let refuse = |state: TaskState| {
-            wrong_state(format!(
-                "task {id} is {}; only dead, cancelled or failed tasks can be retried",
-                state.as_str()
-            ))
+            wrong_state(format!("task {id} is {}; only dead, cancelled or failed tasks can be retried", state.as_str()))
         };
         if let Some(t) = self.live.get(&id) {
             if t.state != TaskState::Failed {

@@ -215,7 +215,9 @@ impl Wal {
         if let Some(r) = list.iter().rposition(|s| s.header.is_reset()) {
             for old in list.drain(..r) {
                 vfs.remove_file(&old.path).map_err(io(&old.path))?;
-                report.removed_files.push(old.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                report
+                    .removed_files
+                    .push(old.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             }
             if r > 0 {
                 vfs.sync_dir(dir).map_err(io(dir))?;
@@ -234,7 +236,9 @@ impl Wal {
                 if !last_segment {
                     return Err(WalError::Corrupt {
                         path: s.path.clone(),
-                        what: format!("{reason} (entry {at_index}), in a segment that was synced whole before the next one began"),
+                        what: format!(
+                            "{reason} (entry {at_index}), in a segment that was synced whole before the next one began"
+                        ),
                     });
                 }
                 if durable_floor.is_some_and(|floor| at_index <= floor) {
@@ -317,8 +321,7 @@ impl Wal {
         header.seq = self.next_seq;
         self.next_seq += 1;
         let path = self.dir.join(segment_name(header.seq));
-        let file: Arc<dyn VFile> =
-            Arc::from(self.vfs.open(&path, OpenMode::CreateNew).map_err(Self::io_err(&path))?);
+        let file: Arc<dyn VFile> = Arc::from(self.vfs.open(&path, OpenMode::CreateNew).map_err(Self::io_err(&path))?);
         file.write_all_at(&header.encode(), 0).map_err(Self::io_err(&path))?;
         file.sync_data().map_err(Self::io_err(&path))?;
         self.vfs.sync_dir(&self.dir).map_err(Self::io_err(&self.dir))?;
@@ -352,7 +355,12 @@ impl Wal {
             if empty && first.index != self.next_index() {
                 self.sync()?;
                 let old: Vec<PathBuf> = self.read_segments().list.iter().map(|s| s.path.clone()).collect();
-                self.create_segment(Header { seq: 0, first_index: first.index, prev: None, flags: segment::FLAG_RESET })?;
+                self.create_segment(Header {
+                    seq: 0,
+                    first_index: first.index,
+                    prev: None,
+                    flags: segment::FLAG_RESET,
+                })?;
                 for p in &old {
                     self.vfs.remove_file(p).map_err(Self::io_err(p))?;
                 }
@@ -495,7 +503,12 @@ impl Wal {
         if last.is_none_or(|l| upto.index > l.index) {
             self.sync()?;
             let old: Vec<PathBuf> = self.read_segments().list.iter().map(|s| s.path.clone()).collect();
-            self.create_segment(Header { seq: 0, first_index: upto.index + 1, prev: Some(upto), flags: segment::FLAG_RESET })?;
+            self.create_segment(Header {
+                seq: 0,
+                first_index: upto.index + 1,
+                prev: Some(upto),
+                flags: segment::FLAG_RESET,
+            })?;
             for p in &old {
                 self.vfs.remove_file(p).map_err(Self::io_err(p))?;
             }
@@ -575,10 +588,15 @@ impl WalReader {
         };
         let mut buf = vec![0u8; len as usize];
         file.read_exact_at(&mut buf, offset).map_err(|source| WalError::Io { path: path.clone(), source })?;
-        let r = segment::decode_record(&buf)
-            .map_err(|e| WalError::Corrupt { path: path.clone(), what: format!("entry {index} at offset {offset}: {e}") })?;
+        let r = segment::decode_record(&buf).map_err(|e| WalError::Corrupt {
+            path: path.clone(),
+            what: format!("entry {index} at offset {offset}: {e}"),
+        })?;
         if r.pos.index != index {
-            return Err(WalError::Corrupt { path, what: format!("offset {offset} holds entry {}, not {index}", r.pos.index) });
+            return Err(WalError::Corrupt {
+                path,
+                what: format!("offset {offset} holds entry {}, not {index}", r.pos.index),
+            });
         }
         Ok(Some((r.pos, r.payload)))
     }
@@ -601,14 +619,21 @@ impl WalReader {
             file.read_exact_at(&mut buf, from).map_err(|source| WalError::Io { path: path.clone(), source })?;
             let mut at = 0usize;
             while index < stop {
-                let len = segment::RECORD_HEADER_BYTES + u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+                let len = segment::RECORD_HEADER_BYTES
+                    + u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
                 if at + len > buf.len() {
-                    return Err(WalError::Corrupt { path, what: format!("entry {index}: record runs past its segment's index") });
+                    return Err(WalError::Corrupt {
+                        path,
+                        what: format!("entry {index}: record runs past its segment's index"),
+                    });
                 }
                 let r = segment::decode_record(&buf[at..at + len])
                     .map_err(|e| WalError::Corrupt { path: path.clone(), what: format!("entry {index}: {e}") })?;
                 if r.pos.index != index {
-                    return Err(WalError::Corrupt { path, what: format!("found entry {} where {index} belongs", r.pos.index) });
+                    return Err(WalError::Corrupt {
+                        path,
+                        what: format!("found entry {} where {index} belongs", r.pos.index),
+                    });
                 }
                 out.push((r.pos, r.payload));
                 at += len;

@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::*;
 use super::segment;
+use super::*;
 use crate::sim::{Loss, SimFs};
 
 const DIR: &str = "/data/wal";
@@ -252,11 +252,16 @@ fn wal_power_loss_run(seed: u64) {
     let after = fs.after_power_loss(loss, &mut |n| dice.below(n));
     // The floor: the durable log's last entry (what a checkpoint could have recorded).
     let floor = match in_flight {
-        InFlight::Truncate(from) => durable.keys().next_back().copied().map(|l| l.min(from)).and_then(|l| l.checked_sub(1)),
+        InFlight::Truncate(from) => {
+            durable.keys().next_back().copied().map(|l| l.min(from)).and_then(|l| l.checked_sub(1))
+        }
         _ => durable.keys().next_back().copied(),
     };
     if std::env::var("MINION_WAL_DEBUG").is_ok() {
-        eprintln!("crash: {loss:?} in flight {in_flight:?} floor {floor:?} durable {:?}", durable.keys().collect::<Vec<_>>());
+        eprintln!(
+            "crash: {loss:?} in flight {in_flight:?} floor {floor:?} durable {:?}",
+            durable.keys().collect::<Vec<_>>()
+        );
     }
     let (wal, _) = match open(&after, floor, seg) {
         Ok(w) => w,
