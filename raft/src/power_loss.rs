@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use minion_engine::{AgentSpec, ApplyMeta, Command, Memory, NewTask, Outcome, Request, Response, State, TaskState};
 use minion_storage::disk::{Disk, DiskOptions};
 use minion_storage::mem_store::MemStateStore;
-use minion_storage::sim::{Loss, SimFs};
+use minion_storage::sim::{Dice, Loss, SimFs};
 use minion_storage::state_store::{StateStore, StoreError, STATE_KEYS_FROM, STATE_KEYS_TO};
 use minion_storage::vfs::{OpenMode, SharedVfs};
 use minion_storage::wal::{LogPos, Wal, WalOptions};
@@ -38,27 +38,6 @@ use crate::state_machine::{apply_entries, build, install, Applied, SharedState, 
 use crate::{log_id, Entry, PurgeBounds};
 
 const DIR: &str = "/data";
-
-struct Dice(u64);
-
-impl Dice {
-    fn new(seed: u64) -> Dice {
-        Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        if n == 0 {
-            0
-        } else {
-            self.0 % n
-        }
-    }
-    fn chance(&mut self, per_thousand: u64) -> bool {
-        self.below(1_000) < per_thousand
-    }
-}
 
 /// A node's storage as the simulation drives it (production's parts, without threads).
 struct SimNode {
@@ -223,7 +202,7 @@ fn store_contents(store: &MemStateStore) -> BTreeMap<Vec<u8>, Vec<u8>> {
 }
 
 fn run(seed: u64) -> Result<(), String> {
-    let mut d = Dice::new(seed);
+    let mut d = Dice::new(seed, 0x2545_F491_4F6C_DD1D);
     let fs = SimFs::with_dirs(&[DIR]);
     let store = MemStateStore::default();
     let mut node = open(&fs, store, true).map_err(|e| format!("first open: {e}"))?;

@@ -539,3 +539,31 @@ mod tests {
         assert_eq!(f.sync_data().expect_err("eio").raw_os_error(), Some(5));
     }
 }
+
+/// A small seeded random source (xorshift64) for simulations and seeded tests: the same seed and
+/// salt give the same sequence, so a failing run replays from its seed.
+pub struct Dice(u64);
+
+impl Dice {
+    /// `salt` keeps the sequences of different simulations apart for the same seed.
+    pub fn new(seed: u64, salt: u64) -> Dice {
+        Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        if n == 0 {
+            0
+        } else {
+            self.0 % n
+        }
+    }
+
+    /// True `per_thousand` times in a thousand.
+    pub fn chance(&mut self, per_thousand: u64) -> bool {
+        self.below(1_000) < per_thousand
+    }
+}

@@ -353,21 +353,7 @@ impl Wal {
         if let Some((first, _)) = entries.first() {
             let empty = self.read_segments().list.iter().all(|s| s.records.is_empty());
             if empty && first.index != self.next_index() {
-                self.sync()?;
-                let old: Vec<PathBuf> = self.read_segments().list.iter().map(|s| s.path.clone()).collect();
-                self.create_segment(Header {
-                    seq: 0,
-                    first_index: first.index,
-                    prev: None,
-                    flags: segment::FLAG_RESET,
-                })?;
-                for p in &old {
-                    self.vfs.remove_file(p).map_err(Self::io_err(p))?;
-                }
-                self.vfs.sync_dir(&self.dir).map_err(Self::io_err(&self.dir))?;
-                let mut g = self.write_segments();
-                let n = g.list.len();
-                g.list.drain(..n - 1);
+                self.restart(first.index, None)?;
             }
         }
         let mut expect = self.next_index();
@@ -496,27 +482,29 @@ impl Wal {
         Ok(())
     }
 
+    /// Start the log again at `first_index` (after `prev`, if known): a new segment marked as a
+    /// reset is created durably, then every older segment is removed and the directory synced.
+    /// A crash in between leaves the reset segment beside older ones, which open then drops.
+    fn restart(&mut self, first_index: u64, prev: Option<LogPos>) -> Result<()> {
+        self.sync()?;
+        let old: Vec<PathBuf> = self.read_segments().list.iter().map(|s| s.path.clone()).collect();
+        self.create_segment(Header { seq: 0, first_index, prev, flags: segment::FLAG_RESET })?;
+        for p in &old {
+            self.vfs.remove_file(p).map_err(Self::io_err(p))?;
+        }
+        self.vfs.sync_dir(&self.dir).map_err(Self::io_err(&self.dir))?;
+        let mut g = self.write_segments();
+        let n = g.list.len();
+        g.list.drain(..n - 1);
+        Ok(())
+    }
+
     /// Remove whole segments all of whose entries are at or before `upto` (never the active
     /// one). If `upto` is past the last entry, the log restarts after it. Durable on return.
     pub fn purge(&mut self, upto: LogPos) -> Result<()> {
         let last = self.reader().last_pos();
         if last.is_none_or(|l| upto.index > l.index) {
-            self.sync()?;
-            let old: Vec<PathBuf> = self.read_segments().list.iter().map(|s| s.path.clone()).collect();
-            self.create_segment(Header {
-                seq: 0,
-                first_index: upto.index + 1,
-                prev: Some(upto),
-                flags: segment::FLAG_RESET,
-            })?;
-            for p in &old {
-                self.vfs.remove_file(p).map_err(Self::io_err(p))?;
-            }
-            self.vfs.sync_dir(&self.dir).map_err(Self::io_err(&self.dir))?;
-            let mut g = self.write_segments();
-            let n = g.list.len();
-            g.list.drain(..n - 1);
-            return Ok(());
+            return self.restart(upto.index + 1, Some(upto));
         }
         let doomed: Vec<PathBuf> = {
             let g = self.read_segments();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::segment;
 use super::*;
-use crate::sim::{Loss, SimFs};
+use crate::sim::{Dice, Loss, SimFs};
 
 const DIR: &str = "/data/wal";
 
@@ -130,25 +130,6 @@ fn purge_removes_whole_segments_and_a_purge_past_the_end_resets() {
     assert_eq!(wal.reader().last_pos(), Some(pos(102, 3)));
 }
 
-/// A small generator for seeded runs (no dependency needed for a test's dice).
-pub(crate) struct Dice(u64);
-
-impl Dice {
-    pub(crate) fn new(seed: u64) -> Dice {
-        Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
-    }
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        if n == 0 {
-            0
-        } else {
-            self.0 % n
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 enum InFlight {
     None,
@@ -160,7 +141,7 @@ enum InFlight {
 /// the power goes out at a random operation; the reopened log must hold every entry a completed
 /// sync, truncation or purge made durable, with its content, and nothing that was never written.
 fn wal_power_loss_run(seed: u64) {
-    let mut dice = Dice::new(seed);
+    let mut dice = Dice::new(seed, 0xD1B5_4A32_D192_ED03);
     let fs = SimFs::with_dirs(&["/data"]);
     let seg = [256u64, 700, 1 << 16][dice.below(3) as usize];
     let (mut wal, _) = open(&fs, None, seg).expect("open");
