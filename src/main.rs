@@ -7,6 +7,12 @@ use clap::Parser;
 use minion::cli::{Cli, Cmd};
 use minion::config::{Config, LogFormat};
 
+/// mimalloc instead of glibc's malloc: the state writer (sled) and the apply and HTTP threads
+/// allocate concurrently, and glibc's arena locks were a tenth of the CPU profile under ingest
+/// (docs/benchmarks.md, "Allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Logs for the client-side verbs (workers, pools, adapters): human-readable, no trace export.
 fn init_tracing(format: LogFormat, level: &str) {
     if let Ok(guard) = tracing_setup::init(format, level, None) {
@@ -126,7 +132,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if !auth.enabled {
         tracing::warn!(%listen, "authentication is off: every caller may do everything (development mode)");
     }
-    let app = api::router(api::AppState { node: node.clone(), metrics: handle, http, auth });
+    let app = api::router(std::sync::Arc::new(api::App { node: node.clone(), metrics: handle, http, auth }));
     tracing::info!(
         %listen,
         %raft_listen,
