@@ -63,6 +63,12 @@ schemas = {
       "max": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1}, "wait_ms": {**u64, "description": "long-poll up to this long (capped by the server's claim_wait_ms_max)"}}},
   "ProgressIn": {"type": "object", "required": ["lease_token"], "additionalProperties": False, "properties": {"lease_token": u64, "percent": opt({"type": "integer", "minimum": 0, "maximum": 100}), "message": opt({"type": "string", "maxLength": 4096})}},
   "CompleteIn": {"type": "object", "required": ["lease_token"], "additionalProperties": False, "properties": {"lease_token": u64, "result": {}}},
+  "AcksIn": {"type": "object", "required": ["acks"], "additionalProperties": False, "properties": {"acks": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {
+      "type": "object", "required": ["id", "lease_token", "outcome"], "additionalProperties": False, "properties": {
+          "id": u64, "lease_token": u64, "outcome": {"type": "string", "enum": ["complete", "fail"]},
+          "result": {"description": "with complete: any JSON value"}, "error": {"type": "string", "maxLength": 16384, "description": "with fail: required"}}}}}},
+  "AckResult": {"type": "object", "required": ["id", "ok"], "properties": {"id": u64, "ok": {"type": "boolean"}, "state": ref("TaskState"),
+      "error": {"type": "object", "properties": {"code": {"type": "string", "enum": ["not_found", "invalid_request", "stale_lease", "wrong_state", "internal"]}, "message": {"type": "string"}}}}},
   "FailIn": {"type": "object", "required": ["lease_token", "error"], "additionalProperties": False, "properties": {"lease_token": u64, "error": {"type": "string", "maxLength": 16384}}},
   "ExtendIn": {"type": "object", "required": ["lease_token"], "additionalProperties": False, "properties": {"lease_token": u64, "lease_ms": opt(u64)}},
   "CancelIn": {"type": "object", "additionalProperties": False, "properties": {"reason": opt({"type": "string"})}},
@@ -103,6 +109,9 @@ paths = {
   "/v1/tasks/{id}/complete": lease_op("Complete with a result", ref("CompleteIn")),
   "/v1/tasks/{id}/fail": lease_op("Fail the attempt: retry after backoff, or dead after max attempts", ref("FailIn")),
   "/v1/tasks/{id}/extend": lease_op("Extend the lease from now by lease_ms (default: the task's lease_ms)", ref("ExtendIn")),
+  "/v1/acks": {"post": op("Complete or fail up to 1000 leased tasks in one request; each acknowledgement succeeds or is refused on its own",
+                          {"200": resp("one result per acknowledgement, in order", {"type": "object", "properties": {"results": {"type": "array", "items": ref("AckResult")}}}), **errs("400", "413", "503")},
+                          requestBody=body(ref("AcksIn")))},
   "/v1/claims": {"post": op("Lease up to max ready tasks, long-polling up to wait_ms", {"200": resp("leased tasks (possibly none)", {"type": "object", "properties": {"tasks": {"type": "array", "items": ref("Task")}}}), **errs("400", "413", "503")},
                             requestBody=body(ref("ClaimIn")))},
   "/v1/agents": {

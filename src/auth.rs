@@ -158,6 +158,7 @@ pub fn permits(role: Role, method: &Method, route: &str) -> bool {
         | "/v1/tasks/{id}/complete"
         | "/v1/tasks/{id}/fail"
         | "/v1/tasks/{id}/extend"
+        | "/v1/acks"
             if post =>
         {
             &[Worker]

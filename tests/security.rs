@@ -85,6 +85,7 @@ fn expected(role: &str, method: &str, path: &str) -> bool {
                     | ("POST", "/v1/tasks/{id}/complete")
                     | ("POST", "/v1/tasks/{id}/fail")
                     | ("POST", "/v1/tasks/{id}/extend")
+                    | ("POST", "/v1/acks")
                     | ("POST", "/v1/agents")
                     | ("POST", "/v1/agents/{id}/heartbeat")
                     | ("POST", "/v1/agents/{id}/drain")

@@ -167,6 +167,19 @@ pub enum Command {
         target: String,
         detail: String,
     },
+    /// Complete or fail many leased tasks in one entry (appended last). Each acknowledgement is
+    /// checked and applied on its own, in order; the outcome is a [`Outcome::Batch`] with one
+    /// answer per acknowledgement.
+    Acknowledge {
+        acks: Vec<Ack>,
+    },
+}
+
+/// One acknowledgement in a [`Command::Acknowledge`]: what `Complete` or `Fail` would say alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ack {
+    Complete { task_id: TaskId, lease_token: LeaseToken, result: Option<String> },
+    Fail { task_id: TaskId, lease_token: LeaseToken, error: String },
 }
 
 /// An ingest record refused as a task: why, and what it was (a JSON description in `payload`).
@@ -198,6 +211,15 @@ impl Command {
             Command::Progress { message, .. } => message.as_ref().map_or(0, |m| m.len()),
             Command::RestoreRecords { records, .. } => records.iter().map(Record::approx_bytes).sum(),
             Command::Batch { cmds } => cmds.iter().map(Command::approx_bytes).sum(),
+            Command::Acknowledge { acks } => acks
+                .iter()
+                .map(|a| {
+                    32 + match a {
+                        Ack::Complete { result, .. } => result.as_ref().map_or(0, |r| r.len()),
+                        Ack::Fail { error, .. } => error.len(),
+                    }
+                })
+                .sum(),
             Command::Audited { cmd, .. } => cmd.approx_bytes(),
             _ => 256,
         }
@@ -231,6 +253,7 @@ impl Command {
             Command::AgentsDead { .. } => "agents_dead",
             Command::Tick => "tick",
             Command::Batch { .. } => "batch",
+            Command::Acknowledge { .. } => "acknowledge",
         }
     }
 }

@@ -23,6 +23,8 @@ pub mod limits {
     pub const LEASE_MS_MAX: u64 = 7 * super::DAY_MS;
     pub const CLAIM_TASKS_MAX: u32 = 1_000;
     pub const SUBMIT_BATCH_MAX: usize = 10_000;
+    /// Tasks completed or failed by one acknowledgement request (as many as one claim leases).
+    pub const ACK_BATCH_MAX: usize = 1_000;
     pub const PROGRESS_MESSAGE_BYTES_MAX: usize = 4_096;
     pub const ERROR_BYTES_MAX: usize = 16_384;
     /// Progress events kept per task; older ones are dropped and counted.

@@ -25,7 +25,7 @@ pub use access::{AuditEntry, Role, Token};
 pub use agent::{Agent, AgentStats, AgentStatus, OutcomeStats};
 pub use changes::{Change, Touched};
 pub use command::{
-    validate_trace_parent, AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, RejectedRecord, Rejection,
+    validate_trace_parent, Ack, AgentSpec, ApplyMeta, Command, NewTask, Outcome, RejectCode, RejectedRecord, Rejection,
     Request, Response, Submitted,
 };
 pub use config::{EngineConfig, QueueConfig};

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use minion_engine::backoff::retry_backoff_ms;
 use minion_engine::{
-    ApplyMeta, Command, EngineConfig, Memory, NewTask, Outcome, Record, RejectCode, Request, TaskState,
+    Ack, ApplyMeta, Command, EngineConfig, Memory, NewTask, Outcome, Record, RejectCode, Request, TaskState,
 };
 use proptest::prelude::*;
 
@@ -20,15 +20,42 @@ const RETENTION_MS: u64 = 5_000;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Submit { tasks: Vec<(usize, i32, Option<u8>, Option<u64>, u32, bool)> },
-    Claim { agent: u8, queues: Vec<usize>, caps: Vec<usize>, max: u32 },
-    Complete { pick: usize, stale: bool },
-    Fail { pick: usize, stale: bool },
-    Progress { pick: usize },
-    Extend { pick: usize },
-    Cancel { pick: usize },
-    Retry { pick: usize },
-    Advance { ms: u64 },
+    Submit {
+        tasks: Vec<(usize, i32, Option<u8>, Option<u64>, u32, bool)>,
+    },
+    Claim {
+        agent: u8,
+        queues: Vec<usize>,
+        caps: Vec<usize>,
+        max: u32,
+    },
+    Complete {
+        pick: usize,
+        stale: bool,
+    },
+    Fail {
+        pick: usize,
+        stale: bool,
+    },
+    /// Several completes and fails in one `Acknowledge` (pick, complete, stale).
+    Ack {
+        items: Vec<(usize, bool, bool)>,
+    },
+    Progress {
+        pick: usize,
+    },
+    Extend {
+        pick: usize,
+    },
+    Cancel {
+        pick: usize,
+    },
+    Retry {
+        pick: usize,
+    },
+    Advance {
+        ms: u64,
+    },
     Restart,
 }
 
@@ -41,6 +68,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(agent, queues, caps, max)| Op::Claim { agent, queues, caps, max }),
         2 => (any::<usize>(), proptest::bool::weighted(0.2)).prop_map(|(pick, stale)| Op::Complete { pick, stale }),
         2 => (any::<usize>(), proptest::bool::weighted(0.2)).prop_map(|(pick, stale)| Op::Fail { pick, stale }),
+        2 => proptest::collection::vec((any::<usize>(), any::<bool>(), proptest::bool::weighted(0.2)), 1..5)
+            .prop_map(|items| Op::Ack { items }),
         1 => any::<usize>().prop_map(|pick| Op::Progress { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Extend { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
@@ -266,6 +295,52 @@ fn run(ops: Vec<Op>) {
                         t.finished = Some(now);
                     } else {
                         model.end_attempt(id);
+                    }
+                }
+            }
+            Op::Ack { items } => {
+                // Distinct leased tasks, in the order picked.
+                let mut leased = leased_ids(&model);
+                let mut chosen = Vec::new();
+                for (i, complete, stale) in items {
+                    let Some(id) = pick(&leased, i) else { break };
+                    leased.retain(|x| *x != id);
+                    chosen.push((id, complete, stale));
+                }
+                if chosen.is_empty() {
+                    continue;
+                }
+                let acks: Vec<Ack> = chosen
+                    .iter()
+                    .map(|&(id, complete, stale)| {
+                        let token = model.tasks[&id].lease.expect("lease").0 + if stale { 1_000_000 } else { 0 };
+                        if complete {
+                            Ack::Complete { task_id: id, lease_token: token, result: Some("1".into()) }
+                        } else {
+                            Ack::Fail { task_id: id, lease_token: token, error: "e".into() }
+                        }
+                    })
+                    .collect();
+                let outs = match apply(&mut state, Command::Acknowledge { acks }) {
+                    Ok(Outcome::Batch(outs)) => outs,
+                    other => panic!("acknowledge: {other:?}"),
+                };
+                assert_eq!(outs.len(), chosen.len(), "one answer per acknowledgement");
+                for ((id, complete, stale), out) in chosen.into_iter().zip(outs) {
+                    if stale {
+                        assert_eq!(out.expect_err("stale token must be refused").code, RejectCode::StaleLease);
+                        continue;
+                    }
+                    let Ok(Outcome::Task(t)) = out else { panic!("acknowledge of {id}: {out:?}") };
+                    if complete {
+                        assert_eq!(t.state, TaskState::Succeeded);
+                        let m = model.tasks.get_mut(&id).expect("task");
+                        m.state = TaskState::Succeeded;
+                        m.lease = None;
+                        m.finished = Some(now);
+                    } else {
+                        model.end_attempt(id);
+                        assert_eq!(t.state, model.tasks[&id].state, "task {id} after a failed attempt");
                     }
                 }
             }

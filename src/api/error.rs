@@ -50,14 +50,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The HTTP status and error code of an engine refusal.
+pub fn rejection_code(code: RejectCode) -> (StatusCode, &'static str) {
+    match code {
+        RejectCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        RejectCode::Invalid => (StatusCode::BAD_REQUEST, "invalid_request"),
+        RejectCode::StaleLease => (StatusCode::CONFLICT, "stale_lease"),
+        RejectCode::WrongState => (StatusCode::CONFLICT, "wrong_state"),
+    }
+}
+
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> Self {
-        let (status, code) = match r.code {
-            RejectCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            RejectCode::Invalid => (StatusCode::BAD_REQUEST, "invalid_request"),
-            RejectCode::StaleLease => (StatusCode::CONFLICT, "stale_lease"),
-            RejectCode::WrongState => (StatusCode::CONFLICT, "wrong_state"),
-        };
+        let (status, code) = rejection_code(r.code);
         ApiError::new(status, code, r.message)
     }
 }

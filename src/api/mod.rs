@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use minion_engine::{Command, Outcome, QueueConfig, Submitted, TaskFilter, TaskRecord, TaskState};
+use minion_engine::{Ack, Command, Outcome, QueueConfig, Submitted, TaskFilter, TaskRecord, TaskState};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/{id}/retry", post(retry))
         .route("/v1/tasks/{id}/progress", post(progress))
         .route("/v1/tasks/{id}/complete", post(complete))
+        .route("/v1/acks", post(acknowledge))
         .route("/v1/tasks/{id}/fail", post(fail))
         .route("/v1/tasks/{id}/extend", post(extend))
         .route("/v1/claims", post(claim))
@@ -393,6 +394,61 @@ async fn complete(
     let Path(id) = path?;
     let result = b.result.map(|r| r.get().to_string());
     task_out(&s, s.node.propose(Command::Complete { task_id: id, lease_token: b.lease_token, result }).await??)
+}
+
+/// Complete or fail many leased tasks in one round trip. The request is checked whole (a
+/// malformed item refuses all of it); then each acknowledgement stands alone: the answer lists,
+/// in order, the task's new state or why that one changed nothing.
+async fn acknowledge(State(s): State<AppState>, JsonBody(b): JsonBody<AcksIn>) -> ApiResult<Json<serde_json::Value>> {
+    let max = minion_engine::config::limits::ACK_BATCH_MAX;
+    if b.acks.is_empty() || b.acks.len() > max {
+        return Err(ApiError::bad_request(format!("acks must hold 1 to {max} items")));
+    }
+    let mut acks = Vec::with_capacity(b.acks.len());
+    let mut ids = Vec::with_capacity(b.acks.len());
+    for (i, a) in b.acks.into_iter().enumerate() {
+        ids.push(a.id);
+        acks.push(match (a.outcome, a.error) {
+            (AckOutcome::Complete, None) => Ack::Complete {
+                task_id: a.id,
+                lease_token: a.lease_token,
+                result: a.result.map(|r| r.get().to_string()),
+            },
+            (AckOutcome::Fail, Some(error)) if a.result.is_none() => {
+                Ack::Fail { task_id: a.id, lease_token: a.lease_token, error }
+            }
+            (AckOutcome::Complete, Some(_)) => {
+                return Err(ApiError::bad_request(format!("acks[{i}]: a complete carries no error")))
+            }
+            (AckOutcome::Fail, Some(_)) => {
+                return Err(ApiError::bad_request(format!("acks[{i}]: a fail carries no result")))
+            }
+            (AckOutcome::Fail, None) => return Err(ApiError::bad_request(format!("acks[{i}]: a fail needs an error"))),
+        });
+    }
+    let out = s.node.propose(Command::Acknowledge { acks }).await??;
+    let Outcome::Batch(outs) = out else { return Err(unexpected(out)) };
+    if outs.len() != ids.len() {
+        return Err(unexpected(Outcome::Batch(outs)));
+    }
+    let results: Vec<AckOut> = ids
+        .into_iter()
+        .zip(outs)
+        .map(|(id, r)| match r {
+            Ok(Outcome::Task(t)) => AckOut { id, ok: true, state: Some(t.state), error: None },
+            Ok(other) => AckOut {
+                id,
+                ok: false,
+                state: None,
+                error: Some(ErrorOut { code: "internal", message: format!("unexpected engine outcome {other:?}") }),
+            },
+            Err(r) => {
+                let (_, code) = error::rejection_code(r.code);
+                AckOut { id, ok: false, state: None, error: Some(ErrorOut { code, message: r.message }) }
+            }
+        })
+        .collect();
+    Ok(Json(json!({ "results": results })))
 }
 
 async fn fail(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<FailIn>) -> ApiResult<Json<TaskOut>> {

@@ -130,6 +130,51 @@ pub struct CompleteIn {
     pub result: Option<Box<RawValue>>,
 }
 
+/// `POST /v1/acks`: complete or fail many leased tasks in one request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcksIn {
+    pub acks: Vec<AckIn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckIn {
+    pub id: u64,
+    pub lease_token: u64,
+    pub outcome: AckOutcome,
+    /// With `complete`: the result (any JSON).
+    #[serde(default)]
+    pub result: Option<Box<RawValue>>,
+    /// With `fail`: why (required).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckOutcome {
+    Complete,
+    Fail,
+}
+
+/// One acknowledgement's answer: the task's state after it, or why it changed nothing.
+#[derive(Debug, Serialize)]
+pub struct AckOut {
+    pub id: u64,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<minion_engine::TaskState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorOut>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorOut {
+    pub code: &'static str,
+    pub message: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailIn {

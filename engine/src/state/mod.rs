@@ -220,6 +220,7 @@ impl State {
             Command::Complete { task_id, lease_token, result } => {
                 self.complete(*task_id, *lease_token, result.as_deref(), cold)
             }
+            Command::Acknowledge { acks } => self.acknowledge(acks, cold),
             Command::Fail { task_id, lease_token, error } => self.fail(*task_id, *lease_token, error, cold),
             Command::Extend { task_id, lease_token, lease_ms } => self.extend(*task_id, *lease_token, *lease_ms, cold),
             Command::Release { task_id, lease_token } => self.release(*task_id, *lease_token, cold),

@@ -7,7 +7,7 @@ use super::indexes::ReadyKey;
 use super::{check_capabilities, check_lease_ms, invalid, Fail, State, Step};
 use crate::agent::AgentStatus;
 use crate::backoff::retry_backoff_ms;
-use crate::command::{NewTask, Outcome, RejectCode, RejectedRecord, Rejection, Submitted};
+use crate::command::{Ack, NewTask, Outcome, RejectCode, RejectedRecord, Rejection, Submitted};
 use crate::config::{limits, validate_queue_name};
 use crate::dedup::{DedupEntry, DedupKey};
 use crate::record::{Key, Record, TaskRecord};
@@ -429,6 +429,29 @@ impl State {
             t.purge_after_ms = Some(now.saturating_add(cfg.retention_ms));
         });
         done.map(|(_, t)| Outcome::Task(Box::new(t))).ok_or_else(|| Fail::Reject(Rejection::not_found(id)))
+    }
+
+    /// Complete or fail each leased task named, in order; a refused acknowledgement changes
+    /// nothing and does not stop the others.
+    pub(super) fn acknowledge(&mut self, acks: &[Ack], cold: &dyn Cold) -> Step<Outcome> {
+        if acks.is_empty() || acks.len() > limits::ACK_BATCH_MAX {
+            return Err(invalid(format!("an acknowledgement holds 1 to {} tasks", limits::ACK_BATCH_MAX)));
+        }
+        let mut outs = Vec::with_capacity(acks.len());
+        for a in acks {
+            let r = match a {
+                Ack::Complete { task_id, lease_token, result } => {
+                    self.complete(*task_id, *lease_token, result.as_deref(), cold)
+                }
+                Ack::Fail { task_id, lease_token, error } => self.fail(*task_id, *lease_token, error, cold),
+            };
+            match r {
+                Ok(o) => outs.push(Ok(o)),
+                Err(Fail::Reject(r)) => outs.push(Err(r)),
+                Err(e @ Fail::Cold(_)) => return Err(e),
+            }
+        }
+        Ok(Outcome::Batch(outs))
     }
 
     pub(super) fn fail(&mut self, id: TaskId, token: LeaseToken, error: &str, cold: &dyn Cold) -> Step<Outcome> {
