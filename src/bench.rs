@@ -3,7 +3,7 @@
 //! Reports throughput and latency percentiles for each client count, with the server's durability
 //! tier and this machine's measured fdatasync latency, so figures are never compared across tiers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,9 @@ pub enum Mode {
     Batch,
     /// Submit one task, claim one, complete it: a full lifecycle per iteration.
     Lifecycle,
+    /// The same in bursts: `--batch` tasks (with idempotency keys) submitted in one request,
+    /// claimed in one, completed in one (`POST /v1/acks`).
+    BatchLifecycle,
     /// `--clients` registered agents long-poll; one task at a time is submitted, and the latency
     /// is from the submit request to the claim response that carries the task.
     Dispatch,
@@ -66,6 +69,9 @@ pub struct BenchArgs {
     pub partitions: i32,
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// Stop each run once this many tasks are done (0: run for `--duration-secs` only).
+    #[arg(long, default_value_t = 0)]
+    pub tasks_max: u64,
     /// Directory in which to measure fdatasync latency (the server's data disk).
     #[arg(long, default_value = ".")]
     pub fsync_probe_dir: std::path::PathBuf,
@@ -107,7 +113,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         fsync_p50,
         fsync_p99,
         args.payload_bytes,
-        if args.mode == Mode::Batch { format!(" batch={}", args.batch) } else { String::new() }
+        if matches!(args.mode, Mode::Batch | Mode::BatchLifecycle) { format!(" batch={}", args.batch) } else { String::new() }
     );
     println!("| clients | requests/s | tasks/s | p50 ms | p99 ms | max ms | errors |");
     println!("|--------:|-----------:|--------:|-------:|-------:|-------:|-------:|");
@@ -138,12 +144,15 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
         bail!("--clients must be positive");
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
     let payload = json!({ "data": "x".repeat(args.payload_bytes.saturating_sub(12)) });
     let started = Instant::now();
     let mut handles = Vec::new();
     for c in 0..clients {
         let http = http.clone();
         let stop = stop.clone();
+        let done = done.clone();
+        let tasks_max = args.tasks_max;
         let base = args.server.clone();
         let queue = format!("{}-{:?}-{clients}", args.queue, args.mode).to_lowercase();
         let payload = payload.clone();
@@ -171,6 +180,10 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
                         post(&http, &base, "/v1/tasks", &json!({ "tasks": list })).await.map(|_| batch as u64)
                     }
                     Mode::Lifecycle => lifecycle(&http, &base, &queue, &agent, &payload).await,
+                    Mode::BatchLifecycle => {
+                        let key = format!("{agent}-{ops}-{errors}");
+                        batch_lifecycle(&http, &base, &queue, &agent, &payload, batch, &key).await
+                    }
                     Mode::Dispatch | Mode::Availability | Mode::IngestKafka | Mode::IngestRedis => Ok(0),
                 };
                 match ok {
@@ -178,6 +191,9 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
                         ops += 1;
                         tasks += n;
                         let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
+                        if tasks_max > 0 && done.fetch_add(n, Ordering::Relaxed) + n >= tasks_max {
+                            stop.store(true, Ordering::Relaxed);
+                        }
                     }
                     Err(_) => errors += 1,
                 }
@@ -185,7 +201,10 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
             (ops, tasks, errors, hist)
         }));
     }
-    tokio::time::sleep(Duration::from_secs(args.duration_secs)).await;
+    let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let mut r = RunResult {
         clients,
@@ -234,6 +253,40 @@ async fn lifecycle(
     post(http, base, &format!("/v1/tasks/{id}/complete"), &json!({"lease_token": token, "result": {"ok": true}}))
         .await?;
     Ok(1)
+}
+
+/// `batch` tasks submitted in one request (idempotency keys `{key}-{i}`), claimed in one,
+/// completed in one. Counts the tasks completed.
+async fn batch_lifecycle(
+    http: &reqwest::Client,
+    base: &str,
+    queue: &str,
+    agent: &str,
+    payload: &Value,
+    batch: usize,
+    key: &str,
+) -> anyhow::Result<u64> {
+    let list: Vec<Value> = (0..batch)
+        .map(|i| json!({"queue": queue, "payload": payload, "idempotency_key": format!("{key}-{i}")}))
+        .collect();
+    post(http, base, "/v1/tasks", &json!({ "tasks": list })).await?;
+    let claimed =
+        post(http, base, "/v1/claims", &json!({"agent_id": agent, "queues": [queue], "max": batch, "wait_ms": 1000}))
+            .await?;
+    let acks: Vec<Value> = claimed["tasks"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| json!({"id": t["id"], "lease_token": t["lease"]["token"], "outcome": "complete", "result": {"ok": true}}))
+                .collect()
+        })
+        .unwrap_or_default();
+    if acks.is_empty() {
+        bail!("claim returned nothing");
+    }
+    let v = post(http, base, "/v1/acks", &json!({ "acks": acks })).await?;
+    let ok = v["results"].as_array().map_or(0, |r| r.iter().filter(|x| x["ok"] == true).count());
+    Ok(ok as u64)
 }
 
 async fn run_ingest(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<()> {

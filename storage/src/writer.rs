@@ -69,6 +69,11 @@ struct Track {
 /// Keys kept for a snapshot in progress at most; beyond, the snapshot fails and is tried later.
 pub const SNAPSHOT_UNDO_BYTES_MAX: usize = 256 << 20;
 
+/// Bytes of changes in one store write, about (whole batches; one larger batch is written
+/// alone). Bounds how long one write holds the writing lock (a snapshot's start waits on it)
+/// and what one sled batch builds in memory, instead of everything queued (64 MiB by default).
+pub const WRITE_BYTES_MAX: usize = 4 << 20;
+
 pub struct Writer {
     store: Arc<dyn StateStore>,
     overlay: Arc<Overlay>,
@@ -141,7 +146,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Write everything queued as one store write. Returns the index written, if anything was.
+    /// Write everything queued, in store writes of about [`WRITE_BYTES_MAX`] each (whole
+    /// batches: each write carries the applied marker of its last batch). Returns the index
+    /// written, if anything was.
     pub fn write_pending(&self) -> Result<Option<u64>, StoreError> {
         self.check()?;
         let batches: Vec<Batch> = {
@@ -149,6 +156,24 @@ impl Writer {
             q.bytes = 0;
             q.batches.drain(..).collect()
         };
+        let mut written = None;
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        for b in batches {
+            bytes += b.bytes();
+            group.push(b);
+            if bytes >= WRITE_BYTES_MAX {
+                written = self.write_group(std::mem::take(&mut group))?;
+                bytes = 0;
+            }
+        }
+        if !group.is_empty() {
+            written = self.write_group(group)?;
+        }
+        Ok(written)
+    }
+
+    fn write_group(&self, batches: Vec<Batch>) -> Result<Option<u64>, StoreError> {
         let Some(last) = batches.last() else { return Ok(None) };
         let seq = last.seq;
         let applied = last.applied.clone();
