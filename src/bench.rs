@@ -113,7 +113,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         fsync_p50,
         fsync_p99,
         args.payload_bytes,
-        if matches!(args.mode, Mode::Batch | Mode::BatchLifecycle) { format!(" batch={}", args.batch) } else { String::new() }
+        if matches!(args.mode, Mode::Batch | Mode::BatchLifecycle) {
+            format!(" batch={}", args.batch)
+        } else {
+            String::new()
+        }
     );
     println!("| clients | requests/s | tasks/s | p50 ms | p99 ms | max ms | errors |");
     println!("|--------:|-----------:|--------:|-------:|-------:|-------:|-------:|");
@@ -161,7 +165,7 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
         let every = (args.rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 / args.rate));
         handles.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-            let (mut ops, mut tasks, mut errors) = (0u64, 0u64, 0u64);
+            let (mut ops, mut tasks, mut errors, mut failing) = (0u64, 0u64, 0u64, 0u32);
             let agent = format!("bench-agent-{c}");
             let mut due = tokio::time::Instant::now() + every.map_or(Duration::ZERO, |e| e * c as u32 / clients as u32);
             while !stop.load(Ordering::Relaxed) {
@@ -188,6 +192,7 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
                 };
                 match ok {
                     Ok(n) => {
+                        failing = 0;
                         ops += 1;
                         tasks += n;
                         let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
@@ -195,7 +200,14 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
                             stop.store(true, Ordering::Relaxed);
                         }
                     }
-                    Err(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        failing += 1;
+                        // The server is gone (or refuses everything): end the run, not a long loop.
+                        if failing == 100 {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
             (ops, tasks, errors, hist)

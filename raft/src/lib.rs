@@ -6,6 +6,8 @@
 //! ([`network`] sends, [`peer`] receives), authenticated by a shared secret and a cluster id
 //! ([`identity`]). [`open`] opens a data directory and recovers it.
 
+#[cfg(test)]
+mod apply_reads;
 pub mod checkpointer;
 pub mod identity;
 pub mod log_store;

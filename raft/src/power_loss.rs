@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use minion_engine::{AgentSpec, ApplyMeta, Command, Memory, NewTask, Outcome, Request, Response, State, TaskState};
+use minion_engine::{
+    Ack, AgentSpec, ApplyMeta, Command, Memory, NewTask, Outcome, Request, Response, State, TaskState,
+};
 use minion_storage::disk::{Disk, DiskOptions};
 use minion_storage::mem_store::MemStateStore;
 use minion_storage::sim::{Dice, Loss, SimFs};
@@ -40,10 +42,10 @@ use crate::{log_id, Entry, PurgeBounds};
 const DIR: &str = "/data";
 
 /// A node's storage as the simulation drives it (production's parts, without threads).
-struct SimNode {
+pub(crate) struct SimNode {
     wal: Wal,
-    shared: SharedState,
-    disk: Arc<SmDisk>,
+    pub(crate) shared: SharedState,
+    pub(crate) disk: Arc<SmDisk>,
     checkpointer: Arc<Checkpointer>,
     bounds: Arc<PurgeBounds>,
     store: MemStateStore,
@@ -53,7 +55,7 @@ fn now_of(index: u64) -> u64 {
     1_000_000 + index * 37
 }
 
-fn entry(index: u64, cmd: Option<Command>) -> Entry {
+pub(crate) fn entry(index: u64, cmd: Option<Command>) -> Entry {
     let log_id = log_id(&LogPos { index, term: 1, node: 1 });
     match cmd {
         Some(cmd) => Entry { log_id, payload: EntryPayload::Normal(Request { now_ms: now_of(index), cmd }) },
@@ -66,7 +68,7 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 /// Open the directory as production does (recovery included), then replay the log.
-fn open(fs: &SimFs, store: MemStateStore, store_opens: bool) -> Result<SimNode, String> {
+pub(crate) fn open(fs: &SimFs, store: MemStateStore, store_opens: bool) -> Result<SimNode, String> {
     let vfs: SharedVfs = Arc::new(fs.clone());
     let dir = Path::new(DIR);
     let opts = DiskOptions {
@@ -168,7 +170,24 @@ fn command(d: &mut Dice, node: &SimNode, next_key: &mut u64) -> Command {
         },
         6 | 7 if !leased.is_empty() => {
             let (id, token) = leased[d.below(leased.len() as u64) as usize];
-            match d.below(4) {
+            match d.below(5) {
+                // Several at once, perhaps the same task twice or one already finished.
+                4 => Command::Acknowledge {
+                    acks: (0..1 + d.below(3))
+                        .map(|_| {
+                            let (id, token) = if d.chance(200) {
+                                (1 + d.below(next_id), 1)
+                            } else {
+                                leased[d.below(leased.len() as u64) as usize]
+                            };
+                            if d.chance(300) {
+                                Ack::Fail { task_id: id, lease_token: token, error: "boom".into() }
+                            } else {
+                                Ack::Complete { task_id: id, lease_token: token, result: Some("1".into()) }
+                            }
+                        })
+                        .collect(),
+                },
                 0 => Command::Fail { task_id: id, lease_token: token, error: "boom".into() },
                 1 => Command::Progress {
                     task_id: id,

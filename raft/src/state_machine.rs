@@ -16,6 +16,7 @@ use minion_storage::records::Records;
 use minion_storage::snapshot::{SnapshotDir, SnapshotHeader, SnapshotReader, SnapshotWriter, FORMAT};
 use minion_storage::state_store::{AppliedMarker, Change, Kv};
 use minion_storage::vfs::{OpenMode, SharedVfs};
+use minion_storage::warmed::Warmed;
 use minion_storage::writer::{Batch, Writer};
 use minion_storage::{codec, frame};
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -74,6 +75,12 @@ impl SharedState {
     /// Read the state. Never hold the guard across an await or a disk read.
     pub fn read(&self) -> RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True while someone holds the write lock (tests watching apply).
+    #[cfg(test)]
+    pub(crate) fn write_locked(&self) -> bool {
+        matches!(self.inner.try_read(), Err(std::sync::TryLockError::WouldBlock))
     }
 
     pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Inner> {
@@ -396,6 +403,21 @@ pub(crate) fn apply_entries(
     span: &tracing::Span,
 ) -> Result<(Vec<minion_engine::Response>, u64), StorageError> {
     let mut out = Vec::new();
+    let entries: Vec<Entry> = entries.into_iter().collect();
+    // Read what the entries will need from disk before taking the write lock (the read lock is
+    // held only while the engine names the records, from RAM).
+    let keys: Vec<minion_engine::Key> = {
+        let g = shared.read();
+        entries
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EntryPayload::Normal(req) => Some(g.engine.cold_keys(req)),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let mut cold = Warmed::read(&shared.records, keys).map_err(sm_err)?;
     let mut g = shared.write();
     let mut first = None;
     for entry in entries {
@@ -404,9 +426,7 @@ pub(crate) fn apply_entries(
         g.applied.last_applied = Some(entry.log_id);
         let resp = match entry.payload {
             EntryPayload::Blank => Ok(Outcome::Done),
-            EntryPayload::Normal(req) => {
-                g.engine.apply(&req, ApplyMeta { log_index: index }, &shared.records).map_err(sm_err)?
-            }
+            EntryPayload::Normal(req) => g.engine.apply(&req, ApplyMeta { log_index: index }, &cold).map_err(sm_err)?,
             EntryPayload::Membership(m) => {
                 g.applied.membership = StoredMembership::new(Some(entry.log_id), m);
                 Ok(Outcome::Done)
@@ -423,6 +443,7 @@ pub(crate) fn apply_entries(
             changes: encode_effects(&effects).map_err(sm_err)?,
             feed,
         };
+        cold.forget(&batch.changes);
         writer.submit(batch).map_err(sm_err)?;
     }
     let last_index = g.applied.last_applied.map(|l| l.index).unwrap_or(0);

@@ -27,6 +27,7 @@ pub mod snapshot;
 pub mod state_store;
 pub mod vfs;
 pub mod wal;
+pub mod warmed;
 pub mod writer;
 
 pub use frame::FrameError;

@@ -44,8 +44,19 @@ fn apply(d: &mut Disk, w: &Write) {
     }
 }
 
+/// Called on every `get` (a test watching when the store is read).
+#[derive(Clone, Default)]
+struct OnGet(Option<Arc<dyn Fn(&[u8]) + Send + Sync>>);
+
+impl std::fmt::Debug for OnGet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "OnGet(set)" } else { "OnGet(none)" })
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
+    on_get: OnGet,
     current: Disk,
     durable: Disk,
     since: Vec<Write>,
@@ -76,6 +87,11 @@ impl MemStateStore {
     /// The power goes out: every later call fails.
     pub fn crash(&self) {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).dead = true;
+    }
+
+    /// Call `f` with the key of every `get` from now on.
+    pub fn on_get(&self, f: Arc<dyn Fn(&[u8]) + Send + Sync>) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).on_get = OnGet(Some(f));
     }
 
     /// Make `make_durable` fail (a failing disk).
@@ -116,7 +132,14 @@ impl MemStateStore {
 
 impl StateStore for MemStateStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.lock()?.current.records.get(key).cloned())
+        let (v, on_get) = {
+            let g = self.lock()?;
+            (g.current.records.get(key).cloned(), g.on_get.clone())
+        };
+        if let Some(f) = on_get.0 {
+            f(key);
+        }
+        Ok(v)
     }
 
     fn range(&self, from: Bound<&[u8]>, to: &[u8], limit: usize) -> Result<Vec<Kv>> {

@@ -65,14 +65,25 @@ impl Records {
     }
 }
 
+impl Records {
+    /// The encoded value under an encoded key: the overlay's, else the store's.
+    pub fn get_raw(&self, k: &[u8]) -> Result<Option<Vec<u8>>, ColdError> {
+        match self.overlay.get(k) {
+            Some(v) => Ok(v),
+            None => self.store.get(k).map_err(cold),
+        }
+    }
+}
+
+/// Decode what [`Records::get_raw`] (or a read-ahead of it) returned for `key`.
+pub fn decode_value(key: &Key, k: &[u8], v: Option<Vec<u8>>) -> Result<Option<Record>, ColdError> {
+    v.map(|v| codec::decode(k, &v).map_err(|e| cold(format!("record {key:?}: {e}")))).transpose()
+}
+
 impl Cold for Records {
     fn get(&self, key: &Key) -> Result<Option<Record>, ColdError> {
         let k = codec::encode_key(key);
-        let v = match self.overlay.get(&k) {
-            Some(v) => v,
-            None => self.store.get(&k).map_err(cold)?,
-        };
-        v.map(|v| codec::decode(&k, &v).map_err(|e| cold(format!("record {key:?}: {e}")))).transpose()
+        decode_value(key, &k, self.get_raw(&k)?)
     }
 
     fn scan(&self, kind: Kind, after: Option<&Key>, limit: usize) -> Result<Vec<Record>, ColdError> {

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -63,10 +64,22 @@ struct Track {
     /// Values as of the snapshot's index of keys changed since and not read yet.
     undo: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     bytes: usize,
-    overflowed: bool,
 }
 
-/// Keys kept for a snapshot in progress at most; beyond, the snapshot fails and is tried later.
+/// The snapshot in progress, if any, and a signal when its reader moves on (or ends).
+#[derive(Default)]
+struct Tracking {
+    track: Mutex<Option<Track>>,
+    moved: Condvar,
+    /// Bytes of kept values at most (see [`SNAPSHOT_UNDO_BYTES_MAX`]).
+    undo_bytes_max: AtomicUsize,
+    /// Store writes that waited for a snapshot's reader.
+    waits: AtomicU64,
+}
+
+/// Bytes of old values kept for a snapshot in progress, at most. At the cap, the state writer
+/// waits for the snapshot's reader to move past the keys it holds (apply goes on into the
+/// overlay until the state queue is full); a snapshot never fails because the store is busy.
 pub const SNAPSHOT_UNDO_BYTES_MAX: usize = 256 << 20;
 
 /// Bytes of changes in one store write, about (whole batches; one larger batch is written
@@ -85,7 +98,7 @@ pub struct Writer {
     progress: Mutex<Progress>,
     /// Held while the store is written: a snapshot begins between writes.
     writing: Mutex<()>,
-    track: Arc<Mutex<Option<Track>>>,
+    tracking: Arc<Tracking>,
     failed: Mutex<Option<String>>,
     queue_bytes_max: usize,
 }
@@ -109,7 +122,10 @@ impl Writer {
             written_cv: Condvar::new(),
             progress: Mutex::new(Progress { written, durable: written }),
             writing: Mutex::new(()),
-            track: Arc::default(),
+            tracking: Arc::new(Tracking {
+                undo_bytes_max: AtomicUsize::new(SNAPSHOT_UNDO_BYTES_MAX),
+                ..Tracking::default()
+            }),
             failed: Mutex::new(None),
             queue_bytes_max,
         }
@@ -117,6 +133,16 @@ impl Writer {
 
     pub fn progress(&self) -> Progress {
         *lock(&self.progress)
+    }
+
+    /// Store writes that waited for a snapshot's reader (at the cap on kept values).
+    pub fn snapshot_waits(&self) -> u64 {
+        self.tracking.waits.load(Ordering::Relaxed)
+    }
+
+    /// Change the cap on old values kept for a snapshot in progress (tests use a small one).
+    pub fn set_snapshot_undo_max(&self, bytes: usize) {
+        self.tracking.undo_bytes_max.store(bytes, Ordering::Relaxed);
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -197,23 +223,35 @@ impl Writer {
     }
 
     /// Before changing keys a snapshot has not read yet, keep their values as of its index.
+    /// At the cap, wait (holding `writing`: the store does not change) until the snapshot's
+    /// reader has moved past some of the keys kept, or has ended.
     fn keep_for_snapshot(&self, changes: &[Change]) -> Result<(), StoreError> {
-        let mut t = lock(&self.track);
-        let Some(track) = t.as_mut() else { return Ok(()) };
-        if track.overflowed {
-            return Ok(());
-        }
+        let max = self.tracking.undo_bytes_max.load(Ordering::Relaxed);
+        let mut t = lock(&self.tracking.track);
+        let mut waited = false;
         for (k, _) in changes {
-            if track.cursor.as_ref().is_some_and(|c| k <= c) || track.undo.contains_key(k) {
-                continue;
-            }
-            let before = self.store.get(k)?;
-            track.bytes += 64 + k.len() + before.as_ref().map_or(0, Vec::len);
-            track.undo.insert(k.clone(), before);
-            if track.bytes > SNAPSHOT_UNDO_BYTES_MAX {
-                track.overflowed = true;
-                track.undo.clear();
-                return Ok(());
+            loop {
+                let Some(track) = t.as_mut() else { return Ok(()) };
+                if track.cursor.as_ref().is_some_and(|c| k <= c) || track.undo.contains_key(k) {
+                    break;
+                }
+                let before = self.store.get(k)?;
+                let size = 64 + k.len() + before.as_ref().map_or(0, Vec::len);
+                if track.bytes + size > max && !track.undo.is_empty() {
+                    if !waited {
+                        waited = true;
+                        self.tracking.waits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    t = match self.tracking.moved.wait_timeout(t, Duration::from_millis(50)) {
+                        Ok((g, _)) => g,
+                        Err(p) => p.into_inner().0,
+                    };
+                    self.check()?;
+                    continue;
+                }
+                track.bytes += size;
+                track.undo.insert(k.clone(), before);
+                break;
             }
         }
         Ok(())
@@ -288,13 +326,13 @@ impl Writer {
     pub fn begin_snapshot(&self) -> Result<SnapshotView, StoreError> {
         let _w = lock(&self.writing);
         self.check()?;
-        let mut t = lock(&self.track);
+        let mut t = lock(&self.tracking.track);
         if t.is_some() {
             return Err(StoreError::Io { path: "snapshot".into(), message: "a snapshot is already being read".into() });
         }
         let applied = self.store.applied()?.unwrap_or_default();
-        *t = Some(Track { cursor: None, undo: BTreeMap::new(), bytes: 0, overflowed: false });
-        Ok(SnapshotView { store: self.store.clone(), track: self.track.clone(), applied, done: false })
+        *t = Some(Track { cursor: None, undo: BTreeMap::new(), bytes: 0 });
+        Ok(SnapshotView { store: self.store.clone(), tracking: self.tracking.clone(), applied, done: false })
     }
 
     /// Replace the store's content with `records` (a snapshot being installed): waits for queued
@@ -327,7 +365,7 @@ impl Writer {
 /// A consistent read of the store as of one applied index, in key order, in chunks.
 pub struct SnapshotView {
     store: Arc<dyn StateStore>,
-    track: Arc<Mutex<Option<Track>>>,
+    tracking: Arc<Tracking>,
     applied: AppliedMarker,
     done: bool,
 }
@@ -344,25 +382,17 @@ impl SnapshotView {
         if self.done {
             return Ok(None);
         }
-        let cursor = lock(&self.track).as_ref().and_then(|t| t.cursor.clone());
+        let cursor = lock(&self.tracking.track).as_ref().and_then(|t| t.cursor.clone());
         let from = match &cursor {
             Some(c) => Bound::Excluded(c.as_slice()),
             None => Bound::Included(STATE_KEYS_FROM),
         };
         let chunk = self.store.range(from, STATE_KEYS_TO, limit)?;
         let last_chunk = chunk.len() < limit;
-        let mut t = lock(&self.track);
+        let mut t = lock(&self.tracking.track);
         let Some(track) = t.as_mut() else {
             return Err(StoreError::Io { path: "snapshot".into(), message: "snapshot tracking was dropped".into() });
         };
-        if track.overflowed {
-            return Err(StoreError::Io {
-                path: "snapshot".into(),
-                message: format!(
-                    "over {SNAPSHOT_UNDO_BYTES_MAX} bytes changed while the snapshot was read; it will be tried again"
-                ),
-            });
-        }
         let hi = if last_chunk { None } else { chunk.last().map(|(k, _)| k.clone()) };
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = chunk.into_iter().map(|(k, v)| (k, Some(v))).collect();
         let upto: Vec<Vec<u8>> = track
@@ -373,6 +403,7 @@ impl SnapshotView {
             .collect();
         for k in upto {
             if let Some(v) = track.undo.remove(&k) {
+                track.bytes = track.bytes.saturating_sub(64 + k.len() + v.as_ref().map_or(0, Vec::len));
                 merged.insert(k, v);
             }
         }
@@ -383,6 +414,8 @@ impl SnapshotView {
                 *t = None;
             }
         }
+        drop(t);
+        self.tracking.moved.notify_all();
         Ok(Some(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()))
     }
 }
@@ -390,7 +423,8 @@ impl SnapshotView {
 impl Drop for SnapshotView {
     fn drop(&mut self) {
         if !self.done {
-            *lock(&self.track) = None;
+            *lock(&self.tracking.track) = None;
+            self.tracking.moved.notify_all();
         }
     }
 }
@@ -412,13 +446,18 @@ mod tests {
     }
 
     /// A snapshot read while the writer keeps changing the store equals the state at the index it
-    /// began at: keys changed, deleted and created after that index come out as they were.
+    /// began at: keys changed, deleted and created after that index come out as they were. With a
+    /// small cap on the old values kept, the writer waits for the reader instead of failing it.
     #[test]
     fn snapshots_are_exact_while_writes_go_on() {
-        for seed in 0..20u64 {
+        let mut waits = 0;
+        for (seed, cap) in (0..20u64).flat_map(|s| [(s, None), (s, Some(1_500))]) {
             let store = Arc::new(MemStateStore::default());
             let overlay = Arc::new(Overlay::default());
             let writer = Arc::new(Writer::new(store.clone(), overlay, None, 1 << 20));
+            if let Some(cap) = cap {
+                writer.set_snapshot_undo_max(cap);
+            }
             let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
             let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             let mut rand = move |n: u64| {
@@ -470,8 +509,12 @@ mod tests {
             }
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             bg.join().expect("writer thread");
-            assert_eq!(got, at_snapshot, "seed {seed}: the snapshot differs from the state at its index");
+            assert_eq!(got, at_snapshot, "seed {seed} cap {cap:?}: the snapshot differs from the state at its index");
+            if cap.is_some() {
+                waits += writer.snapshot_waits();
+            }
         }
+        assert!(waits > 0, "with a 1,500-byte cap the writer must have waited for the reader");
     }
 
     #[test]

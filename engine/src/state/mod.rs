@@ -9,7 +9,8 @@
 //!
 //! The parts, one idea each: `tasks` (the task lifecycle), `agents`, `access` (tokens and the
 //! audit trail), `housekeeping` (expiry and retention), `queries` (the read side), `restore`
-//! (loading a backup through the log), `load` (rebuilding RAM from records), `invariants`.
+//! (loading a backup through the log), `load` (rebuilding RAM from records), `invariants`, `warm`
+//! (naming what an apply will read from disk, so the caller can read it before taking the lock).
 
 mod access;
 mod agents;
@@ -20,6 +21,7 @@ mod load;
 mod queries;
 mod restore;
 mod tasks;
+mod warm;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
