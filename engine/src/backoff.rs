@@ -17,7 +17,8 @@ pub fn mix64(mut x: u64) -> u64 {
 /// `retry_backoff_ms(id, 1, ..)`).
 ///
 /// The exponential part is `base * 2^(attempt-1)` capped at `max`; the result is "equal jitter":
-/// half of it fixed, the other half scaled by a hash of (task, attempt) in [0, 1).
+/// half of it fixed, the other half scaled by a hash `h` of (task, attempt) as `h / 2^64`, in
+/// [0, 1). Integer arithmetic only: every replica on every target computes the same value.
 pub fn retry_backoff_ms(task_id: TaskId, attempt: u32, base_ms: u64, max_ms: u64) -> u64 {
     if base_ms == 0 {
         return 0;
@@ -25,8 +26,8 @@ pub fn retry_backoff_ms(task_id: TaskId, attempt: u32, base_ms: u64, max_ms: u64
     let shift = attempt.saturating_sub(1).min(40);
     let exp = base_ms.saturating_mul(1u64 << shift).min(max_ms);
     let half = exp / 2;
-    let unit = mix64(task_id ^ ((attempt as u64) << 48)) as f64 / u64::MAX as f64;
-    half + ((exp - half) as f64 * unit) as u64
+    let h = mix64(task_id ^ ((attempt as u64) << 48));
+    half + (((exp - half) as u128 * h as u128) >> 64) as u64
 }
 
 #[cfg(test)]
@@ -49,6 +50,23 @@ mod tests {
         assert_eq!(retry_backoff_ms(7, 3, 0, 0), 0);
         // Huge attempt numbers saturate at the cap instead of overflowing.
         assert!(retry_backoff_ms(7, u32::MAX, 1_000, 5_000) <= 5_000);
+    }
+
+    /// The jitter is exactly `floor(span * h / 2^64)` at every magnitude, which floating point
+    /// (53-bit mantissa) does not give for spans beyond 2^53.
+    #[test]
+    fn backoff_is_exact_integer_arithmetic() {
+        for id in 1..2_000u64 {
+            for (base, max) in [(1_000, 60_000), (1 << 60, u64::MAX), (u64::MAX / 3, u64::MAX), (3, 7)] {
+                for attempt in [1, 2, 5] {
+                    let exp = base.saturating_mul(1u64 << (attempt - 1)).min(max);
+                    let half = exp / 2;
+                    let h = mix64(id ^ ((attempt as u64) << 48));
+                    let want = half + (((exp - half) as u128 * h as u128) >> 64) as u64;
+                    assert_eq!(retry_backoff_ms(id, attempt, base, max), want, "id {id} base {base} attempt {attempt}");
+                }
+            }
+        }
     }
 
     #[test]

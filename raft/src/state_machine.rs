@@ -418,6 +418,7 @@ pub(crate) fn apply_entries(
             .collect()
     };
     let mut cold = Warmed::read(&shared.records, keys).map_err(sm_err)?;
+    writer.wait_for_room().map_err(sm_err)?;
     let mut g = shared.write();
     let mut first = None;
     for entry in entries {

@@ -152,10 +152,11 @@ impl Writer {
         }
     }
 
-    /// Make a batch readable (overlay) and queue it. Waits while the queue is over its bytes.
-    pub fn submit(&self, batch: Batch) -> Result<(), StoreError> {
+    /// Wait while more than the queue's byte cap is waiting for the store (back-pressure). The
+    /// state machine calls this before it takes the engine's lock, so readers never wait on it;
+    /// [`Writer::submit`] itself never blocks.
+    pub fn wait_for_room(&self) -> Result<(), StoreError> {
         self.check()?;
-        self.overlay.put(batch.seq, &batch.changes);
         let mut q = lock(&self.queue);
         while q.bytes > self.queue_bytes_max && !q.stop {
             q = match self.written_cv.wait_timeout(q, Duration::from_millis(100)) {
@@ -164,6 +165,14 @@ impl Writer {
             };
             self.check()?;
         }
+        Ok(())
+    }
+
+    /// Make a batch readable (overlay) and queue it. Never waits: see [`Writer::wait_for_room`].
+    pub fn submit(&self, batch: Batch) -> Result<(), StoreError> {
+        self.check()?;
+        self.overlay.put(batch.seq, &batch.changes);
+        let mut q = lock(&self.queue);
         q.bytes += batch.bytes();
         q.submitted = batch.applied.index.max(q.submitted);
         q.batches.push_back(batch);
@@ -395,12 +404,10 @@ impl SnapshotView {
         };
         let hi = if last_chunk { None } else { chunk.last().map(|(k, _)| k.clone()) };
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = chunk.into_iter().map(|(k, v)| (k, Some(v))).collect();
-        let upto: Vec<Vec<u8>> = track
-            .undo
-            .keys()
-            .filter(|k| cursor.as_ref().is_none_or(|c| *k > c) && hi.as_ref().is_none_or(|h| *k <= h))
-            .cloned()
-            .collect();
+        // The kept keys this chunk covers: (cursor, hi] — a range, not a pass over all of them.
+        let lo = cursor.clone().map_or(Bound::Unbounded, Bound::Excluded);
+        let up = hi.clone().map_or(Bound::Unbounded, Bound::Included);
+        let upto: Vec<Vec<u8>> = track.undo.range((lo, up)).map(|(k, _)| k.clone()).collect();
         for k in upto {
             if let Some(v) = track.undo.remove(&k) {
                 track.bytes = track.bytes.saturating_sub(64 + k.len() + v.as_ref().map_or(0, Vec::len));
