@@ -81,3 +81,30 @@ async fn keys_expire_after_the_queue_ttl_by_the_log_clock() {
     assert_eq!((s, v["duplicate"].as_bool()), (201, Some(false)));
     assert_ne!(v["id"].as_u64(), Some(first));
 }
+
+/// A queue whose retention is shorter than its keys' TTL: once retention removes the task, its key
+/// goes too, so a resubmission creates a new task instead of naming one that no longer exists.
+#[tokio::test]
+async fn a_key_never_names_a_task_retention_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]).await;
+    let api = srv.client();
+    let (s, v) = api.req(reqwest::Method::PUT, "/v1/queues/short", Some(json!({"retention_ms": 300}))).await;
+    assert_eq!(s, 200, "{v}");
+    let first = api.submit(json!({"queue": "short", "idempotency_key": "k1"})).await;
+    let t = api.claim("a", &["short"], 1, 0).await;
+    let (s, v) = api.complete(&t[0], json!(1)).await;
+    assert_eq!(s, 200, "{v}");
+    eventually(10, "retention removes the finished task", || async {
+        (api.get(&format!("/v1/tasks/{first}")).await.0 == 404).then_some(())
+    })
+    .await;
+    let (s, v) = api.post("/v1/tasks", json!({"queue": "short", "idempotency_key": "k1"})).await;
+    assert_eq!((s, v["duplicate"].as_bool()), (201, Some(false)), "the key went with the task: {v}");
+    let second = v["id"].as_u64().expect("id");
+    assert_ne!(second, first);
+    assert_eq!(api.task(second).await["state"], "ready");
+    // And the new task's key holds as usual.
+    let (s, v) = api.post("/v1/tasks", json!({"queue": "short", "idempotency_key": "k1"})).await;
+    assert_eq!((s, v["id"].as_u64(), v["duplicate"].as_bool()), (200, Some(second), Some(true)), "{v}");
+}

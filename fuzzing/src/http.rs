@@ -30,12 +30,12 @@ fn harness() -> &'static Harness {
         };
         let me = minion_raft::Node { api_addr: "127.0.0.1:1".into(), raft_addr: "127.0.0.1:2".into() };
         let node = rt.block_on(minion::node::Node::start(config, me)).expect("node");
-        let state = minion::api::AppState {
+        let state = std::sync::Arc::new(minion::api::App {
             node: node.clone(),
             metrics: minion::metrics::install(),
             http: reqwest::Client::new(),
             auth: std::sync::Arc::new(minion::auth::Auth::new(false, None, 0)),
-        };
+        });
         let router = minion::api::router(state);
         // Something to act on: a task in queue q, leased, and a registered agent.
         let setup: [(&str, &str, &str); 3] = [

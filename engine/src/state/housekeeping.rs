@@ -5,6 +5,7 @@
 
 use super::{State, Step};
 use crate::config::limits;
+use crate::dedup::DedupKey;
 use crate::record::{Key, Kind, Record};
 use crate::store::Cold;
 use crate::task::{AttemptOutcome, TaskState, TimeMs};
@@ -77,6 +78,24 @@ impl State {
         }
     }
 
+    /// A task leaving the ledger takes its idempotency key with it, if the key still names it (a
+    /// retention shorter than the key's TTL): a resubmission then creates a new task instead of
+    /// answering with the id of one that no longer exists.
+    fn forget_key_of(&mut self, t: &crate::record::TaskRecord, cold: &dyn Cold) -> Step<()> {
+        let Some(k) = &t.idempotency_key else { return Ok(()) };
+        let key = DedupKey { queue: t.queue.clone(), key: k.clone() };
+        if let Some(Record::Dedup(_, e)) = self.read(cold, &Key::Dedup(key.clone()))? {
+            if e.task_id == t.id {
+                self.pending.delete(Key::DedupExpiry(e.expires_ms, key.clone()));
+                self.pending.delete(Key::Dedup(key));
+                self.meta.dedup_keys = self.meta.dedup_keys.saturating_sub(1);
+                self.meta_dirty = true;
+                self.dedup.forget_key();
+            }
+        }
+        Ok(())
+    }
+
     /// Remove finished tasks (record, payload, progress, indexes) whose retention ended.
     fn apply_retention(&mut self, now: TimeMs, cold: &dyn Cold) -> Step<()> {
         let mut removed = 0;
@@ -96,6 +115,7 @@ impl State {
                 }
                 self.pending.delete(Key::Retention(at, id));
                 if let Some(Record::Task(t)) = self.read(cold, &Key::Done(id))? {
+                    self.forget_key_of(&t, cold)?;
                     self.pending.delete(Key::Done(id));
                     self.pending.delete(Key::Payload(id));
                     self.pending.delete(Key::Finished(t.queue.clone(), t.state, id));
