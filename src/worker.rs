@@ -3,8 +3,10 @@
 //! The task's payload is the command's standard input; its standard output is the result (JSON if
 //! it parses, else a JSON string); exit status 0 completes the task, anything else fails it with
 //! the tail of standard error. Standard-error lines of the form `progress: <percent> [message]`
-//! are reported as progress. The worker registers as an agent, heartbeats, and on SIGTERM or
-//! Ctrl-C drains: it takes nothing new, finishes what it holds, deregisters and exits.
+//! are reported as progress. The lease is extended every third of the task's `lease_ms` while the
+//! command runs; if it is lost (cancelled, or expired and leased again), the command is killed and
+//! nothing is reported. The worker registers as an agent, heartbeats, and on SIGTERM or Ctrl-C
+//! drains: it takes nothing new, finishes what it holds, deregisters and exits.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -15,6 +17,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
 
 /// Result bytes read from a command's standard output, at most.
 const RESULT_BYTES_MAX: usize = 1 << 20;
@@ -68,11 +71,24 @@ impl Worker {
         Ok(v)
     }
 
-    /// Run one leased task to completion or failure.
+    /// Run one leased task to completion or failure, extending its lease meanwhile; if the lease
+    /// is lost (the task was cancelled, or it expired and went to another agent), stop the command
+    /// and report nothing.
     async fn run(&self, task: Value) {
         let id = task["id"].as_u64().unwrap_or(0);
         let token = task["lease"]["token"].clone();
-        match self.execute(&task).await {
+        let lost = CancellationToken::new();
+        let keeper = self.keep_lease(id, token.clone(), task["lease_ms"].as_u64().unwrap_or(30_000), lost.clone());
+        let outcome = tokio::select! {
+            r = self.execute(&task) => Some(r),
+            _ = lost.cancelled() => None,
+        };
+        keeper.abort();
+        let Some(outcome) = outcome else {
+            tracing::warn!(task_id = id, "lease lost: the command was stopped and nothing is reported");
+            return;
+        };
+        match outcome {
             Ok(result) => {
                 if let Err(e) = self
                     .post(&format!("/v1/tasks/{id}/complete"), json!({"lease_token": token, "result": result}))
@@ -91,6 +107,29 @@ impl Worker {
         }
     }
 
+    /// Extend the lease every third of `lease_ms` while the command runs. A refusal (404, 409:
+    /// cancelled, finished, or leased again under another token) means the lease is gone: cancel
+    /// `lost`. Other failures (a leader change, a timeout) are retried at the next tick.
+    fn keep_lease(&self, id: u64, token: Value, lease_ms: u64, lost: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let (http, base) = (self.http.clone(), self.base.clone());
+        let every = Duration::from_millis((lease_ms / 3).max(50));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let body = json!({"lease_token": token});
+                match http.post(format!("{base}/v1/tasks/{id}/extend")).json(&body).send().await {
+                    Ok(r) if matches!(r.status().as_u16(), 404 | 409) => {
+                        lost.cancel();
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(task_id = id, error = %e, "extending the lease"),
+                }
+            }
+        })
+    }
+
+    /// Run the command (killed when the returned future is dropped).
     async fn execute(&self, task: &Value) -> Result<Value, String> {
         let id = task["id"].as_u64().unwrap_or(0);
         let mut cmd = tokio::process::Command::new("sh");

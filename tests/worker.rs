@@ -70,3 +70,44 @@ async fn the_worker_runs_commands_reports_progress_and_results_and_drains_on_sig
         assert_eq!(s, 404, "worker {id} deregistered");
     }
 }
+
+/// A command longer than its lease runs once: the worker extends the lease while it runs. A task
+/// cancelled meanwhile has its command stopped.
+#[tokio::test]
+async fn the_worker_keeps_its_lease_and_stops_the_command_when_it_is_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]).await;
+    let api = srv.client();
+    let marker = dir.path().join("ran-to-the-end");
+    let exec = format!("sleep 2; touch {}; cat", marker.display());
+    let mut w = worker(&srv.base, "slow", "long", &exec, &dir.path().join("slow.log"));
+
+    // 2 s of work under a 500 ms lease: one attempt, one result.
+    let id = api.submit(json!({"queue": "long", "payload": 7, "lease_ms": 500})).await;
+    let t = eventually(20, "the long task to succeed", || {
+        let api = api.clone();
+        async move {
+            let t = api.task(id).await;
+            (t["state"] == "succeeded").then_some(t)
+        }
+    })
+    .await;
+    assert_eq!(t["result"], 7);
+    assert_eq!(t["attempts"].as_array().map(Vec::len), Some(1), "ran once: {t}");
+    std::fs::remove_file(&marker).expect("the command ran to the end");
+
+    // Cancelled while it runs: the command is killed before it reaches its end.
+    let id = api.submit(json!({"queue": "long", "payload": 8, "lease_ms": 500})).await;
+    eventually(10, "the worker to lease it", || {
+        let api = api.clone();
+        async move { (api.task(id).await["state"] == "leased").then_some(()) }
+    })
+    .await;
+    let (s, v) = api.post(&format!("/v1/tasks/{id}/cancel"), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
+    assert!(!marker.exists(), "the command of a cancelled task was stopped");
+    assert_eq!(api.task(id).await["state"], "cancelled");
+    Command::new("kill").arg("-TERM").arg(w.id().to_string()).status().expect("kill");
+    assert!(w.wait().expect("wait").success());
+}
