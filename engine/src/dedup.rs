@@ -73,7 +73,12 @@ impl Dedup {
 
     /// False only if the key is certainly not in the exact store.
     pub fn may_contain(&self, key: &DedupKey) -> bool {
-        self.bloom.as_ref().is_none_or(|b| b.contains(item(key)))
+        self.may_contain_parts(&key.queue, &key.key)
+    }
+
+    /// [`Dedup::may_contain`] without building a key (most fresh keys are answered here).
+    pub(crate) fn may_contain_parts(&self, queue: &str, key: &str) -> bool {
+        self.bloom.as_ref().is_none_or(|b| b.contains((queue, key)))
     }
 
     pub(crate) fn insert_key(&mut self, key: &DedupKey, expires_ms: TimeMs) {

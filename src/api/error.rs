@@ -16,14 +16,16 @@ pub struct ApiError {
 }
 
 #[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+struct Body {
+    error: ErrorBody,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
+/// `{"code", "message"}`: the error of a whole response (under `"error"`) or of one item of a
+/// batch answer.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub code: &'static str,
+    pub message: String,
 }
 
 impl ApiError {
@@ -40,9 +42,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body { error: Inner { code: self.code, message: &self.message } };
-        let mut resp = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let status = self.status;
+        let body = Body { error: ErrorBody { code: self.code, message: self.message } };
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
             // Leadership changes and commit timeouts are transient: tell clients when to retry.
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }

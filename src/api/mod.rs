@@ -431,23 +431,18 @@ async fn acknowledge(State(s): State<AppState>, JsonBody(b): JsonBody<AcksIn>) -
     if outs.len() != ids.len() {
         return Err(unexpected(Outcome::Batch(outs)));
     }
-    let results: Vec<AckOut> = ids
+    let results = ids
         .into_iter()
         .zip(outs)
         .map(|(id, r)| match r {
-            Ok(Outcome::Task(t)) => AckOut { id, ok: true, state: Some(t.state), error: None },
-            Ok(other) => AckOut {
-                id,
-                ok: false,
-                state: None,
-                error: Some(ErrorOut { code: "internal", message: format!("unexpected engine outcome {other:?}") }),
-            },
+            Ok(Outcome::Task(t)) => Ok(AckOut { id, ok: true, state: Some(t.state), error: None }),
+            Ok(other) => Err(unexpected(other)),
             Err(r) => {
                 let (_, code) = error::rejection_code(r.code);
-                AckOut { id, ok: false, state: None, error: Some(ErrorOut { code, message: r.message }) }
+                Ok(AckOut { id, ok: false, state: None, error: Some(error::ErrorBody { code, message: r.message }) })
             }
         })
-        .collect();
+        .collect::<ApiResult<Vec<AckOut>>>()?;
     Ok(Json(json!({ "results": results })))
 }
 

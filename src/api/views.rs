@@ -166,13 +166,7 @@ pub struct AckOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<minion_engine::TaskState>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorOut>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ErrorOut {
-    pub code: &'static str,
-    pub message: String,
+    pub error: Option<super::error::ErrorBody>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -66,10 +66,7 @@ impl State {
                 // The key may have been reused with a later expiry since this index entry.
                 if let Some(Record::Dedup(_, e)) = self.read(cold, &Key::Dedup(key.clone()))? {
                     if e.expires_ms == at {
-                        self.pending.delete(Key::Dedup(key.clone()));
-                        self.meta.dedup_keys = self.meta.dedup_keys.saturating_sub(1);
-                        self.meta_dirty = true;
-                        self.dedup.forget_key();
+                        self.drop_key(key);
                     }
                 }
                 removed += 1;
@@ -87,13 +84,18 @@ impl State {
         if let Some(Record::Dedup(_, e)) = self.read(cold, &Key::Dedup(key.clone()))? {
             if e.task_id == t.id {
                 self.pending.delete(Key::DedupExpiry(e.expires_ms, key.clone()));
-                self.pending.delete(Key::Dedup(key));
-                self.meta.dedup_keys = self.meta.dedup_keys.saturating_sub(1);
-                self.meta_dirty = true;
-                self.dedup.forget_key();
+                self.drop_key(key);
             }
         }
         Ok(())
+    }
+
+    /// Remove an idempotency key's record (its expiry index entry is the caller's).
+    fn drop_key(&mut self, key: DedupKey) {
+        self.pending.delete(Key::Dedup(key));
+        self.meta.dedup_keys = self.meta.dedup_keys.saturating_sub(1);
+        self.meta_dirty = true;
+        self.dedup.forget_key();
     }
 
     /// Remove finished tasks (record, payload, progress, indexes) whose retention ended.

@@ -66,9 +66,8 @@ impl State {
 
     fn dedup_key(&self, queue: &str, key: Option<&str>, out: &mut Vec<Key>) {
         let Some(key) = key else { return };
-        let key = DedupKey { queue: queue.to_string(), key: key.to_string() };
-        if self.dedup.may_contain(&key) {
-            out.push(Key::Dedup(key));
+        if self.dedup.may_contain_parts(queue, key) {
+            out.push(Key::Dedup(DedupKey { queue: queue.to_string(), key: key.to_string() }));
         }
     }
 }
