@@ -84,6 +84,9 @@ schemas = {
       "incarnation": u64, "registered_ms": u64, "updated_ms": u64, "last_seen_ms_ago": opt(u64),
       "stats": {"type": "object", "properties": {"in_flight": {"type": "integer"}, "overall": ref("OutcomeStats"), "by_capability": {"type": "object", "additionalProperties": ref("OutcomeStats")}}}}},
   "QueueStats": {"type": "object", "properties": {"queue": {"type": "string"}, **{k: u64 for k in ["ready", "delayed", "leased", "succeeded", "failed", "dead", "cancelled", "rejected", "oldest_ready_age_ms"]}}},
+  "EngineConfig": {"type": "object", "additionalProperties": False, "properties": {**{k: u64 for k in ["max_attempts", "lease_ms", "dedup_ttl_ms", "retry_base_ms", "retry_max_ms", "retention_ms", "payload_bytes_max"]},
+                   "strategy": ref("Strategy")}},
+  "EngineSettings": {"type": "object", "properties": {"engine": ref("EngineConfig"), "this_node_file_differs": {"type": "boolean", "description": "the answering node's configuration file names other settings (they do not apply)"}}},
   "Queue": {"type": "object", "properties": {"name": {"type": "string"}, "config": ref("QueueConfig"), "overrides": ref("QueueConfig"), "stats": ref("QueueStats")}},
 }
 
@@ -116,13 +119,19 @@ paths = {
                             requestBody=body(ref("ClaimIn")))},
   "/v1/agents": {
     "post": op("Register an agent (again: a new incarnation, releasing the old one's leases)", {"201": resp("the agent", ref("Agent")), **errs("400", "413", "503")}, requestBody=body(ref("AgentIn"))),
-    "get": op("Every registered agent with its status and statistics", {"200": resp("agents", {"type": "object", "properties": {"agents": {"type": "array", "items": ref("Agent")}}})})},
+    "get": op("Registered agents in id order with their status and statistics, a page at a time (dead ones are removed after the node's agent_forget_ms)",
+              {"200": resp("agents", {"type": "object", "properties": {"agents": {"type": "array", "items": ref("Agent")}, "next": {"type": ["string", "null"], "description": "pass as after= for the next page; null on the last"}}}), **errs("400")},
+              parameters=[q("limit", "integer", "1..1000, default 1000"), q("after", "string", "the next of the page before")])},
   "/v1/agents/{id}": {
     "get": op("One agent", {"200": resp("the agent", ref("Agent")), "404": resp("unknown agent", ref("Error"))}, parameters=[{**NAME, "name": "id"}]),
     "delete": op("Deregister: release its leases at once and forget it", {"204": {"description": "removed"}, "404": resp("unknown agent", ref("Error")), **errs("503")}, parameters=[{**NAME, "name": "id"}])},
   "/v1/agents/{id}/heartbeat": {"post": op("Liveness (kept on the leader, not written to the log)", {"200": resp("alive", {"type": "object"}), "404": resp("unknown agent", ref("Error")), "409": resp("dead or stale incarnation", ref("Error"))},
                                           parameters=[{**NAME, "name": "id"}], requestBody=body({"type": "object", "properties": {"incarnation": u64}}, False))},
   "/v1/agents/{id}/drain": {"post": op("Give the agent nothing new; it keeps its in-flight tasks", {"200": resp("the agent", ref("Agent")), "404": resp("unknown agent", ref("Error")), "409": resp("dead", ref("Error"))}, parameters=[{**NAME, "name": "id"}])},
+  "/v1/config": {
+    "get": op("The engine settings the cluster applies (the defaults of every queue)", {"200": resp("settings", ref("EngineSettings"))}),
+    "put": op("Change engine settings: the fields given replace the cluster's, the rest stay (audited; a leader never applies its own file over these)",
+              {"200": resp("settings", ref("EngineSettings")), **errs("400", "503")}, requestBody=body(ref("EngineConfig")))},
   "/v1/queues": {"get": op("Every queue with its counts by state", {"200": resp("queues", {"type": "object", "properties": {"queues": {"type": "array", "items": ref("QueueStats")}}})})},
   "/v1/queues/{name}": {
     "get": op("A queue's effective configuration, its overrides and stats", {"200": resp("the queue", ref("Queue")), **errs("400")}, parameters=[NAME]),

@@ -171,6 +171,7 @@ pub fn permits(role: Role, method: &Method, route: &str) -> bool {
         | "/v1/queues"
         | "/v1/queues/{name}"
         | "/v1/stats"
+        | "/v1/config"
         | "/v1/autoscaler/decisions"
         | "/v1/changes"
         | "/v1/dedup"

@@ -28,6 +28,9 @@ pub enum Cmd {
     /// Registered agents.
     #[command(subcommand)]
     Agent(AgentCmd),
+    /// The cluster's engine settings (defaults of every queue): show or change them.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Autoscaler pools and their decisions.
     #[command(subcommand)]
     Autoscaler(AutoscalerCmd),
@@ -188,6 +191,9 @@ pub struct ServeArgs {
     /// Agents not heard from for this long are declared dead.
     #[arg(long, env = "MINION_AGENT_HEARTBEAT_TIMEOUT_MS")]
     pub agent_heartbeat_timeout_ms: Option<u64>,
+    /// Dead agents are removed from the registry after this long (0: kept for ever).
+    #[arg(long, env = "MINION_AGENT_FORGET_MS")]
+    pub agent_forget_ms: Option<u64>,
     /// Dispatch strategy of queues that set none.
     #[arg(long, env = "MINION_DEFAULT_STRATEGY")]
     pub default_strategy: Option<String>,
@@ -314,6 +320,37 @@ pub enum QueueCmd {
         payload_bytes_max: Option<u64>,
         #[arg(long)]
         stall_timeout_ms: Option<u64>,
+        /// round_robin, least_loaded, random, capability_best, latency_based, weighted_round_robin
+        #[arg(long)]
+        strategy: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Show the engine settings the cluster applies.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Change engine settings (fields not given keep their value; admin only, audited).
+    Set {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        #[arg(long)]
+        lease_ms: Option<u64>,
+        #[arg(long)]
+        dedup_ttl_ms: Option<u64>,
+        #[arg(long)]
+        retry_base_ms: Option<u64>,
+        #[arg(long)]
+        retry_max_ms: Option<u64>,
+        #[arg(long)]
+        retention_ms: Option<u64>,
+        #[arg(long)]
+        payload_bytes_max: Option<u64>,
         /// round_robin, least_loaded, random, capability_best, latency_based, weighted_round_robin
         #[arg(long)]
         strategy: Option<String>,

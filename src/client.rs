@@ -3,7 +3,9 @@
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
-use crate::cli::{AgentCmd, AutoscalerCmd, ClientArgs, ClusterCmd, QueueCmd, SnapshotCmd, TaskCmd, TokenCmd};
+use crate::cli::{
+    AgentCmd, AutoscalerCmd, ClientArgs, ClusterCmd, ConfigCmd, QueueCmd, SnapshotCmd, TaskCmd, TokenCmd,
+};
 
 struct Client {
     http: reqwest::Client,
@@ -279,10 +281,77 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn config(cmd: ConfigCmd) -> anyhow::Result<()> {
+    let (client, out) = match cmd {
+        ConfigCmd::Get { client } => {
+            let out = Client::new(&client)?.get("/v1/config", &[]).await?;
+            (client, out)
+        }
+        ConfigCmd::Set {
+            client,
+            max_attempts,
+            lease_ms,
+            dedup_ttl_ms,
+            retry_base_ms,
+            retry_max_ms,
+            retention_ms,
+            payload_bytes_max,
+            strategy,
+        } => {
+            let mut changes = serde_json::Map::new();
+            let numbers = [
+                ("max_attempts", max_attempts.map(u64::from)),
+                ("lease_ms", lease_ms),
+                ("dedup_ttl_ms", dedup_ttl_ms),
+                ("retry_base_ms", retry_base_ms),
+                ("retry_max_ms", retry_max_ms),
+                ("retention_ms", retention_ms),
+                ("payload_bytes_max", payload_bytes_max),
+            ];
+            for (k, v) in numbers {
+                if let Some(v) = v {
+                    changes.insert(k.to_string(), json!(v));
+                }
+            }
+            if let Some(st) = strategy {
+                changes.insert("strategy".into(), json!(st));
+            }
+            anyhow::ensure!(!changes.is_empty(), "name at least one setting to change");
+            let out = Client::new(&client)?.put("/v1/config", Value::Object(changes)).await?;
+            (client, out)
+        }
+    };
+    if client.json {
+        return print_json(&out);
+    }
+    if let Some(m) = out["engine"].as_object() {
+        for (k, v) in m {
+            println!("{k:<18} {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+        }
+    }
+    if out["this_node_file_differs"] == json!(true) {
+        println!("(the configuration file of the node that answered names other settings; these apply)");
+    }
+    Ok(())
+}
+
 pub async fn agent(cmd: AgentCmd) -> anyhow::Result<()> {
     match cmd {
         AgentCmd::List { client } => {
-            let out = Client::new(&client)?.get("/v1/agents", &[]).await?;
+            // Every page, in id order.
+            let c = Client::new(&client)?;
+            let mut agents = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let query: Vec<(&str, String)> = after.iter().map(|a| ("after", a.clone())).collect();
+                let page = c.get("/v1/agents", &query).await?;
+                agents.extend(page["agents"].as_array().cloned().unwrap_or_default());
+                match page["next"].as_str() {
+                    Some(n) => after = Some(n.to_string()),
+                    None => break,
+                }
+            }
+            let out = json!({ "agents": agents });
             if client.json {
                 return print_json(&out);
             }

@@ -117,6 +117,9 @@ pub struct Config {
     /// An agent not heard from (heartbeat or claim) for this long is declared dead and its leases
     /// are released.
     pub agent_heartbeat_timeout_ms: u64,
+    /// An agent dead (or deregistered by the leader for silence) this long, by the engine's clock,
+    /// is removed from the registry; 0 keeps dead agents for ever.
+    pub agent_forget_ms: u64,
     /// Log entries the change feed (`GET /v1/changes`) keeps; readers further behind backfill.
     pub feed_retained_entries: u64,
     /// Engine defaults, replicated to the state machine at start.
@@ -199,6 +202,7 @@ impl Default for Config {
             state_durable_every_ms: 1_000,
             tick_interval_ms: 100,
             agent_heartbeat_timeout_ms: 15_000,
+            agent_forget_ms: 86_400_000,
             feed_retained_entries: 100_000,
             engine: EngineConfig::default(),
             export_postgres: None,
@@ -264,6 +268,9 @@ impl Config {
         }
         if let Some(v) = args.agent_heartbeat_timeout_ms {
             cfg.agent_heartbeat_timeout_ms = v;
+        }
+        if let Some(v) = args.agent_forget_ms {
+            cfg.agent_forget_ms = v;
         }
         if let Some(v) = &args.default_strategy {
             cfg.engine.strategy = minion_engine::Strategy::parse(v).ok_or_else(|| {

@@ -65,19 +65,24 @@ impl Drop for Registration {
     }
 }
 
-/// Propose a claim in a task of its own and wait for its answer. If the caller is dropped before
-/// the answer arrives (the HTTP request went away), the leased tasks are released unused instead
-/// of sitting leased until expiry.
+/// Propose a claim in a task of its own and wait for its answer, up to the commit timeout. The
+/// task keeps waiting for the claim's outcome after that: if the caller gave up (the commit
+/// timed out, or the HTTP request went away) and the claim commits anyway, the leased tasks are
+/// released unused instead of holding the agent's slots until their leases expire.
 pub async fn claim_detached(node: &Node, cmd: Command) -> Result<minion_engine::Response, ProposeError> {
     let (tx, rx) = oneshot::channel();
     let n = node.clone();
     tokio::spawn(async move {
-        let res = n.propose(cmd).await;
+        let res = n.propose_to_outcome(cmd).await;
         if let Err(Ok(Ok(Outcome::Claimed(tasks)))) = tx.send(res) {
             release_unused(&n, tasks).await;
         }
     });
-    rx.await.map_err(|_| ProposeError::Closed)?
+    let limit = node.config.commit_timeout_ms;
+    match tokio::time::timeout(Duration::from_millis(limit), rx).await {
+        Ok(r) => r.map_err(|_| ProposeError::Closed)?,
+        Err(_) => Err(ProposeError::Timeout(limit)),
+    }
 }
 
 /// Give back leases whose claim never reached its agent.
@@ -242,7 +247,8 @@ impl Hub {
                     capabilities: w.capabilities.clone(),
                     max: w.max,
                 };
-                match node.propose(cmd).await {
+                // Waits past the commit timeout: leases whose waiter has gone are released.
+                match node.propose_to_outcome(cmd).await {
                     Ok(Ok(Outcome::Claimed(tasks))) if !tasks.is_empty() => {
                         // From the strategy's pick to the lease committed and handed over.
                         metrics::histogram!("minion_dispatch_latency_seconds", "strategy" => strategy.as_str())
@@ -330,6 +336,37 @@ impl Hub {
                     tracing::warn!(error = %e, "could not record dead agents");
                 }
             }
+            let forget = self.forgettable(&node);
+            if !forget.is_empty() {
+                tracing::info!(agents = ?forget, "removing agents dead for agent_forget_ms");
+                if let Err(e) = node.propose(Command::ForgetAgents { agents: forget }).await {
+                    tracing::warn!(error = %e, "could not remove long-dead agents");
+                }
+            }
         }
+    }
+
+    /// Agents dead for `agent_forget_ms` (at most a bounded number per
+    /// round), and, as a side effect, drop liveness entries of ids the registry no longer holds
+    /// and that are not waiting in a claim right now.
+    fn forgettable(&self, node: &Node) -> Vec<(String, u64)> {
+        const FORGET_PER_ROUND: usize = 1_000;
+        let g = node.state.read();
+        let mut hub = self.lock();
+        let waiting: std::collections::HashSet<String> = hub.waiters.iter().map(|w| w.agent_id.clone()).collect();
+        hub.last_seen.retain(|id, _| waiting.contains(id) || g.engine.agent(id).is_some());
+        let after = node.config.agent_forget_ms;
+        if after == 0 {
+            return Vec::new();
+        }
+        // The engine's clock moves only with log entries; an idle cluster has none, so the
+        // leader's own clock decides when (the removal itself is checked again on apply).
+        let clock = g.engine.clock().max(crate::node::now_ms());
+        g.engine
+            .agents()
+            .filter(|a| a.status == AgentStatus::Dead && clock.saturating_sub(a.updated_ms) >= after)
+            .take(FORGET_PER_ROUND)
+            .map(|a| (a.id.clone(), a.incarnation))
+            .collect()
     }
 }

@@ -19,6 +19,9 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// How long [`Node::propose_to_outcome`] waits for a command's outcome at most.
+const OUTCOME_WAIT_MS: u64 = 600_000;
+
 /// Why a proposal did not produce an engine answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
@@ -179,6 +182,8 @@ impl Node {
         tokio::spawn(node.clone().run_proposer(rx));
         if sole_voter {
             node.on_leadership_gained().await?;
+        } else {
+            node.warn_if_engine_config_differs();
         }
         tokio::spawn(node.clone().run_leadership());
         tokio::spawn(node.clone().run_housekeeping());
@@ -198,17 +203,25 @@ impl Node {
             return Err(ProposeError::TooLarge { bytes, max: self.config.entry_bytes_max });
         }
         let span = tracing::info_span!("raft.propose", command = cmd.name());
-        self.propose_in(cmd, span.clone()).instrument(span).await
+        self.propose_in(cmd, span.clone(), self.config.commit_timeout_ms).instrument(span).await
     }
 
-    async fn propose_in(&self, cmd: Command, span: tracing::Span) -> Result<Response, ProposeError> {
+    async fn propose_in(&self, cmd: Command, span: tracing::Span, limit: u64) -> Result<Response, ProposeError> {
         let (reply, rx) = oneshot::channel();
         self.proposals.send(Proposal { cmd, reply, span }).await.map_err(|_| ProposeError::Closed)?;
-        let limit = self.config.commit_timeout_ms;
         match tokio::time::timeout(Duration::from_millis(limit), rx).await {
             Ok(r) => r.map_err(|_| ProposeError::Closed)?,
             Err(_) => Err(ProposeError::Timeout(limit)),
         }
+    }
+
+    /// Like [`Node::propose`], but waits for the outcome well past the commit timeout (up to
+    /// [`OUTCOME_WAIT_MS`]): for commands whose effects must be undone when their caller has
+    /// given up, such as a claim whose leases never reached the agent.
+    pub async fn propose_to_outcome(&self, cmd: Command) -> Result<Response, ProposeError> {
+        let span = tracing::info_span!("raft.propose", command = cmd.name());
+        let limit = self.config.commit_timeout_ms.max(OUTCOME_WAIT_MS);
+        self.propose_in(cmd, span.clone(), limit).instrument(span).await
     }
 
     /// Follow leadership: leader-only work starts on gaining it, and waiting long-polls return
@@ -256,7 +269,7 @@ impl Node {
     }
 
     /// On becoming leader: record this node's current addresses in the membership (they may have
-    /// changed since it joined) and replicate this node's engine defaults.
+    /// changed since it joined) and, in a new cluster, replicate this node's engine defaults.
     async fn on_leadership_gained(&self) -> anyhow::Result<()> {
         let recorded = {
             let m = self.raft.metrics().borrow().clone();
@@ -270,14 +283,43 @@ impl Node {
                 .map_err(|e| anyhow!("recording this node's addresses: {e}"))?;
             tracing::info!(me = %self.me, "recorded this node's addresses in the membership");
         }
-        let engine_cfg = self.config.engine.clone();
-        if self.state.read().engine.config() != &engine_cfg {
-            self.propose(Command::Configure { config: engine_cfg })
+        if self.first_bootstrap() {
+            self.propose(Command::Configure { config: self.config.engine.clone() })
                 .await
                 .map_err(|e| anyhow!("applying engine config: {e}"))?
                 .map_err(|r| anyhow!("engine config refused: {}", r.message))?;
+            tracing::info!("applied this node's engine settings to the new cluster");
         }
+        self.warn_if_engine_config_differs();
         Ok(())
+    }
+
+    /// The cluster's engine settings come from a configuration file only once: when its first
+    /// leader finds them untouched (defaults) in a cluster that has never held anything. After
+    /// that they change only through `PUT /v1/config`, so that a leader with an old file cannot
+    /// undo them on an election.
+    fn first_bootstrap(&self) -> bool {
+        let g = self.state.read();
+        g.engine.config() != &self.config.engine && Self::never_configured(&g.engine)
+    }
+
+    /// The engine settings were never set: defaults, in a cluster that has never held anything.
+    fn never_configured(engine: &minion_engine::State) -> bool {
+        engine.config() == &minion_engine::EngineConfig::default() && engine.pristine()
+    }
+
+    /// Say so when this node's file names other engine settings than the cluster applies.
+    pub fn warn_if_engine_config_differs(&self) {
+        let g = self.state.read();
+        let cluster = g.engine.config();
+        if cluster != &self.config.engine && !Self::never_configured(&g.engine) {
+            tracing::warn!(
+                file = ?self.config.engine,
+                cluster = ?cluster,
+                "this node's engine settings differ from the cluster's; the cluster's apply \
+                 (change them with `minion config set` or PUT /v1/config)"
+            );
+        }
     }
 
     /// The current leader and how to reach it, as this node knows them.

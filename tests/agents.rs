@@ -211,3 +211,98 @@ async fn a_new_leader_gives_every_agent_a_grace_period_before_declaring_it_dead(
     })
     .await;
 }
+
+/// Defect: dead agents stayed in the registry (and every snapshot) for ever, an invalid agent id
+/// was recorded as alive before its claim was refused, and `GET /v1/agents` had no pages.
+#[tokio::test]
+async fn dead_agents_are_forgotten_ids_are_checked_first_and_the_list_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &["--agent-heartbeat-timeout-ms", "400", "--agent-forget-ms", "1500"]).await;
+    let api = srv.client();
+    for id in ["a1", "a2", "a3", "a4", "a5"] {
+        register(&api, id, &[], 1).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let beat = heartbeats(api.clone(), "a5", stop.clone());
+
+    // Pages of two, in id order, each naming where the next starts.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/agents?limit=2&after={a}"),
+            None => "/v1/agents?limit=2".to_string(),
+        };
+        let (s, v) = api.get(&path).await;
+        assert_eq!(s, 200, "{v}");
+        let page = v["agents"].as_array().expect("agents");
+        assert!(page.len() <= 2, "{v}");
+        seen.extend(page.iter().map(|a| a["id"].as_str().expect("id").to_string()));
+        match v["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a1", "a2", "a3", "a4", "a5"]);
+    let (s, v) = api.get("/v1/agents?limit=nope").await;
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_request")), "{v}");
+
+    // A claim under an oversize id is refused before anything about it is kept.
+    let huge = "x".repeat(200_000);
+    let (s, v) = api.post("/v1/claims", json!({"agent_id": huge, "queues": ["q"]})).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_request")), "{v}");
+
+    // The silent ones die, then are forgotten; the one that beats stays.
+    eventually(20, "silent agents forgotten", || async {
+        let (_, v) = api.get("/v1/agents").await;
+        let ids: Vec<String> =
+            v["agents"].as_array().into_iter().flatten().map(|a| a["id"].as_str().unwrap_or("").to_string()).collect();
+        (ids == ["a5"]).then_some(())
+    })
+    .await;
+    let (s, _) = api.get("/v1/agents/a1").await;
+    assert_eq!(s, 404);
+    let (_, a5) = api.get("/v1/agents/a5").await;
+    assert_eq!(a5["status"], "active", "{a5}");
+    // A forgotten agent may come back under its id, as new.
+    register(&api, "a1", &[], 1).await;
+    let (s, v) = api.get("/v1/agents/a1").await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("active")), "{v}");
+    stop.store(true, Ordering::Relaxed);
+    beat.await.expect("heartbeats");
+}
+
+/// Defect (as filed): claims looked at no more than the first 10,000 ready tasks of a queue, so
+/// a task anyone may run, behind 10,000 that need `gpu`, was never offered to an agent without
+/// `gpu`, and its long-poll never woke. Ready tasks are indexed by the capabilities they need.
+#[tokio::test]
+async fn a_task_behind_ten_thousand_others_it_cannot_run_is_offered_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]).await;
+    let api = srv.client();
+    for _ in 0..2 {
+        let tasks: Vec<Value> = (0..5_001)
+            .map(|n| json!({"queue": "mixed", "payload": n, "capabilities": ["gpu"], "priority": 5}))
+            .collect();
+        let (s, v) = api.post("/v1/tasks", json!({ "tasks": tasks })).await;
+        assert_eq!(s, 201, "{}", v["error"]);
+    }
+    // An agent without `gpu` waits; the one task it can run arrives behind (and below) them all.
+    let waiting = {
+        let api = api.clone();
+        tokio::spawn(async move { api.claim("cpu-only", &["mixed"], 1, 20_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let plain = api.submit(json!({"queue": "mixed", "payload": "anyone", "priority": 0})).await;
+    let started = std::time::Instant::now();
+    let got = waiting.await.expect("claim");
+    assert_eq!(got.len(), 1, "the waiting claim woke with the task it can run");
+    assert_eq!(got[0]["id"].as_u64(), Some(plain));
+    assert!(started.elapsed() < Duration::from_secs(10), "woke in {:?}", started.elapsed());
+    // A direct claim finds the next one the same way, and the gpu tasks are left alone.
+    let plain2 = api.submit(json!({"queue": "mixed", "payload": "anyone", "priority": 0})).await;
+    let got = api.claim("cpu-only-2", &["mixed"], 5, 0).await;
+    let ids: Vec<u64> = got.iter().filter_map(|t| t["id"].as_u64()).collect();
+    assert_eq!(ids, [plain2]);
+    assert_eq!(api.in_states("mixed", &["ready"]).await, 10_002);
+}

@@ -306,3 +306,35 @@ async fn a_node_with_a_damaged_data_directory_refuses_to_start_and_is_replaced()
     c.wait_converged(20).await;
     assert_eq!(c.api(3).stale().count("queue=q").await, 201);
 }
+
+/// Defect: a claim whose commit timed out could still commit; its leases were never handed to
+/// the agent, yet they held the tasks (and the agent's slots) until the lease ran out. Now the
+/// leader keeps waiting for the claim's outcome and gives such leases back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_that_timed_out_but_committed_gives_its_leases_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Elections slow enough that a short cut does not start one; commits time out fast.
+    let c = Cluster::start(dir.path(), 3, &["--commit-timeout-ms", "800", "--election-timeout-ms", "8000"]).await;
+    let leader = c.leader(30).await;
+    let api = c.api(leader);
+    let id = api.submit(json!({"queue": "q", "payload": 1, "lease_ms": 300_000})).await;
+    c.wait_converged(20).await;
+
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    c.partition(&[&[leader], &followers]);
+    let (s, v) = api.post("/v1/claims", json!({"agent_id": "lost", "queues": ["q"], "max": 1})).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (503, Some("commit_timeout")), "the claim's commit timed out: {v}");
+    c.heal();
+
+    // The claim commits once the followers are back; its lease is released at once, not after
+    // its 300 s, and another agent gets the task.
+    let t = eventually(30, "the stranded lease released", || async {
+        let t = api.task(id).await;
+        (t["state"] == "ready" && !t["attempts"].as_array().is_none_or(|a| a.is_empty())).then_some(t)
+    })
+    .await;
+    assert_eq!(t["attempts"][0]["agent_id"], "lost", "the timed-out claim did commit: {t}");
+    let got = api.claim("found", &["q"], 1, 5_000).await;
+    assert_eq!(got.len(), 1, "the task is claimable again");
+    assert_eq!(got[0]["id"].as_u64(), Some(id));
+}

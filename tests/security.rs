@@ -60,6 +60,7 @@ fn expected(role: &str, method: &str, path: &str) -> bool {
         "/v1/queues",
         "/v1/queues/{name}",
         "/v1/stats",
+        "/v1/config",
         "/v1/autoscaler",
         "/v1/autoscaler/decisions",
         "/v1/changes",

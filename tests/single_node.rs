@@ -343,3 +343,45 @@ async fn queue_depth_for_keda_is_a_flat_number_and_zero_for_an_empty_queue() {
     let (s, _) = api.get("/v1/metrics/queues/bad%20name").await;
     assert_eq!(s, 400);
 }
+
+/// Defect: a node that became leader proposed its own file's engine settings, undoing what the
+/// cluster had been told. The file applies to a new cluster only; then `PUT /v1/config` decides.
+#[tokio::test]
+async fn engine_settings_come_from_the_file_once_then_only_from_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut srv = Server::start(dir.path(), &["--default-strategy", "least_loaded"]).await;
+    let api = srv.client();
+    let (s, v) = api.get("/v1/config").await;
+    assert_eq!((s, v["engine"]["strategy"].as_str()), (200, Some("least_loaded")), "first bootstrap: {v}");
+    assert_eq!(v["this_node_file_differs"], false);
+
+    let (s, v) =
+        api.req(reqwest::Method::PUT, "/v1/config", Some(json!({"strategy": "random", "lease_ms": 45_000}))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((v["engine"]["strategy"].as_str(), v["engine"]["lease_ms"].as_u64()), (Some("random"), Some(45_000)));
+    assert_eq!(v["engine"]["max_attempts"], 3, "fields not given keep their value: {v}");
+    let (_, q) = api.get("/v1/queues/fresh").await;
+    assert_eq!(q["config"]["lease_ms"], 45_000, "queues inherit the new default: {q}");
+
+    // Refused settings change nothing.
+    for bad in [json!({"lease_ms": 0}), json!({"no_such_field": 1}), json!({"strategy": "fastest"}), json!([1])] {
+        let (s, v) = api.req(reqwest::Method::PUT, "/v1/config", Some(bad.clone())).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+    }
+    let (_, v) = api.get("/v1/config").await;
+    assert_eq!((v["engine"]["strategy"].as_str(), v["engine"]["lease_ms"].as_u64()), (Some("random"), Some(45_000)));
+    let (_, audit) = api.get("/v1/audit").await;
+    assert!(audit.to_string().contains("config.set"), "audited: {audit}");
+
+    // Restarted (an election) with the same file, then with another: the API's settings stay.
+    srv.restart().await;
+    let (_, v) = api.get("/v1/config").await;
+    assert_eq!(v["engine"]["strategy"], "random", "a new leader kept the cluster's settings: {v}");
+    assert_eq!(v["this_node_file_differs"], true);
+    srv.extra = vec!["--default-strategy".into(), "latency_based".into()];
+    srv.restart().await;
+    let (_, v) = api.get("/v1/config").await;
+    assert_eq!((v["engine"]["strategy"].as_str(), v["engine"]["lease_ms"].as_u64()), (Some("random"), Some(45_000)));
+    let log = std::fs::read_to_string(&srv.log).expect("log");
+    assert!(log.contains("engine settings differ from the cluster's"), "the node says its file differs");
+}

@@ -173,6 +173,11 @@ pub enum Command {
     Acknowledge {
         acks: Vec<Ack>,
     },
+    /// Remove agents that have been dead for the node's `agent_forget_ms`, as (agent id,
+    /// incarnation) pairs: one that registered again since is kept (appended last).
+    ForgetAgents {
+        agents: Vec<(String, u64)>,
+    },
 }
 
 /// One acknowledgement in a [`Command::Acknowledge`]: what `Complete` or `Fail` would say alone.
@@ -254,6 +259,7 @@ impl Command {
             Command::Tick => "tick",
             Command::Batch { .. } => "batch",
             Command::Acknowledge { .. } => "acknowledge",
+            Command::ForgetAgents { .. } => "forget_agents",
         }
     }
 }

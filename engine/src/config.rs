@@ -30,7 +30,6 @@ pub mod limits {
     /// Progress events kept per task; older ones are dropped and counted.
     pub const PROGRESS_EVENTS_MAX: usize = 1_000;
     /// Ready tasks a claim inspects per queue looking for a capability match.
-    pub const CLAIM_SCAN_MAX: usize = 10_000;
     /// Finished tasks and dedup keys removed per applied entry; the rest go on the next one.
     pub const SWEEP_PER_ENTRY_MAX: usize = 10_000;
     pub const TTL_MS_MAX: u64 = 365 * super::DAY_MS;
@@ -123,6 +122,14 @@ impl EngineConfig {
 }
 
 /// Queue names: 1–128 bytes of `[A-Za-z0-9_.:-]`, so they are safe in URLs, metrics labels and keys.
+/// An agent id: 1 to [`limits::AGENT_ID_BYTES_MAX`] bytes.
+pub fn validate_agent_id(id: &str) -> Result<(), Rejection> {
+    if id.is_empty() || id.len() > limits::AGENT_ID_BYTES_MAX {
+        return Err(Rejection::invalid(format!("agent_id must be 1 to {} bytes", limits::AGENT_ID_BYTES_MAX)));
+    }
+    Ok(())
+}
+
 pub fn validate_queue_name(name: &str) -> Result<(), Rejection> {
     if name.is_empty() || name.len() > limits::QUEUE_NAME_BYTES_MAX {
         return Err(Rejection::invalid(format!("queue name must be 1 to {} bytes", limits::QUEUE_NAME_BYTES_MAX)));

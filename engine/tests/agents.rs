@@ -111,6 +111,25 @@ fn a_dead_agents_leases_are_released_at_once_and_its_tokens_refused() {
 }
 
 #[test]
+fn only_a_dead_agent_of_the_named_incarnation_is_forgotten() {
+    let mut s = Sim::new();
+    let inc = s.register("a", &[], 4);
+    s.register("b", &[], 4);
+    // Alive: a forget notice changes nothing.
+    s.run(Command::ForgetAgents { agents: vec![("a".into(), inc), ("b".into(), 0)] }).expect("forget");
+    assert!(s.state.agent("a").is_some() && s.state.agent("b").is_some());
+    s.run(Command::AgentsDead { agents: vec![("a".into(), inc)] }).expect("dead");
+    // Registered again since the notice was drawn up: kept.
+    let inc2 = s.register("a", &[], 4);
+    s.run(Command::ForgetAgents { agents: vec![("a".into(), inc)] }).expect("stale forget");
+    assert_eq!(s.state.agent("a").expect("kept").status, AgentStatus::Active);
+    s.run(Command::AgentsDead { agents: vec![("a".into(), inc2)] }).expect("dead again");
+    s.run(Command::ForgetAgents { agents: vec![("a".into(), inc2)] }).expect("forget");
+    assert!(s.state.agent("a").is_none(), "a dead agent of that incarnation is removed");
+    assert!(s.state.agent("b").is_some());
+}
+
+#[test]
 fn re_registering_starts_a_new_incarnation_and_fences_the_old_one() {
     let mut s = Sim::new();
     let first = s.register("worker", &[], 1);

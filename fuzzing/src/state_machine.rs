@@ -130,7 +130,11 @@ pub fn state_machine(data: &[u8]) {
             },
             13 => {
                 let incarnation = s.agents().find(|a| a.id == agent).map(|a| a.incarnation).unwrap_or(arg as u64);
-                Command::AgentsDead { agents: vec![(agent, incarnation)] }
+                if arg.is_multiple_of(2) {
+                    Command::AgentsDead { agents: vec![(agent, incarnation)] }
+                } else {
+                    Command::ForgetAgents { agents: vec![(agent, incarnation)] }
+                }
             }
             14 => Command::Reject {
                 records: vec![RejectedRecord {

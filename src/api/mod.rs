@@ -4,6 +4,7 @@ pub mod admin;
 pub mod backup;
 pub mod cluster;
 pub mod error;
+pub mod settings;
 pub mod views;
 
 use std::time::Duration;
@@ -106,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues", get(list_queues))
         .route("/v1/queues/{name}", get(get_queue).put(put_queue))
         .route("/v1/stats", get(stats))
+        .route("/v1/config", get(settings::get_config).put(settings::put_config))
         .route("/v1/autoscaler", get(autoscaler))
         .route("/v1/autoscaler/decisions", get(autoscaler_decisions))
         .route("/v1/metrics/queues/{name}", get(queue_metric))
@@ -472,6 +474,8 @@ async fn claim(
     for q in &b.queues {
         caller.check_queue(q)?;
     }
+    // Nothing about the agent is kept (not even its liveness) before its id is known to be valid.
+    minion_engine::config::validate_agent_id(&b.agent_id)?;
     let hub = &s.node.hub;
     hub.seen(&b.agent_id);
     let wait = Duration::from_millis(b.wait_ms.min(s.node.config.claim_wait_ms_max));
@@ -538,10 +542,33 @@ async fn register_agent(State(s): State<AppState>, JsonBody(b): JsonBody<AgentIn
     Ok((StatusCode::CREATED, body).into_response())
 }
 
-async fn list_agents(State(s): State<AppState>) -> Json<serde_json::Value> {
+#[derive(serde::Deserialize)]
+struct AgentsQuery {
+    /// Agents per page (default and most: [`AGENTS_PAGE_MAX`]).
+    limit: Option<usize>,
+    /// The `next` of the page before: agents after this id.
+    after: Option<String>,
+}
+
+const AGENTS_PAGE_MAX: usize = 1_000;
+
+/// Agents in id order, a page at a time; `next` is set when there are more.
+async fn list_agents(
+    State(s): State<AppState>,
+    q: Result<Query<AgentsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(AGENTS_PAGE_MAX).clamp(1, AGENTS_PAGE_MAX);
     let g = s.node.state.read();
-    let agents: Vec<serde_json::Value> = g.engine.agents().map(|a| agent_json(&s, a)).collect();
-    Json(json!({ "agents": agents }))
+    let mut page: Vec<&minion_engine::Agent> = g.engine.agents_after(q.after.as_deref()).take(limit + 1).collect();
+    let next = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(|a| a.id.clone())
+    } else {
+        None
+    };
+    let agents: Vec<serde_json::Value> = page.into_iter().map(|a| agent_json(&s, a)).collect();
+    Ok(Json(json!({ "agents": agents, "next": next })))
 }
 
 async fn get_agent(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {

@@ -83,6 +83,7 @@ pub(super) fn audit_description(cmd: &Command) -> Result<(&'static str, String, 
             ("restore", restore_id.clone(), format!("{records_total} records"))
         }
         Command::DrainAgent { id } => ("agent.drain", id.clone(), String::new()),
+        Command::Configure { config } => ("config.set", "engine".into(), format!("{config:?}")),
         Command::DeregisterAgent { id } => ("agent.deregister", id.clone(), String::new()),
         other => return Err(Rejection::invalid(format!("{} is not an audited administrative command", other.name()))),
     })

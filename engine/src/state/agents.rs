@@ -20,9 +20,7 @@ impl State {
     }
 
     pub(super) fn register_agent(&mut self, spec: &AgentSpec) -> Step<Outcome> {
-        if spec.id.is_empty() || spec.id.len() > limits::AGENT_ID_BYTES_MAX {
-            return Err(invalid(format!("agent id must be 1 to {} bytes", limits::AGENT_ID_BYTES_MAX)));
-        }
+        crate::config::validate_agent_id(&spec.id)?;
         if spec.name.len() > limits::AGENT_ID_BYTES_MAX {
             return Err(invalid(format!("agent name must be at most {} bytes", limits::AGENT_ID_BYTES_MAX)));
         }
@@ -101,6 +99,20 @@ impl State {
                 self.agents.get(id).is_some_and(|a| a.incarnation == *incarnation && a.status != AgentStatus::Dead);
             if live {
                 self.agent_gone(id, AgentStatus::Dead, AttemptOutcome::AgentDead);
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// Remove agents dead long enough to be forgotten, as (agent id, incarnation) pairs; an agent
+    /// that registered again (or is not dead) is kept. A dead agent holds no lease.
+    pub(super) fn forget_agents(&mut self, agents: &[(String, u64)]) -> Step<Outcome> {
+        for (id, incarnation) in agents {
+            let dead =
+                self.agents.get(id).is_some_and(|a| a.incarnation == *incarnation && a.status == AgentStatus::Dead);
+            if dead {
+                self.agents.remove(id);
+                self.save_agent(id);
             }
         }
         Ok(Outcome::Done)

@@ -239,6 +239,7 @@ impl State {
             Command::DrainAgent { id } => self.drain_agent(id),
             Command::DeregisterAgent { id } => self.deregister_agent(id),
             Command::AgentsDead { agents } => self.agents_dead(agents),
+            Command::ForgetAgents { agents } => self.forget_agents(agents),
             Command::Tick => Ok(Outcome::Done),
             Command::RestoreBegin { restore_id } => self.restore_begin(restore_id),
             Command::RestoreRecords { restore_id, records } => self.restore_records(restore_id, records),

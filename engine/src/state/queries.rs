@@ -253,6 +253,16 @@ impl State {
     pub fn agents(&self) -> impl Iterator<Item = &Agent> {
         self.agents.values()
     }
+    /// Agents in id order, starting just after `after` (a page's cursor).
+    pub fn agents_after(&self, after: Option<&str>) -> impl Iterator<Item = &Agent> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_string()));
+        self.agents.range::<String, _>((start, Bound::Unbounded)).map(|(_, a)| a)
+    }
+    /// The engine's clock: the largest time any applied entry carried.
+    pub fn clock(&self) -> TimeMs {
+        self.meta.clock
+    }
     pub fn queue_config(&self, name: &str) -> Option<&QueueConfig> {
         self.queues.get(name)
     }

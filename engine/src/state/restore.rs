@@ -17,7 +17,8 @@ fn wrong_state(msg: String) -> Fail {
 }
 
 impl State {
-    fn pristine(&self) -> bool {
+    /// Has never held a task, agent, queue setting or idempotency key.
+    pub fn pristine(&self) -> bool {
         self.meta.next_id == 1 && self.agents.is_empty() && self.queues.is_empty() && self.meta.dedup_keys == 0
     }
 

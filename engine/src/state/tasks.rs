@@ -261,9 +261,7 @@ impl State {
     }
 
     pub(super) fn claim(&mut self, agent_id: &str, queues: &[String], caps: &[String], max: u32) -> Step<Outcome> {
-        if agent_id.is_empty() || agent_id.len() > limits::AGENT_ID_BYTES_MAX {
-            return Err(invalid(format!("agent_id must be 1 to {} bytes", limits::AGENT_ID_BYTES_MAX)));
-        }
+        crate::config::validate_agent_id(agent_id)?;
         if queues.is_empty() {
             return Err(invalid("a claim names at least one queue"));
         }

@@ -1,0 +1,41 @@
+//! The cluster's engine settings (`/v1/config`): replicated state, changed only here (audited,
+//! admin only) or by a new cluster's first leader from its configuration file.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use minion_engine::{Command, EngineConfig};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{audited, ApiResult, AppState, JsonBody};
+use crate::auth::Caller;
+
+/// The engine settings every node applies, and whether this node's file says otherwise.
+pub async fn get_config(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let engine = s.node.state.read().engine.config().clone();
+    let differs = engine != s.node.config.engine;
+    Json(json!({ "engine": engine, "this_node_file_differs": differs }))
+}
+
+/// Change some engine settings: the fields given replace the cluster's, the rest stay.
+pub async fn put_config(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(changes): JsonBody<serde_json::Map<String, serde_json::Value>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let current = s.node.state.read().engine.config().clone();
+    let mut merged = match serde_json::to_value(&current) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => {
+            let msg = "the engine settings are not a JSON object";
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg));
+        }
+    };
+    merged.extend(changes);
+    let config: EngineConfig = serde_json::from_value(serde_json::Value::Object(merged))
+        .map_err(|e| ApiError::bad_request(format!("engine settings: {e}")))?;
+    config.validate()?;
+    s.node.propose(audited(&caller, Command::Configure { config })).await??;
+    Ok(get_config(State(s)).await)
+}
