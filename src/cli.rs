@@ -368,7 +368,7 @@ pub struct PostgresExportArgs {
     /// PostgreSQL connection, e.g. postgres://postgres@127.0.0.1:5432/minion
     #[arg(long, env = "MINION_EXPORT_PG_URL")]
     pub url: String,
-    /// Any node of the cluster.
+    /// Nodes of the cluster, comma-separated: the exporter moves to the next when one fails.
     #[arg(long, env = "MINION_SERVER", default_value = "http://127.0.0.1:7070")]
     pub server: String,
     /// Keep mirroring (retrying with backoff when either side is down).

@@ -553,7 +553,8 @@ pub async fn snapshot(cmd: SnapshotCmd) -> anyhow::Result<()> {
                     return Err(anyhow!("the server sent {e}"));
                 }
             };
-            std::fs::rename(&tmp, &out).with_context(|| format!("renaming to {}", out.display()))?;
+            minion_storage::vfs::publish(&minion_storage::vfs::RealFs, &tmp, &out)
+                .with_context(|| format!("renaming to {}", out.display()))?;
             let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
             let index = summary.applied_index.unwrap_or(0);
             if client.json {

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use minion_adapters::servers::Servers;
+use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
@@ -23,6 +25,8 @@ pub struct PoolArgs {
     /// Shell command that runs one worker, e.g. `minion worker --queue q --exec './job.sh'`.
     #[arg(long)]
     pub command: String,
+    /// Node URLs, comma-separated: requests move to the next node when one cannot be reached
+    /// (passed on to the workers as `MINION_SERVER`).
     #[arg(long, env = "MINION_SERVER", default_value = "http://127.0.0.1:7070")]
     pub server: String,
     /// How long a stopping worker gets between SIGTERM and SIGKILL.
@@ -72,7 +76,14 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
     let http = minion_adapters::client::ClientAuth::from_env()
         .build(reqwest::Client::builder().timeout(Duration::from_secs(10)))
         .map_err(anyhow::Error::msg)?;
-    let base = args.server.trim_end_matches('/').to_string();
+    let servers = Servers::parse(&args.server).map_err(anyhow::Error::msg)?;
+    let drain = |id: String| {
+        let (http, servers) = (http.clone(), servers.clone());
+        async move {
+            let path = format!("/v1/agents/{id}/drain");
+            let _ = servers.send(&http, Method::POST, &path, Some(&json!({}))).await;
+        }
+    };
     let mut slots: Vec<Slot> = Vec::new();
     let mut next = 0u64;
     let mut crashes = 0u32;
@@ -104,7 +115,7 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
                 let _ = s.child.start_kill();
             }
         }
-        let desired = match http.get(format!("{base}/v1/autoscaler")).send().await {
+        let desired = match servers.send(&http, Method::GET, "/v1/autoscaler", None).await {
             Ok(r) => match r.json::<Value>().await {
                 Ok(v) => v["pools"][&args.name]["desired"].as_u64().map(|d| d as usize),
                 Err(_) => None,
@@ -137,7 +148,7 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
                     if excess == 0 {
                         break;
                     }
-                    let _ = http.post(format!("{base}/v1/agents/{}/drain", s.id)).json(&json!({})).send().await;
+                    drain(s.id.clone()).await;
                     signal(&s.child, "TERM");
                     s.stopping = Some(Instant::now());
                     tracing::info!(worker = %s.id, "worker stopping");
@@ -153,7 +164,7 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
     // Stop everything: drain, SIGTERM, wait up to the grace period, then SIGKILL.
     tracing::info!(workers = slots.len(), "pool stopping");
     for s in slots.iter_mut() {
-        let _ = http.post(format!("{base}/v1/agents/{}/drain", s.id)).json(&json!({})).send().await;
+        drain(s.id.clone()).await;
         signal(&s.child, "TERM");
     }
     for s in slots.iter_mut() {

@@ -6,7 +6,8 @@
 //! are reported as progress. The lease is extended every third of the task's `lease_ms` while the
 //! command runs; if it is lost (cancelled, or expired and leased again), the command is killed and
 //! nothing is reported. The worker registers as an agent, heartbeats, and on SIGTERM or Ctrl-C
-//! drains: it takes nothing new, finishes what it holds, deregisters and exits.
+//! drains: it takes nothing new, finishes what it holds, deregisters and exits. `--server` may name
+//! several nodes; requests move to the next when one cannot be reached.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -15,6 +16,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use minion_adapters::servers::Servers;
+use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +35,7 @@ pub struct WorkerArgs {
     /// Queue to serve (repeatable).
     #[arg(long = "queue", required = true)]
     pub queues: Vec<String>,
+    /// Node URLs, comma-separated: requests move to the next node when one cannot be reached.
     #[arg(long, env = "MINION_SERVER", default_value = "http://127.0.0.1:7070")]
     pub server: String,
     /// Agent id (default: minion-worker-<pid>).
@@ -55,14 +59,14 @@ pub struct WorkerArgs {
 
 struct Worker {
     http: reqwest::Client,
-    base: String,
+    servers: Servers,
     id: String,
     exec: String,
 }
 
 impl Worker {
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let resp = self.http.post(format!("{}{path}", self.base)).json(&body).send().await?;
+        let resp = self.servers.send(&self.http, Method::POST, path, Some(&body)).await?;
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -111,13 +115,13 @@ impl Worker {
     /// cancelled, finished, or leased again under another token) means the lease is gone: cancel
     /// `lost`. Other failures (a leader change, a timeout) are retried at the next tick.
     fn keep_lease(&self, id: u64, token: Value, lease_ms: u64, lost: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let (http, base) = (self.http.clone(), self.base.clone());
+        let (http, servers) = (self.http.clone(), self.servers.clone());
         let every = Duration::from_millis((lease_ms / 3).max(50));
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let body = json!({"lease_token": token});
-                match http.post(format!("{base}/v1/tasks/{id}/extend")).json(&body).send().await {
+                match servers.send(&http, Method::POST, &format!("/v1/tasks/{id}/extend"), Some(&body)).await {
                     Ok(r) if matches!(r.status().as_u16(), 404 | 409) => {
                         lost.cancel();
                         return;
@@ -159,7 +163,7 @@ impl Worker {
         let token = task["lease"]["token"].clone();
         let stderr = child.stderr.take();
         let progress = {
-            let (http, base) = (self.http.clone(), self.base.clone());
+            let (http, servers) = (self.http.clone(), self.servers.clone());
             tokio::spawn(async move {
                 let mut kept: Vec<String> = Vec::new();
                 let Some(stderr) = stderr else { return kept };
@@ -170,7 +174,8 @@ impl Worker {
                         let percent = parts.next().and_then(|p| p.trim_end_matches('%').parse::<u8>().ok());
                         let message = parts.next().map(str::to_string);
                         let body = json!({"lease_token": token, "percent": percent, "message": message});
-                        let _ = http.post(format!("{base}/v1/tasks/{id}/progress")).json(&body).send().await;
+                        let path = format!("/v1/tasks/{id}/progress");
+                        let _ = servers.send(&http, Method::POST, &path, Some(&body)).await;
                     } else {
                         eprintln!("[task {id}] {line}");
                         kept.push(line);
@@ -204,7 +209,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         http: minion_adapters::client::ClientAuth::from_env()
             .build(reqwest::Client::builder().timeout(Duration::from_millis(args.wait_ms + 30_000)))
             .map_err(anyhow::Error::msg)?,
-        base: args.server.trim_end_matches('/').to_string(),
+        servers: Servers::parse(&args.server).map_err(anyhow::Error::msg)?,
         id: id.clone(),
         exec: args.exec.clone(),
     });
@@ -276,7 +281,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     while running.load(Ordering::Relaxed) > 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = w.http.delete(format!("{}/v1/agents/{id}", w.base)).send().await;
+    let _ = w.servers.send(&w.http, Method::DELETE, &format!("/v1/agents/{id}"), None).await;
     tracing::info!(agent = %id, "worker stopped");
     Ok(())
 }

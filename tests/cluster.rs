@@ -338,3 +338,105 @@ async fn a_claim_that_timed_out_but_committed_gives_its_leases_back() {
     assert_eq!(got.len(), 1, "the task is claimable again");
     assert_eq!(got[0]["id"].as_u64(), Some(id));
 }
+
+const POOL_CONFIG: &str = r#"
+autoscale_interval_ms = 100
+
+[[pools]]
+name = "render"
+queues = ["frames"]
+
+[pools.policy]
+min_workers = 1
+max_workers = 3
+scale_up_utilization = 0.9
+scale_up_backlog_per_worker = 2.0
+scale_up_oldest_ready_ms = 60000
+scale_down_utilization = 0.0
+step_up = 2
+step_down = 1
+cooldown_up_ms = 0
+cooldown_down_ms = 600000
+"#;
+
+async fn pool_workers(api: &common::Api) -> usize {
+    let (_, v) = api.get("/v1/agents").await;
+    v["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["labels"]["pool"] == "render" && a["status"] == "active")
+        .count()
+}
+
+/// Defect: `minion worker`, `minion pool` and `minion export postgres` took one `--server`; with
+/// that node gone they stopped working. Each takes the list and moves on: here the leader, first
+/// in their list, is killed under them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_pool_and_exporter_move_to_another_node_when_the_leader_dies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("minion.toml");
+    std::fs::write(&cfg, POOL_CONFIG).expect("config");
+    let mut c = Cluster::start(dir.path(), 3, &["--config", cfg.to_str().expect("path")]).await;
+    let leader = c.leader(30).await;
+    let order: Vec<usize> = std::iter::once(leader).chain((0..3).filter(|i| *i != leader)).collect();
+    let servers: Vec<String> = order.iter().map(|i| c.api(*i).base.clone()).collect();
+    let servers = servers.join(",");
+    let survivor = c.api(order[1]);
+
+    let worker = format!(
+        "{} worker --queue frames --exec 'sleep 0.2; cat' --heartbeat-ms 200 --wait-ms 1000",
+        env!("CARGO_BIN_EXE_minion")
+    );
+    let pool_log = dir.path().join("pool.log");
+    let mut pool = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
+        .args(["pool", "--name", "render", "--server", &servers, "--command", &worker])
+        .args(["--poll-ms", "100", "--grace-ms", "3000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&pool_log).expect("log"))
+        .spawn()
+        .expect("spawn pool");
+    let pg = common::PgDb::create("failover").await;
+    let _exporter = common::spawn_follow(&servers, &pg.url, &dir.path().join("export.log"));
+
+    eventually(30, "the pool's first worker", || async { (pool_workers(&survivor).await == 1).then_some(()) }).await;
+    let first: Vec<u64> = {
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            ids.push(c.api(leader).submit(json!({"queue": "frames", "payload": {"n": n}})).await);
+        }
+        ids
+    };
+    eventually(30, "the first tasks done", || async {
+        (survivor.in_states("frames", &["succeeded"]).await == first.len()).then_some(())
+    })
+    .await;
+
+    c.nodes[leader].kill9();
+    let new_leader = c.leader(30).await;
+    assert_ne!(new_leader, leader);
+    // A backlog the one worker cannot keep up with: the autoscaler (now on the new leader) wants
+    // more, and the pool, reading it from another node, starts them.
+    let tasks: Vec<Value> = (0..30).map(|n| json!({"queue": "frames", "payload": {"n": 100 + n}})).collect();
+    let (s, v) = survivor.post("/v1/tasks", json!({ "tasks": tasks })).await;
+    assert_eq!(s, 201, "{}", v["error"]);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    eventually(90, "every task done after the leader died", || {
+        let (survivor, peak) = (survivor.clone(), peak.clone());
+        async move {
+            peak.fetch_max(pool_workers(&survivor).await, std::sync::atomic::Ordering::Relaxed);
+            (survivor.in_states("frames", &["succeeded"]).await == 35).then_some(())
+        }
+    })
+    .await;
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(peak >= 2, "the pool grew after the failover ({peak} workers at most)");
+    let pg_client = pg.client().await;
+    eventually(60, "the mirror to match the ledger after the failover", || async {
+        common::mirror_diff(&survivor, &pg_client).await.ok()
+    })
+    .await;
+
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(pool.id().to_string()).status();
+    assert!(pool.wait().expect("wait").success(), "the pool exits cleanly on SIGTERM");
+}

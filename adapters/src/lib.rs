@@ -3,3 +3,4 @@
 pub mod client;
 pub mod ingest;
 pub mod postgres;
+pub mod servers;

@@ -25,7 +25,7 @@ impl Checkpointer {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::poison::or_stop(self.inner.lock(), "checkpointer")
     }
 
     pub fn get(&self) -> Checkpoint {

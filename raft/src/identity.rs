@@ -5,7 +5,6 @@
 //! checked at every start: a data directory is never served under another node id, and a node
 //! never accepts peer traffic from another cluster.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -121,16 +120,8 @@ fn parse(text: &str) -> Result<(NodeId, Option<String>), String> {
 }
 
 fn write_atomically(path: &Path, text: &str) -> Result<(), IdentityError> {
-    let io = |source| IdentityError::Io { path: path.to_path_buf(), source };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    }
-    Ok(())
+    minion_storage::vfs::write_atomic(&minion_storage::vfs::RealFs, path, text.as_bytes())
+        .map_err(|source| IdentityError::Io { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod log_store;
 pub mod network;
 pub mod open;
 pub mod peer;
+pub mod poison;
 #[cfg(test)]
 mod power_loss;
 pub mod snapshot_data;

@@ -139,7 +139,7 @@ impl LogStore {
 
     /// The last committed index raft reported, for metrics and the checkpoint.
     pub fn committed_index(&self) -> Option<u64> {
-        self.shared.committed.lock().unwrap_or_else(|p| p.into_inner()).map(|c| c.index)
+        crate::poison::or_stop(self.shared.committed.lock(), "log").map(|c| c.index)
     }
 
     /// The last index known durable in the log.
@@ -179,7 +179,7 @@ impl LogStore {
     }
 
     fn failed(&self) -> Option<String> {
-        self.shared.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::poison::or_stop(self.shared.failed.lock(), "log").clone()
     }
 
     fn send(&self, op: LogOp) -> Result<(), String> {
@@ -213,7 +213,7 @@ fn run_log_thread(
     let mut want_purge: Option<LogPos> = None;
     let fail = |shared: &Shared, e: String| {
         tracing::error!(error = %e, "write-ahead log failed; the node stops writing");
-        *shared.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        *crate::poison::or_stop(shared.failed.lock(), "log") = Some(e);
     };
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
@@ -251,7 +251,7 @@ fn run_log_thread(
             ok
         };
         for op in ops {
-            if shared.failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            if crate::poison::or_stop(shared.failed.lock(), "log").is_some() {
                 match op {
                     LogOp::Append(_, cb) => cb.log_io_completed(Err(io_err("the write-ahead log failed earlier"))),
                     LogOp::Truncate(_, done) | LogOp::Vote(_, done) => {
@@ -363,7 +363,7 @@ pub(crate) fn purge_target(want: LogPos, limit: Option<u64>, reader: &WalReader)
 
 impl LogStore {
     fn read_range(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
-        let purged = self.shared.purged.lock().unwrap_or_else(|p| p.into_inner()).map(|p| p.index);
+        let purged = crate::poison::or_stop(self.shared.purged.lock(), "log").map(|p| p.index);
         let start = match purged {
             Some(p) => start.max(p + 1),
             None => start,
@@ -372,7 +372,7 @@ impl LogStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        let tail = self.shared.tail.read().unwrap_or_else(|p| p.into_inner());
+        let tail = crate::poison::or_stop(self.shared.tail.read(), "log");
         let tail_start = tail.entries.keys().next().copied().unwrap_or(u64::MAX);
         let mut out = Vec::with_capacity((end - start) as usize);
         if start < tail_start {
@@ -386,7 +386,7 @@ impl LogStore {
             if disk_end == end {
                 return Ok(out);
             }
-            let tail = self.shared.tail.read().unwrap_or_else(|p| p.into_inner());
+            let tail = crate::poison::or_stop(self.shared.tail.read(), "log");
             out.extend(tail.entries.range(disk_end..end).map(|(_, (e, _))| e.clone()));
             return Ok(out);
         }
@@ -418,7 +418,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let purged = *self.shared.purged.lock().unwrap_or_else(|p| p.into_inner());
+        let purged = *crate::poison::or_stop(self.shared.purged.lock(), "log");
         let appended = self.shared.appended.load(Ordering::Acquire);
         let last = match appended.checked_sub(1) {
             Some(i) if purged.is_none_or(|p| i > p.index) => self.read_range(i, i + 1)?.pop().map(|e| e.log_id),
@@ -452,7 +452,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// Kept in memory and recorded by the next checkpoint (it only shortens replay after a restart).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        *self.shared.committed.lock().unwrap_or_else(|p| p.into_inner()) = committed;
+        *crate::poison::or_stop(self.shared.committed.lock(), "log") = committed;
         let synced = self.synced_index();
         let pos = committed.map(|c| log_pos(&c));
         self.shared.checkpointer.update(|cp| {
@@ -463,7 +463,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(*self.shared.committed.lock().unwrap_or_else(|p| p.into_inner()))
+        Ok(*crate::poison::or_stop(self.shared.committed.lock(), "log"))
     }
 
     /// Entries are readable on return; the callback fires once they are on disk.
@@ -474,8 +474,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut encoded = Vec::new();
         {
-            let mut tail = self.shared.tail.write().unwrap_or_else(|p| p.into_inner());
-            let mut purged = self.shared.purged.lock().unwrap_or_else(|p| p.into_inner());
+            let mut tail = crate::poison::or_stop(self.shared.tail.write(), "log");
+            let mut purged = crate::poison::or_stop(self.shared.purged.lock(), "log");
             for e in entries {
                 let bytes = postcard::to_allocvec(&e).map_err(write_err)?;
                 let index = e.log_id.index;
@@ -511,7 +511,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Durable when it returns.
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         {
-            let mut tail = self.shared.tail.write().unwrap_or_else(|p| p.into_inner());
+            let mut tail = crate::poison::or_stop(self.shared.tail.write(), "log");
             let removed = tail.entries.split_off(&log_id.index);
             tail.bytes -= removed.values().map(|(_, s)| *s).sum::<usize>();
             let appended = self.shared.appended.load(Ordering::Acquire);
@@ -523,13 +523,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Logical at once; physical (whole segments) as far as the state store and the snapshot allow.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         {
-            let mut p = self.shared.purged.lock().unwrap_or_else(|p| p.into_inner());
+            let mut p = crate::poison::or_stop(self.shared.purged.lock(), "log");
             if p.is_none_or(|p| p.index < log_id.index) {
                 *p = Some(log_id);
             }
         }
         {
-            let mut tail = self.shared.tail.write().unwrap_or_else(|p| p.into_inner());
+            let mut tail = crate::poison::or_stop(self.shared.tail.write(), "log");
             let keep = tail.entries.split_off(&(log_id.index + 1));
             let dropped: usize = tail.entries.values().map(|(_, s)| *s).sum();
             tail.entries = keep;

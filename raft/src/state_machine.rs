@@ -74,7 +74,7 @@ pub struct SharedState {
 impl SharedState {
     /// Read the state. Never hold the guard across an await or a disk read.
     pub fn read(&self) -> RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+        crate::poison::or_stop(self.inner.read(), "engine state")
     }
 
     /// True while someone holds the write lock (tests watching apply).
@@ -84,7 +84,7 @@ impl SharedState {
     }
 
     pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+        crate::poison::or_stop(self.inner.write(), "engine state")
     }
 
     pub fn changed(&self) -> &Notify {
@@ -266,7 +266,7 @@ pub(crate) fn build(disk: &SmDisk) -> Result<(SnapshotMeta, PathBuf), String> {
         taken_ms,
         origin: disk.origin.clone(),
     };
-    let tmp = disk.snapshots.lock().unwrap_or_else(|p| p.into_inner()).temp_path("build");
+    let tmp = crate::poison::or_stop(disk.snapshots.lock(), "snapshot directory").temp_path("build");
     let written = (|| -> Result<(u64, u64), String> {
         let mut w = SnapshotWriter::create(&disk.vfs, &tmp, &header).map_err(|e| e.to_string())?;
         let mut block: Vec<Kv> = Vec::new();
@@ -285,7 +285,7 @@ pub(crate) fn build(disk: &SmDisk) -> Result<(SnapshotMeta, PathBuf), String> {
         w.write_chunk(&block).map_err(|e| e.to_string())?;
         w.finish().map_err(|e| e.to_string())
     })();
-    let mut dir = disk.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+    let mut dir = crate::poison::or_stop(disk.snapshots.lock(), "snapshot directory");
     let (records, bytes) = match written {
         Ok(w) => w,
         Err(e) => {
@@ -329,7 +329,7 @@ pub(crate) fn install(disk: &SmDisk, records: &Records, meta: &SnapshotMeta, rec
         received.to_path_buf()
     } else {
         // Handed a file that is not ours (e.g. another store's snapshot): copy it in, in chunks.
-        let tmp = disk.snapshots.lock().unwrap_or_else(|p| p.into_inner()).temp_path("recv");
+        let tmp = crate::poison::or_stop(disk.snapshots.lock(), "snapshot directory").temp_path("recv");
         let src = std::fs::File::open(received).map_err(|e| format!("{}: {e}", received.display()))?;
         let dst = disk.vfs.open(&tmp, OpenMode::Truncate).map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; 1 << 20];
@@ -354,8 +354,9 @@ pub(crate) fn install(disk: &SmDisk, records: &Records, meta: &SnapshotMeta, rec
         ));
     }
     reader.verify().map_err(|e| e.to_string())?;
-    let file =
-        disk.snapshots.lock().unwrap_or_else(|p| p.into_inner()).publish(&path, index).map_err(|e| e.to_string())?;
+    let file = crate::poison::or_stop(disk.snapshots.lock(), "snapshot directory")
+        .publish(&path, index)
+        .map_err(|e| e.to_string())?;
     if file.index != index {
         return Err(format!("a newer snapshot ({:?}) is already installed", file.index));
     }
@@ -504,7 +505,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
-        let path = self.disk.snapshots.lock().unwrap_or_else(|p| p.into_inner()).temp_path("recv");
+        let path = crate::poison::or_stop(self.disk.snapshots.lock(), "snapshot directory").temp_path("recv");
         let data = SnapshotData::create(&path).await.map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         Ok(Box::new(data))
     }
@@ -544,8 +545,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let disk = self.disk.clone();
         let found = blocking(move || -> Result<Option<(SnapshotMeta, PathBuf)>, String> {
-            let Some(file) =
-                disk.snapshots.lock().unwrap_or_else(|p| p.into_inner()).current().map_err(|e| e.to_string())?
+            let Some(file) = crate::poison::or_stop(disk.snapshots.lock(), "snapshot directory")
+                .current()
+                .map_err(|e| e.to_string())?
             else {
                 return Ok(None);
             };

@@ -332,8 +332,7 @@ impl SnapshotDir {
         self.next += 1;
         let name = format!("snap-{:020}-{:010}.snap", index.map_or(0, |i| i + 1), self.next);
         let path = self.dir.join(&name);
-        self.vfs.rename(tmp, &path).map_err(io)?;
-        self.vfs.sync_dir(&self.dir).map_err(io)?;
+        crate::vfs::publish(self.vfs.as_ref(), tmp, &path).map_err(io)?;
         let mut removed = false;
         for n in self.vfs.read_dir(&self.dir).map_err(io)? {
             if n != name && parse_name(&n).is_some() {

@@ -159,8 +159,14 @@ pub fn write_atomic(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> io::Result<()> 
     f.write_all_at(bytes, 0)?;
     f.sync_data()?;
     drop(f);
-    vfs.rename(&tmp, path)?;
-    vfs.sync_dir(parent(path))
+    publish(vfs, &tmp, path)
+}
+
+/// Give a complete, synced file `from` the name `to` durably: rename, then sync the directory (a
+/// rename not yet in the directory's metadata on disk can be undone by a power loss).
+pub fn publish(vfs: &dyn Vfs, from: &Path, to: &Path) -> io::Result<()> {
+    vfs.rename(from, to)?;
+    vfs.sync_dir(parent(to))
 }
 
 /// Read a whole file, `None` when it does not exist.

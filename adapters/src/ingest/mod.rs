@@ -292,8 +292,7 @@ pub enum SinkError {
 #[derive(Clone)]
 pub struct Sink {
     http: reqwest::Client,
-    servers: Arc<Vec<String>>,
-    at: Arc<std::sync::atomic::AtomicUsize>,
+    servers: crate::servers::Servers,
     status: SharedStatus,
     stop: tokio::sync::watch::Receiver<bool>,
     /// Where records the server refuses are recorded (the adapter's default queue).
@@ -318,24 +317,15 @@ impl Sink {
         status: SharedStatus,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Sink, String> {
-        let servers: Vec<String> =
-            servers.split(',').map(|s| s.trim().trim_end_matches('/').to_string()).filter(|s| !s.is_empty()).collect();
+        let servers = crate::servers::Servers::parse(servers)?;
         let http = auth.build(
             reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(30)),
         )?;
-        Ok(Sink {
-            http,
-            servers: Arc::new(servers),
-            at: Arc::default(),
-            status,
-            stop,
-            rejected_queue: rejected_queue.to_string(),
-        })
+        Ok(Sink { http, servers, status, stop, rejected_queue: rejected_queue.to_string() })
     }
 
     fn base(&self) -> &str {
-        let i = self.at.load(std::sync::atomic::Ordering::Relaxed) % self.servers.len().max(1);
-        self.servers.get(i).map(String::as_str).unwrap_or("http://127.0.0.1:7070")
+        self.servers.base()
     }
 
     async fn put(&self, path: &str, body: &Value) -> Result<(), reqwest::Error> {
@@ -371,7 +361,8 @@ impl Sink {
             };
             tracing::warn!(server = self.base(), error = %problem, retry_in_ms = delay.as_millis() as u64, "commit to Minion failed; retrying");
             lock(&self.status).last_error = Some(problem);
-            self.at.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let failed = self.base().to_string();
+            self.servers.failed(&failed);
             let mut stop = self.stop.clone();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}

@@ -18,8 +18,11 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub use migrate::{migrate, MIGRATIONS};
+use reqwest::Method;
 use serde_json::{json, Value};
 use tokio_postgres::{Client, NoTls};
+
+use crate::servers::Servers;
 pub use write::Batch;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,8 @@ pub enum ExportError {
     Postgres { context: &'static str, source: tokio_postgres::Error },
     #[error("invalid PostgreSQL URL: {0}")]
     Url(String),
+    #[error("invalid --server: {0}")]
+    Servers(String),
     #[error("schema: {0}")]
     Schema(String),
     #[error("minion server {server}: {message}")]
@@ -43,7 +48,8 @@ impl ExportError {
 
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
-    /// Any node of the cluster, e.g. `http://127.0.0.1:7070`.
+    /// Nodes of the cluster, comma-separated, e.g. `http://127.0.0.1:7070`: requests move to the
+    /// next when one cannot be reached (feed positions are log indexes, the same on every node).
     pub server: String,
     /// `postgres://user@host:port/db` or a key=value connection string.
     pub pg_url: String,
@@ -68,6 +74,7 @@ pub struct ExportReport {
 
 pub struct Exporter {
     opts: ExportOptions,
+    servers: Servers,
     http: reqwest::Client,
     pg: Client,
 }
@@ -89,25 +96,29 @@ impl Exporter {
             }
         });
         migrate(&mut pg).await?;
+        let servers = Servers::parse(&opts.server).map_err(ExportError::Servers)?;
         let http = opts
             .auth
             .build(reqwest::Client::builder().timeout(Duration::from_secs(30)))
             .map_err(|e| server_err(&opts.server, e))?;
-        Ok(Exporter { opts, http, pg })
+        Ok(Exporter { opts, servers, http, pg })
     }
 
     async fn get(&self, path: &str) -> Result<(u16, Value), ExportError> {
-        let url = format!("{}{path}", self.opts.server.trim_end_matches('/'));
-        let resp = self.http.get(&url).send().await.map_err(|e| server_err(&self.opts.server, e.to_string()))?;
+        let resp = self
+            .servers
+            .send(&self.http, Method::GET, path, None)
+            .await
+            .map_err(|e| server_err(self.servers.base(), e.to_string()))?;
         let status = resp.status().as_u16();
-        let body = resp.json().await.map_err(|e| server_err(&self.opts.server, e.to_string()))?;
+        let body = resp.json().await.map_err(|e| server_err(self.servers.base(), e.to_string()))?;
         Ok((status, body))
     }
 
     async fn get_ok(&self, path: &str) -> Result<Value, ExportError> {
         let (status, body) = self.get(path).await?;
         if status != 200 {
-            return Err(server_err(&self.opts.server, format!("GET {path} answered {status}: {body}")));
+            return Err(server_err(self.servers.base(), format!("GET {path} answered {status}: {body}")));
         }
         Ok(body)
     }
@@ -115,7 +126,7 @@ impl Exporter {
     /// Report this exporter's lag to the cluster (`PUT /v1/adapters/export-<name>`), best effort: it
     /// shows in `GET /v1/adapters` and as `minion_export_lag_entries` in `/metrics`.
     async fn report(&self, position: u64, lag: Option<u64>, error: Option<String>) {
-        let url = format!("{}/v1/adapters/export-{}", self.opts.server.trim_end_matches('/'), self.opts.name);
+        let path = format!("/v1/adapters/export-{}", self.opts.name);
         let body = json!({
             "kind": "export",
             "source": "postgres",
@@ -124,7 +135,7 @@ impl Exporter {
             "lag": lag,
             "last_error": error,
         });
-        if let Err(e) = self.http.put(&url).json(&body).send().await {
+        if let Err(e) = self.servers.send(&self.http, Method::PUT, &path, Some(&body)).await {
             tracing::debug!(error = %e, "could not report export status");
         }
     }
@@ -141,7 +152,9 @@ impl Exporter {
     /// The server's applied log index.
     pub async fn applied_index(&self) -> Result<u64, ExportError> {
         let v = self.get_ok("/v1/stats").await?;
-        v["raft"]["applied_index"].as_u64().ok_or_else(|| server_err(&self.opts.server, "stats without applied_index"))
+        v["raft"]["applied_index"]
+            .as_u64()
+            .ok_or_else(|| server_err(self.servers.base(), "stats without applied_index"))
     }
 
     fn bar(&self, len: u64, what: &str) -> ProgressBar {
@@ -264,7 +277,7 @@ impl Exporter {
                 continue;
             }
             if status != 200 {
-                return Err(server_err(&self.opts.server, format!("GET /v1/changes answered {status}: {page}")));
+                return Err(server_err(self.servers.base(), format!("GET /v1/changes answered {status}: {page}")));
             }
             let entries = page["entries"].as_array().cloned().unwrap_or_default();
             if entries.is_empty() {
