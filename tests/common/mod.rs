@@ -72,7 +72,7 @@ impl Server {
             .arg("--node-id")
             .arg(self.node_id.to_string())
             .args(&self.extra)
-            .env("MINION_LOG", "warn,minion=info");
+            .env("MINION_LOG", std::env::var("MINION_TEST_LOG").unwrap_or_else(|_| "warn,minion=info".into()));
         cmd
     }
 
