@@ -389,15 +389,17 @@ async fn worker_pool_and_exporter_move_to_another_node_when_the_leader_dies() {
         env!("CARGO_BIN_EXE_minion")
     );
     let pool_log = dir.path().join("pool.log");
-    let mut pool = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
-        .args(["pool", "--name", "render", "--server", &servers, "--command", &worker])
-        .args(["--poll-ms", "100", "--grace-ms", "3000"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&pool_log).expect("log"))
-        .spawn()
-        .expect("spawn pool");
+    let mut pool = TermOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
+            .args(["pool", "--name", "render", "--server", &servers, "--command", &worker])
+            .args(["--poll-ms", "100", "--grace-ms", "3000"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&pool_log).expect("log"))
+            .spawn()
+            .expect("spawn pool"),
+    );
     let pg = common::PgDb::create("failover").await;
-    let _exporter = common::spawn_follow(&servers, &pg.url, &dir.path().join("export.log"));
+    let _exporter = TermOnDrop(common::spawn_follow(&servers, &pg.url, &dir.path().join("export.log")));
 
     eventually(30, "the pool's first worker", || async { (pool_workers(&survivor).await == 1).then_some(()) }).await;
     let first: Vec<u64> = {
@@ -437,6 +439,26 @@ async fn worker_pool_and_exporter_move_to_another_node_when_the_leader_dies() {
     })
     .await;
 
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(pool.id().to_string()).status();
-    assert!(pool.wait().expect("wait").success(), "the pool exits cleanly on SIGTERM");
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(pool.0.id().to_string()).status();
+    assert!(pool.0.wait().expect("wait").success(), "the pool exits cleanly on SIGTERM");
+}
+
+/// A child process stopped with SIGTERM (a pool then stops its workers), then SIGKILL, when
+/// dropped, so that a failing test leaves nothing running.
+struct TermOnDrop(std::process::Child);
+
+impl Drop for TermOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+            for _ in 0..50 {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
