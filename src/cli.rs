@@ -194,6 +194,9 @@ pub struct ServeArgs {
     /// Dead agents are removed from the registry after this long (0: kept for ever).
     #[arg(long, env = "MINION_AGENT_FORGET_MS")]
     pub agent_forget_ms: Option<u64>,
+    /// A proposal's time may run this far ahead of real time at most (a stepped clock is clamped).
+    #[arg(long, env = "MINION_CLOCK_STEP_MAX_MS")]
+    pub clock_step_max_ms: Option<u64>,
     /// Dispatch strategy of queues that set none.
     #[arg(long, env = "MINION_DEFAULT_STRATEGY")]
     pub default_strategy: Option<String>,

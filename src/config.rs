@@ -120,6 +120,9 @@ pub struct Config {
     /// An agent dead (or deregistered by the leader for silence) this long, by the engine's clock,
     /// is removed from the registry; 0 keeps dead agents for ever.
     pub agent_forget_ms: u64,
+    /// How far ahead of real time (as the monotonic clock measures it since start) a proposal's
+    /// time may be; a wall clock stepped further is clamped (docs/operations.md, clocks).
+    pub clock_step_max_ms: u64,
     /// Log entries the change feed (`GET /v1/changes`) keeps; readers further behind backfill.
     pub feed_retained_entries: u64,
     /// Engine defaults, replicated to the state machine at start.
@@ -203,6 +206,7 @@ impl Default for Config {
             tick_interval_ms: 100,
             agent_heartbeat_timeout_ms: 15_000,
             agent_forget_ms: 86_400_000,
+            clock_step_max_ms: 1_000,
             feed_retained_entries: 100_000,
             engine: EngineConfig::default(),
             export_postgres: None,
@@ -271,6 +275,9 @@ impl Config {
         }
         if let Some(v) = args.agent_forget_ms {
             cfg.agent_forget_ms = v;
+        }
+        if let Some(v) = args.clock_step_max_ms {
+            cfg.clock_step_max_ms = v;
         }
         if let Some(v) = &args.default_strategy {
             cfg.engine.strategy = minion_engine::Strategy::parse(v).ok_or_else(|| {
@@ -361,6 +368,7 @@ impl Config {
         range("tick_interval_ms", self.tick_interval_ms, 1, 60_000)?;
         range("feed_retained_entries", self.feed_retained_entries, 1, u64::MAX)?;
         range("agent_heartbeat_timeout_ms", self.agent_heartbeat_timeout_ms, 200, 3_600_000)?;
+        range("clock_step_max_ms", self.clock_step_max_ms, 10, 3_600_000)?;
         range("commit_timeout_ms", self.commit_timeout_ms, 100, 600_000)?;
         range("election_timeout_ms", self.election_timeout_ms, 100, 60_000)?;
         range("storage_cache_bytes", self.storage_cache_bytes, 1 << 20, 1 << 40)?;

@@ -165,7 +165,7 @@ impl Hub {
         let assignments: Vec<(String, Strategy, Waiter)> = {
             let g_state = node.state.read();
             let engine = &g_state.engine;
-            let now = now_ms();
+            let now = node.clock.now();
             let mut hub = self.lock();
             let mut dispatcher = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
             let mut chosen = Vec::new();
@@ -361,7 +361,7 @@ impl Hub {
         }
         // The engine's clock moves only with log entries; an idle cluster has none, so the
         // leader's own clock decides when (the removal itself is checked again on apply).
-        let clock = g.engine.clock().max(crate::node::now_ms());
+        let clock = g.engine.clock().max(node.clock.now());
         g.engine
             .agents()
             .filter(|a| a.status == AgentStatus::Dead && clock.saturating_sub(a.updated_ms) >= after)

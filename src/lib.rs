@@ -10,6 +10,7 @@ pub mod backup_file;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod ingest;

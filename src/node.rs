@@ -71,6 +71,8 @@ pub struct Node {
     pub peers: HttpNetwork,
     /// Large entries a leader staged here ahead of its appends.
     pub staging: Arc<minion_raft::staging::StagingCache>,
+    /// The time this node stamps into what it proposes (its wall clock, bounded).
+    pub clock: Arc<crate::clock::LeaderClock>,
 }
 
 impl Node {
@@ -96,6 +98,7 @@ impl Node {
             .context("opening the data directory")?
             .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
         let state = opened.state_machine.shared();
+        let clock = Arc::new(crate::clock::LeaderClock::new(config.clock_step_max_ms, state.read().engine.clock()));
         let storage = Arc::new(opened.handle);
         let log = opened.log_store.clone();
         let raft_config = openraft::Config {
@@ -178,6 +181,7 @@ impl Node {
             me,
             peers,
             staging: Default::default(),
+            clock,
         };
         tokio::spawn(node.clone().run_proposer(rx));
         if sole_voter {
@@ -364,10 +368,10 @@ impl Node {
                 }
             }
             metrics::histogram!("minion_raft_group_bytes").record(bytes as f64);
-            let raft = self.raft.clone();
+            let (raft, now) = (self.raft.clone(), self.clock.now());
             tokio::spawn(async move {
                 let _permit = permit;
-                commit_group(raft, group).await;
+                commit_group(raft, now, group).await;
             });
         }
     }
@@ -380,7 +384,8 @@ impl Node {
         loop {
             interval.tick().await;
             let due = self.state.read().engine.next_due();
-            if due.is_some_and(|t| t <= now_ms()) && self.is_leader() {
+            // The bounded clock: after a clock stepped back, the engine's timers still come due.
+            if due.is_some_and(|t| t <= self.clock.now()) && self.is_leader() {
                 if let Err(e) = self.propose(Command::Tick).await {
                     tracing::debug!(error = %e, "housekeeping tick not applied");
                 }
@@ -444,16 +449,16 @@ impl Node {
     }
 }
 
-async fn commit_group(raft: Raft, group: Vec<Proposal>) {
+async fn commit_group(raft: Raft, now: u64, group: Vec<Proposal>) {
     let span = tracing::info_span!("raft.commit", commands = group.len(), log_index = tracing::field::Empty);
     for p in &group {
         span.follows_from(p.span.id());
     }
-    commit_group_in(raft, group).instrument(span).await
+    commit_group_in(raft, now, group).instrument(span).await
 }
 
-async fn commit_group_in(raft: Raft, mut group: Vec<Proposal>) {
-    let now = now_ms();
+/// One log entry for the group, stamped with `now` (the leader's bounded clock).
+async fn commit_group_in(raft: Raft, now: u64, mut group: Vec<Proposal>) {
     let started = Instant::now();
     let n = group.len();
     if n == 1 {

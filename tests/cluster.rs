@@ -160,6 +160,7 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
         data_dir: other_dir.join("data5"),
         base: String::new(),
         extra: vec!["--join".into(), "--cluster-secret".into(), "another-secret-0123456789".into()],
+        env: Vec::new(),
         log: other_dir.join("n5.log"),
     };
     wrong_secret.base = format!("http://127.0.0.1:{}", wrong_secret.port);
@@ -177,6 +178,7 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
         data_dir: other_dir.join("data6"),
         base: String::new(),
         extra: vec!["--cluster-secret".into(), SECRET.into()],
+        env: Vec::new(),
         log: other_dir.join("n6.log"),
     };
     lone.base = format!("http://127.0.0.1:{}", lone.port);

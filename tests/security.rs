@@ -390,6 +390,7 @@ async fn the_api_serves_tls_and_refuses_plaintext() {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+        env: Vec::new(),
         log: dir.path().join("server.log"),
     };
     srv.base = format!("https://127.0.0.1:{}", srv.port);

@@ -385,3 +385,91 @@ async fn engine_settings_come_from_the_file_once_then_only_from_the_api() {
     let log = std::fs::read_to_string(&srv.log).expect("log");
     assert!(log.contains("engine settings differ from the cluster's"), "the node says its file differs");
 }
+
+/// libfaketime's multi-threaded preload library (Debian's `faketime` package; `.ci/run` installs it).
+fn faketime_library() -> String {
+    ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| format!("/usr/lib/{arch}/faketime/libfaketimeMT.so.1"))
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libfaketime is missing: apt-get install faketime (.ci/run installs it)")
+}
+
+/// Run the server under libfaketime with the offset (`+0`, `+1d`, …) read from `offset_file` on
+/// every call, and the monotonic clock left real.
+fn under_faketime(srv: &mut Server, offset_file: &std::path::Path) {
+    srv.env = vec![
+        ("LD_PRELOAD".into(), faketime_library()),
+        ("FAKETIME_TIMESTAMP_FILE".into(), offset_file.display().to_string()),
+        ("FAKETIME_NO_CACHE".into(), "1".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ];
+}
+
+/// Defect: the engine's clock took the largest time any leader proposed. A wall clock stepped a
+/// day ahead expired every lease at once; run ahead and then corrected, the engine sat ahead with
+/// nothing expiring until real time caught up. Now a proposal's time stays within
+/// `clock_step_max_ms` of real time as the monotonic clock measures it, and after a restart
+/// behind the engine, engine time goes on at the rate of real time.
+#[tokio::test]
+async fn a_stepped_wall_clock_moves_engine_time_by_at_most_the_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let offset = dir.path().join("clock-offset");
+    std::fs::write(&offset, "+0").expect("offset");
+    let mut srv = Server::new(dir.path(), &["--clock-step-max-ms", "1000"]);
+    under_faketime(&mut srv, &offset);
+    srv.spawn().await;
+    let api = srv.client();
+    let (s, _) =
+        api.req(reqwest::Method::PUT, "/v1/queues/q", Some(json!({"lease_ms": 4_000, "retry_base_ms": 0}))).await;
+    assert_eq!(s, 200);
+    let held = api.submit(json!({"queue": "q", "payload": "held"})).await;
+    let later = api.submit(json!({"queue": "q", "payload": "later", "delay_ms": 600_000})).await;
+    let leased = api.claim("a1", &["q"], 1, 0).await;
+    assert_eq!(leased[0]["id"].as_u64(), Some(held));
+    let leased_at = std::time::Instant::now();
+
+    // The wall clock jumps a day ahead; the next proposal carries at most a second more.
+    std::fs::write(&offset, "+1d").expect("offset");
+    let after = api.submit(json!({"queue": "q", "payload": "after"})).await;
+    let step = api.task(after).await["created_ms"].as_u64().expect("created")
+        - api.task(held).await["created_ms"].as_u64().expect("created");
+    assert!(step < 60_000, "engine time stepped {step} ms");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(api.task(held).await["state"], "leased", "the lease did not expire a day early");
+    assert_eq!(api.task(later).await["state"], "delayed", "the timer did not fire a day early");
+    let (_, m) = api.get("/metrics").await;
+    let text = m.as_str().map(str::to_string).unwrap_or_else(|| m.to_string());
+    assert!(text.contains("minion_clock_clamped_total"), "counted");
+    // Engine time still runs at real speed: the lease ends about when it should.
+    eventually(15, "the lease to expire after its 4 s", || async {
+        (api.task(held).await["state"] == "ready").then_some(())
+    })
+    .await;
+    // (At most the bound early: 4 s less 1 s, with some slack for the test's own timing.)
+    assert!(leased_at.elapsed() >= Duration::from_millis(2_800), "expired after {:?}", leased_at.elapsed());
+
+    // Run a day ahead from the start (believed: it cannot be told from a restart after downtime),
+    // then restarted with the correct clock: the engine is a day ahead of the wall clock, and its
+    // leases and timers must still come due in real time, not in a day.
+    srv.stop();
+    std::fs::write(&offset, "+1d").expect("offset");
+    srv.spawn().await;
+    api.submit(json!({"queue": "q", "payload": "ahead"})).await;
+    srv.stop();
+    srv.env.clear();
+    srv.spawn().await;
+    let got = api.claim("a2", &["q"], 1, 0).await;
+    assert_eq!(got.len(), 1, "a ready task to lease");
+    let id = got[0]["id"].as_u64().expect("id");
+    let soon = api.submit(json!({"queue": "q", "payload": "soon", "delay_ms": 2_000})).await;
+    let started = std::time::Instant::now();
+    eventually(15, "the lease and the timer to come due in real time", || async {
+        let (t, d) = (api.task(id).await, api.task(soon).await);
+        (t["state"] == "ready" && d["state"] == "ready").then_some(())
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(1_500), "due after {:?}", started.elapsed());
+    let log = std::fs::read_to_string(&srv.log).expect("log");
+    assert!(log.contains("the engine's clock is ahead of this node's wall clock"), "said so at start");
+}

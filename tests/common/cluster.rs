@@ -172,6 +172,7 @@ impl Cluster {
             data_dir: node_dir.join("data"),
             base: format!("http://127.0.0.1:{port}"),
             extra: args,
+            env: Vec::new(),
             log: node_dir.join("server.log"),
         };
         s.launch();

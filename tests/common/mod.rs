@@ -39,14 +39,23 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub base: String,
     pub extra: Vec<String>,
+    /// Environment of the process beyond the log filter (e.g. libfaketime's).
+    pub env: Vec<(String, String)>,
     pub log: PathBuf,
 }
 
 impl Server {
     /// Start a server on a fresh data directory inside `dir`.
     pub async fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut s = Server::new(dir, extra);
+        s.spawn().await;
+        s
+    }
+
+    /// A server on a fresh data directory inside `dir`, not started yet.
+    pub fn new(dir: &Path, extra: &[&str]) -> Server {
         let port = free_port();
-        let mut s = Server {
+        Server {
             child: None,
             port,
             raft_listen: "127.0.0.1:0".into(),
@@ -54,10 +63,9 @@ impl Server {
             data_dir: dir.join("data"),
             base: format!("http://127.0.0.1:{port}"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             log: dir.join("server.log"),
-        };
-        s.spawn().await;
-        s
+        }
     }
 
     pub fn command(&self) -> Command {
@@ -72,7 +80,8 @@ impl Server {
             .arg("--node-id")
             .arg(self.node_id.to_string())
             .args(&self.extra)
-            .env("MINION_LOG", std::env::var("MINION_TEST_LOG").unwrap_or_else(|_| "warn,minion=info".into()));
+            .env("MINION_LOG", std::env::var("MINION_TEST_LOG").unwrap_or_else(|_| "warn,minion=info".into()))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd
     }
 
