@@ -221,6 +221,7 @@ schemas["TokenIn"] = {"type": "object", "required": ["name", "role"], "propertie
     "name": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "producer", "worker", "reader", "metrics"]},
     "queues": {"type": "array", "items": {"type": "string"}, "description": "queue-name patterns (* matches any run); empty: all"},
     "deny": {"type": "array", "items": {"type": "string"}, "description": "patterns refused even when allowed"},
+    "agents": {"type": "array", "items": {"type": "string"}, "description": "agent-id patterns the token may act as (claims, registration, heartbeats, drains, progress and acknowledgements of their leases); empty: any agent"},
     "expires_in_ms": u64, "rate_per_sec": {"type": "integer", "description": "requests/s on each node (burst 2x); default: the node's"}}}
 
 doc = {"openapi": "3.0.3",

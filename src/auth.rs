@@ -66,6 +66,40 @@ impl Caller {
         Err(forbidden(format!("this token may not use queue {queue:?}")))
     }
 
+    /// The agent-id patterns the caller may act as; `None`: any agent.
+    pub fn agent_patterns(&self, s: &AppState) -> Option<Arc<Vec<String>>> {
+        match self {
+            Caller::Token(t) => s.node.state.read().engine.token_agents(&t.id),
+            _ => None,
+        }
+    }
+
+    /// Refuse (403) acting as agent `id` for a token bound to other agents.
+    pub fn check_agent(&self, s: &AppState, id: &str) -> Result<(), ApiError> {
+        match self.agent_patterns(s) {
+            Some(p) if !minion_engine::access::agent_allowed(&p, id) => {
+                Err(forbidden(format!("this token may not act as agent {id:?}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuse (403) touching task `id`'s lease for a token bound to agents other than its
+    /// holder. A task not leased (or unknown) is left to the engine to refuse.
+    pub fn check_lease_holder(&self, s: &AppState, id: minion_engine::TaskId) -> Result<(), ApiError> {
+        let Some(patterns) = self.agent_patterns(s) else { return Ok(()) };
+        let holder = {
+            let g = s.node.state.read();
+            g.engine.live_task(id).and_then(|t| t.lease.as_ref().map(|l| l.agent_id.clone()))
+        };
+        match holder {
+            Some(a) if !minion_engine::access::agent_allowed(&patterns, &a) => {
+                Err(forbidden(format!("task {id} is leased to agent {a:?}, which this token may not act as")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Refuse (403) a request that would span every queue, for a token restricted to some.
     pub fn check_unrestricted(&self, what: &str) -> Result<(), ApiError> {
         match self {

@@ -438,6 +438,10 @@ pub enum TokenCmd {
         /// Queue-name pattern the token may not use; wins over --queue.
         #[arg(long)]
         deny: Vec<String>,
+        /// Agent-id pattern the token may act as (claim, register, heartbeat, acknowledge);
+        /// repeat for more. None: any agent.
+        #[arg(long = "agent")]
+        agents: Vec<String>,
         /// The token stops working this long after creation.
         #[arg(long)]
         expires_in_ms: Option<u64>,

@@ -612,9 +612,9 @@ pub async fn snapshot(cmd: SnapshotCmd) -> anyhow::Result<()> {
 
 pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
     match cmd {
-        TokenCmd::Create { client, name, role, queues, deny, expires_in_ms, rate_per_sec } => {
+        TokenCmd::Create { client, name, role, queues, deny, agents, expires_in_ms, rate_per_sec } => {
             let body = json!({
-                "name": name, "role": role, "queues": queues, "deny": deny,
+                "name": name, "role": role, "queues": queues, "deny": deny, "agents": agents,
                 "expires_in_ms": expires_in_ms, "rate_per_sec": rate_per_sec,
             });
             let out = Client::new(&client)?.post("/v1/tokens", body).await?;

@@ -633,3 +633,81 @@ async fn the_reference_clients_run_with_least_privilege_tokens() {
     let _ = adapter.kill();
     let _ = adapter.wait();
 }
+
+/// Defect: a worker token could claim, heartbeat and acknowledge under any agent id. A token can
+/// be bound to agent-id patterns, enforced on claims, registration, heartbeats, drains, progress
+/// and acknowledgements (of leases held by other agents), and kept across a restart.
+#[tokio::test]
+async fn a_token_bound_to_agents_acts_only_as_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut srv = secured(dir.path(), &[]).await;
+    let admin = api_with(&srv.base, ADMIN);
+    let (s, v) = admin.post("/v1/tokens", json!({"name": "bad", "role": "worker", "agents": [""]})).await;
+    assert_eq!(s, 400, "an empty pattern is refused: {v}");
+    let bound = token(&admin, json!({"name": "gpu-workers", "role": "worker", "agents": ["gpu-*"]})).await;
+    let (_, list) = admin.get("/v1/tokens").await;
+    let listed = list["tokens"].as_array().expect("tokens").iter().find(|t| t["name"] == "gpu-workers").cloned();
+    assert_eq!(listed.map(|t| t["agents"].clone()), Some(json!(["gpu-*"])));
+    let w = api_with(&srv.base, &bound);
+    let code = |v: &Value| v["error"]["code"].as_str().unwrap_or("").to_string();
+
+    // Registration, claims and heartbeats only as a matching agent.
+    let (s, v) = w.post("/v1/agents", json!({"id": "cpu-1"})).await;
+    assert_eq!((s, code(&v)), (403, "forbidden".into()), "{v}");
+    let (s, v) = w.post("/v1/agents", json!({"id": "gpu-1"})).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = admin.post("/v1/agents", json!({"id": "cpu-1"})).await;
+    assert_eq!(s, 201);
+    admin.submit(json!({"queue": "q", "payload": 1})).await;
+    admin.submit(json!({"queue": "q", "payload": 2})).await;
+    let (s, v) = w.post("/v1/claims", json!({"agent_id": "cpu-1", "queues": ["q"]})).await;
+    assert_eq!((s, code(&v)), (403, "forbidden".into()), "{v}");
+    for (id, want) in [("cpu-1", 403), ("gpu-1", 200)] {
+        let (s, v) = w.post(&format!("/v1/agents/{id}/heartbeat"), json!({})).await;
+        assert_eq!(s, want, "heartbeat {id}: {v}");
+    }
+    let (s, v) = w.post("/v1/agents/cpu-1/drain", json!({})).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = w.req(reqwest::Method::DELETE, "/v1/agents/cpu-1", None).await;
+    assert_eq!(s, 403, "{v}");
+
+    // Its own lease: fine. Another agent's lease, even with the right lease token: refused, and
+    // nothing changes.
+    let (s, mine) = w.post("/v1/claims", json!({"agent_id": "gpu-1", "queues": ["q"]})).await;
+    assert_eq!(s, 200, "{mine}");
+    let mine = mine["tasks"][0].clone();
+    let theirs = admin.claim("cpu-1", &["q"], 1, 0).await.remove(0);
+    let tid = theirs["id"].as_u64().expect("id");
+    let token_of = |t: &Value| t["lease"]["token"].clone();
+    let refused = [
+        (format!("/v1/tasks/{tid}/progress"), json!({"lease_token": token_of(&theirs), "percent": 5})),
+        (format!("/v1/tasks/{tid}/extend"), json!({"lease_token": token_of(&theirs)})),
+        (format!("/v1/tasks/{tid}/fail"), json!({"lease_token": token_of(&theirs), "error": "x"})),
+        (format!("/v1/tasks/{tid}/complete"), json!({"lease_token": token_of(&theirs), "result": 1})),
+        (
+            "/v1/acks".to_string(),
+            json!({"acks": [
+                {"id": mine["id"], "lease_token": token_of(&mine), "outcome": "complete"},
+                {"id": tid, "lease_token": token_of(&theirs), "outcome": "complete"}
+            ]}),
+        ),
+    ];
+    for (path, body) in refused {
+        let (s, v) = w.post(&path, body).await;
+        assert_eq!((s, code(&v)), (403, "forbidden".into()), "{path}: {v}");
+    }
+    let t = admin.task(tid).await;
+    assert_eq!((t["state"].as_str(), t["progress"].as_array().map(Vec::len)), (Some("leased"), Some(0)), "{t}");
+    assert_eq!(
+        admin.task(mine["id"].as_u64().expect("id")).await["state"],
+        "leased",
+        "the refused acks changed nothing"
+    );
+    let (s, v) = w.post(&format!("/v1/tasks/{}/complete", mine["id"]), json!({"lease_token": token_of(&mine)})).await;
+    assert_eq!(s, 200, "{v}");
+
+    // Kept across a restart (a record of its own).
+    srv.restart().await;
+    let (s, v) = w.post("/v1/claims", json!({"agent_id": "cpu-1", "queues": ["q"]})).await;
+    assert_eq!((s, code(&v)), (403, "forbidden".into()), "after a restart: {v}");
+}

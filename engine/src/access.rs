@@ -109,6 +109,29 @@ impl Token {
     }
 }
 
+/// Agent-id patterns a token is bound to.
+pub const TOKEN_AGENT_PATTERNS_MAX: usize = 64;
+
+pub fn validate_agent_patterns(patterns: &[String]) -> Result<(), String> {
+    if patterns.len() > TOKEN_AGENT_PATTERNS_MAX {
+        return Err(format!("at most {TOKEN_AGENT_PATTERNS_MAX} agent patterns"));
+    }
+    for p in patterns {
+        if p.is_empty() || p.len() > crate::config::limits::AGENT_ID_BYTES_MAX {
+            return Err(format!(
+                "agent pattern {p:?} must be 1 to {} bytes",
+                crate::config::limits::AGENT_ID_BYTES_MAX
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// May a token bound to `patterns` act as agent `id`? No patterns: any agent.
+pub fn agent_allowed(patterns: &[String], id: &str) -> bool {
+    patterns.is_empty() || patterns.iter().any(|p| pattern_matches(p, id))
+}
+
 /// Glob match where `*` matches any (possibly empty) run of characters and everything else is
 /// literal.
 pub fn pattern_matches(pattern: &str, name: &str) -> bool {

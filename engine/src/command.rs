@@ -178,6 +178,12 @@ pub enum Command {
     ForgetAgents {
         agents: Vec<(String, u64)>,
     },
+    /// Create a token that may act only as agents whose ids match `agents` (glob patterns, `*`
+    /// any run of characters); empty: any agent, as [`Command::CreateToken`] (appended last).
+    CreateBoundToken {
+        token: crate::access::Token,
+        agents: Vec<String>,
+    },
 }
 
 /// One acknowledgement in a [`Command::Acknowledge`]: what `Complete` or `Fail` would say alone.
@@ -260,6 +266,7 @@ impl Command {
             Command::Batch { .. } => "batch",
             Command::Acknowledge { .. } => "acknowledge",
             Command::ForgetAgents { .. } => "forget_agents",
+            Command::CreateBoundToken { .. } => "create_token",
         }
     }
 }

@@ -171,6 +171,8 @@ pub enum Key {
     Agent(String),
     Token(String),
     Audit(u64),
+    /// The agent ids a token may act as (appended last: kinds are part of snapshots).
+    TokenAgents(String),
 }
 
 /// The kinds of key, for scans.
@@ -190,10 +192,11 @@ pub enum Kind {
     Agent,
     Token,
     Audit,
+    TokenAgents,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Meta,
         Kind::Live,
         Kind::Done,
@@ -208,6 +211,7 @@ impl Kind {
         Kind::Agent,
         Kind::Token,
         Kind::Audit,
+        Kind::TokenAgents,
     ];
 }
 
@@ -228,6 +232,7 @@ impl Key {
             Key::Agent(_) => Kind::Agent,
             Key::Token(_) => Kind::Token,
             Key::Audit(_) => Kind::Audit,
+            Key::TokenAgents(_) => Kind::TokenAgents,
         }
     }
 
@@ -249,6 +254,7 @@ impl Key {
             Kind::Agent => Key::Agent(String::new()),
             Kind::Token => Key::Token(String::new()),
             Kind::Audit => Key::Audit(0),
+            Kind::TokenAgents => Key::TokenAgents(String::new()),
         }
     }
 
@@ -276,6 +282,9 @@ pub enum Record {
     Agent(Agent),
     Token(Token),
     Audit(AuditEntry),
+    /// A token's agent-id patterns (token id, patterns), for a token bound to some agents
+    /// (appended last: records travel in restore commands).
+    TokenAgents(String, Vec<String>),
 }
 
 impl Record {
@@ -294,6 +303,7 @@ impl Record {
             Record::Agent(a) => Key::Agent(a.id.clone()),
             Record::Token(t) => Key::Token(t.id.clone()),
             Record::Audit(e) => Key::Audit(e.seq),
+            Record::TokenAgents(id, _) => Key::TokenAgents(id.clone()),
         }
     }
 

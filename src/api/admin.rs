@@ -23,6 +23,10 @@ pub struct TokenIn {
     pub queues: Vec<String>,
     #[serde(default)]
     pub deny: Vec<String>,
+    /// Agent-id patterns (`*` any run of characters) the token may act as when it claims,
+    /// registers, heartbeats, drains or acknowledges; empty: any agent.
+    #[serde(default)]
+    pub agents: Vec<String>,
     /// The token stops working this long after it was created.
     pub expires_in_ms: Option<u64>,
     pub rate_per_sec: Option<u32>,
@@ -41,11 +45,13 @@ pub struct TokenOut<'a> {
     pub expires_ms: Option<u64>,
     pub revoked_ms: Option<u64>,
     pub rate_per_sec: Option<u32>,
+    /// Agent-id patterns it may act as; empty: any agent.
+    pub agents: Vec<String>,
     /// Neither revoked nor expired.
     pub active: bool,
 }
 
-fn token_out(t: &Token, now: u64) -> TokenOut<'_> {
+fn token_out<'a>(engine: &minion_engine::State, t: &'a Token, now: u64) -> TokenOut<'a> {
     TokenOut {
         id: &t.id,
         name: &t.name,
@@ -57,6 +63,7 @@ fn token_out(t: &Token, now: u64) -> TokenOut<'_> {
         expires_ms: t.expires_ms,
         revoked_ms: t.revoked_ms,
         rate_per_sec: t.rate_per_sec,
+        agents: engine.token_agents(&t.id).map(|a| a.to_vec()).unwrap_or_default(),
         active: t.active(now),
     }
 }
@@ -94,9 +101,15 @@ pub async fn create_token(
         rate_per_sec: b.rate_per_sec,
     };
     token.validate().map_err(ApiError::bad_request)?;
-    let cmd = Command::Audited { actor: caller.actor(), cmd: Box::new(Command::CreateToken { token: token.clone() }) };
+    minion_engine::access::validate_agent_patterns(&b.agents).map_err(ApiError::bad_request)?;
+    let create = if b.agents.is_empty() {
+        Command::CreateToken { token: token.clone() }
+    } else {
+        Command::CreateBoundToken { token: token.clone(), agents: b.agents }
+    };
+    let cmd = Command::Audited { actor: caller.actor(), cmd: Box::new(create) };
     s.node.propose(cmd).await??;
-    let mut out = serde_json::to_value(token_out(&token, now)).unwrap_or_default();
+    let mut out = serde_json::to_value(token_out(&s.node.state.read().engine, &token, now)).unwrap_or_default();
     out["token"] = json!(bearer(&id, &secret));
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
@@ -104,7 +117,7 @@ pub async fn create_token(
 pub async fn list_tokens(State(s): State<AppState>) -> Json<serde_json::Value> {
     let now = crate::node::now_ms();
     let g = s.node.state.read();
-    let tokens: Vec<TokenOut<'_>> = g.engine.tokens().map(|t| token_out(t, now)).collect();
+    let tokens: Vec<TokenOut<'_>> = g.engine.tokens().map(|t| token_out(&g.engine, t, now)).collect();
     Json(json!({ "tokens": tokens }))
 }
 
@@ -118,7 +131,7 @@ pub async fn revoke_token(
     let now = crate::node::now_ms();
     let g = s.node.state.read();
     let t = g.engine.token(&id).ok_or_else(|| ApiError::not_found(format!("no token {id}")))?;
-    Ok(Json(serde_json::to_value(token_out(t, now)).unwrap_or_default()))
+    Ok(Json(serde_json::to_value(token_out(&g.engine, t, now)).unwrap_or_default()))
 }
 
 #[derive(Debug, Deserialize)]

@@ -380,20 +380,24 @@ struct EmptyIn {}
 
 async fn progress(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: PathId,
     JsonBody(b): JsonBody<ProgressIn>,
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
+    caller.check_lease_holder(&s, id)?;
     let cmd = Command::Progress { task_id: id, lease_token: b.lease_token, percent: b.percent, message: b.message };
     task_out(&s, s.node.propose(cmd).await??)
 }
 
 async fn complete(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     path: PathId,
     JsonBody(b): JsonBody<CompleteIn>,
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
+    caller.check_lease_holder(&s, id)?;
     let result = b.result.map(|r| r.get().to_string());
     task_out(&s, s.node.propose(Command::Complete { task_id: id, lease_token: b.lease_token, result }).await??)
 }
@@ -401,10 +405,18 @@ async fn complete(
 /// Complete or fail many leased tasks in one round trip. The request is checked whole (a
 /// malformed item refuses all of it); then each acknowledgement stands alone: the answer lists,
 /// in order, the task's new state or why that one changed nothing.
-async fn acknowledge(State(s): State<AppState>, JsonBody(b): JsonBody<AcksIn>) -> ApiResult<Json<serde_json::Value>> {
+async fn acknowledge(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(b): JsonBody<AcksIn>,
+) -> ApiResult<Json<serde_json::Value>> {
     let max = minion_engine::config::limits::ACK_BATCH_MAX;
     if b.acks.is_empty() || b.acks.len() > max {
         return Err(ApiError::bad_request(format!("acks must hold 1 to {max} items")));
+    }
+    // A token bound to some agents acknowledges only their leases (all of the request or none).
+    for a in &b.acks {
+        caller.check_lease_holder(&s, a.id)?;
     }
     let mut acks = Vec::with_capacity(b.acks.len());
     let mut ids = Vec::with_capacity(b.acks.len());
@@ -448,13 +460,25 @@ async fn acknowledge(State(s): State<AppState>, JsonBody(b): JsonBody<AcksIn>) -
     Ok(Json(json!({ "results": results })))
 }
 
-async fn fail(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<FailIn>) -> ApiResult<Json<TaskOut>> {
+async fn fail(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    path: PathId,
+    JsonBody(b): JsonBody<FailIn>,
+) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
+    caller.check_lease_holder(&s, id)?;
     task_out(&s, s.node.propose(Command::Fail { task_id: id, lease_token: b.lease_token, error: b.error }).await??)
 }
 
-async fn extend(State(s): State<AppState>, path: PathId, JsonBody(b): JsonBody<ExtendIn>) -> ApiResult<Json<TaskOut>> {
+async fn extend(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    path: PathId,
+    JsonBody(b): JsonBody<ExtendIn>,
+) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
+    caller.check_lease_holder(&s, id)?;
     task_out(
         &s,
         s.node.propose(Command::Extend { task_id: id, lease_token: b.lease_token, lease_ms: b.lease_ms }).await??,
@@ -476,6 +500,7 @@ async fn claim(
     }
     // Nothing about the agent is kept (not even its liveness) before its id is known to be valid.
     minion_engine::config::validate_agent_id(&b.agent_id)?;
+    caller.check_agent(&s, &b.agent_id)?;
     let hub = &s.node.hub;
     hub.seen(&b.agent_id);
     let wait = Duration::from_millis(b.wait_ms.min(s.node.config.claim_wait_ms_max));
@@ -528,7 +553,12 @@ fn agent_out(s: &AppState, out: Outcome) -> ApiResult<Json<serde_json::Value>> {
     }
 }
 
-async fn register_agent(State(s): State<AppState>, JsonBody(b): JsonBody<AgentIn>) -> ApiResult<Response> {
+async fn register_agent(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(b): JsonBody<AgentIn>,
+) -> ApiResult<Response> {
+    caller.check_agent(&s, &b.id)?;
     let spec = minion_engine::AgentSpec {
         id: b.id.clone(),
         name: if b.name.is_empty() { b.id.clone() } else { b.name },
@@ -580,9 +610,11 @@ async fn get_agent(State(s): State<AppState>, Path(id): Path<String>) -> ApiResu
 /// Liveness only: no log write. Refused for an unknown, dead or replaced incarnation.
 async fn heartbeat(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     OptionalJson(b): OptionalJson<HeartbeatIn>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    caller.check_agent(&s, &id)?;
     let (status, incarnation) = {
         let g = s.node.state.read();
         let a = g.engine.agent(&id).ok_or_else(|| ApiError::not_found(format!("agent {id} not found")))?;
@@ -611,6 +643,7 @@ async fn drain_agent(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    caller.check_agent(&s, &id)?;
     let out = s.node.propose(audited(&caller, Command::DrainAgent { id })).await??;
     agent_out(&s, out)
 }
@@ -620,6 +653,7 @@ async fn deregister_agent(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    caller.check_agent(&s, &id)?;
     s.node.propose(audited(&caller, Command::DeregisterAgent { id })).await??;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -31,6 +31,7 @@ fn kind_byte(kind: Kind) -> u8 {
         Kind::Agent => b'A',
         Kind::Token => b'K',
         Kind::Audit => b'U',
+        Kind::TokenAgents => b'W',
     }
 }
 
@@ -74,7 +75,9 @@ pub fn encode_key(key: &Key) -> Vec<u8> {
             out.push(s.index() as u8);
             out.extend_from_slice(&id.to_be_bytes());
         }
-        Key::Queue(s) | Key::Counts(s) | Key::Agent(s) | Key::Token(s) => out.extend_from_slice(s.as_bytes()),
+        Key::Queue(s) | Key::Counts(s) | Key::Agent(s) | Key::Token(s) | Key::TokenAgents(s) => {
+            out.extend_from_slice(s.as_bytes())
+        }
     }
     out
 }
@@ -153,6 +156,7 @@ pub fn decode_key(b: &[u8]) -> Result<Key, FrameError> {
         Kind::Counts => Key::Counts(text(rest)?),
         Kind::Agent => Key::Agent(text(rest)?),
         Kind::Token => Key::Token(text(rest)?),
+        Kind::TokenAgents => Key::TokenAgents(text(rest)?),
     })
 }
 
@@ -174,6 +178,7 @@ pub fn encode(r: &Record) -> Result<(Vec<u8>, Vec<u8>), FrameError> {
         Record::Agent(a) => enc(a)?,
         Record::Token(t) => enc(t)?,
         Record::Audit(e) => enc(e)?,
+        Record::TokenAgents(_, patterns) => enc(patterns)?,
     };
     Ok((encode_key(&r.key()), value))
 }
@@ -234,6 +239,7 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, FrameError> {
             }
             Record::Audit(e)
         }
+        Key::TokenAgents(id) => Record::TokenAgents(id, dec::<Vec<String>>(value)?),
     })
 }
 

@@ -8,8 +8,9 @@ use crate::command::{Command, Outcome, RejectCode, Rejection};
 use crate::record::{Key, Record};
 
 impl State {
-    pub(super) fn create_token(&mut self, token: &Token) -> Step<Outcome> {
+    pub(super) fn create_token(&mut self, token: &Token, agents: &[String]) -> Step<Outcome> {
         token.validate().map_err(invalid)?;
+        crate::access::validate_agent_patterns(agents).map_err(invalid)?;
         if self.tokens.contains_key(&token.id) {
             return Err(invalid(format!("token {} already exists", token.id)));
         }
@@ -18,6 +19,10 @@ impl State {
         }
         self.tokens.insert(token.id.clone(), Arc::new(token.clone()));
         self.pending.put(Record::Token(token.clone()));
+        if !agents.is_empty() {
+            self.token_agents.insert(token.id.clone(), Arc::new(agents.to_vec()));
+            self.pending.put(Record::TokenAgents(token.id.clone(), agents.to_vec()));
+        }
         Ok(Outcome::Done)
     }
 
@@ -70,6 +75,19 @@ pub(super) fn audit_description(cmd: &Command) -> Result<(&'static str, String, 
             token.id.clone(),
             format!(
                 "name={} role={} queues={:?} deny={:?} expires_ms={:?} rate_per_sec={:?}",
+                token.name,
+                token.role.as_str(),
+                token.queues,
+                token.deny,
+                token.expires_ms,
+                token.rate_per_sec
+            ),
+        ),
+        Command::CreateBoundToken { token, agents } => (
+            "token.create",
+            token.id.clone(),
+            format!(
+                "name={} role={} queues={:?} deny={:?} agents={agents:?} expires_ms={:?} rate_per_sec={:?}",
                 token.name,
                 token.role.as_str(),
                 token.queues,

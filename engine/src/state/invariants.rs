@@ -100,6 +100,12 @@ impl State {
             }
             t.validate()?;
         }
+        for (id, patterns) in &self.token_agents {
+            if !self.tokens.contains_key(id) || patterns.is_empty() {
+                return Err(format!("agent patterns kept for token {id}, which is unknown or bound to none"));
+            }
+            crate::access::validate_agent_patterns(patterns)?;
+        }
         if self.audit.len() > AUDIT_ENTRIES_MAX {
             return Err(format!("{} audit entries kept, over {AUDIT_ENTRIES_MAX}", self.audit.len()));
         }

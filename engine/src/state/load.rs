@@ -75,6 +75,11 @@ impl State {
                 s.tokens.insert(t.id.clone(), Arc::new(t));
             }
         })?;
+        scan_all(cold, Kind::TokenAgents, |r| {
+            if let Record::TokenAgents(id, patterns) = r {
+                s.token_agents.insert(id, Arc::new(patterns));
+            }
+        })?;
         scan_all(cold, Kind::Audit, |r| {
             if let Record::Audit(e) = r {
                 s.audit.insert(e.seq, e);

@@ -129,6 +129,8 @@ pub struct State {
     agents: BTreeMap<String, Agent>,
     /// Shared: authentication hands them to requests without copying.
     tokens: BTreeMap<String, Arc<Token>>,
+    /// token id → the agent-id patterns it may act as (tokens bound to some agents only).
+    token_agents: BTreeMap<String, Arc<Vec<String>>>,
     audit: BTreeMap<u64, AuditEntry>,
     dedup: Dedup,
     /// The earliest retention removal (the first [`Key::Retention`] record).
@@ -246,7 +248,8 @@ impl State {
             Command::RestoreEnd { restore_id, records_total, meta } => {
                 self.restore_end(restore_id, *records_total, meta, cold)
             }
-            Command::CreateToken { token } => self.create_token(token),
+            Command::CreateToken { token } => self.create_token(token, &[]),
+            Command::CreateBoundToken { token, agents } => self.create_token(token, agents),
             Command::RevokeToken { id } => self.revoke_token(id),
             Command::Audited { actor, cmd } => {
                 let (action, target, detail) = access::audit_description(cmd)?;

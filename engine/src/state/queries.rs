@@ -223,6 +223,10 @@ impl State {
     pub fn task_count(&self) -> u64 {
         self.counts.values().flat_map(|c| c.iter()).sum()
     }
+    /// The agent-id patterns token `id` is bound to (none: any agent).
+    pub fn token_agents(&self, id: &str) -> Option<Arc<Vec<String>>> {
+        self.token_agents.get(id).cloned()
+    }
     pub fn token(&self, id: &str) -> Option<&Token> {
         self.tokens.get(id).map(|t| &**t)
     }
