@@ -307,26 +307,54 @@ pub enum QueueCmd {
         #[command(flatten)]
         client: ClientArgs,
         queue: String,
-        #[arg(long)]
-        max_attempts: Option<u32>,
-        #[arg(long)]
-        lease_ms: Option<u64>,
-        #[arg(long)]
-        dedup_ttl_ms: Option<u64>,
-        #[arg(long)]
-        retry_base_ms: Option<u64>,
-        #[arg(long)]
-        retry_max_ms: Option<u64>,
-        #[arg(long)]
-        retention_ms: Option<u64>,
-        #[arg(long)]
-        payload_bytes_max: Option<u64>,
+        #[command(flatten)]
+        settings: SettingsArgs,
         #[arg(long)]
         stall_timeout_ms: Option<u64>,
-        /// round_robin, least_loaded, random, capability_best, latency_based, weighted_round_robin
-        #[arg(long)]
-        strategy: Option<String>,
     },
+}
+
+/// Engine settings a queue overrides or the cluster sets (`minion queue set`, `minion config set`).
+#[derive(Debug, Args)]
+pub struct SettingsArgs {
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    #[arg(long)]
+    pub lease_ms: Option<u64>,
+    #[arg(long)]
+    pub dedup_ttl_ms: Option<u64>,
+    #[arg(long)]
+    pub retry_base_ms: Option<u64>,
+    #[arg(long)]
+    pub retry_max_ms: Option<u64>,
+    #[arg(long)]
+    pub retention_ms: Option<u64>,
+    #[arg(long)]
+    pub payload_bytes_max: Option<u64>,
+    /// round_robin, least_loaded, random, capability_best, latency_based, weighted_round_robin
+    #[arg(long)]
+    pub strategy: Option<String>,
+}
+
+impl SettingsArgs {
+    /// The settings given, as JSON fields.
+    pub fn changes(&self) -> serde_json::Map<String, serde_json::Value> {
+        let numbers = [
+            ("max_attempts", self.max_attempts.map(u64::from)),
+            ("lease_ms", self.lease_ms),
+            ("dedup_ttl_ms", self.dedup_ttl_ms),
+            ("retry_base_ms", self.retry_base_ms),
+            ("retry_max_ms", self.retry_max_ms),
+            ("retention_ms", self.retention_ms),
+            ("payload_bytes_max", self.payload_bytes_max),
+        ];
+        let mut out: serde_json::Map<String, serde_json::Value> =
+            numbers.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v.into()))).collect();
+        if let Some(st) = &self.strategy {
+            out.insert("strategy".into(), st.clone().into());
+        }
+        out
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -340,23 +368,8 @@ pub enum ConfigCmd {
     Set {
         #[command(flatten)]
         client: ClientArgs,
-        #[arg(long)]
-        max_attempts: Option<u32>,
-        #[arg(long)]
-        lease_ms: Option<u64>,
-        #[arg(long)]
-        dedup_ttl_ms: Option<u64>,
-        #[arg(long)]
-        retry_base_ms: Option<u64>,
-        #[arg(long)]
-        retry_max_ms: Option<u64>,
-        #[arg(long)]
-        retention_ms: Option<u64>,
-        #[arg(long)]
-        payload_bytes_max: Option<u64>,
-        /// round_robin, least_loaded, random, capability_best, latency_based, weighted_round_robin
-        #[arg(long)]
-        strategy: Option<String>,
+        #[command(flatten)]
+        settings: SettingsArgs,
     },
 }
 

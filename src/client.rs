@@ -237,39 +237,13 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
                 println!("  {k:<20} {v}{}", if overridden { "  (set for this queue)" } else { "" });
             }
         }
-        QueueCmd::Set {
-            client,
-            queue,
-            max_attempts,
-            lease_ms,
-            dedup_ttl_ms,
-            retry_base_ms,
-            retry_max_ms,
-            retention_ms,
-            payload_bytes_max,
-            stall_timeout_ms,
-            strategy,
-        } => {
+        QueueCmd::Set { client, queue, settings, stall_timeout_ms } => {
             let c = Client::new(&client)?;
             let current = c.get(&format!("/v1/queues/{queue}"), &[]).await?;
             let mut overrides = current["overrides"].as_object().cloned().unwrap_or_default();
-            let changes = [
-                ("max_attempts", max_attempts.map(u64::from)),
-                ("lease_ms", lease_ms),
-                ("dedup_ttl_ms", dedup_ttl_ms),
-                ("retry_base_ms", retry_base_ms),
-                ("retry_max_ms", retry_max_ms),
-                ("retention_ms", retention_ms),
-                ("payload_bytes_max", payload_bytes_max),
-                ("stall_timeout_ms", stall_timeout_ms),
-            ];
-            for (k, v) in changes {
-                if let Some(v) = v {
-                    overrides.insert(k.to_string(), json!(v));
-                }
-            }
-            if let Some(st) = strategy {
-                overrides.insert("strategy".into(), json!(st));
+            overrides.extend(settings.changes());
+            if let Some(v) = stall_timeout_ms {
+                overrides.insert("stall_timeout_ms".into(), json!(v));
             }
             let out = c.put(&format!("/v1/queues/{queue}"), Value::Object(overrides)).await?;
             if client.json {
@@ -287,35 +261,8 @@ pub async fn config(cmd: ConfigCmd) -> anyhow::Result<()> {
             let out = Client::new(&client)?.get("/v1/config", &[]).await?;
             (client, out)
         }
-        ConfigCmd::Set {
-            client,
-            max_attempts,
-            lease_ms,
-            dedup_ttl_ms,
-            retry_base_ms,
-            retry_max_ms,
-            retention_ms,
-            payload_bytes_max,
-            strategy,
-        } => {
-            let mut changes = serde_json::Map::new();
-            let numbers = [
-                ("max_attempts", max_attempts.map(u64::from)),
-                ("lease_ms", lease_ms),
-                ("dedup_ttl_ms", dedup_ttl_ms),
-                ("retry_base_ms", retry_base_ms),
-                ("retry_max_ms", retry_max_ms),
-                ("retention_ms", retention_ms),
-                ("payload_bytes_max", payload_bytes_max),
-            ];
-            for (k, v) in numbers {
-                if let Some(v) = v {
-                    changes.insert(k.to_string(), json!(v));
-                }
-            }
-            if let Some(st) = strategy {
-                changes.insert("strategy".into(), json!(st));
-            }
+        ConfigCmd::Set { client, settings } => {
+            let changes = settings.changes();
             anyhow::ensure!(!changes.is_empty(), "name at least one setting to change");
             let out = Client::new(&client)?.put("/v1/config", Value::Object(changes)).await?;
             (client, out)

@@ -65,37 +65,26 @@ impl State {
 
 /// How the audit trail names an administrative command: action, target, detail. Anything else is
 /// refused inside `Audited`.
+fn token_detail(token: &Token, agents: &[String]) -> String {
+    let agents = if agents.is_empty() { String::new() } else { format!(" agents={agents:?}") };
+    format!(
+        "name={} role={} queues={:?} deny={:?}{agents} expires_ms={:?} rate_per_sec={:?}",
+        token.name,
+        token.role.as_str(),
+        token.queues,
+        token.deny,
+        token.expires_ms,
+        token.rate_per_sec
+    )
+}
+
 pub(super) fn audit_description(cmd: &Command) -> Result<(&'static str, String, String), Rejection> {
     Ok(match cmd {
         Command::SetQueue { name, config } => ("queue.set", name.clone(), format!("{config:?}")),
         Command::Cancel { task_id, reason } => ("task.cancel", task_id.to_string(), reason.clone().unwrap_or_default()),
         Command::Retry { task_id } => ("task.retry", task_id.to_string(), String::new()),
-        Command::CreateToken { token } => (
-            "token.create",
-            token.id.clone(),
-            format!(
-                "name={} role={} queues={:?} deny={:?} expires_ms={:?} rate_per_sec={:?}",
-                token.name,
-                token.role.as_str(),
-                token.queues,
-                token.deny,
-                token.expires_ms,
-                token.rate_per_sec
-            ),
-        ),
-        Command::CreateBoundToken { token, agents } => (
-            "token.create",
-            token.id.clone(),
-            format!(
-                "name={} role={} queues={:?} deny={:?} agents={agents:?} expires_ms={:?} rate_per_sec={:?}",
-                token.name,
-                token.role.as_str(),
-                token.queues,
-                token.deny,
-                token.expires_ms,
-                token.rate_per_sec
-            ),
-        ),
+        Command::CreateToken { token } => ("token.create", token.id.clone(), token_detail(token, &[])),
+        Command::CreateBoundToken { token, agents } => ("token.create", token.id.clone(), token_detail(token, agents)),
         Command::RevokeToken { id } => ("token.revoke", id.clone(), String::new()),
         Command::RestoreEnd { restore_id, records_total, .. } => {
             ("restore", restore_id.clone(), format!("{records_total} records"))
