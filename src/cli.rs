@@ -197,6 +197,9 @@ pub struct ServeArgs {
     /// A proposal's time may run this far ahead of real time at most (a stepped clock is clamped).
     #[arg(long, env = "MINION_CLOCK_STEP_MAX_MS")]
     pub clock_step_max_ms: Option<u64>,
+    /// A leader whose log write stalls keeps followers from electing for up to this long (0: never).
+    #[arg(long, env = "MINION_DISK_STALL_GRACE_MS")]
+    pub disk_stall_grace_ms: Option<u64>,
     /// Dispatch strategy of queues that set none.
     #[arg(long, env = "MINION_DEFAULT_STRATEGY")]
     pub default_strategy: Option<String>,

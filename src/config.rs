@@ -123,6 +123,9 @@ pub struct Config {
     /// How far ahead of real time (as the monotonic clock measures it since start) a proposal's
     /// time may be; a wall clock stepped further is clamped (docs/operations.md, clocks).
     pub clock_step_max_ms: u64,
+    /// While the leader's log write has stalled for up to this long, it keeps its followers from
+    /// electing another leader (docs/cluster.md); 0: never.
+    pub disk_stall_grace_ms: u64,
     /// Log entries the change feed (`GET /v1/changes`) keeps; readers further behind backfill.
     pub feed_retained_entries: u64,
     /// Engine defaults, replicated to the state machine at start.
@@ -207,6 +210,7 @@ impl Default for Config {
             agent_heartbeat_timeout_ms: 15_000,
             agent_forget_ms: 86_400_000,
             clock_step_max_ms: 1_000,
+            disk_stall_grace_ms: 5_000,
             feed_retained_entries: 100_000,
             engine: EngineConfig::default(),
             export_postgres: None,
@@ -278,6 +282,9 @@ impl Config {
         }
         if let Some(v) = args.clock_step_max_ms {
             cfg.clock_step_max_ms = v;
+        }
+        if let Some(v) = args.disk_stall_grace_ms {
+            cfg.disk_stall_grace_ms = v;
         }
         if let Some(v) = &args.default_strategy {
             cfg.engine.strategy = minion_engine::Strategy::parse(v).ok_or_else(|| {
@@ -369,6 +376,7 @@ impl Config {
         range("feed_retained_entries", self.feed_retained_entries, 1, u64::MAX)?;
         range("agent_heartbeat_timeout_ms", self.agent_heartbeat_timeout_ms, 200, 3_600_000)?;
         range("clock_step_max_ms", self.clock_step_max_ms, 10, 3_600_000)?;
+        range("disk_stall_grace_ms", self.disk_stall_grace_ms, 0, 600_000)?;
         range("commit_timeout_ms", self.commit_timeout_ms, 100, 600_000)?;
         range("election_timeout_ms", self.election_timeout_ms, 100, 60_000)?;
         range("storage_cache_bytes", self.storage_cache_bytes, 1 << 20, 1 << 40)?;

@@ -19,6 +19,7 @@ pub mod node;
 pub mod peer;
 pub mod pool;
 pub mod serve;
+pub mod stall;
 pub mod tracing_setup;
 pub mod worker;
 

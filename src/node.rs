@@ -73,6 +73,8 @@ pub struct Node {
     pub staging: Arc<minion_raft::staging::StagingCache>,
     /// The time this node stamps into what it proposes (its wall clock, bounded).
     pub clock: Arc<crate::clock::LeaderClock>,
+    /// Until when this node holds its elections off for a leader whose disk stalls.
+    pub election_hold: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl Node {
@@ -182,6 +184,7 @@ impl Node {
             peers,
             staging: Default::default(),
             clock,
+            election_hold: Default::default(),
         };
         tokio::spawn(node.clone().run_proposer(rx));
         if sole_voter {
@@ -194,6 +197,8 @@ impl Node {
         tokio::spawn(node.clone().run_checkpointer());
         tokio::spawn(node.hub.clone().run(node.clone()));
         tokio::spawn(node.hub.clone().run_liveness(node.clone()));
+        tokio::spawn(node.clone().run_stall_keepalive());
+        tokio::spawn(node.clone().run_election_hold());
         let every = Duration::from_millis(node.config.autoscale_interval_ms);
         tokio::spawn(node.autoscalers.clone().run(node.clone(), every));
         Ok(node)

@@ -32,6 +32,7 @@ pub fn router(node: Node) -> Router {
         .route("/raft/vote", post(rpc))
         .route("/raft/snapshot", post(rpc))
         .route("/raft/info", get(info))
+        .route(crate::stall::PATH_ALIVE, post(crate::stall::alive))
         .fallback(|| async { refusal(Refusal::NotFound("no such peer route".into())) })
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(node)
@@ -41,7 +42,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn refusal(r: Refusal) -> Response {
+pub fn refusal(r: Refusal) -> Response {
     let status = match &r {
         Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         Refusal::WrongCluster(_) | Refusal::WrongNode(_) => StatusCode::CONFLICT,

@@ -75,6 +75,10 @@ struct Shared {
     appended_bytes: AtomicU64,
     snapshot_mark: AtomicU64,
     wal_bytes: AtomicU64,
+    /// When the log thread began the group of operations it is working on, in ms since `epoch`
+    /// (+1; 0: idle): how long a write or sync has been stalled.
+    busy_since: AtomicU64,
+    epoch: Instant,
 }
 
 #[derive(Clone)]
@@ -128,6 +132,8 @@ impl LogStore {
             appended_bytes: AtomicU64::new(0),
             snapshot_mark: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(wal.bytes()),
+            busy_since: AtomicU64::new(0),
+            epoch: Instant::now(),
         });
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_MAX);
         let s = shared.clone();
@@ -140,6 +146,14 @@ impl LogStore {
     /// The last committed index raft reported, for metrics and the checkpoint.
     pub fn committed_index(&self) -> Option<u64> {
         crate::poison::or_stop(self.shared.committed.lock(), "log").map(|c| c.index)
+    }
+
+    /// How long the log thread has been on its current group of writes (and their sync), if it
+    /// is on one: a long time means a stalled disk.
+    pub fn stalled_for(&self) -> Option<std::time::Duration> {
+        let since = self.shared.busy_since.load(Ordering::Acquire).checked_sub(1)?;
+        let now = self.shared.epoch.elapsed().as_millis() as u64;
+        Some(std::time::Duration::from_millis(now.saturating_sub(since)))
     }
 
     /// The last index known durable in the log.
@@ -225,6 +239,7 @@ fn run_log_thread(
         }
         let mut waiting: Vec<(LogFlushed<TypeConfig>, u64)> = Vec::new();
         let started = Instant::now();
+        shared.busy_since.store(shared.epoch.elapsed().as_millis() as u64 + 1, Ordering::Release);
         let sync = |wal: &mut Wal, waiting: &mut Vec<(LogFlushed<TypeConfig>, u64)>| -> bool {
             if waiting.is_empty() {
                 return true;
@@ -332,6 +347,7 @@ fn run_log_thread(
             }
         }
         sync(&mut wal, &mut waiting);
+        shared.busy_since.store(0, Ordering::Release);
         shared.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
         metrics::histogram!("minion_storage_group_seconds").record(started.elapsed().as_secs_f64());
         if shared.reader.purged().is_some_and(|p| want_purge.is_some_and(|w| p.index >= w.index)) {
