@@ -798,22 +798,22 @@ async fn changes(
     let applied = s.node.state.read().applied.last_applied.map(|l| l.index).unwrap_or(0);
     let records = s.node.state.records().clone();
     let after = q.after;
-    // The entries are read before the watermark: a purge in between shows as a gap (410), never
-    // as entries silently missing.
-    let (entries, purged_before) = tokio::task::spawn_blocking(move || -> Result<_, minion_engine::ColdError> {
-        let entries = records.feed_after(after, limit)?;
-        let purged_before = records.feed_purged_before()?;
-        let mut out = Vec::with_capacity(entries.len());
-        for (index, touched) in entries {
+    // The entries are read before the watermark (`feed_page`): a purge in between shows as a gap
+    // (410), never as entries silently missing.
+    let (entries, gap) = tokio::task::spawn_blocking(move || -> Result<_, minion_engine::ColdError> {
+        let page = records.feed_page(after, limit)?;
+        let gap = page.gap_after(after);
+        let mut out = Vec::with_capacity(page.entries.len());
+        for (index, touched) in page.entries {
             out.push((index, minion_engine::changes::materialize(&records, &touched)?));
         }
-        Ok((out, purged_before))
+        Ok((out, gap))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
-    // Entries that changed nothing are never stored, so a gap proves nothing; what was purged is
-    // recorded as a watermark.
-    if after.saturating_add(1) < purged_before {
+    // Entries that changed nothing are never stored, so a gap in indexes proves nothing; what was
+    // purged is recorded as a watermark.
+    if let Some(purged_before) = gap {
         return Err(ApiError::new(
             StatusCode::GONE,
             "compacted",
