@@ -473,3 +473,46 @@ async fn a_stepped_wall_clock_moves_engine_time_by_at_most_the_bound() {
     let log = std::fs::read_to_string(&srv.log).expect("log");
     assert!(log.contains("the engine's clock is ahead of this node's wall clock"), "said so at start");
 }
+
+/// A producer waits for a task's outcome in one request (`GET /v1/tasks/{id}?wait_ms=`).
+#[tokio::test]
+async fn a_producer_waits_for_the_outcome_in_one_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]).await;
+    let api = srv.client();
+    let id = api.submit(json!({"queue": "w", "payload": {"n": 1}})).await;
+    let waiting = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let (s, v) = api.get(&format!("/v1/tasks/{id}?wait_ms=20000")).await;
+            (s, v, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = api.claim("a", &["w"], 1, 0).await.remove(0);
+    let (s, _) =
+        api.post(&format!("/v1/tasks/{id}/progress"), json!({"lease_token": t["lease"]["token"], "percent": 50})).await;
+    assert_eq!(s, 200);
+    let (s, _) = api.complete(&t, json!({"answer": 42})).await;
+    assert_eq!(s, 200);
+    let (s, v, took) = waiting.await.expect("waiter");
+    assert_eq!((s, v["state"].as_str()), (200, Some("succeeded")), "answered with the outcome, not the progress: {v}");
+    assert_eq!(v["result"], json!({"answer": 42}));
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(10), "{took:?}");
+
+    // A task that does not finish: its current state once the wait is over.
+    let other = api.submit(json!({"queue": "w", "payload": 2})).await;
+    let started = Instant::now();
+    let (s, v) = api.get(&format!("/v1/tasks/{other}?wait_ms=500")).await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("ready")), "{v}");
+    assert!(started.elapsed() >= Duration::from_millis(450), "{:?}", started.elapsed());
+    // Already finished: at once. Unknown or malformed: refused at once.
+    let started = Instant::now();
+    let (s, _) = api.get(&format!("/v1/tasks/{id}?wait_ms=20000")).await;
+    assert!(s == 200 && started.elapsed() < Duration::from_secs(2));
+    let (s, _) = api.get("/v1/tasks/999999?wait_ms=20000").await;
+    assert_eq!(s, 404);
+    let (s, v) = api.get(&format!("/v1/tasks/{id}?wait_ms=soon")).await;
+    assert_eq!(s, 400, "{v}");
+}

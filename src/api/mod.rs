@@ -295,17 +295,42 @@ fn task_out(s: &AppState, out: Outcome) -> ApiResult<Json<TaskOut>> {
     }
 }
 
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetTaskQuery {
+    /// Wait up to this long (capped by `claim_wait_ms_max`) for the task to finish.
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// A task; with `wait_ms`, the answer comes once it is finished (succeeded, dead, cancelled or
+/// rejected) or the wait is over, whichever is first.
 async fn get_task(
     State(s): State<AppState>,
     path: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+    q: Result<Query<GetTaskQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
-    let live = s.node.state.read().engine.live_task(id).cloned();
-    let rec = match live {
-        Some(r) => r,
-        None => minion_engine::task_record(s.node.state.records(), id)?.ok_or_else(|| task_not_found(id))?,
-    };
-    Ok(Json(view(&s, rec)?))
+    let Query(q) = q?;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(s.node.config.claim_wait_ms_max));
+    loop {
+        // Woken by every applied entry; armed before the read so that none is missed between.
+        let changed = s.node.state.changed().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let live = s.node.state.read().engine.live_task(id).cloned();
+        let rec = match live {
+            Some(r) => r,
+            None => minion_engine::task_record(s.node.state.records(), id)?.ok_or_else(|| task_not_found(id))?,
+        };
+        if rec.state.is_terminal() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(view(&s, rec)?));
+        }
+        tokio::select! {
+            _ = &mut changed => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
 }
 
 async fn list_tasks(
