@@ -341,36 +341,6 @@ async fn a_claim_that_timed_out_but_committed_gives_its_leases_back() {
     assert_eq!(got[0]["id"].as_u64(), Some(id));
 }
 
-const POOL_CONFIG: &str = r#"
-autoscale_interval_ms = 100
-
-[[pools]]
-name = "render"
-queues = ["frames"]
-
-[pools.policy]
-min_workers = 1
-max_workers = 3
-scale_up_utilization = 0.9
-scale_up_backlog_per_worker = 2.0
-scale_up_oldest_ready_ms = 60000
-scale_down_utilization = 0.0
-step_up = 2
-step_down = 1
-cooldown_up_ms = 0
-cooldown_down_ms = 600000
-"#;
-
-async fn pool_workers(api: &common::Api) -> usize {
-    let (_, v) = api.get("/v1/agents").await;
-    v["agents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["labels"]["pool"] == "render" && a["status"] == "active")
-        .count()
-}
-
 /// Defect: `minion worker`, `minion pool` and `minion export postgres` took one `--server`; with
 /// that node gone they stopped working. Each takes the list and moves on: here the leader, first
 /// in their list, is killed under them.
@@ -378,7 +348,7 @@ async fn pool_workers(api: &common::Api) -> usize {
 async fn worker_pool_and_exporter_move_to_another_node_when_the_leader_dies() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("minion.toml");
-    std::fs::write(&cfg, POOL_CONFIG).expect("config");
+    std::fs::write(&cfg, common::RENDER_POOL).expect("config");
     let mut c = Cluster::start(dir.path(), 3, &["--config", cfg.to_str().expect("path")]).await;
     let leader = c.leader(30).await;
     let order: Vec<usize> = std::iter::once(leader).chain((0..3).filter(|i| *i != leader)).collect();
@@ -403,7 +373,8 @@ async fn worker_pool_and_exporter_move_to_another_node_when_the_leader_dies() {
     let pg = common::PgDb::create("failover").await;
     let _exporter = TermOnDrop(common::spawn_follow(&servers, &pg.url, &dir.path().join("export.log")));
 
-    eventually(30, "the pool's first worker", || async { (pool_workers(&survivor).await == 1).then_some(()) }).await;
+    eventually(30, "the pool's first worker", || async { (common::pool_workers(&survivor).await == 1).then_some(()) })
+        .await;
     let first: Vec<u64> = {
         let mut ids = Vec::new();
         for n in 0..5 {
@@ -428,7 +399,7 @@ async fn worker_pool_and_exporter_move_to_another_node_when_the_leader_dies() {
     eventually(90, "every task done after the leader died", || {
         let (survivor, peak) = (survivor.clone(), peak.clone());
         async move {
-            peak.fetch_max(pool_workers(&survivor).await, std::sync::atomic::Ordering::Relaxed);
+            peak.fetch_max(common::pool_workers(&survivor).await, std::sync::atomic::Ordering::Relaxed);
             (survivor.in_states("frames", &["succeeded"]).await == 35).then_some(())
         }
     })

@@ -5,44 +5,14 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{eventually, Api, Server};
+use common::{eventually, pool_workers, Server, RENDER_POOL};
 use serde_json::json;
-
-const CONFIG: &str = r#"
-autoscale_interval_ms = 100
-
-[[pools]]
-name = "render"
-queues = ["frames"]
-
-[pools.policy]
-min_workers = 1
-max_workers = 4
-scale_up_utilization = 0.9
-scale_up_backlog_per_worker = 2.0
-scale_up_oldest_ready_ms = 60000
-scale_down_utilization = 0.3
-step_up = 3
-step_down = 1
-cooldown_up_ms = 0
-cooldown_down_ms = 200
-"#;
-
-async fn pool_workers(api: &Api) -> usize {
-    let (_, v) = api.get("/v1/agents").await;
-    v["agents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["labels"]["pool"] == "render" && a["status"] == "active")
-        .count()
-}
 
 #[tokio::test]
 async fn a_burst_grows_the_pool_which_drains_the_queue_and_shrinks_after() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("minion.toml");
-    std::fs::write(&cfg, CONFIG).expect("config");
+    std::fs::write(&cfg, RENDER_POOL).expect("config");
     let srv = Server::start(dir.path(), &["--config", cfg.to_str().expect("path")]).await;
     let api = srv.client();
     let worker = format!(
@@ -128,7 +98,7 @@ fn processes_with_env(entry: &str) -> usize {
 async fn crashing_workers_are_restarted_with_growing_backoff() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("minion.toml");
-    std::fs::write(&cfg, CONFIG).expect("config");
+    std::fs::write(&cfg, RENDER_POOL).expect("config");
     let srv = Server::start(dir.path(), &["--config", cfg.to_str().expect("path")]).await;
     let log_path = dir.path().join("pool.log");
     let log = std::fs::File::create(&log_path).expect("log");

@@ -77,12 +77,6 @@ impl SharedState {
         crate::poison::or_stop(self.inner.read(), "engine state")
     }
 
-    /// True while someone holds the write lock (tests watching apply).
-    #[cfg(test)]
-    pub(crate) fn write_locked(&self) -> bool {
-        matches!(self.inner.try_read(), Err(std::sync::TryLockError::WouldBlock))
-    }
-
     pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Inner> {
         crate::poison::or_stop(self.inner.write(), "engine state")
     }
@@ -421,6 +415,8 @@ pub(crate) fn apply_entries(
     let mut cold = Warmed::read(&shared.records, keys).map_err(sm_err)?;
     writer.wait_for_room().map_err(sm_err)?;
     let mut g = shared.write();
+    #[cfg(test)]
+    let _held = apply_lock::Held::mark();
     let mut first = None;
     for entry in entries {
         let index = entry.log_id.index;
@@ -459,6 +455,36 @@ pub(crate) fn apply_entries(
         }
     }
     Ok((out, last_index))
+}
+
+/// Whether this thread is inside [`apply_entries`] holding the engine's write lock (tests watching
+/// apply; another thread holding the lock, such as a bloom-filter rebuild, does not count).
+#[cfg(test)]
+pub(crate) mod apply_lock {
+    use std::cell::Cell;
+
+    thread_local! {
+        static HELD: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub(crate) struct Held;
+
+    impl Held {
+        pub(crate) fn mark() -> Held {
+            HELD.with(|h| h.set(true));
+            Held
+        }
+    }
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            HELD.with(|h| h.set(false));
+        }
+    }
+
+    pub(crate) fn held_here() -> bool {
+        HELD.with(|h| h.get())
+    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {

@@ -591,3 +591,36 @@ pub fn spawn_follow(server: &str, url: &str, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
     export_command(server, url, true).stderr(log).spawn().expect("spawn exporter")
 }
+
+/// A server configuration with one autoscaled pool, `render`, serving queue `frames` (1 to 4
+/// workers, growing fast under a backlog, shrinking once idle).
+pub const RENDER_POOL: &str = r#"
+autoscale_interval_ms = 100
+
+[[pools]]
+name = "render"
+queues = ["frames"]
+
+[pools.policy]
+min_workers = 1
+max_workers = 4
+scale_up_utilization = 0.9
+scale_up_backlog_per_worker = 2.0
+scale_up_oldest_ready_ms = 60000
+scale_down_utilization = 0.3
+step_up = 3
+step_down = 1
+cooldown_up_ms = 0
+cooldown_down_ms = 200
+"#;
+
+/// Active agents of pool `render` (labelled `pool=render`).
+pub async fn pool_workers(api: &Api) -> usize {
+    let (_, v) = api.get("/v1/agents").await;
+    v["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["labels"]["pool"] == "render" && a["status"] == "active")
+        .count()
+}
