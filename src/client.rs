@@ -583,15 +583,19 @@ pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
             if client.json {
                 return print_json(&out);
             }
-            println!("{:<17} {:<9} {:<7} {:<24} {:<24} name", "id", "role", "active", "queues", "deny");
+            println!(
+                "{:<17} {:<9} {:<7} {:<24} {:<24} {:<16} name",
+                "id", "role", "active", "queues", "deny", "agents"
+            );
             for t in out["tokens"].as_array().into_iter().flatten() {
                 println!(
-                    "{:<17} {:<9} {:<7} {:<24} {:<24} {}",
+                    "{:<17} {:<9} {:<7} {:<24} {:<24} {:<16} {}",
                     s(&t["id"]),
                     s(&t["role"]),
                     s(&t["active"]),
                     s(&t["queues"]),
                     s(&t["deny"]),
+                    s(&t["agents"]),
                     s(&t["name"])
                 );
             }
