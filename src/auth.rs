@@ -87,17 +87,26 @@ impl Caller {
     /// Refuse (403) touching task `id`'s lease for a token bound to agents other than its
     /// holder. A task not leased (or unknown) is left to the engine to refuse.
     pub fn check_lease_holder(&self, s: &AppState, id: minion_engine::TaskId) -> Result<(), ApiError> {
-        let Some(patterns) = self.agent_patterns(s) else { return Ok(()) };
-        let holder = {
-            let g = s.node.state.read();
-            g.engine.live_task(id).and_then(|t| t.lease.as_ref().map(|l| l.agent_id.clone()))
-        };
-        match holder {
-            Some(a) if !minion_engine::access::agent_allowed(&patterns, &a) => {
-                Err(forbidden(format!("task {id} is leased to agent {a:?}, which this token may not act as")))
+        self.check_lease_holders(s, [id])
+    }
+
+    /// [`Caller::check_lease_holder`] for many tasks (a batch of acknowledgements), under one read
+    /// of the state; nothing is read for a caller bound to no agents.
+    pub fn check_lease_holders(
+        &self,
+        s: &AppState,
+        ids: impl IntoIterator<Item = minion_engine::TaskId>,
+    ) -> Result<(), ApiError> {
+        let Caller::Token(t) = self else { return Ok(()) };
+        let g = s.node.state.read();
+        let Some(patterns) = g.engine.token_agents(&t.id) else { return Ok(()) };
+        for id in ids {
+            let holder = g.engine.live_task(id).and_then(|t| t.lease.as_ref().map(|l| l.agent_id.as_str()));
+            if let Some(a) = holder.filter(|a| !minion_engine::access::agent_allowed(&patterns, a)) {
+                return Err(forbidden(format!("task {id} is leased to agent {a:?}, which this token may not act as")));
             }
-            _ => Ok(()),
         }
+        Ok(())
     }
 
     /// Refuse (403) a request that would span every queue, for a token restricted to some.

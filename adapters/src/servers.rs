@@ -32,11 +32,6 @@ impl Servers {
         &self.urls[self.at.load(Ordering::Relaxed) % self.urls.len()]
     }
 
-    /// Every node, for messages.
-    pub fn list(&self) -> String {
-        self.urls.join(",")
-    }
-
     /// `base` failed: move on to the next node, unless another caller already has.
     pub fn failed(&self, base: &str) {
         let at = self.at.load(Ordering::Relaxed);
@@ -84,7 +79,6 @@ mod tests {
     #[test]
     fn parses_and_rotates() {
         let s = Servers::parse(" http://a:1/, http://b:2 ,,").expect("parse");
-        assert_eq!(s.list(), "http://a:1,http://b:2");
         assert_eq!(s.base(), "http://a:1");
         s.failed("http://a:1");
         assert_eq!(s.base(), "http://b:2");

@@ -440,9 +440,7 @@ async fn acknowledge(
         return Err(ApiError::bad_request(format!("acks must hold 1 to {max} items")));
     }
     // A token bound to some agents acknowledges only their leases (all of the request or none).
-    for a in &b.acks {
-        caller.check_lease_holder(&s, a.id)?;
-    }
+    caller.check_lease_holders(&s, b.acks.iter().map(|a| a.id))?;
     let mut acks = Vec::with_capacity(b.acks.len());
     let mut ids = Vec::with_capacity(b.acks.len());
     for (i, a) in b.acks.into_iter().enumerate() {
