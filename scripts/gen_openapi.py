@@ -105,6 +105,16 @@ paths = {
                           q("created_from_ms", "integer"), q("created_before_ms", "integer"), q("after", "integer", "cursor: ids greater than this"), q("limit", "integer", "1..1000, default 100")])},
   "/v1/tasks/{id}": {"get": op("A task with its attempts and progress history; with wait_ms, answered once the task is finished (succeeded, dead, cancelled, rejected) or the wait is over", {"200": resp("the task", ref("Task")), **errs("400", "404")},
                                parameters=[ID, q("wait_ms", "integer", "long-poll up to this long for the task to finish (at most the node's claim_wait_ms_max); default 0")])},
+  "/v1/tasks/{id}/events": {"get": op("Server-Sent Events of one task: its progress history and state first (unless resuming), then each change as it applies; ends after a final state",
+                                      {"200": {"description": "text/event-stream; events named submitted, ready, delayed, leased, succeeded, failed, dead, cancelled, rejected, progress (data: Event), heartbeat and compacted; id: the log index reached",
+                                               "content": {"text/event-stream": {"schema": ref("Event")}}}, **errs("400", "404", "503")},
+                                      parameters=[ID, q("types", desc="only these event names, comma-separated"), q("after", "integer", "resume after this event id (the Last-Event-ID header wins)"),
+                                                  {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}, "description": "resume after this event id"}])},
+  "/v1/events": {"get": op("Server-Sent Events of every task on this node or of one queue (tokens with queue patterns see their queues only); live, resumable from the change feed",
+                           {"200": {"description": "text/event-stream (see /v1/tasks/{id}/events); resuming sends each task changed since as it is now",
+                                    "content": {"text/event-stream": {"schema": ref("Event")}}}, **errs("400", "503")},
+                           parameters=[q("queue", desc="only this queue"), q("types", desc="only these event names, comma-separated"), q("after", "integer", "resume after this event id (the Last-Event-ID header wins)"),
+                                       {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}, "description": "resume after this event id"}])},
   "/v1/tasks/{id}/cancel": {"post": op("Cancel an unfinished task (a leased one loses its lease)", {"200": resp("the cancelled task", ref("Task")), **errs("400", "404", "409", "503")},
                                        parameters=[ID], requestBody=body(ref("CancelIn"), False))},
   "/v1/tasks/{id}/retry": {"post": op("Make a dead, cancelled or failed task ready now; dead and cancelled tasks get max_attempts more attempts",
@@ -202,6 +212,12 @@ paths = {
   "/metrics": {"get": op("Prometheus exposition", {"200": {"description": "text/plain; version=0.0.4"}})},
 }
 
+schemas["Event"] = {"type": "object", "required": ["task_id", "queue", "kind", "at_ms", "attempt"], "properties": {
+  "task_id": u64, "queue": {"type": "string"}, "kind": {"type": "string", "description": "the task's kind"}, "at_ms": u64,
+  "state": {"type": "string", "description": "state events: the state entered"}, "attempt": {"type": "integer", "description": "the attempt it concerns; 0 before the first claim"},
+  "agent_id": {"type": "string"}, "result": {"description": "succeeded: the result (any JSON)"}, "error": {"type": "string", "description": "failed, dead: the last error; cancelled: the reason"},
+  "seq": {**u64, "description": "progress: the report's number per task (drop numbers already seen)"}, "percent": {"type": "integer", "minimum": 0, "maximum": 100},
+  "message": {"type": "string", "description": "progress: the message or a piece of partial output"}}}
 schemas["RejectedIn"] = {"type": "object", "required": ["queue", "reason", "source"], "properties": {
     "queue": {"type": "string"}, "kind": {"type": "string", "description": "default: rejected"},
     "reason": {"type": "string"}, "source": {"type": "string", "description": "e.g. kafka:orders/3@1234"},

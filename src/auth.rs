@@ -195,7 +195,8 @@ pub fn permits(role: Role, method: &Method, route: &str) -> bool {
         "/v1/tasks" if post => &[Producer],
         "/v1/rejections" if post => &[Producer],
         "/v1/adapters/{name}" if method == Method::PUT => &[Producer, Reader],
-        "/v1/tasks" | "/v1/tasks/{id}" if get => &[Producer, Worker, Reader],
+        "/v1/tasks" | "/v1/tasks/{id}" | "/v1/tasks/{id}/events" if get => &[Producer, Worker, Reader],
+        "/v1/events" if get => &[Producer, Reader],
         "/v1/claims"
         | "/v1/tasks/{id}/progress"
         | "/v1/tasks/{id}/complete"

@@ -144,6 +144,9 @@ pub struct ServeArgs {
     /// Client connections open at once.
     #[arg(long, env = "MINION_CONNECTIONS_MAX")]
     pub connections_max: Option<usize>,
+    /// Event streams open at once.
+    #[arg(long, env = "MINION_EVENT_STREAMS_MAX")]
+    pub event_streams_max: Option<usize>,
     /// API TLS certificate chain (PEM).
     #[arg(long, env = "MINION_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,

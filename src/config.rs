@@ -53,6 +53,8 @@ pub struct Config {
     pub rate_limit_per_sec: u32,
     /// Client connections open at once; more are answered 503 and closed.
     pub connections_max: usize,
+    /// Event streams (`/v1/events`, `/v1/tasks/{id}/events`) open at once; more are answered 503.
+    pub event_streams_max: usize,
     /// TLS for the client API: certificate chain and private key (PEM).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -178,6 +180,7 @@ impl Default for Config {
             admin_token: None,
             rate_limit_per_sec: 5_000,
             connections_max: 4_096,
+            event_streams_max: 1_024,
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
@@ -255,7 +258,7 @@ impl Config {
         if let Some(v) = &args.cluster_secret {
             cfg.cluster_secret = Some(v.clone());
         }
-        overlay!(auth, rate_limit_per_sec, connections_max);
+        overlay!(auth, rate_limit_per_sec, connections_max, event_streams_max);
         macro_rules! overlay_opt {
             ($($field:ident),*) => { $( if let Some(v) = &args.$field { cfg.$field = Some(v.clone()); } )* };
         }
@@ -334,6 +337,7 @@ impl Config {
         }
         range("node_id", self.node_id, 1, u64::MAX)?;
         range("connections_max", self.connections_max as u64, 1, 1_000_000)?;
+        range("event_streams_max", self.event_streams_max as u64, 1, 1_000_000)?;
         if let Some(t) = &self.admin_token {
             if t.len() < 16 {
                 bail!("invalid config: admin_token must be at least 16 characters");

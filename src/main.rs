@@ -133,7 +133,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if !auth.enabled {
         tracing::warn!(%listen, "authentication is off: every caller may do everything (development mode)");
     }
-    let app = api::router(std::sync::Arc::new(api::App { node: node.clone(), metrics: handle, http, auth }));
+    let streams = std::sync::Arc::new(api::events::Streams::new(node.config.event_streams_max));
+    let app = api::router(std::sync::Arc::new(api::App {
+        node: node.clone(),
+        metrics: handle,
+        http,
+        auth,
+        events: streams.clone(),
+    }));
     tracing::info!(
         %listen,
         %raft_listen,
@@ -171,6 +178,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = async move {
         shutdown_signal().await;
         let _ = stop_ingest.send(true);
+        // Event streams end now: graceful shutdown waits for every open response.
+        streams.close();
         // Long-polling claims return now (empty) instead of holding shutdown for their deadline.
         hub.release_all();
     };

@@ -52,7 +52,13 @@ async fn the_server_answers_every_documented_route_and_serves_the_document() {
         let concrete = path.replace("{id}", "1").replace("{name}", "q");
         for method in ops.as_object().expect("ops").keys() {
             let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
-            let (status, body) = api.req(m, &concrete, None).await;
+            let (status, body) = if concrete.ends_with("/events") {
+                // An event stream never ends by itself: its status is enough.
+                let resp = api.http.request(m, format!("{}{concrete}", api.base)).send().await.expect("request");
+                (resp.status().as_u16(), serde_json::Value::Null)
+            } else {
+                api.req(m, &concrete, None).await
+            };
             assert_ne!(status, 405, "{method} {path} not served");
             let fallback = body["error"]["message"].as_str().is_some_and(|s| s.starts_with("no such route"));
             assert!(!fallback, "{method} {path} fell through to the fallback");

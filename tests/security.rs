@@ -55,6 +55,8 @@ fn expected(role: &str, method: &str, path: &str) -> bool {
     let reads = [
         "/v1/tasks",
         "/v1/tasks/{id}",
+        "/v1/tasks/{id}/events",
+        "/v1/events",
         "/v1/agents",
         "/v1/agents/{id}",
         "/v1/queues",
@@ -76,7 +78,7 @@ fn expected(role: &str, method: &str, path: &str) -> bool {
             matches!(
                 (method, path),
                 ("POST", "/v1/tasks") | ("POST", "/v1/rejections") | ("PUT", "/v1/adapters/{name}")
-            ) || (get && (path == "/v1/tasks" || path == "/v1/tasks/{id}"))
+            ) || (get && matches!(path, "/v1/tasks" | "/v1/tasks/{id}" | "/v1/tasks/{id}/events" | "/v1/events"))
         }
         "worker" => {
             matches!(
@@ -92,7 +94,7 @@ fn expected(role: &str, method: &str, path: &str) -> bool {
                     | ("POST", "/v1/agents/{id}/drain")
                     | ("DELETE", "/v1/agents/{id}")
                     | ("GET", "/v1/autoscaler")
-            ) || (get && (path == "/v1/tasks" || path == "/v1/tasks/{id}"))
+            ) || (get && matches!(path, "/v1/tasks" | "/v1/tasks/{id}" | "/v1/tasks/{id}/events"))
         }
         "reader" => (get && reads.contains(&path)) || (method == "PUT" && path == "/v1/adapters/{name}"),
         "metrics" => get && matches!(path, "/metrics" | "/v1/metrics/queues/{name}" | "/v1/autoscaler"),
@@ -114,6 +116,16 @@ fn concrete(path: &str) -> String {
 async fn call(api: &Api, method: &str, path: &str) -> (u16, Value) {
     let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let body = matches!(method, "POST" | "PUT").then(|| json!({}));
+    if path.ends_with("/events") {
+        // An event stream that opens never ends by itself: its status is the answer; a refusal's
+        // body is read.
+        let resp = api.http.request(m, format!("{}{}", api.base, concrete(path))).send().await.expect("request");
+        let status = resp.status().as_u16();
+        if status == 200 {
+            return (status, Value::Null);
+        }
+        return (status, resp.json().await.unwrap_or(Value::Null));
+    }
     api.req(m, &concrete(path), body).await
 }
 

@@ -14,6 +14,7 @@ pub mod command;
 pub mod config;
 pub mod dedup;
 pub mod dispatch;
+pub mod events;
 pub mod legacy;
 pub mod memory;
 pub mod record;
@@ -31,6 +32,7 @@ pub use command::{
 pub use config::{EngineConfig, QueueConfig};
 pub use dedup::{DedupEntry, DedupKey, DedupStats};
 pub use dispatch::{Candidate, Dispatcher, Strategy};
+pub use events::{EventBody, TaskEvent};
 pub use memory::Memory;
 pub use record::{Effect, Key, Kind, Record, StateCounts, TaskRecord};
 pub use state::{list, task_details, task_record, task_view, Counters, Meta, QueueStats, State, TaskFilter};

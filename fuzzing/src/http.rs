@@ -35,6 +35,7 @@ fn harness() -> &'static Harness {
             metrics: minion::metrics::install(),
             http: reqwest::Client::new(),
             auth: std::sync::Arc::new(minion::auth::Auth::new(false, None, 0)),
+            events: std::sync::Arc::new(minion::api::events::Streams::new(16)),
         });
         let router = minion::api::router(state);
         // Something to act on: a task in queue q, leased, and a registered agent.

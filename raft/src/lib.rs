@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 pub use log_store::LogStore;
 pub use open::{open, open_with, OpenOptions, Opened, StorageHandle};
 pub use snapshot_data::SnapshotData;
-pub use state_machine::{SharedState, StateMachine};
+pub use state_machine::{AppliedEvents, SharedState, StateMachine};
 
 pub type NodeId = u64;
 

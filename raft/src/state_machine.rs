@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
-use minion_engine::{changes, ApplyMeta, ColdError, Effect, Outcome, State, Task, TaskId, TaskRecord};
+use minion_engine::{changes, ApplyMeta, ColdError, Effect, Outcome, State, Task, TaskEvent, TaskId, TaskRecord};
 use minion_storage::records::Records;
 use minion_storage::snapshot::{SnapshotDir, SnapshotHeader, SnapshotReader, SnapshotWriter, FORMAT};
 use minion_storage::state_store::{AppliedMarker, Change, Kv};
@@ -22,7 +22,7 @@ use minion_storage::{codec, frame};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 
 use crate::checkpointer::Checkpointer;
 use crate::{
@@ -69,7 +69,22 @@ pub struct SharedState {
     /// Bumped when a snapshot replaces the state (a bloom-filter rebuild of the old one is dropped).
     generation: Arc<AtomicU64>,
     pub(crate) records: Records,
+    /// Task events of applied entries, for watchers (recorded only while one subscribes).
+    events: broadcast::Sender<Arc<AppliedEvents>>,
 }
+
+/// The task events of one applied entry; or, `reset`, word that a snapshot replaced the state
+/// (watchers catch up from the change feed).
+#[derive(Debug)]
+pub struct AppliedEvents {
+    pub index: u64,
+    pub events: Vec<TaskEvent>,
+    pub reset: bool,
+}
+
+/// Entries the event channel holds for a slow watcher; one further behind catches up from the
+/// change feed instead.
+const EVENT_ENTRIES_BUFFERED: usize = 256;
 
 impl SharedState {
     /// Read the state. Never hold the guard across an await or a disk read.
@@ -83,6 +98,12 @@ impl SharedState {
 
     pub fn changed(&self) -> &Notify {
         &self.changed
+    }
+
+    /// Follow the task events of entries applied from now on. Events are sent before the applied
+    /// index moves past their entry.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<AppliedEvents>> {
+        self.events.subscribe()
     }
 
     /// The last applied log index, observable.
@@ -174,6 +195,7 @@ impl StateMachine {
             snapshots_installed: Arc::default(),
             generation: Arc::default(),
             records,
+            events: broadcast::Sender::new(EVENT_ENTRIES_BUFFERED),
         };
         let sm = StateMachine { shared, disk, feed_retained_entries: FEED_RETAINED_ENTRIES, applies: 0 };
         sm.maybe_rebuild_bloom();
@@ -417,6 +439,7 @@ pub(crate) fn apply_entries(
     let mut g = shared.write();
     #[cfg(test)]
     let _held = apply_lock::Held::mark();
+    g.engine.watch_events(shared.events.receiver_count() > 0);
     let mut first = None;
     for entry in entries {
         let index = entry.log_id.index;
@@ -432,6 +455,10 @@ pub(crate) fn apply_entries(
         };
         out.push(resp);
         let effects = g.engine.take_effects();
+        let events = g.engine.take_events();
+        if !events.is_empty() {
+            let _ = shared.events.send(Arc::new(AppliedEvents { index, events, reset: false }));
+        }
         let touched = changes::touched(&effects);
         let feed =
             if touched.is_empty() { Vec::new() } else { vec![(index, frame::encode(&touched).map_err(sm_err)?)] };
@@ -559,6 +586,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone() },
         );
         self.maybe_rebuild_bloom();
+        let _ = self.shared.events.send(Arc::new(AppliedEvents { index, events: Vec::new(), reset: true }));
         self.shared.applied_index.send_replace(index);
         self.shared.changed.notify_waiters();
         self.shared.snapshots_installed.fetch_add(1, Ordering::Relaxed);

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod backup;
 pub mod cluster;
 pub mod error;
+pub mod events;
 pub mod settings;
 pub mod views;
 
@@ -42,6 +43,8 @@ pub struct App {
     pub http: reqwest::Client,
     /// Authentication and per-token rate limits.
     pub auth: std::sync::Arc<crate::auth::Auth>,
+    /// The open event streams (closed at shutdown).
+    pub events: std::sync::Arc<events::Streams>,
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -89,6 +92,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/tasks", post(submit).get(list_tasks))
         .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/tasks/{id}/events", get(events::task_events))
+        .route("/v1/events", get(events::node_events))
         .route("/v1/rejections", post(reject))
         .route("/v1/adapters", get(list_adapters))
         .route("/v1/adapters/{name}", put(report_adapter))
@@ -200,7 +205,7 @@ async fn fallback() -> ApiError {
     ApiError::not_found("no such route; see /v1/openapi.json")
 }
 
-fn task_not_found(id: u64) -> ApiError {
+pub(crate) fn task_not_found(id: u64) -> ApiError {
     ApiError::not_found(format!("task {id} not found"))
 }
 

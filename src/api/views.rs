@@ -352,3 +352,71 @@ pub struct AgentOut<'a> {
     /// Milliseconds since this node last heard from the agent (leader only).
     pub last_seen_ms_ago: Option<u64>,
 }
+
+/// The data of one task event on an event stream (`/v1/events`, `/v1/tasks/{id}/events`); the
+/// SSE event's name says what happened (`submitted`, a state's name, or `progress`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventOut {
+    pub task_id: u64,
+    pub queue: String,
+    /// The task's kind.
+    pub kind: String,
+    pub at_ms: u64,
+    /// State events: the state entered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The attempt it concerns (1 for the first); 0 before the first claim.
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// `succeeded`: the result (any JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    /// `failed` and `dead`: the last error; `cancelled`: the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `progress`: the report's number (from 0, per task; a client drops numbers it has seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    /// `progress`: the message, or a piece of partial output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl EventOut {
+    pub fn of(e: &minion_engine::TaskEvent) -> EventOut {
+        use minion_engine::EventBody;
+        let mut out = EventOut {
+            task_id: e.task_id,
+            queue: e.queue.clone(),
+            kind: e.task_kind.clone(),
+            at_ms: e.at_ms,
+            state: None,
+            attempt: 0,
+            agent_id: None,
+            result: None,
+            error: None,
+            seq: None,
+            percent: None,
+            message: None,
+        };
+        match &e.body {
+            EventBody::State { state, attempt, agent_id, result, error, .. } => {
+                out.state = Some(state.as_str().to_string());
+                out.attempt = *attempt;
+                out.agent_id = agent_id.clone();
+                out.result = result.as_deref().map(raw);
+                out.error = error.clone();
+            }
+            EventBody::Progress { seq, report } => {
+                out.seq = Some(*seq);
+                out.attempt = report.attempt;
+                out.percent = report.percent;
+                out.message = report.message.clone();
+            }
+        }
+        out
+    }
+}

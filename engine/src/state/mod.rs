@@ -33,6 +33,7 @@ use crate::agent::Agent;
 use crate::command::{ApplyMeta, Command, Outcome, RejectCode, Rejection, Request, Response};
 use crate::config::{limits, validate_queue_name, EngineConfig, QueueConfig};
 use crate::dedup::Dedup;
+use crate::events::TaskEvent;
 use crate::record::{Effect, Key, Record, StateCounts, TaskRecord};
 use crate::store::{Cold, ColdError, Pending};
 use crate::task::{LeaseToken, TaskId, TaskState, TimeMs};
@@ -142,6 +143,9 @@ pub struct State {
     /// The log index being applied (for audit entries); not part of the state.
     applying: u64,
     counters: Counters,
+    /// Record [`TaskEvent`]s (someone watches); not part of the state.
+    watching: bool,
+    events: Vec<TaskEvent>,
 }
 
 impl State {
@@ -183,6 +187,19 @@ impl State {
             self.pending.put(Record::Meta(self.meta.clone()));
         }
         self.pending.take()
+    }
+
+    /// Record task events from now on (`true`) or stop (`false`: none are kept).
+    pub fn watch_events(&mut self, on: bool) {
+        self.watching = on;
+        if !on {
+            self.events.clear();
+        }
+    }
+
+    /// The task events of the applies since the last call (none unless watched).
+    pub fn take_events(&mut self) -> Vec<TaskEvent> {
+        std::mem::take(&mut self.events)
     }
 
     /// True when apply has written something [`State::take_effects`] has not handed out.
@@ -309,6 +326,9 @@ impl State {
     /// Store a task after a change from `before` (`None`: a new task): its record under its key,
     /// the counts, the live set and its indexes, and the finished-task indexes.
     fn save(&mut self, t: TaskRecord, before: Option<&TaskRecord>) {
+        if self.watching && before.is_none_or(|b| b.state != t.state) {
+            self.events.push(TaskEvent::state_of(&t, before.is_none()));
+        }
         if let Some(b) = before {
             if b.state != t.state {
                 self.count(&b.queue, b.state, -1);

@@ -10,6 +10,7 @@ use crate::backoff::retry_backoff_ms;
 use crate::command::{Ack, NewTask, Outcome, RejectCode, RejectedRecord, Rejection, Submitted};
 use crate::config::{limits, validate_queue_name};
 use crate::dedup::{DedupEntry, DedupKey};
+use crate::events::TaskEvent;
 use crate::record::{Key, Record, TaskRecord};
 use crate::store::Cold;
 use crate::task::{Attempt, AttemptOutcome, Lease, LeaseToken, ProgressEvent, TaskId, TaskState, TimeMs};
@@ -388,6 +389,12 @@ impl State {
         });
         for r in records {
             match r {
+                Ok(Record::Progress(id, seq, report)) if self.watching => {
+                    if let Some((_, t)) = &done {
+                        self.events.push(TaskEvent::progress_of(t, seq, report.clone()));
+                    }
+                    self.pending.put(Record::Progress(id, seq, report));
+                }
                 Ok(rec) => self.pending.put(rec),
                 Err(key) => self.pending.delete(key),
             }
