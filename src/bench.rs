@@ -35,6 +35,9 @@ pub enum Mode {
     IngestKafka,
     /// The same with a Redis stream at `--redis-url`.
     IngestRedis,
+    /// One agent reports progress `--records` times on one task while the first of `--clients`
+    /// watchers follow its event stream: latency from a report's send to each watcher.
+    ProgressEvents,
 }
 
 #[derive(Debug, Args)]
@@ -87,7 +90,7 @@ struct RunResult {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let http = minion_adapters::client::ClientAuth::from_env()
+    let http = minion_client::ClientAuth::from_env()
         .build(reqwest::Client::builder().pool_max_idle_per_host(1024))
         .map_err(anyhow::Error::msg)?;
     if args.mode == Mode::Availability {
@@ -95,6 +98,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if matches!(args.mode, Mode::IngestKafka | Mode::IngestRedis) {
         return run_ingest(&http, &args).await;
+    }
+    if args.mode == Mode::ProgressEvents {
+        return crate::bench_progress::run(&http, &args).await;
     }
     let stats: Value = http
         .get(format!("{}/v1/stats", args.server))
@@ -188,7 +194,11 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
                         let key = format!("{agent}-{ops}-{errors}");
                         batch_lifecycle(&http, &base, &queue, &agent, &payload, batch, &key).await
                     }
-                    Mode::Dispatch | Mode::Availability | Mode::IngestKafka | Mode::IngestRedis => Ok(0),
+                    Mode::Dispatch
+                    | Mode::Availability
+                    | Mode::IngestKafka
+                    | Mode::IngestRedis
+                    | Mode::ProgressEvents => Ok(0),
                 };
                 match ok {
                     Ok(n) => {
@@ -237,7 +247,7 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
     Ok(r)
 }
 
-async fn post(http: &reqwest::Client, base: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+pub(crate) async fn post(http: &reqwest::Client, base: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
     let resp = http.post(format!("{base}{path}")).json(body).send().await?;
     let status = resp.status();
     let v: Value = resp.json().await?;

@@ -1,13 +1,17 @@
 //! CLI verbs against a server's HTTP API. Human-readable by default, `--json` for scripts.
 
 use anyhow::{anyhow, bail, Context};
+use minion_client::client::Retry;
 use serde_json::{json, Value};
 
 use crate::cli::{
     AgentCmd, AutoscalerCmd, ClientArgs, ClusterCmd, ConfigCmd, QueueCmd, SnapshotCmd, TaskCmd, TokenCmd,
 };
 
+/// The CLI's view of the typed client: JSON in and out (for printing), errors as the server
+/// words them, failover over `--server a,b,c`; `http` and `base` stream backups.
 struct Client {
+    api: minion_client::Client,
     http: reqwest::Client,
     base: String,
 }
@@ -18,27 +22,41 @@ impl Client {
         if args.stale {
             headers.insert(crate::api::cluster::HEADER_CONSISTENCY, reqwest::header::HeaderValue::from_static("stale"));
         }
-        let auth = minion_adapters::client::ClientAuth { token: args.token.clone(), ca_cert: args.ca_cert.clone() };
+        let auth = minion_client::ClientAuth { token: args.token.clone(), ca_cert: args.ca_cert.clone() };
         let http = auth.build(reqwest::Client::builder().default_headers(headers)).map_err(anyhow::Error::msg)?;
-        Ok(Client { http, base: args.server.trim_end_matches('/').to_string() })
+        let servers = minion_client::Servers::parse(&args.server).map_err(anyhow::Error::msg)?;
+        let base = servers.base().to_string();
+        Ok(Client { api: minion_client::Client::with_http(servers, http.clone()), http, base })
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let resp = req.send().await.with_context(|| format!("contacting {}", self.base))?;
-        let resp = self.check(resp).await?;
-        Ok(resp.json().await.unwrap_or(Value::Null))
+    /// Reads may go to another node after an unavailable answer; writes only when the node did
+    /// nothing.
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let retry = if method == reqwest::Method::GET { Retry::Safe } else { Retry::Unsafe };
+        Ok(self.api.json(method, path, body.as_ref(), retry).await?)
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}{path}", self.base)).query(query)).await
+        let mut full = path.to_string();
+        for (i, (k, v)) in query.iter().enumerate() {
+            full.push(if i == 0 { '?' } else { '&' });
+            full.push_str(k);
+            full.push('=');
+            full.push_str(&percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string());
+        }
+        self.call(reqwest::Method::GET, &full, None).await
     }
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(&body)).await
+        self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
     async fn delete(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.delete(format!("{}{path}", self.base))).await
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
     }
 
     /// The response if it succeeded; otherwise the server's error code and message as an error.
@@ -50,11 +68,7 @@ impl Client {
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         let msg = body["error"]["message"].as_str().unwrap_or("no error message");
         let code = body["error"]["code"].as_str().unwrap_or("error");
-        bail!("server answered {status}: {code}: {msg}");
-    }
-
-    async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.send(self.http.put(format!("{}{path}", self.base)).json(&body)).await
+        bail!("server answered {}: {code}: {msg}", status.as_u16());
     }
 }
 
@@ -538,7 +552,8 @@ pub async fn snapshot(cmd: SnapshotCmd) -> anyhow::Result<()> {
                 .post(format!("{}/v1/admin/restore", c.base))
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                 .body(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(body)));
-            let out = c.send(req).await?;
+            let resp = req.send().await.with_context(|| format!("contacting {}", c.base))?;
+            let out: Value = c.check(resp).await?.json().await.unwrap_or(Value::Null);
             if client.json {
                 print_json(&out)
             } else {

@@ -171,7 +171,7 @@ impl CommonArgs {
             mapping,
             batch_records: self.batch_records,
             batch_ms: self.batch_ms,
-            auth: minion_adapters::client::ClientAuth::from_env(),
+            auth: minion_client::ClientAuth::from_env(),
         })
     }
 }
@@ -303,7 +303,7 @@ pub async fn command(cmd: IngestCmd) -> anyhow::Result<()> {
 pub fn spawn_embedded(
     config: &crate::config::Config,
     server: &str,
-    auth: &minion_adapters::client::ClientAuth,
+    auth: &minion_client::ClientAuth,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     for entry in &config.ingest {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod autoscaler;
 pub mod backup_file;
 pub mod bench;
+pub mod bench_progress;
 pub mod cli;
 pub mod client;
 pub mod clock;

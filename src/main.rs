@@ -113,7 +113,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     // Forwarding to the leader: the client's own credentials travel in its headers; the leader's
     // API certificate is trusted through tls_ca (or this node's own certificate).
-    let forward_auth = minion_adapters::client::ClientAuth {
+    let forward_auth = minion_client::ClientAuth {
         token: None,
         ca_cert: node.config.tls_ca.clone().or_else(|| node.config.tls_cert.clone()),
     };
@@ -151,7 +151,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "minion serving"
     );
     // Embedded adapters call this node's API as the bootstrap admin, trusting its CA.
-    let own = minion_adapters::client::ClientAuth {
+    let own = minion_client::ClientAuth {
         token: node.config.admin_token.clone(),
         ca_cert: node.config.tls_ca.clone().or_else(|| node.config.tls_cert.clone()),
     };
@@ -198,7 +198,7 @@ async fn export_postgres(args: cli::PostgresExportArgs) -> anyhow::Result<()> {
         name: args.name,
         batch_records: args.batch_records.clamp(1, 10_000),
         progress: std::io::stderr().is_terminal(),
-        auth: minion_adapters::client::ClientAuth::from_env(),
+        auth: minion_client::ClientAuth::from_env(),
     };
     if args.follow {
         minion_adapters::postgres::follow(opts, std::time::Duration::from_millis(args.poll_ms)).await?;

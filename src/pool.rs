@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use minion_adapters::servers::Servers;
+use minion_client::client::Retry;
+use minion_client::Servers;
 use reqwest::Method;
-use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 #[derive(Debug, Args, Clone)]
@@ -73,15 +73,17 @@ fn signal(child: &Child, sig: &str) {
 }
 
 pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
-    let http = minion_adapters::client::ClientAuth::from_env()
+    let http = minion_client::ClientAuth::from_env()
         .build(reqwest::Client::builder().timeout(Duration::from_secs(10)))
         .map_err(anyhow::Error::msg)?;
     let servers = Servers::parse(&args.server).map_err(anyhow::Error::msg)?;
+    let client = minion_client::Client::with_http(servers, http);
     let drain = |id: String| {
-        let (http, servers) = (http.clone(), servers.clone());
+        let client = client.clone();
         async move {
-            let path = format!("/v1/agents/{id}/drain");
-            let _ = servers.send(&http, Method::POST, &path, Some(&json!({}))).await;
+            if let Err(e) = client.drain_agent(&id).await {
+                tracing::debug!(worker = %id, error = %e, "draining");
+            }
         }
     };
     let mut slots: Vec<Slot> = Vec::new();
@@ -115,11 +117,8 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
                 let _ = s.child.start_kill();
             }
         }
-        let desired = match servers.send(&http, Method::GET, "/v1/autoscaler", None).await {
-            Ok(r) => match r.json::<Value>().await {
-                Ok(v) => v["pools"][&args.name]["desired"].as_u64().map(|d| d as usize),
-                Err(_) => None,
-            },
+        let desired = match client.json(Method::GET, "/v1/autoscaler", None, Retry::Safe).await {
+            Ok(v) => v["pools"][&args.name]["desired"].as_u64().map(|d| d as usize),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the desired count; keeping the pool as it is");
                 None

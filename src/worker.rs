@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use minion_adapters::servers::Servers;
-use reqwest::Method;
-use serde_json::{json, Value};
+use minion_client::wire::{AgentIn, ClaimIn, TaskOut};
+use minion_client::Client;
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
@@ -58,31 +58,20 @@ pub struct WorkerArgs {
 }
 
 struct Worker {
-    http: reqwest::Client,
-    servers: Servers,
+    client: Client,
     id: String,
     exec: String,
 }
 
 impl Worker {
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let resp = self.servers.send(&self.http, Method::POST, path, Some(&body)).await?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path}: {status}: {}", v["error"]["message"].as_str().unwrap_or(""));
-        }
-        Ok(v)
-    }
-
     /// Run one leased task to completion or failure, extending its lease meanwhile; if the lease
     /// is lost (the task was cancelled, or it expired and went to another agent), stop the command
     /// and report nothing.
-    async fn run(&self, task: Value) {
-        let id = task["id"].as_u64().unwrap_or(0);
-        let token = task["lease"]["token"].clone();
+    async fn run(&self, task: TaskOut) {
+        let id = task.id;
+        let token = task.lease_token().unwrap_or(0);
         let lost = CancellationToken::new();
-        let keeper = self.keep_lease(id, token.clone(), task["lease_ms"].as_u64().unwrap_or(30_000), lost.clone());
+        let keeper = self.keep_lease(id, token, task.lease_ms, lost.clone());
         let outcome = tokio::select! {
             r = self.execute(&task) => Some(r),
             _ = lost.cancelled() => None,
@@ -94,76 +83,71 @@ impl Worker {
         };
         match outcome {
             Ok(result) => {
-                if let Err(e) = self
-                    .post(&format!("/v1/tasks/{id}/complete"), json!({"lease_token": token, "result": result}))
-                    .await
-                {
+                let result = serde_json::value::to_raw_value(&result).ok();
+                if let Err(e) = self.client.complete(id, token, result).await {
                     tracing::warn!(task_id = id, error = %e, "could not complete");
                 }
             }
             Err(error) => {
-                if let Err(e) =
-                    self.post(&format!("/v1/tasks/{id}/fail"), json!({"lease_token": token, "error": error})).await
-                {
+                if let Err(e) = self.client.fail(id, token, &error).await {
                     tracing::warn!(task_id = id, error = %e, "could not fail");
                 }
             }
         }
     }
 
-    /// Extend the lease every third of `lease_ms` while the command runs. A refusal (404, 409:
-    /// cancelled, finished, or leased again under another token) means the lease is gone: cancel
-    /// `lost`. Other failures (a leader change, a timeout) are retried at the next tick.
-    fn keep_lease(&self, id: u64, token: Value, lease_ms: u64, lost: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let (http, servers) = (self.http.clone(), self.servers.clone());
+    /// Extend the lease every third of `lease_ms` while the command runs. A refusal (cancelled,
+    /// finished, or leased again under another token) means the lease is gone: cancel `lost`.
+    /// Other failures (a leader change, a timeout) are retried at the next tick.
+    fn keep_lease(&self, id: u64, token: u64, lease_ms: u64, lost: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let client = self.client.clone();
         let every = Duration::from_millis((lease_ms / 3).max(50));
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                let body = json!({"lease_token": token});
-                match servers.send(&http, Method::POST, &format!("/v1/tasks/{id}/extend"), Some(&body)).await {
-                    Ok(r) if matches!(r.status().as_u16(), 404 | 409) => {
+                match client.extend(id, token, None).await {
+                    Err(e) if e.lease_lost() => {
                         lost.cancel();
                         return;
                     }
-                    Ok(_) => {}
                     Err(e) => tracing::debug!(task_id = id, error = %e, "extending the lease"),
+                    Ok(_) => {}
                 }
             }
         })
     }
 
     /// Run the command (killed when the returned future is dropped).
-    async fn execute(&self, task: &Value) -> Result<Value, String> {
-        let id = task["id"].as_u64().unwrap_or(0);
+    async fn execute(&self, task: &TaskOut) -> Result<Value, String> {
+        let id = task.id;
         let mut cmd = tokio::process::Command::new("sh");
         // The producer's trace context, under the name OpenTelemetry SDKs read (`TRACEPARENT`).
-        if let Some(tp) = task["trace_parent"].as_str() {
+        if let Some(tp) = &task.trace_parent {
             cmd.env("TRACEPARENT", tp);
         }
         let mut child = cmd
             .arg("-c")
             .arg(&self.exec)
             .env("MINION_TASK_ID", id.to_string())
-            .env("MINION_TASK_KIND", task["kind"].as_str().unwrap_or(""))
-            .env("MINION_QUEUE", task["queue"].as_str().unwrap_or(""))
-            .env("MINION_ATTEMPT", task["attempts"].as_array().map_or(0, |a| a.len()).to_string())
+            .env("MINION_TASK_KIND", &task.kind)
+            .env("MINION_QUEUE", &task.queue)
+            .env("MINION_ATTEMPT", task.attempts.len().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start the command: {e}"))?;
-        let payload = task["payload"].to_string();
+        let payload = task.payload.get().to_string();
         if let Some(mut stdin) = child.stdin.take() {
             tokio::spawn(async move {
                 let _ = stdin.write_all(payload.as_bytes()).await;
             });
         }
-        let token = task["lease"]["token"].clone();
+        let token = task.lease_token().unwrap_or(0);
         let stderr = child.stderr.take();
         let progress = {
-            let (http, servers) = (self.http.clone(), self.servers.clone());
+            let client = self.client.clone();
             tokio::spawn(async move {
                 let mut kept: Vec<String> = Vec::new();
                 let Some(stderr) = stderr else { return kept };
@@ -173,9 +157,9 @@ impl Worker {
                         let mut parts = rest.trim().splitn(2, ' ');
                         let percent = parts.next().and_then(|p| p.trim_end_matches('%').parse::<u8>().ok());
                         let message = parts.next().map(str::to_string);
-                        let body = json!({"lease_token": token, "percent": percent, "message": message});
-                        let path = format!("/v1/tasks/{id}/progress");
-                        let _ = servers.send(&http, Method::POST, &path, Some(&body)).await;
+                        if let Err(e) = client.progress(id, token, percent, message).await {
+                            tracing::debug!(task_id = id, error = %e, "reporting progress");
+                        }
                     } else {
                         eprintln!("[task {id}] {line}");
                         kept.push(line);
@@ -205,26 +189,25 @@ impl Worker {
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let id = args.id.clone().unwrap_or_else(|| format!("minion-worker-{}", std::process::id()));
-    let w = Arc::new(Worker {
-        http: minion_adapters::client::ClientAuth::from_env()
-            .build(reqwest::Client::builder().timeout(Duration::from_millis(args.wait_ms + 30_000)))
-            .map_err(anyhow::Error::msg)?,
-        servers: Servers::parse(&args.server).map_err(anyhow::Error::msg)?,
-        id: id.clone(),
-        exec: args.exec.clone(),
-    });
+    let http = minion_client::ClientAuth::from_env()
+        .build(reqwest::Client::builder().timeout(Duration::from_millis(args.wait_ms + 30_000)))
+        .map_err(anyhow::Error::msg)?;
+    let servers = minion_client::Servers::parse(&args.server).map_err(anyhow::Error::msg)?;
+    let w = Arc::new(Worker { client: Client::with_http(servers, http), id: id.clone(), exec: args.exec.clone() });
     let concurrency = args.concurrency.max(1);
-    let mut labels = serde_json::Map::new();
+    let mut labels = std::collections::BTreeMap::new();
     for l in &args.labels {
         let Some((k, v)) = l.split_once('=') else { bail!("--label {l:?} is not key=value") };
-        labels.insert(k.to_string(), json!(v));
+        labels.insert(k.to_string(), v.to_string());
     }
-    w.post(
-        "/v1/agents",
-        json!({"id": id, "capabilities": args.capabilities, "max_concurrency": concurrency, "labels": labels}),
-    )
-    .await
-    .with_context(|| format!("registering agent {id} with {}", args.server))?;
+    let agent = AgentIn {
+        id: id.clone(),
+        capabilities: args.capabilities.clone(),
+        max_concurrency: concurrency,
+        labels,
+        ..AgentIn::default()
+    };
+    w.client.register_agent(&agent).await.with_context(|| format!("registering agent {id} with {}", args.server))?;
     tracing::info!(agent = %id, queues = ?args.queues, "worker registered");
     let stopping = Arc::new(AtomicBool::new(false));
     {
@@ -232,7 +215,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         let every = Duration::from_millis(args.heartbeat_ms.max(100));
         tokio::spawn(async move {
             while !stopping.load(Ordering::Relaxed) {
-                if let Err(e) = w.post(&format!("/v1/agents/{}/heartbeat", w.id), json!({})).await {
+                if let Err(e) = w.client.heartbeat(&w.id, None).await {
                     tracing::warn!(error = %e, "heartbeat failed");
                 }
                 tokio::time::sleep(every).await;
@@ -253,13 +236,19 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
-        let body = json!({"agent_id": w.id, "queues": args.queues, "max": free, "wait_ms": args.wait_ms});
+        let body = ClaimIn {
+            agent_id: w.id.clone(),
+            queues: args.queues.clone(),
+            capabilities: Vec::new(),
+            max: free,
+            wait_ms: args.wait_ms,
+        };
         let claim = tokio::select! {
-            r = w.post("/v1/claims", body) => r,
+            r = w.client.claim(&body) => r,
             _ = wait_for(&stopping) => break,
         };
         let tasks = match claim {
-            Ok(v) => v["tasks"].as_array().cloned().unwrap_or_default(),
+            Ok(tasks) => tasks,
             Err(e) => {
                 tracing::warn!(error = %e, "claim failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -277,11 +266,15 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     }
     // Drain: nothing new, finish what is held, then leave.
     tracing::info!(agent = %id, "draining");
-    let _ = w.post(&format!("/v1/agents/{id}/drain"), json!({})).await;
+    if let Err(e) = w.client.drain_agent(&id).await {
+        tracing::warn!(error = %e, "could not drain");
+    }
     while running.load(Ordering::Relaxed) > 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = w.servers.send(&w.http, Method::DELETE, &format!("/v1/agents/{id}"), None).await;
+    if let Err(e) = w.client.deregister_agent(&id).await {
+        tracing::warn!(error = %e, "could not deregister");
+    }
     tracing::info!(agent = %id, "worker stopped");
     Ok(())
 }

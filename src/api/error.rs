@@ -3,27 +3,14 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use minion_client::wire::{ErrorBody, ErrorOut};
 use minion_engine::{RejectCode, Rejection};
-use serde::Serialize;
 
 use crate::node::ProposeError;
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
-
-#[derive(Serialize)]
-struct Body {
-    error: ErrorBody,
-}
-
-/// `{"code", "message"}`: the error of a whole response (under `"error"`) or of one item of a
-/// batch answer.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody {
     pub code: &'static str,
     pub message: String,
 }
@@ -43,7 +30,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
-        let body = Body { error: ErrorBody { code: self.code, message: self.message } };
+        let body = ErrorOut { error: ErrorBody { code: self.code.to_string(), message: self.message } };
         let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Leadership changes and commit timeouts are transient: tell clients when to retry.

@@ -23,7 +23,6 @@ use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 
-use super::views::EventOut;
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 
@@ -269,7 +268,7 @@ impl Pump {
     /// Send `events` of the entry at `index`; the last one carries the id.
     async fn send_all(&mut self, events: &[&TaskEvent], index: u64) -> Flow {
         for (i, e) in events.iter().enumerate() {
-            let data = serde_json::to_string(&EventOut::of(e)).map_err(|e| Stop::Failed(e.to_string()))?;
+            let data = serde_json::to_string(&super::views::event_out(e)).map_err(|e| Stop::Failed(e.to_string()))?;
             let mut ev = Event::default().event(e.name()).data(data);
             if i + 1 == events.len() {
                 ev = ev.id(index.to_string());

@@ -230,7 +230,7 @@ async fn submit(
     for t in &tasks {
         caller.check_queue(&t.queue)?;
     }
-    let tasks = tasks.into_iter().map(TaskIn::into_new).collect();
+    let tasks = tasks.into_iter().map(new_task).collect();
     let cmd = match crate::tracing_setup::trace_parent(&headers) {
         Some(trace_parent) => Command::SubmitTraced { tasks, trace_parent },
         None => Command::Submit { tasks },
@@ -258,7 +258,7 @@ async fn reject(
     for r in &b.records {
         caller.check_queue(&r.queue)?;
     }
-    let records = b.records.into_iter().map(RejectedIn::into_record).collect();
+    let records = b.records.into_iter().map(rejected_record).collect();
     let out = s.node.propose(Command::Reject { records }).await??;
     let Outcome::Submitted(results) = out else { return Err(unexpected(out)) };
     let created = results.iter().any(|r| !r.duplicate);
@@ -290,10 +290,10 @@ fn unexpected(out: Outcome) -> ApiError {
 fn view(s: &AppState, rec: TaskRecord) -> ApiResult<TaskOut> {
     let trace = rec.trace_parent.clone();
     let task = s.node.state.view(rec)?;
-    Ok(TaskOut::of(&task, trace))
+    Ok(task_out(&task, trace))
 }
 
-fn task_out(s: &AppState, out: Outcome) -> ApiResult<Json<TaskOut>> {
+fn task_answer(s: &AppState, out: Outcome) -> ApiResult<Json<TaskOut>> {
     match out {
         Outcome::Task(t) => Ok(Json(view(s, *t)?)),
         other => Err(unexpected(other)),
@@ -367,7 +367,7 @@ async fn list_tasks(
         let mut tasks = Vec::with_capacity(recs.len());
         for r in recs {
             let trace = r.trace_parent.clone();
-            tasks.push(TaskOut::of(&shared.view(r)?, trace));
+            tasks.push(task_out(&shared.view(r)?, trace));
         }
         Ok((tasks, next))
     })
@@ -386,7 +386,7 @@ async fn cancel(
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     let cmd = audited(&caller, Command::Cancel { task_id: id, reason: body.reason });
-    task_out(&s, s.node.propose(cmd).await??)
+    task_answer(&s, s.node.propose(cmd).await??)
 }
 
 async fn retry(
@@ -396,7 +396,7 @@ async fn retry(
     OptionalJson(_body): OptionalJson<EmptyIn>,
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
-    task_out(&s, s.node.propose(audited(&caller, Command::Retry { task_id: id })).await??)
+    task_answer(&s, s.node.propose(audited(&caller, Command::Retry { task_id: id })).await??)
 }
 
 /// An administrative command, recorded in the audit trail under the caller's name.
@@ -417,7 +417,7 @@ async fn progress(
     let Path(id) = path?;
     caller.check_lease_holder(&s, id)?;
     let cmd = Command::Progress { task_id: id, lease_token: b.lease_token, percent: b.percent, message: b.message };
-    task_out(&s, s.node.propose(cmd).await??)
+    task_answer(&s, s.node.propose(cmd).await??)
 }
 
 async fn complete(
@@ -429,7 +429,7 @@ async fn complete(
     let Path(id) = path?;
     caller.check_lease_holder(&s, id)?;
     let result = b.result.map(|r| r.get().to_string());
-    task_out(&s, s.node.propose(Command::Complete { task_id: id, lease_token: b.lease_token, result }).await??)
+    task_answer(&s, s.node.propose(Command::Complete { task_id: id, lease_token: b.lease_token, result }).await??)
 }
 
 /// Complete or fail many leased tasks in one round trip. The request is checked whole (a
@@ -477,11 +477,16 @@ async fn acknowledge(
         .into_iter()
         .zip(outs)
         .map(|(id, r)| match r {
-            Ok(Outcome::Task(t)) => Ok(AckOut { id, ok: true, state: Some(t.state), error: None }),
+            Ok(Outcome::Task(t)) => Ok(AckOut { id, ok: true, state: Some(state_out(t.state)), error: None }),
             Ok(other) => Err(unexpected(other)),
             Err(r) => {
                 let (_, code) = error::rejection_code(r.code);
-                Ok(AckOut { id, ok: false, state: None, error: Some(error::ErrorBody { code, message: r.message }) })
+                Ok(AckOut {
+                    id,
+                    ok: false,
+                    state: None,
+                    error: Some(ErrorBody { code: code.to_string(), message: r.message }),
+                })
             }
         })
         .collect::<ApiResult<Vec<AckOut>>>()?;
@@ -496,7 +501,7 @@ async fn fail(
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     caller.check_lease_holder(&s, id)?;
-    task_out(&s, s.node.propose(Command::Fail { task_id: id, lease_token: b.lease_token, error: b.error }).await??)
+    task_answer(&s, s.node.propose(Command::Fail { task_id: id, lease_token: b.lease_token, error: b.error }).await??)
 }
 
 async fn extend(
@@ -507,7 +512,7 @@ async fn extend(
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     caller.check_lease_holder(&s, id)?;
-    task_out(
+    task_answer(
         &s,
         s.node.propose(Command::Extend { task_id: id, lease_token: b.lease_token, lease_ms: b.lease_ms }).await??,
     )
@@ -570,11 +575,10 @@ fn claimed(s: &AppState, tasks: Vec<TaskRecord>) -> ApiResult<serde_json::Value>
 }
 
 fn agent_json(s: &AppState, a: &minion_engine::Agent) -> serde_json::Value {
-    serde_json::to_value(AgentOut { agent: a, last_seen_ms_ago: s.node.hub.last_seen_ms_ago(&a.id) })
-        .unwrap_or(serde_json::Value::Null)
+    serde_json::to_value(agent_out(a, s.node.hub.last_seen_ms_ago(&a.id))).unwrap_or(serde_json::Value::Null)
 }
 
-fn agent_out(s: &AppState, out: Outcome) -> ApiResult<Json<serde_json::Value>> {
+fn agent_answer(s: &AppState, out: Outcome) -> ApiResult<Json<serde_json::Value>> {
     match out {
         Outcome::Agent(a) => Ok(Json(agent_json(s, &a))),
         other => Err(unexpected(other)),
@@ -596,7 +600,7 @@ async fn register_agent(
     };
     let out = s.node.propose(Command::RegisterAgent { spec }).await??;
     s.node.hub.seen(&b.id);
-    let body = agent_out(&s, out)?;
+    let body = agent_answer(&s, out)?;
     Ok((StatusCode::CREATED, body).into_response())
 }
 
@@ -673,7 +677,7 @@ async fn drain_agent(
 ) -> ApiResult<Json<serde_json::Value>> {
     caller.check_agent(&s, &id)?;
     let out = s.node.propose(audited(&caller, Command::DrainAgent { id })).await??;
-    agent_out(&s, out)
+    agent_answer(&s, out)
 }
 
 async fn deregister_agent(
@@ -802,7 +806,7 @@ struct ChangesQuery {
 fn change_json(c: &minion_engine::Change) -> serde_json::Value {
     use minion_engine::Change;
     match c {
-        Change::Task(t, trace) => json!({"type": "task", "task": TaskOut::of(t, trace.clone())}),
+        Change::Task(t, trace) => json!({"type": "task", "task": task_out(t, trace.clone())}),
         Change::TaskRemoved(id) => json!({"type": "task_removed", "id": id}),
         Change::Agent(a) => json!({"type": "agent", "agent": a}),
         Change::AgentRemoved(id) => json!({"type": "agent_removed", "id": id}),

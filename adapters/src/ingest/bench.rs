@@ -37,7 +37,7 @@ fn options(server: &str, name: &str, queue: &str, batch_records: usize) -> Inges
         mapping: Mapping::new(queue),
         batch_records,
         batch_ms: 20,
-        auth: crate::client::ClientAuth::default(),
+        auth: minion_client::ClientAuth::default(),
     }
 }
 

@@ -292,7 +292,7 @@ pub enum SinkError {
 #[derive(Clone)]
 pub struct Sink {
     http: reqwest::Client,
-    servers: crate::servers::Servers,
+    servers: minion_client::Servers,
     status: SharedStatus,
     stop: tokio::sync::watch::Receiver<bool>,
     /// Where records the server refuses are recorded (the adapter's default queue).
@@ -312,12 +312,12 @@ impl Sink {
     /// `servers`: comma-separated node URLs; requests move to the next one after a failure.
     pub fn new(
         servers: &str,
-        auth: &crate::client::ClientAuth,
+        auth: &minion_client::ClientAuth,
         rejected_queue: &str,
         status: SharedStatus,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Sink, String> {
-        let servers = crate::servers::Servers::parse(servers)?;
+        let servers = minion_client::Servers::parse(servers)?;
         let http = auth.build(
             reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(30)),
         )?;
@@ -490,7 +490,7 @@ pub struct IngestOptions {
     pub batch_records: usize,
     pub batch_ms: u64,
     /// Token and CA for the API.
-    pub auth: crate::client::ClientAuth,
+    pub auth: minion_client::ClientAuth,
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio_postgres::{Client, NoTls};
 
-use crate::servers::Servers;
+use minion_client::Servers;
 pub use write::Batch;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +60,7 @@ pub struct ExportOptions {
     /// Draw a progress bar on a terminal.
     pub progress: bool,
     /// Token and CA for the API.
-    pub auth: crate::client::ClientAuth,
+    pub auth: minion_client::ClientAuth,
 }
 
 /// What an export run did.

@@ -27,6 +27,15 @@ impl Servers {
         Ok(Servers { urls: Arc::new(urls), at: Arc::default() })
     }
 
+    /// How many nodes the list names.
+    pub fn len(&self) -> usize {
+        self.urls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.urls.is_empty()
+    }
+
     /// The node requests go to now.
     pub fn base(&self) -> &str {
         &self.urls[self.at.load(Ordering::Relaxed) % self.urls.len()]

@@ -1,0 +1,454 @@
+//! The request and response bodies of the v1 API, as the server reads and writes them and as
+//! clients send and receive them. Payloads and results are any JSON, kept as raw JSON text.
+//!
+//! Input types refuse unknown fields (a misspelt field is an error, not silently ignored); output
+//! types accept them (a newer server may add fields).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+fn is_zero_i32(v: &i32) -> bool {
+    *v == 0
+}
+
+/// A task as a producer submits it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskIn {
+    pub queue: String,
+    /// What the task asks an agent to do (agents route on it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// Any JSON (`null` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Box<RawValue>>,
+    /// Capabilities the claiming agent must all have.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// Higher first.
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    pub priority: i32,
+    /// A second submit with the same key (per queue, while the key lives) returns the first task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Absolute run time, milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+    /// Release the lease when the holder reports no progress for this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_timeout_ms: Option<u64>,
+}
+
+impl TaskIn {
+    /// A task for `queue` with `payload` (serialized now) and defaults for the rest.
+    pub fn new(queue: impl Into<String>, payload: &impl Serialize) -> Result<TaskIn, serde_json::Error> {
+        Ok(TaskIn {
+            queue: queue.into(),
+            payload: Some(serde_json::value::to_raw_value(payload)?),
+            ..TaskIn::default()
+        })
+    }
+}
+
+/// `POST /v1/tasks` with several tasks: one atomic batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchIn {
+    pub tasks: Vec<TaskIn>,
+}
+
+/// An ingest record refused as a task (`POST /v1/rejections`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectedIn {
+    /// The queue it was meant for (the adapter's default queue).
+    pub queue: String,
+    #[serde(default = "rejected_kind")]
+    pub kind: String,
+    pub reason: String,
+    /// Where it came from, e.g. `kafka:orders/3@1234` or `redis:orders@1700000000000-0`.
+    pub source: String,
+    /// A description of the raw record (its size and a bounded prefix).
+    #[serde(default)]
+    pub record: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+fn rejected_kind() -> String {
+    "rejected".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectionsIn {
+    pub records: Vec<RejectedIn>,
+}
+
+/// The answer to a submit of one task (and, per task, of a batch).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmittedOut {
+    pub id: u64,
+    /// True when an idempotency key matched an earlier task: `id` is that task.
+    pub duplicate: bool,
+}
+
+/// The answer to a batch submit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchOut {
+    pub tasks: Vec<SubmittedOut>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimIn {
+    pub agent_id: String,
+    pub queues: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    #[serde(default = "one")]
+    pub max: u32,
+    /// Long-poll up to this long for a task (capped by the server).
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The answer to a claim: the tasks leased (possibly none).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClaimOut {
+    pub tasks: Vec<TaskOut>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressIn {
+    pub lease_token: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    /// A message, or a piece of partial output (≤ 4,096 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteIn {
+    pub lease_token: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailIn {
+    pub lease_token: u64,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendIn {
+    pub lease_token: u64,
+    /// The lease runs this long from now (default: the task's `lease_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelIn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/acks`: complete or fail many leased tasks in one request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcksIn {
+    pub acks: Vec<AckIn>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckIn {
+    pub id: u64,
+    pub lease_token: u64,
+    pub outcome: AckOutcome,
+    /// With `complete`: the result (any JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    /// With `fail`: why (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckOutcome {
+    Complete,
+    Fail,
+}
+
+/// One acknowledgement's answer: the task's state after it, or why it changed nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckOut {
+    pub id: u64,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TaskState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AcksOut {
+    pub results: Vec<AckOut>,
+}
+
+/// `GET /v1/tasks` filters and paging.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_from_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_before_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// A task's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Ready,
+    Delayed,
+    Leased,
+    Succeeded,
+    Failed,
+    Dead,
+    Cancelled,
+    Rejected,
+}
+
+impl TaskState {
+    /// Final states: the task changes no more (unless a user retries it).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled | TaskState::Rejected)
+    }
+}
+
+/// A task as the API returns it: the ledger record with payload and result as JSON.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TaskOut {
+    pub id: u64,
+    pub queue: String,
+    pub kind: String,
+    pub state: TaskState,
+    pub payload: Box<RawValue>,
+    pub result: Option<Box<RawValue>>,
+    pub capabilities: Vec<String>,
+    pub priority: i32,
+    pub idempotency_key: Option<String>,
+    pub max_attempts: u32,
+    pub attempt_limit: u32,
+    pub lease_ms: u64,
+    pub stall_timeout_ms: Option<u64>,
+    pub lease: Option<LeaseOut>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub run_at_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub attempts: Vec<AttemptOut>,
+    pub progress: Vec<ProgressOut>,
+    pub progress_dropped: u64,
+    /// The W3C `traceparent` the task was submitted with (absent when none was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
+}
+
+impl TaskOut {
+    /// The lease's fencing token (tasks in state `leased`).
+    pub fn lease_token(&self) -> Option<u64> {
+        self.lease.as_ref().map(|l| l.token)
+    }
+}
+
+/// The current lease on a task in state `leased`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseOut {
+    /// The fencing token: every operation on the task under this lease names it.
+    pub token: u64,
+    pub agent_id: String,
+    pub incarnation: u64,
+    pub expires_ms: u64,
+    pub stall_deadline_ms: Option<u64>,
+}
+
+/// A progress report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressOut {
+    pub at_ms: u64,
+    pub attempt: u32,
+    pub percent: Option<u8>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutcomeOut {
+    /// succeeded, failed, lease_expired or cancelled
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptOut {
+    pub number: u32,
+    pub agent_id: String,
+    pub lease_token: u64,
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    pub outcome: Option<OutcomeOut>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TaskList {
+    pub tasks: Vec<TaskOut>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentIn {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    #[serde(default = "one")]
+    pub max_concurrency: u32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatIn {
+    /// The incarnation the agent registered as; a stale one is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
+}
+
+/// Completions, failures and their latency, overall or for one capability.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OutcomeStatsOut {
+    pub completed: u64,
+    pub failed: u64,
+    pub latency_ewma_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AgentStatsOut {
+    pub in_flight: u32,
+    pub overall: OutcomeStatsOut,
+    pub by_capability: BTreeMap<String, OutcomeStatsOut>,
+}
+
+/// An agent as the API returns it: the replicated record plus the leader's liveness view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentOut {
+    pub id: String,
+    pub name: String,
+    pub capabilities: Vec<String>,
+    pub max_concurrency: u32,
+    pub labels: BTreeMap<String, String>,
+    /// active, draining or dead
+    pub status: String,
+    /// Changes on every registration; leases of an earlier incarnation were released.
+    pub incarnation: u64,
+    pub registered_ms: u64,
+    pub updated_ms: u64,
+    pub stats: AgentStatsOut,
+    /// Milliseconds since the leader last heard from the agent.
+    pub last_seen_ms_ago: Option<u64>,
+}
+
+/// A page of agents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentList {
+    pub agents: Vec<AgentOut>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next: Option<String>,
+}
+
+/// The data of one task event on an event stream (`/v1/events`, `/v1/tasks/{id}/events`); the
+/// SSE event's name says what happened (`submitted`, a state's name, or `progress`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventOut {
+    pub task_id: u64,
+    pub queue: String,
+    /// The task's kind.
+    pub kind: String,
+    pub at_ms: u64,
+    /// State events: the state entered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TaskState>,
+    /// The attempt it concerns (1 for the first); 0 before the first claim.
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// `succeeded`: the result (any JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    /// `failed` and `dead`: the last error; `cancelled`: the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `progress`: the report's number (from 0, per task; a client drops numbers it has seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    /// `progress`: the message, or a piece of partial output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `{"code", "message"}`: the error of a whole response (under `"error"`) or of one item of a
+/// batch answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// An error response: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorOut {
+    pub error: ErrorBody,
+}
