@@ -57,6 +57,8 @@ pub enum Cmd {
     Pool(Box<crate::pool::PoolArgs>),
     /// A reference agent: run a shell command per task (payload on stdin, result from stdout).
     Worker(Box<crate::worker::WorkerArgs>),
+    /// Print the OpenAPI document of this build's API (what docs/openapi.json holds).
+    Openapi,
     /// Ingest Kafka topics or Redis Streams into tasks; adapter status.
     #[command(subcommand)]
     Ingest(crate::ingest::IngestCmd),

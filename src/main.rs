@@ -68,6 +68,10 @@ fn main() -> std::process::ExitCode {
                 export_postgres(args).await
             }
             Cmd::Bench(args) => bench::run(args).await,
+            Cmd::Openapi => {
+                print!("{}", api::openapi::document());
+                Ok(())
+            }
         }
     });
     match result {

@@ -15,6 +15,7 @@ fn is_zero_i32(v: &i32) -> bool {
 
 /// A task as a producer submits it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskIn {
     pub queue: String,
@@ -23,6 +24,7 @@ pub struct TaskIn {
     pub kind: String,
     /// Any JSON (`null` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub payload: Option<Box<RawValue>>,
     /// Capabilities the claiming agent must all have.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -60,13 +62,25 @@ impl TaskIn {
 
 /// `POST /v1/tasks` with several tasks: one atomic batch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchIn {
     pub tasks: Vec<TaskIn>,
 }
 
+/// The body of `POST /v1/tasks`: one task, or `{"tasks": [...]}` (an atomic batch of up to
+/// 10,000). The server tells them apart by the `tasks` field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum SubmitIn {
+    Batch(BatchIn),
+    One(TaskIn),
+}
+
 /// An ingest record refused as a task (`POST /v1/rejections`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RejectedIn {
     /// The queue it was meant for (the adapter's default queue).
@@ -88,6 +102,7 @@ fn rejected_kind() -> String {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RejectionsIn {
     pub records: Vec<RejectedIn>,
@@ -95,6 +110,7 @@ pub struct RejectionsIn {
 
 /// The answer to a submit of one task (and, per task, of a batch).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubmittedOut {
     pub id: u64,
     /// True when an idempotency key matched an earlier task: `id` is that task.
@@ -103,11 +119,13 @@ pub struct SubmittedOut {
 
 /// The answer to a batch submit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchOut {
     pub tasks: Vec<SubmittedOut>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClaimIn {
     pub agent_id: String,
@@ -127,11 +145,13 @@ fn one() -> u32 {
 
 /// The answer to a claim: the tasks leased (possibly none).
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimOut {
     pub tasks: Vec<TaskOut>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProgressIn {
     pub lease_token: u64,
@@ -143,14 +163,17 @@ pub struct ProgressIn {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CompleteIn {
     pub lease_token: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub result: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FailIn {
     pub lease_token: u64,
@@ -158,6 +181,7 @@ pub struct FailIn {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExtendIn {
     pub lease_token: u64,
@@ -167,6 +191,7 @@ pub struct ExtendIn {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CancelIn {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -175,12 +200,14 @@ pub struct CancelIn {
 
 /// `POST /v1/acks`: complete or fail many leased tasks in one request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AcksIn {
     pub acks: Vec<AckIn>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AckIn {
     pub id: u64,
@@ -188,6 +215,7 @@ pub struct AckIn {
     pub outcome: AckOutcome,
     /// With `complete`: the result (any JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub result: Option<Box<RawValue>>,
     /// With `fail`: why (required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,6 +223,7 @@ pub struct AckIn {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AckOutcome {
     Complete,
@@ -203,6 +232,7 @@ pub enum AckOutcome {
 
 /// One acknowledgement's answer: the task's state after it, or why it changed nothing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AckOut {
     pub id: u64,
     pub ok: bool,
@@ -213,12 +243,14 @@ pub struct AckOut {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcksOut {
     pub results: Vec<AckOut>,
 }
 
 /// `GET /v1/tasks` filters and paging.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -241,6 +273,7 @@ pub struct ListQuery {
 
 /// A task's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     Ready,
@@ -262,12 +295,15 @@ impl TaskState {
 
 /// A task as the API returns it: the ledger record with payload and result as JSON.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskOut {
     pub id: u64,
     pub queue: String,
     pub kind: String,
     pub state: TaskState,
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub payload: Box<RawValue>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub result: Option<Box<RawValue>>,
     pub capabilities: Vec<String>,
     pub priority: i32,
@@ -300,6 +336,7 @@ impl TaskOut {
 
 /// The current lease on a task in state `leased`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseOut {
     /// The fencing token: every operation on the task under this lease names it.
     pub token: u64,
@@ -311,6 +348,7 @@ pub struct LeaseOut {
 
 /// A progress report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProgressOut {
     pub at_ms: u64,
     pub attempt: u32,
@@ -319,6 +357,7 @@ pub struct ProgressOut {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutcomeOut {
     /// succeeded, failed, lease_expired or cancelled
     pub outcome: String,
@@ -327,6 +366,7 @@ pub struct OutcomeOut {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptOut {
     pub number: u32,
     pub agent_id: String,
@@ -337,6 +377,7 @@ pub struct AttemptOut {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskList {
     pub tasks: Vec<TaskOut>,
     /// Pass as `after` to get the next page; absent on the last page.
@@ -344,6 +385,7 @@ pub struct TaskList {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentIn {
     pub id: String,
@@ -358,6 +400,7 @@ pub struct AgentIn {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatIn {
     /// The incarnation the agent registered as; a stale one is refused.
@@ -367,6 +410,7 @@ pub struct HeartbeatIn {
 
 /// Completions, failures and their latency, overall or for one capability.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutcomeStatsOut {
     pub completed: u64,
     pub failed: u64,
@@ -374,6 +418,7 @@ pub struct OutcomeStatsOut {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentStatsOut {
     pub in_flight: u32,
     pub overall: OutcomeStatsOut,
@@ -382,6 +427,7 @@ pub struct AgentStatsOut {
 
 /// An agent as the API returns it: the replicated record plus the leader's liveness view.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentOut {
     pub id: String,
     pub name: String,
@@ -401,6 +447,7 @@ pub struct AgentOut {
 
 /// A page of agents.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentList {
     pub agents: Vec<AgentOut>,
     /// Pass as `after` for the next page; absent on the last.
@@ -410,6 +457,7 @@ pub struct AgentList {
 /// The data of one task event on an event stream (`/v1/events`, `/v1/tasks/{id}/events`); the
 /// SSE event's name says what happened (`submitted`, a state's name, or `progress`).
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventOut {
     pub task_id: u64,
     pub queue: String,
@@ -425,6 +473,7 @@ pub struct EventOut {
     pub agent_id: Option<String>,
     /// `succeeded`: the result (any JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub result: Option<Box<RawValue>>,
     /// `failed` and `dead`: the last error; `cancelled`: the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -442,6 +491,7 @@ pub struct EventOut {
 /// `{"code", "message"}`: the error of a whole response (under `"error"`) or of one item of a
 /// batch answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -449,6 +499,7 @@ pub struct ErrorBody {
 
 /// An error response: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorOut {
     pub error: ErrorBody,
 }

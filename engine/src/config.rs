@@ -40,6 +40,7 @@ pub mod limits {
 
 /// Per-queue settings. Any field left `None` falls back to [`EngineConfig`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     pub max_attempts: Option<u32>,
@@ -57,6 +58,7 @@ pub struct QueueConfig {
 
 /// Engine-wide defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
     pub max_attempts: u32,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{OutcomeStats, ANY_CAPABILITY};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Waiting agents in turn, by agent id.

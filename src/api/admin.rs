@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::{ApiResult, AppState, JsonBody};
 use crate::auth::{bearer, sha256, Caller};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenIn {
     pub name: String,
@@ -73,6 +73,18 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Create a token; the answer holds its bearer value, which is shown this once and kept nowhere.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "admin",
+    summary = "Create an API token (the answer's token is shown once)",
+    request_body = TokenIn,
+    responses(
+        (status = 201, description = "the token with its bearer value", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn create_token(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -114,6 +126,15 @@ pub async fn create_token(
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    tag = "admin",
+    summary = "Every token (never a secret)",
+    responses(
+        (status = 200, description = "tokens", body = Object)
+    )
+)]
 pub async fn list_tokens(State(s): State<AppState>) -> Json<serde_json::Value> {
     let now = crate::node::now_ms();
     let g = s.node.state.read();
@@ -121,6 +142,20 @@ pub async fn list_tokens(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "tokens": tokens }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{id}",
+    tag = "admin",
+    summary = "Revoke a token on every node",
+    params(
+        ("id" = String, Path, description = "token id")
+    ),
+    responses(
+        (status = 200, description = "the token, inactive", body = Object),
+        (status = 404, description = "unknown token", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn revoke_token(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -144,6 +179,20 @@ pub struct AuditQuery {
 }
 
 /// The audit trail, oldest first, in pages (`next` is the `after` of the next page).
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "admin",
+    summary = "The audit trail of administrative actions, oldest first",
+    params(
+        ("after" = Option<u64>, Query, description = "entries after this sequence number"),
+        ("limit" = Option<usize>, Query, description = "how many")
+    ),
+    responses(
+        (status = 200, description = "entries", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn audit(
     State(s): State<AppState>,
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,

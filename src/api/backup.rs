@@ -23,6 +23,16 @@ fn temp_path(s: &AppState, what: &str) -> std::path::PathBuf {
 }
 
 /// The state as of one applied index (a consistent read while writes go on), streamed.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/backup",
+    tag = "admin",
+    summary = "A consistent backup file of the whole state",
+    responses(
+        (status = 200, description = "the backup (binary)", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn backup(State(s): State<AppState>) -> ApiResult<Response> {
     let path = temp_path(&s, "backup");
     let storage = s.node.storage.clone();
@@ -59,6 +69,20 @@ pub async fn backup(State(s): State<AppState>) -> ApiResult<Response> {
 /// or not a backup (400) or when the cluster already holds state (409). The body is kept in a
 /// temporary file in the data directory, checked whole, then sent through the log in entries of
 /// bounded size.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/restore",
+    tag = "admin",
+    summary = "Load a backup into an empty cluster",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "what was restored", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 413, description = "request body over the limit", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut),
+        (status = 409, description = "the cluster is not empty", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn restore(
     State(s): State<AppState>,
     Extension(caller): Extension<crate::auth::Caller>,

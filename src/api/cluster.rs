@@ -178,6 +178,16 @@ fn role_of(m: &openraft::RaftMetrics<NodeId, RaftNode>, id: NodeId) -> &'static 
 }
 
 /// Cluster status as this node sees it (replication lag is known on the leader only).
+#[utoipa::path(
+    get,
+    path = "/v1/cluster",
+    tag = "cluster",
+    summary = "Leader, term, committed index, members with role, matched index and lag",
+    responses(
+        (status = 200, description = "the cluster", body = Object),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn status(State(s): State<AppState>) -> Json<Value> {
     Json(status_json(&s.node))
 }
@@ -235,6 +245,19 @@ pub struct NodeQuery {
 
 /// This node only: its raft state, what it has applied and, on request, a digest of its state
 /// (replicas at the same applied index have equal digests).
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/node",
+    tag = "cluster",
+    summary = "The node asked (never forwarded): raft state, applied index, snapshots installed, optional state digest",
+    params(
+        ("digest" = Option<bool>, Query, description = "also a SHA-256 of the applied state")
+    ),
+    responses(
+        (status = 200, description = "the node", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn node_info(
     State(s): State<AppState>,
     q: Result<Query<NodeQuery>, axum::extract::rejection::QueryRejection>,
@@ -286,9 +309,10 @@ pub async fn node_info(
 
 // --- membership ---
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberIn {
+    #[schema(value_type = u64)]
     node_id: NodeId,
     /// Peer address of the new node (`host:port`).
     raft_addr: String,
@@ -300,9 +324,10 @@ pub struct MemberIn {
     voter: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceIn {
+    #[schema(value_type = u64)]
     node_id: NodeId,
     raft_addr: String,
     #[serde(default)]
@@ -396,6 +421,19 @@ async fn probe(s: &AppState, node_id: NodeId, raft_addr: &str, api_addr: Option<
 }
 
 /// Add a node as a learner, wait until it has caught up, and optionally promote it.
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/members",
+    tag = "cluster",
+    summary = "Add a node started with --join; waits until it has caught up",
+    request_body = MemberIn,
+    responses(
+        (status = 200, description = "the membership", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut),
+        (status = 409, description = "a membership change is under way", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn add_member(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -429,6 +467,21 @@ fn unknown(id: NodeId) -> ApiError {
 }
 
 /// Make a learner a voter.
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/members/{id}/promote",
+    tag = "cluster",
+    summary = "Learner to voter",
+    params(
+        ("id" = u64, Path, description = "node id")
+    ),
+    responses(
+        (status = 200, description = "the membership", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut),
+        (status = 409, description = "refused", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn promote(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -452,6 +505,21 @@ pub async fn promote(
 }
 
 /// Remove a node (voter or learner). The last voter cannot be removed.
+#[utoipa::path(
+    delete,
+    path = "/v1/cluster/members/{id}",
+    tag = "cluster",
+    summary = "Remove a voter or learner (not the last voter)",
+    params(
+        ("id" = u64, Path, description = "node id")
+    ),
+    responses(
+        (status = 200, description = "the membership", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut),
+        (status = 409, description = "refused", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn remove(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -477,6 +545,22 @@ pub async fn remove(
 
 /// Replace a (dead) voter by a new node: add the new node as a learner, wait until it has caught
 /// up, then swap the voter sets in one joint change.
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/members/{id}/replace",
+    tag = "cluster",
+    summary = "The new node takes voter {id}'s place",
+    request_body = ReplaceIn,
+    params(
+        ("id" = u64, Path, description = "node id")
+    ),
+    responses(
+        (status = 200, description = "the membership", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut),
+        (status = 409, description = "refused", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn replace(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,

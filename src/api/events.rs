@@ -88,6 +88,24 @@ pub struct TaskEventsQuery {
 }
 
 /// `GET /v1/events`: the events of every task on this node, or of one queue.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    summary = "Server-Sent Events of every task on this node or of one queue; resuming sends each task changed since as it is now",
+    params(
+        ("queue" = Option<String>, Query, description = "only this queue"),
+        ("types" = Option<String>, Query, description = "only these event names, comma-separated"),
+        ("after" = Option<u64>, Query, description = "resume after this event id (Last-Event-ID wins)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")
+    ),
+    responses(
+        (status = 200, description = "text/event-stream: events named submitted, ready, delayed, leased, succeeded, failed, dead, cancelled, rejected, progress (data: EventOut), heartbeat and compacted; id: the log index reached", body = minion_client::wire::EventOut, content_type = "text/event-stream"),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 403, description = "the token may not do this", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn node_events(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -104,6 +122,24 @@ pub async fn node_events(
 
 /// `GET /v1/tasks/{id}/events`: one task's events. Without a position to resume from it starts
 /// with the task as it is (its progress history, then its state); it ends after a final state.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/events",
+    tag = "events",
+    summary = "Server-Sent Events of one task: its progress history and state first (unless resuming), then each change; ends after a final state",
+    params(
+        ("id" = u64, Path, description = "task id"),
+        ("types" = Option<String>, Query, description = "only these event names, comma-separated"),
+        ("after" = Option<u64>, Query, description = "resume after this event id (Last-Event-ID wins)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")
+    ),
+    responses(
+        (status = 200, description = "text/event-stream: events named submitted, ready, delayed, leased, succeeded, failed, dead, cancelled, rejected, progress (data: EventOut), heartbeat and compacted; id: the log index reached", body = minion_client::wire::EventOut, content_type = "text/event-stream"),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 404, description = "unknown task (or one outside the token's queues)", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn task_events(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod cluster;
 pub mod error;
 pub mod events;
+pub mod openapi;
 pub mod settings;
 pub mod views;
 
@@ -209,6 +210,23 @@ pub(crate) fn task_not_found(id: u64) -> ApiError {
     ApiError::not_found(format!("task {id} not found"))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks",
+    tag = "tasks",
+    summary = "Submit one task, or {\"tasks\": [...]} as one atomic batch (up to 10,000)",
+    request_body = minion_client::wire::SubmitIn,
+    params(
+        ("traceparent" = Option<String>, Header, description = "W3C trace context kept with every task created and handed to the agent that claims it")
+    ),
+    responses(
+        (status = 201, description = "created (one task: SubmittedOut; a batch: BatchOut)", body = SubmittedOut),
+        (status = 200, description = "every task was a duplicate of an earlier one with the same idempotency key", body = SubmittedOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 413, description = "request body over the limit", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn submit(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -250,6 +268,20 @@ async fn submit(
 }
 
 /// Ingest records that could not become tasks, recorded as `rejected` (deduplicated by key).
+#[utoipa::path(
+    post,
+    path = "/v1/rejections",
+    tag = "ingest",
+    summary = "Record ingest records that could not become tasks (state rejected, deduplicated by key)",
+    request_body = RejectionsIn,
+    responses(
+        (status = 201, description = "recorded", body = BatchOut),
+        (status = 200, description = "all duplicates", body = BatchOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 413, description = "request body over the limit", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn reject(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -269,6 +301,20 @@ async fn reject(
 
 /// An adapter (ingest or export, embedded or a separate process) reports its status; the leader
 /// keeps the latest report of each in memory.
+#[utoipa::path(
+    put,
+    path = "/v1/adapters/{name}",
+    tag = "ingest",
+    summary = "An adapter reports its status (lag, position, errors)",
+    request_body = Object,
+    params(
+        ("name" = String, Path, description = "adapter name")
+    ),
+    responses(
+        (status = 204, description = "kept"),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn report_adapter(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -278,6 +324,15 @@ async fn report_adapter(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/adapters",
+    tag = "ingest",
+    summary = "Ingest and export adapters and their last reports (kept by the leader)",
+    responses(
+        (status = 200, description = "adapters", body = Object)
+    )
+)]
 async fn list_adapters(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "adapters": s.node.adapters.list() }))
 }
@@ -310,6 +365,21 @@ struct GetTaskQuery {
 
 /// A task; with `wait_ms`, the answer comes once it is finished (succeeded, dead, cancelled or
 /// rejected) or the wait is over, whichever is first.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}",
+    tag = "tasks",
+    summary = "A task with its attempts and progress history; with wait_ms, answered once it is finished or the wait is over",
+    params(
+        ("id" = u64, Path, description = "task id"),
+        ("wait_ms" = Option<u64>, Query, description = "long-poll up to this long for the task to finish (at most the node's claim_wait_ms_max)")
+    ),
+    responses(
+        (status = 200, description = "the task", body = TaskOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 404, description = "unknown task (or one outside the token's queues)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn get_task(
     State(s): State<AppState>,
     path: Result<Path<u64>, axum::extract::rejection::PathRejection>,
@@ -338,6 +408,19 @@ async fn get_task(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    tag = "tasks",
+    summary = "List tasks from the ledger with filters and cursor pagination (ascending id)",
+    params(
+        ListQuery
+    ),
+    responses(
+        (status = 200, description = "a page", body = TaskList),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn list_tasks(
     State(s): State<AppState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -378,6 +461,23 @@ async fn list_tasks(
 
 type PathId = Result<Path<u64>, axum::extract::rejection::PathRejection>;
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/cancel",
+    tag = "tasks",
+    summary = "Cancel an unfinished task (a leased one loses its lease); an empty body is fine",
+    request_body = CancelIn,
+    params(
+        ("id" = u64, Path, description = "task id")
+    ),
+    responses(
+        (status = 200, description = "the cancelled task", body = TaskOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 404, description = "unknown task (or one outside the token's queues)", body = minion_client::wire::ErrorOut),
+        (status = 409, description = "stale lease token or wrong task state", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn cancel(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -389,6 +489,22 @@ async fn cancel(
     task_answer(&s, s.node.propose(cmd).await??)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/retry",
+    tag = "tasks",
+    summary = "Make a dead, cancelled or failed task ready now; dead and cancelled tasks get max_attempts more attempts",
+    params(
+        ("id" = u64, Path, description = "task id")
+    ),
+    responses(
+        (status = 200, description = "the task", body = TaskOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 404, description = "unknown task (or one outside the token's queues)", body = minion_client::wire::ErrorOut),
+        (status = 409, description = "stale lease token or wrong task state", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn retry(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -408,6 +524,24 @@ fn audited(caller: &Caller, cmd: Command) -> Command {
 #[serde(deny_unknown_fields)]
 struct EmptyIn {}
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/progress",
+    tag = "agents",
+    summary = "Report progress or partial output (kept as history, sent to event streams)",
+    request_body = ProgressIn,
+    params(
+        ("id" = u64, Path, description = "task id")
+    ),
+    responses(
+        (status = 200, description = "the task", body = TaskOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 404, description = "unknown task (or one outside the token's queues)", body = minion_client::wire::ErrorOut),
+        (status = 409, description = "stale lease token or wrong task state", body = minion_client::wire::ErrorOut),
+        (status = 413, description = "request body over the limit", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn progress(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -420,6 +554,24 @@ async fn progress(
     task_answer(&s, s.node.propose(cmd).await??)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/complete",
+    tag = "agents",
+    summary = "Complete with a result",
+    request_body = CompleteIn,
+    params(
+        ("id" = u64, Path, description = "task id")
+    ),
+    responses(
+        (status = 200, description = "the task", body = TaskOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 404, description = "unknown task (or one outside the token's queues)", body = minion_client::wire::ErrorOut),
+        (status = 409, description = "stale lease token or wrong task state", body = minion_client::wire::ErrorOut),
+        (status = 413, description = "request body over the limit", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn complete(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -435,6 +587,19 @@ async fn complete(
 /// Complete or fail many leased tasks in one round trip. The request is checked whole (a
 /// malformed item refuses all of it); then each acknowledgement stands alone: the answer lists,
 /// in order, the task's new state or why that one changed nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/acks",
+    tag = "agents",
+    summary = "Complete or fail up to 1,000 leased tasks in one request; each succeeds or is refused on its own",
+    request_body = AcksIn,
+    responses(
+        (status = 200, description = "one result per acknowledgement, in order", body = AcksOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 413, description = "request body over the limit", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn acknowledge(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -493,6 +658,24 @@ async fn acknowledge(
     Ok(Json(json!({ "results": results })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/fail",
+    tag = "agents",
+    summary = "Fail the attempt: retry after backoff, or dead after the last attempt",
+    request_body = FailIn,
+    params(
+        ("id" = u64, Path, description = "task id")
+    ),
+    responses(
+        (status = 200, description = "the task", body = TaskOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 404, description = "unknown task (or one outside the token's queues)", body = minion_client::wire::ErrorOut),
+        (status = 409, description = "stale lease token or wrong task state", body = minion_client::wire::ErrorOut),
+        (status = 413, description = "request body over the limit", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn fail(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -504,6 +687,24 @@ async fn fail(
     task_answer(&s, s.node.propose(Command::Fail { task_id: id, lease_token: b.lease_token, error: b.error }).await??)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/extend",
+    tag = "agents",
+    summary = "Extend the lease from now by lease_ms (default: the task's lease_ms)",
+    request_body = ExtendIn,
+    params(
+        ("id" = u64, Path, description = "task id")
+    ),
+    responses(
+        (status = 200, description = "the task", body = TaskOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 404, description = "unknown task (or one outside the token's queues)", body = minion_client::wire::ErrorOut),
+        (status = 409, description = "stale lease token or wrong task state", body = minion_client::wire::ErrorOut),
+        (status = 413, description = "request body over the limit", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn extend(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -523,6 +724,19 @@ async fn extend(
 /// The claim first goes to the engine (which validates it and leases what is ready). If that finds
 /// nothing, the agent waits in the leader's dispatch hub: when tasks become ready, the queue's
 /// strategy picks among the waiting agents. A claim also counts as a heartbeat.
+#[utoipa::path(
+    post,
+    path = "/v1/claims",
+    tag = "agents",
+    summary = "Lease up to max ready tasks, long-polling up to wait_ms",
+    request_body = ClaimIn,
+    responses(
+        (status = 200, description = "leased tasks (possibly none)", body = ClaimOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 413, description = "request body over the limit", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn claim(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -585,6 +799,19 @@ fn agent_answer(s: &AppState, out: Outcome) -> ApiResult<Json<serde_json::Value>
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agents",
+    tag = "agents",
+    summary = "Register an agent (again: a new incarnation, releasing the old one's leases)",
+    request_body = AgentIn,
+    responses(
+        (status = 201, description = "the agent", body = AgentOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 413, description = "request body over the limit", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn register_agent(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -615,6 +842,20 @@ struct AgentsQuery {
 const AGENTS_PAGE_MAX: usize = 1_000;
 
 /// Agents in id order, a page at a time; `next` is set when there are more.
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    tag = "agents",
+    summary = "Registered agents in id order with status and statistics, a page at a time",
+    params(
+        ("limit" = Option<usize>, Query, description = "1..1000, default 1000"),
+        ("after" = Option<String>, Query, description = "the next of the page before")
+    ),
+    responses(
+        (status = 200, description = "agents", body = AgentList),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn list_agents(
     State(s): State<AppState>,
     q: Result<Query<AgentsQuery>, axum::extract::rejection::QueryRejection>,
@@ -633,6 +874,19 @@ async fn list_agents(
     Ok(Json(json!({ "agents": agents, "next": next })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{id}",
+    tag = "agents",
+    summary = "One agent",
+    params(
+        ("id" = String, Path, description = "agent id")
+    ),
+    responses(
+        (status = 200, description = "the agent", body = AgentOut),
+        (status = 404, description = "unknown agent", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn get_agent(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     let g = s.node.state.read();
     let a = g.engine.agent(&id).ok_or_else(|| ApiError::not_found(format!("agent {id} not found")))?;
@@ -640,6 +894,21 @@ async fn get_agent(State(s): State<AppState>, Path(id): Path<String>) -> ApiResu
 }
 
 /// Liveness only: no log write. Refused for an unknown, dead or replaced incarnation.
+#[utoipa::path(
+    post,
+    path = "/v1/agents/{id}/heartbeat",
+    tag = "agents",
+    summary = "Liveness (kept on the leader, not written to the log)",
+    request_body = HeartbeatIn,
+    params(
+        ("id" = String, Path, description = "agent id")
+    ),
+    responses(
+        (status = 200, description = "alive", body = Object),
+        (status = 404, description = "unknown agent", body = minion_client::wire::ErrorOut),
+        (status = 409, description = "dead or stale incarnation", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn heartbeat(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -670,6 +939,20 @@ async fn heartbeat(
     Ok(Json(json!({ "id": id, "status": status, "incarnation": incarnation })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/agents/{id}/drain",
+    tag = "agents",
+    summary = "Give the agent nothing new; it keeps its in-flight tasks",
+    params(
+        ("id" = String, Path, description = "agent id")
+    ),
+    responses(
+        (status = 200, description = "the agent", body = AgentOut),
+        (status = 404, description = "unknown agent", body = minion_client::wire::ErrorOut),
+        (status = 409, description = "dead", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn drain_agent(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -680,6 +963,20 @@ async fn drain_agent(
     agent_answer(&s, out)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/agents/{id}",
+    tag = "agents",
+    summary = "Deregister: release its leases at once and forget it",
+    params(
+        ("id" = String, Path, description = "agent id")
+    ),
+    responses(
+        (status = 204, description = "removed"),
+        (status = 404, description = "unknown agent", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn deregister_agent(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -690,12 +987,34 @@ async fn deregister_agent(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/queues",
+    tag = "queues",
+    summary = "Every queue with its counts by state and oldest ready age",
+    responses(
+        (status = 200, description = "queues", body = Object)
+    )
+)]
 async fn list_queues(State(s): State<AppState>) -> Json<serde_json::Value> {
     let g = s.node.state.read();
     let stats: Vec<_> = g.engine.queue_names().iter().map(|q| g.engine.queue_stats(q)).collect();
     Json(json!({ "queues": stats }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/queues/{name}",
+    tag = "queues",
+    summary = "A queue's effective configuration, its overrides and stats",
+    params(
+        ("name" = String, Path, description = "queue name")
+    ),
+    responses(
+        (status = 200, description = "the queue", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn get_queue(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     minion_engine::config::validate_queue_name(&name)?;
     let g = s.node.state.read();
@@ -709,6 +1028,19 @@ async fn get_queue(State(s): State<AppState>, Path(name): Path<String>) -> ApiRe
 
 /// One queue's depth in the flat shape KEDA's metrics-api scaler reads (`valueLocation: ready`,
 /// or `backlog` for ready + delayed + leased). An unknown or empty queue reads 0.
+#[utoipa::path(
+    get,
+    path = "/v1/metrics/queues/{name}",
+    tag = "operations",
+    summary = "One queue's depth as flat numbers for KEDA's metrics-api scaler (0 for an unknown or empty queue)",
+    params(
+        ("name" = String, Path, description = "queue name")
+    ),
+    responses(
+        (status = 200, description = "ready, delayed, in_flight, backlog, oldest_ready_age_seconds", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn queue_metric(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     minion_engine::config::validate_queue_name(&name)?;
     let g = s.node.state.read();
@@ -725,6 +1057,15 @@ async fn queue_metric(State(s): State<AppState>, Path(name): Path<String>) -> Ap
 
 /// Every pool's desired and current worker count and last decision, keyed by pool name, so that
 /// KEDA's metrics-api scaler can read `pools.<name>.desired`.
+#[utoipa::path(
+    get,
+    path = "/v1/autoscaler",
+    tag = "autoscaler",
+    summary = "Every configured pool's desired and current workers and last decision, keyed by pool name",
+    responses(
+        (status = 200, description = "pools", body = Object)
+    )
+)]
 async fn autoscaler(State(s): State<AppState>) -> Json<serde_json::Value> {
     let pools: serde_json::Map<String, serde_json::Value> = s
         .node
@@ -744,6 +1085,20 @@ struct DecisionsQuery {
 }
 
 /// A pool's decisions, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/autoscaler/decisions",
+    tag = "autoscaler",
+    summary = "A pool's decisions, newest first: desired, previous, rule, inputs",
+    params(
+        ("pool" = Option<String>, Query, description = "the pool"),
+        ("limit" = Option<usize>, Query, description = "how many")
+    ),
+    responses(
+        (status = 200, description = "decisions", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn autoscaler_decisions(
     State(s): State<AppState>,
     q: Result<Query<DecisionsQuery>, axum::extract::rejection::QueryRejection>,
@@ -758,6 +1113,21 @@ async fn autoscaler_decisions(
     Ok(Json(json!({ "pool": q.pool, "decisions": decisions })))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/queues/{name}",
+    tag = "queues",
+    summary = "Replace a queue's overrides (fields left out use the engine defaults)",
+    request_body = minion_engine::QueueConfig,
+    params(
+        ("name" = String, Path, description = "queue name")
+    ),
+    responses(
+        (status = 200, description = "the queue", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn put_queue(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -768,6 +1138,15 @@ async fn put_queue(
     get_queue(State(s), Path(name)).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    tag = "operations",
+    summary = "Engine, dedup, raft and storage figures",
+    responses(
+        (status = 200, description = "figures", body = Object)
+    )
+)]
 async fn stats(State(s): State<AppState>) -> Json<serde_json::Value> {
     let m = s.node.raft.metrics().borrow().clone();
     let g = s.node.state.read();
@@ -821,6 +1200,21 @@ fn change_json(c: &minion_engine::Change) -> serde_json::Value {
 
 /// The change feed: whole log entries with index > `after`. 410 `compacted` when entries after
 /// `after` were already purged from the feed; the reader then backfills from the ledger.
+#[utoipa::path(
+    get,
+    path = "/v1/changes",
+    tag = "feed",
+    summary = "The change feed: whole log entries after a position, each with the full new records it changed",
+    params(
+        ("after" = Option<u64>, Query, description = "last log index already processed (default 0)"),
+        ("limit" = Option<usize>, Query, description = "records per page, 1..10000 (whole entries)")
+    ),
+    responses(
+        (status = 200, description = "entries, next and applied_index", body = Object),
+        (status = 410, description = "entries after `after` were purged: backfill from /v1/tasks", body = minion_client::wire::ErrorOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn changes(
     State(s): State<AppState>,
     q: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
@@ -869,6 +1263,21 @@ struct DedupQuery {
 }
 
 /// Live idempotency keys in (queue, key) order, paged: for exporters' backfill.
+#[utoipa::path(
+    get,
+    path = "/v1/dedup",
+    tag = "feed",
+    summary = "Live idempotency keys in (queue, key) order, paged (for exporters' backfill)",
+    params(
+        ("after_queue" = Option<String>, Query, description = "with after_key: the position"),
+        ("after_key" = Option<String>, Query, description = "with after_queue"),
+        ("limit" = Option<usize>, Query, description = "1..10000, default 1000")
+    ),
+    responses(
+        (status = 200, description = "keys and more", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut)
+    )
+)]
 async fn list_dedup(
     State(s): State<AppState>,
     q: Result<Query<DedupQuery>, axum::extract::rejection::QueryRejection>,
@@ -900,17 +1309,45 @@ async fn list_dedup(
     Ok(Json(json!({ "keys": keys, "more": !done })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "operations",
+    summary = "This document",
+    responses(
+        (status = 200, description = "the OpenAPI document", body = Object)
+    )
+)]
 async fn openapi() -> impl IntoResponse {
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     (h, OPENAPI)
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness: the process answers",
+    responses(
+        (status = 200, description = "ok", body = Object)
+    )
+)]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Ready when this node knows a leader and has applied what it has committed.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness: the node has a leader and has applied what it knows to be committed",
+    responses(
+        (status = 200, description = "ready", body = Object),
+        (status = 503, description = "not ready", body = Object)
+    )
+)]
 async fn readyz(State(s): State<AppState>) -> Response {
     let m = s.node.raft.metrics().borrow().clone();
     let leader = m.current_leader;
@@ -921,6 +1358,15 @@ async fn readyz(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "text exposition format", body = String, content_type = "text/plain")
+    )
+)]
 async fn prometheus(State(s): State<AppState>) -> impl IntoResponse {
     let text = crate::metrics::render(&s.metrics, &s.node);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)

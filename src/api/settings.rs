@@ -12,6 +12,15 @@ use super::{audited, ApiResult, AppState, JsonBody};
 use crate::auth::Caller;
 
 /// The engine settings every node applies, and whether this node's file says otherwise.
+#[utoipa::path(
+    get,
+    path = "/v1/config",
+    tag = "operations",
+    summary = "The engine settings the cluster applies (the defaults of every queue)",
+    responses(
+        (status = 200, description = "engine and this_node_file_differs", body = Object)
+    )
+)]
 pub async fn get_config(State(s): State<AppState>) -> Json<serde_json::Value> {
     let engine = s.node.state.read().engine.config().clone();
     let differs = engine != s.node.config.engine;
@@ -19,6 +28,18 @@ pub async fn get_config(State(s): State<AppState>) -> Json<serde_json::Value> {
 }
 
 /// Change some engine settings: the fields given replace the cluster's, the rest stay.
+#[utoipa::path(
+    put,
+    path = "/v1/config",
+    tag = "operations",
+    summary = "Change engine settings: the fields given replace the cluster's, the rest stay (audited)",
+    request_body = minion_engine::EngineConfig,
+    responses(
+        (status = 200, description = "the settings", body = Object),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
 pub async fn put_config(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
