@@ -320,7 +320,7 @@ async fn health_readiness_metrics_and_openapi() {
     }
     let (s, v) = api.get("/v1/openapi.json").await;
     assert_eq!(s, 200);
-    assert_eq!(v["openapi"], "3.0.3");
+    assert_eq!(v["openapi"], "3.1.0");
 }
 
 #[tokio::test]

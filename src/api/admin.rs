@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::{ApiResult, AppState, JsonBody};
+use super::extract::JsonBody;
+use super::{ApiResult, AppState};
 use crate::auth::{bearer, sha256, Caller};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

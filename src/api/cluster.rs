@@ -18,7 +18,8 @@ use openraft::ChangeMembers;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{admin, ApiError, ApiResult, AppState, JsonBody};
+use super::extract::JsonBody;
+use super::{admin, ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use crate::node::Node;
 use crate::peer::PeerInfo;

@@ -150,7 +150,7 @@ pub async fn task_events(
     let Path(id) = path?;
     let Query(q) = q?;
     if record(&s, id).await?.is_none() {
-        return Err(super::task_not_found(id));
+        return Err(super::answer::task_not_found(id));
     }
     let filter = Filter { task: Some(id), queue: None, names: names(q.types.as_deref())?, caller };
     open(s, filter, resume_from(&headers, q.after)?)

@@ -7,8 +7,10 @@ use axum::{Extension, Json};
 use minion_engine::{Command, EngineConfig};
 use serde_json::json;
 
+use super::answer::audited;
 use super::error::ApiError;
-use super::{audited, ApiResult, AppState, JsonBody};
+use super::extract::JsonBody;
+use super::{ApiResult, AppState};
 use crate::auth::Caller;
 
 /// The engine settings every node applies, and whether this node's file says otherwise.

@@ -1,0 +1,54 @@
+//! How handlers turn the engine's outcomes into answers (and audit administrative commands).
+
+use super::error::ApiError;
+use super::views::*;
+use super::{ApiResult, AppState};
+use crate::auth::Caller;
+use axum::http::StatusCode;
+use axum::Json;
+use minion_engine::{Command, Outcome, TaskRecord};
+use serde_json::json;
+
+pub(super) fn task_not_found(id: u64) -> ApiError {
+    ApiError::not_found(format!("task {id} not found"))
+}
+
+pub(super) fn unexpected(out: Outcome) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected engine outcome {out:?}"))
+}
+
+/// The API's view of a task record: its payload and progress read back from the records.
+pub(super) fn view(s: &AppState, rec: TaskRecord) -> ApiResult<TaskOut> {
+    let trace = rec.trace_parent.clone();
+    let task = s.node.state.view(rec)?;
+    Ok(task_out(&task, trace))
+}
+
+pub(super) fn task_answer(s: &AppState, out: Outcome) -> ApiResult<Json<TaskOut>> {
+    match out {
+        Outcome::Task(t) => Ok(Json(view(s, *t)?)),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// An administrative command, recorded in the audit trail under the caller's name.
+pub(super) fn audited(caller: &Caller, cmd: Command) -> Command {
+    Command::Audited { actor: caller.actor(), cmd: Box::new(cmd) }
+}
+
+/// A claim's answer: the leased tasks with their payloads, each with its trace context.
+pub(super) fn claimed(s: &AppState, tasks: Vec<TaskRecord>) -> ApiResult<serde_json::Value> {
+    let tasks: Vec<TaskOut> = tasks.into_iter().map(|t| view(s, t)).collect::<ApiResult<_>>()?;
+    Ok(json!({ "tasks": tasks }))
+}
+
+pub(super) fn agent_json(s: &AppState, a: &minion_engine::Agent) -> serde_json::Value {
+    serde_json::to_value(agent_out(a, s.node.hub.last_seen_ms_ago(&a.id))).unwrap_or(serde_json::Value::Null)
+}
+
+pub(super) fn agent_answer(s: &AppState, out: Outcome) -> ApiResult<Json<serde_json::Value>> {
+    match out {
+        Outcome::Agent(a) => Ok(Json(agent_json(s, &a))),
+        other => Err(unexpected(other)),
+    }
+}
