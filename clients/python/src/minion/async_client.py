@@ -1,0 +1,464 @@
+"""The asyncio client, :class:`AsyncClient` (one per event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Iterable, Mapping, Optional, Sequence, TypeVar, Union
+
+import httpx
+
+from . import _ops as ops
+from ._transport import (
+    Call,
+    ClientConfig,
+    Op,
+    Rotation,
+    Servers,
+    Verify,
+    backoff,
+    connection_failed,
+    error_of,
+    make_ssl_context,
+    not_repeated,
+    parse_body,
+    read_timeout,
+    retry_after_of,
+    retry_safe_after,
+    should_failover,
+    transport_error_delivered,
+)
+from .errors import MinionError, WaitTimeout
+from .events import AsyncEventStream, stream_timeout
+from .models import (
+    Agent,
+    AgentPage,
+    Heartbeat,
+    Queue,
+    QueueConfig,
+    QueueStats,
+    Submitted,
+    Task,
+    TaskPage,
+    TaskState,
+    Token,
+)
+from .sse import StreamState
+
+__all__ = ["AsyncClient"]
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """An asyncio client of one Minion cluster (the same calls as :class:`~minion.Client`, awaited).
+
+    Args:
+        server: a node URL, several separated by commas, or a list (default: ``$MINION_SERVER``,
+            else ``http://127.0.0.1:7070``). Requests go to one node and move to the next when it
+            cannot be reached or answers 503; see the retry policy in the docs.
+        token: bearer token (default: ``$MINION_TOKEN``); not needed in development mode.
+        verify: TLS verification: ``True``, a path to a PEM CA bundle (private CA), an
+            ``ssl.SSLContext``, or ``False`` (never in production).
+        timeout: seconds for a request, on top of any long-poll wait it asks the server for.
+        connect_timeout: seconds to connect to a node before moving to the next.
+        retries: further attempts after the first, across nodes, for requests safe to repeat.
+        headers: extra headers sent with every request.
+        transport: an httpx transport (advanced: proxies, tests).
+    """
+
+    def __init__(
+        self,
+        server: Optional[Servers] = None,
+        *,
+        token: Optional[str] = None,
+        verify: Verify = True,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        retries: int = 4,
+        headers: Optional[Mapping[str, str]] = None,
+        transport: Optional[httpx.AsyncBaseTransport] = None,
+    ) -> None:
+        config = ClientConfig.build(
+            server,
+            token=token,
+            verify=verify,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
+            headers=headers,
+        )
+        self._init(config, transport)
+
+    @classmethod
+    def from_config(cls, config: ClientConfig, *, transport: Optional[httpx.AsyncBaseTransport] = None) -> "AsyncClient":
+        """A client with the settings of ``config`` (e.g. ``other_client.config``)."""
+        self = cls.__new__(cls)
+        self._init(config, transport)
+        return self
+
+    def _init(self, config: ClientConfig, transport: Optional[httpx.AsyncBaseTransport]) -> None:
+        self.config = config
+        self._rotation = Rotation(config.urls)
+        self._http = httpx.AsyncClient(
+            verify=make_ssl_context(config.verify),
+            timeout=config.httpx_timeout(),
+            headers=config.default_headers(),
+            transport=transport,
+        )
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """The node URLs, in the order given."""
+        return self.config.urls
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({list(self.config.urls)!r})"
+
+    # -- transport ---------------------------------------------------------------------------
+
+    async def _send(self, call: Call, *, stream: bool = False, timeout: Optional[httpx.Timeout] = None) -> tuple[httpx.Response, str]:
+        """Send ``call`` following the failover policy; the response may be an error answer."""
+        if timeout is None:
+            timeout = read_timeout(self.config, call) if call.hold else self.config.httpx_timeout()
+        attempts, round_no = 0, 0
+        last_exc: Optional[BaseException] = None
+        last_err: Optional[MinionError] = None
+        while True:
+            retry_after = None
+            for index, base in self._rotation.order():
+                attempts += 1
+                request = self._http.build_request(call.method, base + call.path, timeout=timeout, **call.request_kwargs())
+                try:
+                    resp = await self._http.send(request, stream=stream)
+                except httpx.TransportError as exc:
+                    self._rotation.failed(index)
+                    if transport_error_delivered(exc) and not call.idempotent:
+                        raise not_repeated(call, exc, base) from exc
+                    last_exc, last_err = exc, None
+                else:
+                    if not should_failover(resp):
+                        return resp, base
+                    self._rotation.failed(index)
+                    if stream:
+                        await resp.aread()
+                        await resp.aclose()
+                    err = error_of(resp, base)
+                    if not retry_safe_after(resp, call):
+                        raise err
+                    last_exc, last_err, retry_after = None, err, retry_after_of(resp)
+                if attempts > self.config.retries:
+                    if last_err is not None:
+                        raise last_err
+                    raise connection_failed(call, last_exc, attempts)
+            await asyncio.sleep(backoff(round_no, retry_after))
+            round_no += 1
+
+    async def _run(self, op: Op[T]) -> T:
+        resp, node = await self._send(op.call)
+        if resp.is_success:
+            return op.result(resp)
+        raise error_of(resp, node)
+
+    async def _open_stream(self, call: Call) -> httpx.Response:
+        timeout = stream_timeout(self.config.connect_timeout, self.config.timeout)
+        resp, node = await self._send(call, stream=True, timeout=timeout)
+        if resp.is_success:
+            return resp
+        await resp.aread()
+        await resp.aclose()
+        raise error_of(resp, node)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Optional[Mapping[str, Any]] = None,
+        idempotent: Optional[bool] = None,
+    ) -> Any:
+        """Call any route (e.g. ``client.request("GET", "/v1/stats")``) and return its JSON.
+
+        ``idempotent`` (default: true for GET, PUT and DELETE) says whether the request may be
+        sent again when a node fails after it may have been delivered. Errors raise typed
+        exceptions like every other call.
+        """
+        return await self._run(ops.raw(method, path, json=json, params=params, idempotent=idempotent))
+
+    # -- producers ---------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        queue: str,
+        payload: Any = None,
+        *,
+        kind: Optional[str] = None,
+        priority: Optional[int] = None,
+        idempotency_key: Optional[str] = None,
+        delay_ms: Optional[int] = None,
+        run_at_ms: Optional[int] = None,
+        max_attempts: Optional[int] = None,
+        lease_ms: Optional[int] = None,
+        capabilities: Optional[Sequence[str]] = None,
+        stall_timeout_ms: Optional[int] = None,
+        traceparent: Optional[str] = None,
+    ) -> Submitted:
+        """Submit one task; ``payload`` is any JSON value or a pydantic model.
+
+        With an ``idempotency_key`` the submission is retried on another node when one fails,
+        and a key still live answers the original id with ``duplicate=True``. Without one it is
+        never sent twice: a failure after it may have been delivered raises
+        :class:`~minion.ConnectionFailed`.
+        """
+        return await self._run(
+            ops.submit(
+                queue,
+                payload,
+                kind=kind,
+                priority=priority,
+                idempotency_key=idempotency_key,
+                delay_ms=delay_ms,
+                run_at_ms=run_at_ms,
+                max_attempts=max_attempts,
+                lease_ms=lease_ms,
+                capabilities=capabilities,
+                stall_timeout_ms=stall_timeout_ms,
+                traceparent=traceparent,
+            )
+        )
+
+    async def submit_many(self, tasks: Iterable[ops.TaskLike], *, traceparent: Optional[str] = None) -> list[Submitted]:
+        """Submit tasks (:class:`~minion.TaskSpec` or dicts of its fields) as one atomic batch:
+        all are created or none. Retried across nodes only when every task has an idempotency key."""
+        return await self._run(ops.submit_many(tasks, traceparent=traceparent))
+
+    async def get(self, task_id: int) -> Task:
+        """A task with its attempts and progress history."""
+        return await self._run(ops.get(task_id))
+
+    async def wait(self, task_id: int, timeout: Optional[float] = None) -> Task:
+        """Wait until the task is final (succeeded, dead, cancelled or rejected) and return it.
+
+        Long-polls ``GET /v1/tasks/{id}?wait_ms=`` in chunks of at most 30 s. With ``timeout``
+        (seconds), raises :class:`~minion.WaitTimeout` (a ``TimeoutError`` holding the last
+        state seen as ``.task``) when the task is still unfinished then.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if deadline is None:
+                wait_ms = ops.WAIT_CHUNK_MS
+            else:
+                wait_ms = min(ops.WAIT_CHUNK_MS, int((deadline - time.monotonic()) * 1000))
+            started = time.monotonic()
+            task = await self._run(ops.get(task_id, wait_ms=max(wait_ms, 0)))
+            if task.is_final:
+                return task
+            if deadline is not None and time.monotonic() >= deadline - 0.001:
+                raise WaitTimeout(task)
+            if time.monotonic() - started < 0.05:  # the node did not hold the request: don't spin
+                await asyncio.sleep(0.05)
+
+    def events(
+        self,
+        task_id: Optional[int] = None,
+        queue: Optional[str] = None,
+        types: Union[str, Iterable[str], None] = None,
+        last_event_id: Union[int, str, None] = None,
+        *,
+        heartbeats: bool = False,
+        reconnect: bool = True,
+        reconnect_timeout: float = 60.0,
+    ) -> AsyncEventStream:
+        """Stream events: of one task (``task_id``; ends after its final state), or of every task
+        on the node or of one ``queue``. ``types`` keeps only those event names; ``last_event_id``
+        resumes after that position. The stream reconnects with ``Last-Event-ID`` when the
+        connection drops. ``heartbeats=True`` also yields the server's ``heartbeat`` events.
+        Use it with ``async with``, or ``await stream.aclose()``, to release the connection."""
+        state = StreamState(
+            task_id=task_id, queue=queue, types=types, last_event_id=last_event_id, heartbeats=heartbeats
+        )
+        return AsyncEventStream(self, state, reconnect=reconnect, reconnect_timeout=reconnect_timeout)
+
+    async def cancel(self, task_id: int, reason: Optional[str] = None) -> Task:
+        """Cancel an unfinished task; a running one loses its lease (its agent sees 409)."""
+        return await self._run(ops.cancel(task_id, reason))
+
+    async def retry(self, task_id: int) -> Task:
+        """Make a dead, cancelled or failed task ready now."""
+        return await self._run(ops.retry(task_id))
+
+    async def list_tasks(
+        self,
+        *,
+        queue: Optional[str] = None,
+        state: Union[TaskState, str, None] = None,
+        kind: Optional[str] = None,
+        agent: Optional[str] = None,
+        created_from_ms: Optional[int] = None,
+        created_before_ms: Optional[int] = None,
+        after: Optional[int] = None,
+        limit: Optional[int] = None,
+    ) -> TaskPage:
+        """One page of the ledger in ascending id order; ``page.next`` is the next ``after``."""
+        return await self._run(
+            ops.list_tasks(
+                queue=queue,
+                state=state,
+                kind=kind,
+                agent=agent,
+                created_from_ms=created_from_ms,
+                created_before_ms=created_before_ms,
+                after=after,
+                limit=limit,
+            )
+        )
+
+    async def iter_tasks(self, **filters: Any) -> AsyncIterator[Task]:
+        """Every task matching the filters of :meth:`list_tasks`, following the pages."""
+        after = filters.pop("after", None)
+        while True:
+            page = await self.list_tasks(after=after, **filters)
+            for task in page.tasks:
+                yield task
+            if page.next is None or not page.tasks:
+                return
+            after = page.next
+
+    # -- queues and agents -------------------------------------------------------------------
+
+    async def queues(self) -> list[QueueStats]:
+        """Every queue's counts by state."""
+        return await self._run(ops.queues())
+
+    async def queue(self, name: str) -> Queue:
+        """A queue's effective configuration, overrides and stats."""
+        return await self._run(ops.queue(name))
+
+    async def set_queue(self, name: str, config: Union[QueueConfig, Mapping[str, Any], None] = None, **fields: Any) -> Queue:
+        """Replace a queue's overrides (fields not given use the engine defaults), e.g.
+        ``set_queue("q", retry_base_ms=100, max_attempts=5)``."""
+        merged = dict(config.model_dump(exclude_none=True) if isinstance(config, QueueConfig) else config or {})
+        merged.update(fields)
+        return await self._run(ops.set_queue(name, merged))
+
+    async def agents(self, *, limit: Optional[int] = None, after: Optional[str] = None) -> AgentPage:
+        """One page of registered agents in id order."""
+        return await self._run(ops.agents(limit=limit, after=after))
+
+    async def iter_agents(self) -> AsyncIterator[Agent]:
+        """Every registered agent, following the pages."""
+        after = None
+        while True:
+            page = await self.agents(after=after)
+            for agent in page.agents:
+                yield agent
+            if page.next is None or not page.agents:
+                return
+            after = page.next
+
+    async def agent(self, agent_id: str) -> Agent:
+        """One agent."""
+        return await self._run(ops.agent(agent_id))
+
+    # -- the agent protocol (what Worker does for you) ---------------------------------------
+
+    async def register_agent(
+        self,
+        agent_id: str,
+        *,
+        name: Optional[str] = None,
+        capabilities: Optional[Sequence[str]] = None,
+        max_concurrency: Optional[int] = None,
+        labels: Optional[Mapping[str, str]] = None,
+    ) -> Agent:
+        """Register (again: a new incarnation, whose predecessor's leases are released)."""
+        return await self._run(
+            ops.register_agent(
+                agent_id, name=name, capabilities=capabilities, max_concurrency=max_concurrency, labels=labels
+            )
+        )
+
+    async def heartbeat(self, agent_id: str, incarnation: Optional[int] = None) -> Heartbeat:
+        """Tell the leader the agent is alive."""
+        return await self._run(ops.heartbeat(agent_id, incarnation))
+
+    async def drain_agent(self, agent_id: str) -> Agent:
+        """Give the agent nothing new; it keeps its in-flight tasks."""
+        return await self._run(ops.drain_agent(agent_id))
+
+    async def deregister_agent(self, agent_id: str) -> None:
+        """Forget the agent, releasing its leases at once."""
+        await self._run(ops.deregister_agent(agent_id))
+
+    async def claim(
+        self,
+        agent_id: str,
+        queues: Sequence[str],
+        *,
+        max: int = 1,
+        wait_ms: Optional[int] = None,
+        capabilities: Optional[Sequence[str]] = None,
+    ) -> list[Task]:
+        """Lease up to ``max`` ready tasks, long-polling up to ``wait_ms``; each has a ``lease``."""
+        return await self._run(ops.claim(agent_id, queues, max=max, wait_ms=wait_ms, capabilities=capabilities))
+
+    async def progress(
+        self, task_id: int, lease_token: int, percent: Optional[int] = None, message: Optional[str] = None
+    ) -> Task:
+        """Report progress (``message`` at most 4,096 bytes)."""
+        return await self._run(ops.progress(task_id, lease_token, percent, message))
+
+    async def extend(self, task_id: int, lease_token: int, lease_ms: Optional[int] = None) -> Task:
+        """Make the lease run ``lease_ms`` (default: the task's) from now."""
+        return await self._run(ops.extend(task_id, lease_token, lease_ms))
+
+    async def complete(self, task_id: int, lease_token: int, result: Any = None) -> Task:
+        """Complete a leased task with ``result`` (JSON or a pydantic model)."""
+        return await self._run(ops.complete(task_id, lease_token, result))
+
+    async def fail(self, task_id: int, lease_token: int, error: str) -> Task:
+        """Fail the attempt: retried after the queue's backoff, or dead after the last attempt."""
+        return await self._run(ops.fail(task_id, lease_token, error))
+
+    # -- administration ----------------------------------------------------------------------
+
+    async def create_token(
+        self,
+        name: str,
+        role: str,
+        *,
+        queues: Optional[Sequence[str]] = None,
+        deny: Optional[Sequence[str]] = None,
+        agents: Optional[Sequence[str]] = None,
+        expires_in_ms: Optional[int] = None,
+        rate_per_sec: Optional[int] = None,
+    ) -> Token:
+        """Create an API token (admin); ``token.token`` is the bearer value, shown this once."""
+        return await self._run(
+            ops.create_token(
+                name, role, queues=queues, deny=deny, agents=agents, expires_in_ms=expires_in_ms, rate_per_sec=rate_per_sec
+            )
+        )
+
+    async def revoke_token(self, token_id: str) -> None:
+        """Revoke a token (admin)."""
+        await self._run(ops.revoke_token(token_id))
+
+    async def ready(self) -> bool:
+        """True when the node in use answers ``/readyz`` with 200 (a leader is known)."""
+        try:
+            resp, _ = await self._send(Call("GET", "/readyz", idempotent=True))
+        except MinionError:
+            return False
+        return resp.status_code == 200

@@ -1,0 +1,133 @@
+"""Pure pieces that need no server: SSE parsing, error mapping, message splitting, models."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+import minion
+from minion._handlers import describe_error, split_utf8, truncate_utf8
+from minion._transport import resolve_servers
+from minion.errors import error_for
+from minion.sse import SSEParser, StreamState
+
+
+def test_sse_parser_follows_the_spec() -> None:
+    p = SSEParser()
+    lines = [
+        ": a comment",
+        "event: progress",
+        'data: {"task_id": 1,',
+        'data:  "seq": 0}',
+        "",
+        "",  # a blank line with nothing pending dispatches nothing
+        "event: heartbeat",
+        "id: 33",
+        "data: {}",
+        "",
+        "id: 34",
+        "",  # an id alone dispatches nothing but moves last_id
+        "data: plain",
+        "retry: 100",
+        "",
+    ]
+    msgs = p.feed_all(lines)
+    assert [(m.event, m.data, m.id) for m in msgs] == [
+        ("progress", '{"task_id": 1,\n "seq": 0}', None),
+        ("heartbeat", "{}", "33"),
+        ("message", "plain", None),
+    ]
+    assert p.last_id == "34"
+
+
+def test_stream_state_tracks_position_and_drops_repeated_progress() -> None:
+    st = StreamState(task_id=5, types=["progress", "succeeded"], last_event_id=10)
+    assert st.path == "/v1/tasks/5/events" and st.params() == {"types": "progress,succeeded"}
+    assert st.headers()["last-event-id"] == "10"
+    p = SSEParser()
+
+    def feed(*lines: str) -> minion.Event | None:
+        [msg] = p.feed_all([*lines, ""])
+        return st.accept(msg)
+
+    ev = feed("event: progress", 'data: {"task_id":5,"queue":"q","kind":"k","at_ms":1,"attempt":1,"seq":0,"percent":5}')
+    assert ev is not None and ev.seq == 0 and ev.percent == 5
+    assert feed("event: progress", 'data: {"task_id":5,"queue":"q","kind":"k","at_ms":1,"attempt":1,"seq":0}') is None
+    assert feed("event: heartbeat", "id: 12", "data: {}") is None and st.last_event_id == "12"
+    assert not st.done
+    end = feed("event: succeeded", "id: 13", 'data: {"task_id":5,"queue":"q","kind":"k","at_ms":2,"attempt":1,"state":"succeeded","result":[1]}')
+    assert end is not None and end.is_final and end.id == 13 and end.state is minion.TaskState.SUCCEEDED
+    assert st.done and st.headers()["last-event-id"] == "13"
+    with pytest.raises(ValueError):
+        StreamState(task_id=1, queue="q")
+
+
+@pytest.mark.parametrize(
+    "status,code,cls",
+    [
+        (400, "invalid_json", minion.InvalidJson),
+        (400, "invalid_request", minion.InvalidRequest),
+        (401, "unauthorized", minion.Unauthorized),
+        (403, "forbidden", minion.Forbidden),
+        (404, "not_found", minion.NotFound),
+        (405, "method_not_allowed", minion.MethodNotAllowed),
+        (409, "stale_lease", minion.StaleLease),
+        (409, "wrong_state", minion.WrongState),
+        (409, "stale_incarnation", minion.StaleIncarnation),
+        (409, "conflict", minion.Conflict),
+        (410, "compacted", minion.Compacted),
+        (413, "payload_too_large", minion.PayloadTooLarge),
+        (415, "unsupported_media_type", minion.UnsupportedMediaType),
+        (429, "rate_limited", minion.RateLimited),
+        (500, "internal", minion.InternalError),
+        (503, "no_leader", minion.NoLeader),
+        (503, "not_leader", minion.NotLeader),
+        (503, "commit_timeout", minion.CommitTimeout),
+        (503, "too_many_connections", minion.TooManyConnections),
+        (503, "too_many_streams", minion.TooManyStreams),
+        (503, "unavailable", minion.Unavailable),
+        (409, "some_new_code", minion.Conflict),  # unknown codes fall back on the status
+        (418, "teapot", minion.MinionError),
+    ],
+)
+def test_one_exception_class_per_code(status: int, code: str, cls: type) -> None:
+    err = error_for(status, {"error": {"code": code, "message": "m"}}, retry_after=2.0)
+    assert type(err) is cls and isinstance(err, minion.MinionError)
+    assert (err.status, err.code, err.message, err.retry_after) == (status, code, "m", 2.0)
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is cls and (again.status, again.code, again.message) == (status, code, "m")
+
+
+def test_errors_without_a_json_body() -> None:
+    err = error_for(502, "Bad Gateway\n")
+    assert isinstance(err, minion.MinionError) and err.status == 502 and err.message == "Bad Gateway"
+    assert isinstance(error_for(503, None), minion.Unavailable)
+
+
+def test_utf8_splitting() -> None:
+    assert split_utf8("", 10) == [] and split_utf8("abc", 10) == ["abc"]
+    text = "aé" * 3000 + "€" * 1000
+    pieces = split_utf8(text, 4096)
+    assert "".join(pieces) == text and all(len(p.encode()) <= 4096 for p in pieces)
+    assert len(truncate_utf8("x" * 20000, 16384).encode()) <= 16384
+    assert describe_error(KeyError()) == "KeyError" and describe_error(ValueError("v")) == "ValueError: v"
+
+
+def test_server_lists() -> None:
+    assert resolve_servers("a:1, http://b:2/ ,https://c") == ("http://a:1", "http://b:2", "https://c")
+    assert resolve_servers(["http://x:1"]) == ("http://x:1",)
+    with pytest.raises(ValueError):
+        resolve_servers(" , ")
+
+
+def test_models_keep_unknown_fields() -> None:
+    t = minion.Task.model_validate(
+        {"id": 1, "queue": "q", "state": "ready", "max_attempts": 3, "attempt_limit": 3, "lease_ms": 1,
+         "created_ms": 1, "updated_ms": 1, "run_at_ms": 1, "brand_new_field": 7}
+    )
+    assert t.model_extra == {"brand_new_field": 7} and t.attempt == 0
+    spec = minion.TaskSpec(queue="q", payload=None, kind="k")
+    assert spec.to_json() == {"queue": "q", "kind": "k", "payload": None}
+    with pytest.raises(ValueError):
+        minion.TaskSpec(queue="q", typo=1)  # type: ignore[call-arg]
