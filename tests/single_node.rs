@@ -386,20 +386,11 @@ async fn engine_settings_come_from_the_file_once_then_only_from_the_api() {
     assert!(log.contains("engine settings differ from the cluster's"), "the node says its file differs");
 }
 
-/// libfaketime's multi-threaded preload library (Debian's `faketime` package; `.ci/run` installs it).
-fn faketime_library() -> String {
-    ["x86_64-linux-gnu", "aarch64-linux-gnu"]
-        .iter()
-        .map(|arch| format!("/usr/lib/{arch}/faketime/libfaketimeMT.so.1"))
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("libfaketime is missing: apt-get install faketime (.ci/run installs it)")
-}
-
 /// Run the server under libfaketime with the offset (`+0`, `+1d`, …) read from `offset_file` on
 /// every call, and the monotonic clock left real.
 fn under_faketime(srv: &mut Server, offset_file: &std::path::Path) {
     srv.env = vec![
-        ("LD_PRELOAD".into(), faketime_library()),
+        ("LD_PRELOAD".into(), common::faketime_library()),
         ("FAKETIME_TIMESTAMP_FILE".into(), offset_file.display().to_string()),
         ("FAKETIME_NO_CACHE".into(), "1".into()),
         ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),

@@ -10,6 +10,9 @@ mod common;
 use common::Server;
 use serde_json::{json, Value};
 
+/// The last change in the backup (task 6's `created_ms` in `tasks-v1.json`).
+const BACKUP_TAKEN_MS: i64 = 1_796_212_569_724;
+
 fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
@@ -21,13 +24,25 @@ fn cli(args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn a_backup_written_by_the_previous_release_restores() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let srv = Server::start(dir.path(), &[]).await;
+    // The server's wall clock reads two minutes after the backup was taken, whatever the date:
+    // the state's idempotency keys (a day) and finished tasks (a week) expire by the clock, and the
+    // test is about what the backup holds, not about how long ago it was written.
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let offset_s = (BACKUP_TAKEN_MS + 120_000 - now_ms) / 1000;
+    let mut srv = Server::new(dir.path(), &[]);
+    srv.env = vec![
+        ("LD_PRELOAD".into(), common::faketime_library()),
+        ("FAKETIME".into(), format!("{offset_s:+}")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ];
+    srv.spawn().await;
     let out = cli(&["snapshot", "import", "--server", &srv.base, fixture("backup-v1.minion").to_str().expect("path")]);
     assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("restored 6 tasks and 1 agents"), "{stdout}");
     let api = srv.client();
-    // Task 3 was leased when the backup was taken, long ago: housekeeping expires that lease.
+    // Task 3 was leased when the backup was taken, and its lease has run out since: housekeeping
+    // expires it.
     common::eventually(10, "the old lease to expire", || async {
         (api.task(3).await["state"] != "leased").then_some(())
     })
@@ -38,7 +53,7 @@ async fn a_backup_written_by_the_previous_release_restores() {
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(want) {
         if w["state"] == "leased" {
-            // Leased when the backup was taken, long ago: the lease has run out since.
+            // Leased when the backup was taken: the lease has run out since.
             assert_eq!(g["id"], w["id"]);
             assert_eq!(g["payload"], w["payload"]);
             assert_eq!(g["attempts"][0]["lease_token"], w["attempts"][0]["lease_token"]);

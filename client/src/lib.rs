@@ -6,6 +6,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod servers;
+mod submit_body;
 pub mod wire;
 
 pub use auth::ClientAuth;

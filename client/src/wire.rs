@@ -70,7 +70,7 @@ pub struct BatchIn {
 
 /// The body of `POST /v1/tasks`: one task, or `{"tasks": [...]}` (an atomic batch of up to
 /// 10,000). The server tells them apart by the `tasks` field.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum SubmitIn {

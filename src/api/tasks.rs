@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use minion_engine::{Command, Outcome, Submitted, TaskFilter, TaskState};
 use serde_json::json;
-use serde_json::value::RawValue;
 use std::time::Duration;
 
 #[utoipa::path(
@@ -40,16 +39,9 @@ pub(super) async fn submit(
     body: Bytes,
 ) -> ApiResult<Response> {
     // `{"tasks": [...]}` is an atomic batch; anything else is one task.
-    let keys: serde_json::Map<String, serde_json::Value> =
-        match serde_json::from_slice::<std::collections::BTreeMap<String, &RawValue>>(&body) {
-            Ok(m) => m.into_keys().map(|k| (k, serde_json::Value::Null)).collect(),
-            Err(e) => return Err(json_error(e)),
-        };
-    let batch = keys.contains_key("tasks");
-    let tasks: Vec<TaskIn> = if batch {
-        serde_json::from_slice::<BatchIn>(&body).map_err(json_error)?.tasks
-    } else {
-        vec![serde_json::from_slice::<TaskIn>(&body).map_err(json_error)?]
+    let (batch, tasks) = match serde_json::from_slice::<SubmitIn>(&body).map_err(json_error)? {
+        SubmitIn::Batch(b) => (true, b.tasks),
+        SubmitIn::One(t) => (false, vec![t]),
     };
     for t in &tasks {
         caller.check_queue(&t.queue)?;

@@ -625,3 +625,12 @@ pub async fn pool_workers(api: &Api) -> usize {
         .filter(|a| a["labels"]["pool"] == "render" && a["status"] == "active")
         .count()
 }
+
+/// libfaketime's multi-threaded preload library (Debian's `faketime` package; `.ci/run` installs it).
+pub fn faketime_library() -> String {
+    ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| format!("/usr/lib/{arch}/faketime/libfaketimeMT.so.1"))
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libfaketime is missing: apt-get install faketime (.ci/run installs it)")
+}
