@@ -16,7 +16,8 @@ fn openapi() -> Value {
 
 /// (method, path) pairs the router registers, read from its source.
 fn router_routes() -> BTreeSet<(String, String)> {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/api/router.rs")).expect("read api source");
+    let src =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/api/router.rs")).expect("read api source");
     let mut out = BTreeSet::new();
     for line in src.lines().map(str::trim).filter(|l| l.starts_with(".route(\"")) {
         let path = line.split('"').nth(1).expect("path").to_string();
