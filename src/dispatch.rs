@@ -85,6 +85,48 @@ pub async fn claim_detached(node: &Node, cmd: Command) -> Result<minion_engine::
     }
 }
 
+/// A claim from an agent: lease what is ready now, or else wait in the hub up to `wait` for the
+/// queues' strategy to hand this agent work. An empty list when the wait ran out.
+pub async fn claim(
+    node: &Node,
+    agent_id: &str,
+    queues: &[String],
+    capabilities: &[String],
+    max: u32,
+    wait: Duration,
+) -> Result<minion_engine::Response, ProposeError> {
+    let hub = &node.hub;
+    hub.seen(agent_id);
+    let deadline = tokio::time::Instant::now() + wait;
+    let cmd = Command::Claim {
+        agent_id: agent_id.to_string(),
+        queues: queues.to_vec(),
+        capabilities: capabilities.to_vec(),
+        max,
+    };
+    match claim_detached(node, cmd).await? {
+        Ok(Outcome::Claimed(tasks)) if tasks.is_empty() && !wait.is_zero() => {}
+        answered => return Ok(answered),
+    }
+    let mut reg = hub.register(agent_id, queues, capabilities, max, deadline);
+    let tasks = tokio::select! {
+        got = &mut reg.rx => got.unwrap_or_default(),
+        _ = tokio::time::sleep_until(deadline) => {
+            if hub.withdraw(reg.id) {
+                Vec::new()
+            } else {
+                // Picked just as the deadline passed: its claim is in flight. Wait for it briefly;
+                // if it comes later, the leases are released unused.
+                match tokio::time::timeout(Duration::from_secs(5), &mut reg.rx).await {
+                    Ok(Ok(tasks)) => tasks,
+                    _ => Vec::new(),
+                }
+            }
+        }
+    };
+    Ok(Ok(Outcome::Claimed(tasks)))
+}
+
 /// Give back leases whose claim never reached its agent.
 async fn release_unused(node: &Node, tasks: Vec<TaskRecord>) {
     for t in tasks {

@@ -202,6 +202,23 @@ impl Client {
         self.call(Method::GET, &path, None::<&()>, Retry::Safe).await
     }
 
+    // ---- ingest and export adapters -------------------------------------------------------
+
+    /// Record ingest records that could not become tasks (state `rejected`, deduplicated by
+    /// key). Retried on another node only when every record has an idempotency key.
+    pub async fn record_rejections(&self, records: Vec<RejectedIn>) -> Result<Vec<SubmittedOut>> {
+        let retry = if records.iter().all(|r| r.idempotency_key.is_some()) { Retry::Safe } else { Retry::Unsafe };
+        let out: BatchOut = self.call(Method::POST, "/v1/rejections", Some(&RejectionsIn { records }), retry).await?;
+        Ok(out.tasks)
+    }
+
+    /// An adapter's status report; `GET /v1/adapters` shows the latest of each adapter.
+    pub async fn report_adapter(&self, name: &str, status: &Value) -> Result<()> {
+        let path = format!("/v1/adapters/{}", encode(name));
+        let _: Value = self.call(Method::PUT, &path, Some(status), Retry::Safe).await?;
+        Ok(())
+    }
+
     // ---- everything else ------------------------------------------------------------------
 
     /// Any call, answered as JSON (`null` for an empty answer).

@@ -236,36 +236,8 @@ pub(super) async fn claim(
     // Nothing about the agent is kept (not even its liveness) before its id is known to be valid.
     minion_engine::config::validate_agent_id(&b.agent_id)?;
     caller.check_agent(&s, &b.agent_id)?;
-    let hub = &s.node.hub;
-    hub.seen(&b.agent_id);
     let wait = Duration::from_millis(b.wait_ms.min(s.node.config.claim_wait_ms_max));
-    let cmd = Command::Claim {
-        agent_id: b.agent_id.clone(),
-        queues: b.queues.clone(),
-        capabilities: b.capabilities.clone(),
-        max: b.max,
-    };
-    let deadline = tokio::time::Instant::now() + wait;
-    let out = crate::dispatch::claim_detached(&s.node, cmd).await??;
+    let out = crate::dispatch::claim(&s.node, &b.agent_id, &b.queues, &b.capabilities, b.max, wait).await??;
     let Outcome::Claimed(tasks) = out else { return Err(unexpected(out)) };
-    if !tasks.is_empty() || wait.is_zero() {
-        return claimed(&s, tasks).map(Json);
-    }
-    let mut reg = hub.register(&b.agent_id, &b.queues, &b.capabilities, b.max, deadline);
-    let tasks = tokio::select! {
-        got = &mut reg.rx => got.unwrap_or_default(),
-        _ = tokio::time::sleep_until(deadline) => {
-            if hub.withdraw(reg.id) {
-                Vec::new()
-            } else {
-                // Picked just as the deadline passed: its claim is in flight. Wait for it briefly;
-                // if it comes later, the leases are released unused.
-                match tokio::time::timeout(Duration::from_secs(5), &mut reg.rx).await {
-                    Ok(Ok(tasks)) => tasks,
-                    _ => Vec::new(),
-                }
-            }
-        }
-    };
     claimed(&s, tasks).map(Json)
 }

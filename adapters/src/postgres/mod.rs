@@ -22,7 +22,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio_postgres::{Client, NoTls};
 
-use minion_client::Servers;
+use minion_client::client::Retry;
+use minion_client::{Client as Api, Code, Error as ApiError, Servers};
 pub use write::Batch;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +75,8 @@ pub struct ExportReport {
 
 pub struct Exporter {
     opts: ExportOptions,
-    servers: Servers,
-    http: reqwest::Client,
+    /// The Minion cluster.
+    api: Api,
     pg: Client,
 }
 
@@ -101,32 +102,21 @@ impl Exporter {
             .auth
             .build(reqwest::Client::builder().timeout(Duration::from_secs(30)))
             .map_err(|e| server_err(&opts.server, e))?;
-        Ok(Exporter { opts, servers, http, pg })
+        Ok(Exporter { opts, api: Api::with_http(servers, http), pg })
     }
 
-    async fn get(&self, path: &str) -> Result<(u16, Value), ExportError> {
-        let resp = self
-            .servers
-            .send(&self.http, Method::GET, path, None)
-            .await
-            .map_err(|e| server_err(self.servers.base(), e.to_string()))?;
-        let status = resp.status().as_u16();
-        let body = resp.json().await.map_err(|e| server_err(self.servers.base(), e.to_string()))?;
-        Ok((status, body))
+    fn api_err(&self, e: ApiError) -> ExportError {
+        server_err(self.api.servers().base(), e.to_string())
     }
 
     async fn get_ok(&self, path: &str) -> Result<Value, ExportError> {
-        let (status, body) = self.get(path).await?;
-        if status != 200 {
-            return Err(server_err(self.servers.base(), format!("GET {path} answered {status}: {body}")));
-        }
-        Ok(body)
+        self.api.json(Method::GET, path, None, Retry::Safe).await.map_err(|e| self.api_err(e))
     }
 
     /// Report this exporter's lag to the cluster (`PUT /v1/adapters/export-<name>`), best effort: it
     /// shows in `GET /v1/adapters` and as `minion_export_lag_entries` in `/metrics`.
     async fn report(&self, position: u64, lag: Option<u64>, error: Option<String>) {
-        let path = format!("/v1/adapters/export-{}", self.opts.name);
+        let name = format!("export-{}", self.opts.name);
         let body = json!({
             "kind": "export",
             "source": "postgres",
@@ -135,7 +125,7 @@ impl Exporter {
             "lag": lag,
             "last_error": error,
         });
-        if let Err(e) = self.servers.send(&self.http, Method::PUT, &path, Some(&body)).await {
+        if let Err(e) = self.api.report_adapter(&name, &body).await {
             tracing::debug!(error = %e, "could not report export status");
         }
     }
@@ -154,7 +144,7 @@ impl Exporter {
         let v = self.get_ok("/v1/stats").await?;
         v["raft"]["applied_index"]
             .as_u64()
-            .ok_or_else(|| server_err(self.servers.base(), "stats without applied_index"))
+            .ok_or_else(|| server_err(self.api.servers().base(), "stats without applied_index"))
     }
 
     fn bar(&self, len: u64, what: &str) -> ProgressBar {
@@ -269,16 +259,16 @@ impl Exporter {
         let start = pos;
         let bar = self.bar(target.saturating_sub(start), "export");
         loop {
-            let (status, page) =
-                self.get(&format!("/v1/changes?after={pos}&limit={}", self.opts.batch_records)).await?;
-            if status == 410 {
-                tracing::warn!(position = pos, "the change feed no longer holds the position; backfilling");
-                pos = self.backfill(report).await?;
-                continue;
-            }
-            if status != 200 {
-                return Err(server_err(self.servers.base(), format!("GET /v1/changes answered {status}: {page}")));
-            }
+            let path = format!("/v1/changes?after={pos}&limit={}", self.opts.batch_records);
+            let page = match self.api.json(Method::GET, &path, None, Retry::Safe).await {
+                Ok(page) => page,
+                Err(ApiError::Api { code: Code::Compacted, .. }) => {
+                    tracing::warn!(position = pos, "the change feed no longer holds the position; backfilling");
+                    pos = self.backfill(report).await?;
+                    continue;
+                }
+                Err(e) => return Err(self.api_err(e)),
+            };
             let entries = page["entries"].as_array().cloned().unwrap_or_default();
             if entries.is_empty() {
                 break;
