@@ -10,7 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
+use minion_client::client::Retry;
+use minion_client::wire::{AckIn, AckOutcome, AgentIn, ClaimIn, TaskIn};
+use minion_client::Client;
+use reqwest::Method;
+use serde_json::json;
+use serde_json::value::RawValue;
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum Mode {
@@ -96,19 +101,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.mode == Mode::Availability {
         return run_availability(&http, &args).await;
     }
+    let servers = minion_client::Servers::parse(&args.server).map_err(anyhow::Error::msg)?;
+    let api = Client::with_http(servers, http.clone());
     if matches!(args.mode, Mode::IngestKafka | Mode::IngestRedis) {
-        return run_ingest(&http, &args).await;
+        return run_ingest(&api, &args).await;
     }
     if args.mode == Mode::ProgressEvents {
-        return crate::bench_progress::run(&http, &args).await;
+        return crate::bench_progress::run(&api, &args).await;
     }
-    let stats: Value = http
-        .get(format!("{}/v1/stats", args.server))
-        .send()
+    let stats = api
+        .json(Method::GET, "/v1/stats", None, Retry::Safe)
         .await
-        .with_context(|| format!("contacting {}", args.server))?
-        .json()
-        .await?;
+        .with_context(|| format!("contacting {}", args.server))?;
     let durability = stats["storage"]["durability"].as_str().unwrap_or("unknown").to_string();
     let (fsync_p50, fsync_p99) = fsync_latency_us(&args.fsync_probe_dir)?;
     println!(
@@ -129,9 +133,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("|--------:|-----------:|--------:|-------:|-------:|-------:|-------:|");
     for &clients in &args.clients {
         let r = if args.mode == Mode::Dispatch {
-            run_dispatch(&http, &args, clients).await?
+            run_dispatch(&api, &args, clients).await?
         } else {
-            run_one(&http, &args, clients).await?
+            run_one(&api, &args, clients).await?
         };
         let secs = r.elapsed.as_secs_f64();
         let q = |p: f64| r.latency_us.value_at_quantile(p) as f64 / 1000.0;
@@ -149,21 +153,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> anyhow::Result<RunResult> {
+async fn run_one(api: &Client, args: &BenchArgs, clients: usize) -> anyhow::Result<RunResult> {
     if clients == 0 {
         bail!("--clients must be positive");
     }
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
-    let payload = json!({ "data": "x".repeat(args.payload_bytes.saturating_sub(12)) });
+    let payload =
+        serde_json::value::to_raw_value(&json!({ "data": "x".repeat(args.payload_bytes.saturating_sub(12)) }))?;
     let started = Instant::now();
     let mut handles = Vec::new();
     for c in 0..clients {
-        let http = http.clone();
+        let api = api.clone();
         let stop = stop.clone();
         let done = done.clone();
         let tasks_max = args.tasks_max;
-        let base = args.server.clone();
         let queue = format!("{}-{:?}-{clients}", args.queue, args.mode).to_lowercase();
         let payload = payload.clone();
         let (mode, batch) = (args.mode, args.batch);
@@ -181,18 +185,15 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
                 }
                 let t0 = Instant::now();
                 let ok = match mode {
-                    Mode::Submit => {
-                        post(&http, &base, "/v1/tasks", &json!({"queue": queue, "payload": payload})).await.map(|_| 1)
-                    }
+                    Mode::Submit => api.submit(&task(&queue, &payload, None)).await.map(|_| 1).map_err(Into::into),
                     Mode::Batch => {
-                        let list: Vec<Value> =
-                            (0..batch).map(|_| json!({"queue": queue, "payload": payload})).collect();
-                        post(&http, &base, "/v1/tasks", &json!({ "tasks": list })).await.map(|_| batch as u64)
+                        let list = (0..batch).map(|_| task(&queue, &payload, None)).collect();
+                        api.submit_batch(list).await.map(|_| batch as u64).map_err(Into::into)
                     }
-                    Mode::Lifecycle => lifecycle(&http, &base, &queue, &agent, &payload).await,
+                    Mode::Lifecycle => lifecycle(&api, &queue, &agent, &payload).await,
                     Mode::BatchLifecycle => {
                         let key = format!("{agent}-{ops}-{errors}");
-                        batch_lifecycle(&http, &base, &queue, &agent, &payload, batch, &key).await
+                        batch_lifecycle(&api, &queue, &agent, &payload, batch, &key).await
                     }
                     Mode::Dispatch
                     | Mode::Availability
@@ -247,73 +248,68 @@ async fn run_one(http: &reqwest::Client, args: &BenchArgs, clients: usize) -> an
     Ok(r)
 }
 
-pub(crate) async fn post(http: &reqwest::Client, base: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
-    let resp = http.post(format!("{base}{path}")).json(body).send().await?;
-    let status = resp.status();
-    let v: Value = resp.json().await?;
-    if !status.is_success() {
-        bail!("{status}: {v}");
+/// A task of the bench's queue with its payload.
+fn task(queue: &str, payload: &RawValue, idempotency_key: Option<String>) -> TaskIn {
+    TaskIn { queue: queue.to_string(), payload: Some(payload.to_owned()), idempotency_key, ..TaskIn::default() }
+}
+
+/// A claim of up to `max` tasks, long-polling up to a second.
+pub(crate) fn claim_in(agent: &str, queue: &str, max: u32) -> ClaimIn {
+    ClaimIn {
+        agent_id: agent.to_string(),
+        queues: vec![queue.to_string()],
+        capabilities: Vec::new(),
+        max,
+        wait_ms: 1000,
     }
-    Ok(v)
+}
+
+fn ok_result() -> Box<RawValue> {
+    RawValue::from_string(r#"{"ok":true}"#.to_string()).expect("valid JSON")
 }
 
 /// Submit → claim → complete. Counts one completed task.
-async fn lifecycle(
-    http: &reqwest::Client,
-    base: &str,
-    queue: &str,
-    agent: &str,
-    payload: &Value,
-) -> anyhow::Result<u64> {
-    post(http, base, "/v1/tasks", &json!({"queue": queue, "payload": payload})).await?;
-    let claimed =
-        post(http, base, "/v1/claims", &json!({"agent_id": agent, "queues": [queue], "max": 1, "wait_ms": 1000}))
-            .await?;
-    let Some(t) = claimed["tasks"].as_array().and_then(|a| a.first()) else { bail!("claim returned nothing") };
-    let id = t["id"].as_u64().unwrap_or(0);
-    let token = t["lease"]["token"].as_u64().unwrap_or(0);
-    post(http, base, &format!("/v1/tasks/{id}/complete"), &json!({"lease_token": token, "result": {"ok": true}}))
-        .await?;
+async fn lifecycle(api: &Client, queue: &str, agent: &str, payload: &RawValue) -> anyhow::Result<u64> {
+    api.submit(&task(queue, payload, None)).await?;
+    let claimed = api.claim(&claim_in(agent, queue, 1)).await?;
+    let Some(t) = claimed.first() else { bail!("claim returned nothing") };
+    api.complete(t.id, t.lease_token().unwrap_or(0), Some(ok_result())).await?;
     Ok(1)
 }
 
 /// `batch` tasks submitted in one request (idempotency keys `{key}-{i}`), claimed in one,
 /// completed in one. Counts the tasks completed.
 async fn batch_lifecycle(
-    http: &reqwest::Client,
-    base: &str,
+    api: &Client,
     queue: &str,
     agent: &str,
-    payload: &Value,
+    payload: &RawValue,
     batch: usize,
     key: &str,
 ) -> anyhow::Result<u64> {
-    let list: Vec<Value> = (0..batch)
-        .map(|i| json!({"queue": queue, "payload": payload, "idempotency_key": format!("{key}-{i}")}))
-        .collect();
-    post(http, base, "/v1/tasks", &json!({ "tasks": list })).await?;
-    let claimed =
-        post(http, base, "/v1/claims", &json!({"agent_id": agent, "queues": [queue], "max": batch, "wait_ms": 1000}))
-            .await?;
-    let acks: Vec<Value> = claimed["tasks"]
-        .as_array()
-        .map(|ts| {
-            ts.iter()
-                .map(|t| json!({"id": t["id"], "lease_token": t["lease"]["token"], "outcome": "complete", "result": {"ok": true}}))
-                .collect()
+    let list = (0..batch).map(|i| task(queue, payload, Some(format!("{key}-{i}")))).collect();
+    api.submit_batch(list).await?;
+    let claimed = api.claim(&claim_in(agent, queue, batch as u32)).await?;
+    let acks: Vec<AckIn> = claimed
+        .iter()
+        .map(|t| AckIn {
+            id: t.id,
+            lease_token: t.lease_token().unwrap_or(0),
+            outcome: AckOutcome::Complete,
+            result: Some(ok_result()),
+            error: None,
         })
-        .unwrap_or_default();
+        .collect();
     if acks.is_empty() {
         bail!("claim returned nothing");
     }
-    let v = post(http, base, "/v1/acks", &json!({ "acks": acks })).await?;
-    let ok = v["results"].as_array().map_or(0, |r| r.iter().filter(|x| x["ok"] == true).count());
-    Ok(ok as u64)
+    let results = api.acks(acks).await?;
+    Ok(results.iter().filter(|r| r.ok).count() as u64)
 }
 
-async fn run_ingest(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<()> {
+async fn run_ingest(api: &Client, args: &BenchArgs) -> anyhow::Result<()> {
     use minion_adapters::ingest::bench;
-    let stats: Value = http.get(format!("{}/v1/stats", args.server)).send().await?.json().await?;
+    let stats = api.json(Method::GET, "/v1/stats", None, Retry::Safe).await?;
     let durability = stats["storage"]["durability"].as_str().unwrap_or("unknown").to_string();
     let (fsync_p50, fsync_p99) = fsync_latency_us(&args.fsync_probe_dir)?;
     let batch = args.batch.clamp(1, 10_000);
@@ -342,6 +338,9 @@ async fn run_ingest(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<
     Ok(())
 }
 
+/// Not on the typed client on purpose: this mode measures failover itself — its own 1 s timeout,
+/// its own move to the next node — so that the gaps it reports are the cluster's, not the
+/// client's retry policy.
 async fn run_availability(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<()> {
     let servers: Vec<&str> = args.server.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if servers.is_empty() {
@@ -417,7 +416,7 @@ pub fn fsync_latency_us(dir: &std::path::Path) -> anyhow::Result<(u64, u64)> {
 
 /// Dispatch latency: agents wait in long-polls; each submitted task's latency runs from the
 /// submit request to the claim response that delivers it.
-async fn run_dispatch(http: &reqwest::Client, args: &BenchArgs, agents: usize) -> anyhow::Result<RunResult> {
+async fn run_dispatch(api: &Client, args: &BenchArgs, agents: usize) -> anyhow::Result<RunResult> {
     use std::collections::HashMap;
     use std::sync::Mutex;
     let queue = format!("{}-dispatch-{agents}", args.queue);
@@ -427,20 +426,16 @@ async fn run_dispatch(http: &reqwest::Client, args: &BenchArgs, agents: usize) -
     let mut handles = Vec::new();
     for a in 0..agents {
         let id = format!("bench-dispatch-{agents}-{a}");
-        post(http, &args.server, "/v1/agents", &json!({"id": id, "max_concurrency": 1})).await?;
-        let (http, base, queue, stop, delivered, tx) =
-            (http.clone(), args.server.clone(), queue.clone(), stop.clone(), delivered.clone(), tx.clone());
+        api.register_agent(&AgentIn { id: id.clone(), max_concurrency: 1, ..AgentIn::default() }).await?;
+        let (api, queue, stop, delivered, tx) =
+            (api.clone(), queue.clone(), stop.clone(), delivered.clone(), tx.clone());
         handles.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let body = json!({"agent_id": id, "queues": [queue], "max": 1, "wait_ms": 1000});
-                let Ok(v) = post(&http, &base, "/v1/claims", &body).await else { continue };
-                for t in v["tasks"].as_array().into_iter().flatten() {
-                    let tid = t["id"].as_u64().unwrap_or(0);
-                    delivered.lock().unwrap_or_else(|p| p.into_inner()).insert(tid, Instant::now());
-                    let _ = tx.send(tid);
-                    let token = t["lease"]["token"].as_u64().unwrap_or(0);
-                    let _ =
-                        post(&http, &base, &format!("/v1/tasks/{tid}/complete"), &json!({"lease_token": token})).await;
+                let Ok(tasks) = api.claim(&claim_in(&id, &queue, 1)).await else { continue };
+                for t in tasks {
+                    delivered.lock().unwrap_or_else(|p| p.into_inner()).insert(t.id, Instant::now());
+                    let _ = tx.send(t.id);
+                    let _ = api.complete(t.id, t.lease_token().unwrap_or(0), None).await;
                 }
             }
         }));
@@ -451,11 +446,11 @@ async fn run_dispatch(http: &reqwest::Client, args: &BenchArgs, agents: usize) -
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(args.duration_secs) {
         let t0 = Instant::now();
-        let Ok(v) = post(http, &args.server, "/v1/tasks", &json!({"queue": queue})).await else {
+        let Ok(submitted) = api.submit(&TaskIn { queue: queue.clone(), ..TaskIn::default() }).await else {
             errors += 1;
             continue;
         };
-        let id = v["id"].as_u64().unwrap_or(0);
+        let id = submitted.id;
         // Wait for the delivery of this task (earlier ones were already drained).
         loop {
             match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {

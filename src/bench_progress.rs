@@ -8,41 +8,34 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
+use minion_client::client::Retry;
+use minion_client::wire::TaskIn;
+use minion_client::{Client, EventStream};
+use reqwest::Method;
 
-use crate::bench::{fsync_latency_us, post, BenchArgs};
+use crate::bench::{claim_in, fsync_latency_us, BenchArgs};
 
 /// What one watcher saw: when each report number arrived.
 type Arrivals = HashMap<u64, Instant>;
 
-pub async fn run(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<()> {
+pub async fn run(api: &Client, args: &BenchArgs) -> anyhow::Result<()> {
     let base = args.server.as_str();
-    let stats: Value =
-        http.get(format!("{base}/v1/stats")).send().await.context("contacting the server")?.json().await?;
+    let stats = api.json(Method::GET, "/v1/stats", None, Retry::Safe).await.context("contacting the server")?;
     let durability = stats["storage"]["durability"].as_str().unwrap_or("unknown").to_string();
     let (fsync_p50, fsync_p99) = fsync_latency_us(&args.fsync_probe_dir)?;
     let watchers = args.clients.first().copied().unwrap_or(1).max(1);
     let reports = args.records.clamp(1, 1_000_000);
     let queue = format!("{}-progress", args.queue);
-    let task = post(http, base, "/v1/tasks", &json!({"queue": queue, "payload": {}, "lease_ms": 3_600_000})).await?;
-    let id = task["id"].as_u64().context("submit answered no id")?;
+    let id = api.submit(&TaskIn { queue: queue.clone(), lease_ms: Some(3_600_000), ..TaskIn::default() }).await?.id;
 
     let mut handles = Vec::new();
     for _ in 0..watchers {
-        let resp = http
-            .get(format!("{base}/v1/tasks/{id}/events?types=progress,succeeded"))
-            .header("accept", "text/event-stream")
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            bail!("opening an event stream: {}", resp.status());
-        }
-        handles.push(tokio::spawn(watch(resp)));
+        let stream = api.task_events(id, &["progress", "succeeded"], None).await.context("opening an event stream")?;
+        handles.push(tokio::spawn(watch(stream)));
     }
-    let claimed =
-        post(http, base, "/v1/claims", &json!({"agent_id": "bench-progress", "queues": [queue], "max": 1})).await?;
-    let Some(t) = claimed["tasks"].as_array().and_then(|a| a.first()) else { bail!("the claim returned nothing") };
-    let token = t["lease"]["token"].as_u64().unwrap_or(0);
+    let claimed = api.claim(&claim_in("bench-progress", &queue, 1)).await?;
+    let Some(t) = claimed.first() else { bail!("the claim returned nothing") };
+    let token = t.lease_token().unwrap_or(0);
 
     let message = "x".repeat(args.payload_bytes.clamp(1, 4_096));
     let mut sent = Vec::with_capacity(reports as usize);
@@ -55,12 +48,11 @@ pub async fn run(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<()>
         }
         let at = Instant::now();
         sent.push(at);
-        post(http, base, &format!("/v1/tasks/{id}/progress"), &json!({"lease_token": token, "message": message}))
-            .await?;
+        api.progress(id, token, None, Some(message.clone())).await?;
         post_us.record(at.elapsed().as_micros() as u64)?;
     }
     let elapsed = started.elapsed();
-    post(http, base, &format!("/v1/tasks/{id}/complete"), &json!({"lease_token": token})).await?;
+    api.complete(id, token, None).await?;
 
     let mut latency_us = Histogram::<u64>::new(3)?;
     let mut missing = 0u64;
@@ -96,30 +88,19 @@ pub async fn run(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<()>
 }
 
 /// Read an event stream until the task succeeds; when each progress number arrived.
-async fn watch(mut resp: reqwest::Response) -> anyhow::Result<Arrivals> {
+async fn watch(mut stream: EventStream) -> anyhow::Result<Arrivals> {
     let mut out = Arrivals::new();
-    let mut buf = String::new();
-    while let Some(chunk) = resp.chunk().await? {
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let now = Instant::now();
-            let name = field(&block, "event").unwrap_or("message");
-            if name == "succeeded" {
-                return Ok(out);
-            }
-            if name == "progress" {
-                let data: Value = serde_json::from_str(field(&block, "data").unwrap_or("{}"))?;
-                if let Some(seq) = data["seq"].as_u64() {
+    while let Some(ev) = stream.next().await? {
+        let now = Instant::now();
+        match ev.name.as_str() {
+            "succeeded" => return Ok(out),
+            "progress" => {
+                if let Some(seq) = ev.task_event().transpose()?.and_then(|e| e.seq) {
                     out.entry(seq).or_insert(now);
                 }
             }
+            _ => {}
         }
     }
     bail!("the event stream ended before the task finished")
-}
-
-/// The value of one field of an SSE event block (single-line fields only).
-fn field<'a>(block: &'a str, name: &str) -> Option<&'a str> {
-    block.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(|v| v.strip_prefix(' ').unwrap_or(v)))
 }

@@ -154,3 +154,59 @@ async fn tokens_and_unreachable_nodes_give_typed_errors() {
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert!(Client::new("not-a-url", &ClientAuth::default()).is_err());
 }
+
+#[tokio::test]
+async fn event_streams_are_typed_and_resume_after_the_last_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]).await;
+    let c = Client::new(&srv.base, &ClientAuth::default()).expect("client");
+    let mut queue_stream = c.events(Some("ev"), &[], None).await.expect("queue stream");
+    let id = c.submit(&TaskIn::new("ev", &json!({"n": 1})).expect("task")).await.expect("submit").id;
+    let leased = c.claim(&claim("a1", "ev", 1)).await.expect("claim");
+    let token = leased[0].lease.as_ref().expect("lease").token;
+    c.progress(id, token, Some(50), Some("half".into())).await.expect("progress");
+    c.complete(id, token, raw(json!({"ok": true}))).await.expect("complete");
+
+    // One task's stream: its state and history, then the end after the final event.
+    let mut task_stream = c.task_events(id, &[], None).await.expect("task stream");
+    let mut names = Vec::new();
+    while let Some(ev) = task_stream.next().await.expect("event") {
+        if let Some(data) = ev.task_event() {
+            assert_eq!(data.expect("data").task_id, id);
+        }
+        names.push(ev.name);
+    }
+    assert_eq!(names.last().map(String::as_str), Some("succeeded"), "{names:?}");
+    assert!(names.iter().any(|n| n == "progress"), "{names:?}");
+
+    // The queue's live stream: every transition, in order.
+    let mut seen = Vec::new();
+    while seen.last().map(|(n, _): &(String, _)| n.as_str()) != Some("succeeded") {
+        let ev = tokio::time::timeout(Duration::from_secs(10), queue_stream.next())
+            .await
+            .expect("in time")
+            .expect("event")
+            .expect("open");
+        if ev.name != "heartbeat" {
+            seen.push((ev.name.clone(), ev.id));
+        }
+    }
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["submitted", "leased", "progress", "succeeded"]);
+    // Resuming after the progress event catches up from the change feed with what changed after
+    // it (the task as it is now), and nothing before.
+    let progress_id = seen[2].1.expect("id");
+    assert!(queue_stream.last_event_id() >= seen[3].1);
+    let mut resumed = c.events(Some("ev"), &[], Some(progress_id)).await.expect("resume");
+    let ev = loop {
+        let ev = resumed.next().await.expect("event").expect("open");
+        if ev.name != "heartbeat" {
+            break ev;
+        }
+    };
+    assert_eq!(ev.name, "succeeded");
+    assert!(ev.id > Some(progress_id), "{ev:?} after {progress_id}");
+
+    let err = c.task_events(999_999, &[], None).await.err().expect("unknown task");
+    assert!(matches!(err, Error::Api { status: 404, code: Code::NotFound, .. }), "{err:?}");
+}

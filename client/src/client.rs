@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::auth::ClientAuth;
 use crate::error::{Error, Result};
+use crate::events::EventStream;
 use crate::servers::Servers;
 use crate::wire::*;
 
@@ -200,6 +201,67 @@ impl Client {
             path.push_str(&format!("&after={}", encode(a)));
         }
         self.call(Method::GET, &path, None::<&()>, Retry::Safe).await
+    }
+
+    // ---- event streams --------------------------------------------------------------------
+
+    /// Follow one task: its retained progress and state, then each change; the stream ends after
+    /// the task's final event. `types` (event names) filters; `after` resumes after an event id.
+    pub async fn task_events(&self, id: u64, types: &[&str], after: Option<u64>) -> Result<EventStream> {
+        self.open_stream(&format!("/v1/tasks/{id}/events"), None, types, after).await
+    }
+
+    /// Follow every task of a queue (a name or a pattern such as `img-*`), or of the node without
+    /// one, until closed.
+    pub async fn events(&self, queue: Option<&str>, types: &[&str], after: Option<u64>) -> Result<EventStream> {
+        self.open_stream("/v1/events", queue, types, after).await
+    }
+
+    async fn open_stream(
+        &self,
+        path: &str,
+        queue: Option<&str>,
+        types: &[&str],
+        after: Option<u64>,
+    ) -> Result<EventStream> {
+        let mut query = Vec::new();
+        if let Some(q) = queue {
+            query.push(format!("queue={}", encode(q)));
+        }
+        if !types.is_empty() {
+            query.push(format!("types={}", encode(&types.join(","))));
+        }
+        if let Some(a) = after {
+            query.push(format!("after={a}"));
+        }
+        let path = if query.is_empty() { path.to_string() } else { format!("{path}?{}", query.join("&")) };
+        let mut tries = self.servers.len();
+        loop {
+            tries -= 1;
+            let base = self.servers.base().to_string();
+            let req = self.http.get(format!("{base}{path}")).header(reqwest::header::ACCEPT, "text/event-stream");
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.servers.failed(&base);
+                    if e.is_connect() && tries > 0 {
+                        continue;
+                    }
+                    return Err(Error::Transport { server: base, message: error_chain(&e) });
+                }
+            };
+            let status = resp.status().as_u16();
+            if status == 200 {
+                return Ok(EventStream::new(resp, base));
+            }
+            let text = resp.text().await.unwrap_or_default();
+            let err: Option<ErrorBody> = serde_json::from_str::<ErrorOut>(&text).ok().map(|e| e.error);
+            if matches!(status, 502..=504) && tries > 0 {
+                self.servers.failed(&base);
+                continue;
+            }
+            return Err(Error::api(status, err, &text));
+        }
     }
 
     // ---- ingest and export adapters -------------------------------------------------------

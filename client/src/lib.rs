@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod events;
 pub mod servers;
 mod submit_body;
 pub mod wire;
@@ -12,4 +13,5 @@ pub mod wire;
 pub use auth::ClientAuth;
 pub use client::Client;
 pub use error::{Code, Error, Result};
+pub use events::{Event, EventStream};
 pub use servers::Servers;
