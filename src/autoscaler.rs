@@ -14,7 +14,10 @@ use minion_engine::autoscale::{Autoscaler, Decision, Policy, Preset, Signals};
 use minion_engine::AgentStatus;
 use serde::{Deserialize, Serialize};
 
-use crate::node::{now_ms, Node};
+use minion_raft::SharedState;
+
+use crate::clock::now_ms;
+use crate::proposer::Proposer;
 
 /// Decisions kept per pool.
 pub const DECISIONS_KEPT: usize = 1_000;
@@ -108,11 +111,11 @@ impl Autoscalers {
         Some(p.decisions.iter().rev().take(limit).copied().collect())
     }
 
-    /// One evaluation of every pool from the node's applied state. Returns (pool, decision) pairs.
-    pub fn evaluate(&self, node: &Node, interval_s: f64) -> Vec<(String, Decision)> {
+    /// One evaluation of every pool from the applied state. Returns (pool, decision) pairs.
+    pub fn evaluate(&self, state: &SharedState, interval_s: f64) -> Vec<(String, Decision)> {
         let mut made = Vec::new();
         let now = now_ms();
-        let g = node.state.read();
+        let g = state.read();
         let engine = &g.engine;
         let mut pools = self.lock();
         for p in pools.values_mut() {
@@ -178,17 +181,17 @@ impl Autoscalers {
     }
 
     /// Evaluate on the leader every `interval`; POST each decision to the webhook, if any.
-    pub async fn run(self, node: Node, interval: Duration) {
+    pub async fn run(self, leader: Proposer, state: SharedState, webhook: Option<String>, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
         loop {
             tick.tick().await;
-            if !node.is_leader() || self.lock().is_empty() {
+            if !leader.is_leader() || self.lock().is_empty() {
                 continue;
             }
-            let made = self.evaluate(&node, interval.as_secs_f64());
-            if let Some(url) = node.config.autoscale_webhook_url.clone() {
+            let made = self.evaluate(&state, interval.as_secs_f64());
+            if let Some(url) = webhook.clone() {
                 let http = http.clone();
                 // Off the evaluation loop: a slow receiver delays no decision.
                 tokio::spawn(async move {

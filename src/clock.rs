@@ -16,9 +16,12 @@
 //! restarted after downtime: the wall clock at start is believed (see docs/operations.md).
 
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::node::now_ms;
+/// The wall clock, milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
 
 /// Logged at most this often while the wall clock stays out of bounds.
 const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);

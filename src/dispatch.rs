@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 use minion_engine::{AgentStatus, Candidate, Command, Dispatcher, Outcome, OutcomeStats, Strategy, TaskRecord};
 use tokio::sync::oneshot;
 
-use crate::node::{now_ms, Node, ProposeError};
+use minion_raft::SharedState;
+
+use crate::clock::now_ms;
+use crate::clock::LeaderClock;
+use crate::proposer::{ProposeError, Proposer};
 
 /// A claim waiting for work.
 struct Waiter {
@@ -39,16 +43,23 @@ struct HubState {
     leader_since: Option<Instant>,
 }
 
+/// Waiting claims, dispatch and liveness, on the handles they need: the proposer, the applied
+/// state they read, and the leader's clock. Cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
-    state: Arc<Mutex<HubState>>,
+    hub: Arc<Mutex<HubState>>,
     dispatcher: Arc<Mutex<Dispatcher>>,
+    proposer: Proposer,
+    state: SharedState,
+    clock: Arc<LeaderClock>,
 }
 
-impl Default for Hub {
-    fn default() -> Self {
-        Hub { state: Arc::default(), dispatcher: Arc::new(Mutex::new(Dispatcher::new(now_ms()))) }
-    }
+/// When agents are declared dead, and when dead ones are forgotten.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub heartbeat_timeout_ms: u64,
+    /// 0: never.
+    pub forget_after_ms: u64,
 }
 
 /// What a registered claim gets back. Dropping it (the request went away) withdraws the waiter;
@@ -65,82 +76,75 @@ impl Drop for Registration {
     }
 }
 
-/// Propose a claim in a task of its own and wait for its answer, up to the commit timeout. The
-/// task keeps waiting for the claim's outcome after that: if the caller gave up (the commit
-/// timed out, or the HTTP request went away) and the claim commits anyway, the leased tasks are
-/// released unused instead of holding the agent's slots until their leases expire.
-pub async fn claim_detached(node: &Node, cmd: Command) -> Result<minion_engine::Response, ProposeError> {
-    let (tx, rx) = oneshot::channel();
-    let n = node.clone();
-    tokio::spawn(async move {
-        let res = n.propose_to_outcome(cmd).await;
-        if let Err(Ok(Ok(Outcome::Claimed(tasks)))) = tx.send(res) {
-            release_unused(&n, tasks).await;
-        }
-    });
-    let limit = node.config.commit_timeout_ms;
-    match tokio::time::timeout(Duration::from_millis(limit), rx).await {
-        Ok(r) => r.map_err(|_| ProposeError::Closed)?,
-        Err(_) => Err(ProposeError::Timeout(limit)),
+impl Hub {
+    pub fn new(proposer: Proposer, state: SharedState, clock: Arc<LeaderClock>) -> Hub {
+        Hub { hub: Arc::default(), dispatcher: Arc::new(Mutex::new(Dispatcher::new(now_ms()))), proposer, state, clock }
     }
-}
 
-/// A claim from an agent: lease what is ready now, or else wait in the hub up to `wait` for the
-/// queues' strategy to hand this agent work. An empty list when the wait ran out.
-pub async fn claim(
-    node: &Node,
-    agent_id: &str,
-    queues: &[String],
-    capabilities: &[String],
-    max: u32,
-    wait: Duration,
-) -> Result<minion_engine::Response, ProposeError> {
-    let hub = &node.hub;
-    hub.seen(agent_id);
-    let deadline = tokio::time::Instant::now() + wait;
-    let cmd = Command::Claim {
-        agent_id: agent_id.to_string(),
-        queues: queues.to_vec(),
-        capabilities: capabilities.to_vec(),
-        max,
-    };
-    match claim_detached(node, cmd).await? {
-        Ok(Outcome::Claimed(tasks)) if tasks.is_empty() && !wait.is_zero() => {}
-        answered => return Ok(answered),
+    /// Propose a claim in a task of its own and wait for its answer, up to the commit timeout. The
+    /// task keeps waiting for the claim's outcome after that: if the caller gave up (the commit
+    /// timed out, or the HTTP request went away) and the claim commits anyway, the leased tasks are
+    /// released unused instead of holding the agent's slots until their leases expire.
+    async fn claim_detached(&self, cmd: Command) -> Result<minion_engine::Response, ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        let p = self.proposer.clone();
+        tokio::spawn(async move {
+            let res = p.propose_to_outcome(cmd).await;
+            if let Err(Ok(Ok(Outcome::Claimed(tasks)))) = tx.send(res) {
+                release_unused(&p, tasks).await;
+            }
+        });
+        let limit = self.proposer.commit_timeout_ms();
+        match tokio::time::timeout(Duration::from_millis(limit), rx).await {
+            Ok(r) => r.map_err(|_| ProposeError::Closed)?,
+            Err(_) => Err(ProposeError::Timeout(limit)),
+        }
     }
-    let mut reg = hub.register(agent_id, queues, capabilities, max, deadline);
-    let tasks = tokio::select! {
-        got = &mut reg.rx => got.unwrap_or_default(),
-        _ = tokio::time::sleep_until(deadline) => {
-            if hub.withdraw(reg.id) {
-                Vec::new()
-            } else {
-                // Picked just as the deadline passed: its claim is in flight. Wait for it briefly;
-                // if it comes later, the leases are released unused.
-                match tokio::time::timeout(Duration::from_secs(5), &mut reg.rx).await {
-                    Ok(Ok(tasks)) => tasks,
-                    _ => Vec::new(),
+
+    /// A claim from an agent: lease what is ready now, or else wait in the hub up to `wait` for the
+    /// queues' strategy to hand this agent work. An empty list when the wait ran out.
+    pub async fn claim(
+        &self,
+        agent_id: &str,
+        queues: &[String],
+        capabilities: &[String],
+        max: u32,
+        wait: Duration,
+    ) -> Result<minion_engine::Response, ProposeError> {
+        let hub = self;
+        hub.seen(agent_id);
+        let deadline = tokio::time::Instant::now() + wait;
+        let cmd = Command::Claim {
+            agent_id: agent_id.to_string(),
+            queues: queues.to_vec(),
+            capabilities: capabilities.to_vec(),
+            max,
+        };
+        match self.claim_detached(cmd).await? {
+            Ok(Outcome::Claimed(tasks)) if tasks.is_empty() && !wait.is_zero() => {}
+            answered => return Ok(answered),
+        }
+        let mut reg = hub.register(agent_id, queues, capabilities, max, deadline);
+        let tasks = tokio::select! {
+            got = &mut reg.rx => got.unwrap_or_default(),
+            _ = tokio::time::sleep_until(deadline) => {
+                if hub.withdraw(reg.id) {
+                    Vec::new()
+                } else {
+                    // Picked just as the deadline passed: its claim is in flight. Wait for it briefly;
+                    // if it comes later, the leases are released unused.
+                    match tokio::time::timeout(Duration::from_secs(5), &mut reg.rx).await {
+                        Ok(Ok(tasks)) => tasks,
+                        _ => Vec::new(),
+                    }
                 }
             }
-        }
-    };
-    Ok(Ok(Outcome::Claimed(tasks)))
-}
-
-/// Give back leases whose claim never reached its agent.
-async fn release_unused(node: &Node, tasks: Vec<TaskRecord>) {
-    for t in tasks {
-        let Some(token) = t.lease.as_ref().map(|l| l.token) else { continue };
-        tracing::info!(task_id = t.id, "releasing a lease whose claimant went away");
-        if let Err(e) = node.propose(Command::Release { task_id: t.id, lease_token: token }).await {
-            tracing::warn!(task_id = t.id, error = %e, "could not release an unused lease; it will expire");
-        }
+        };
+        Ok(Ok(Outcome::Claimed(tasks)))
     }
-}
 
-impl Hub {
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.hub.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn seen(&self, agent_id: &str) {
@@ -202,12 +206,12 @@ impl Hub {
     /// One dispatch pass: for each queue with waiters and ready tasks, let the queue's strategy
     /// pick waiters, one per ready task, and propose their claims. Returns how many claims were
     /// proposed.
-    pub async fn dispatch_once(&self, node: &Node) -> usize {
+    pub async fn dispatch_once(&self) -> usize {
         let picked_at = Instant::now();
         let assignments: Vec<(String, Strategy, Waiter)> = {
-            let g_state = node.state.read();
+            let g_state = self.state.read();
             let engine = &g_state.engine;
-            let now = node.clock.now();
+            let now = self.clock.now();
             let mut hub = self.lock();
             let mut dispatcher = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
             let mut chosen = Vec::new();
@@ -276,7 +280,6 @@ impl Hub {
         };
         let n = assignments.len();
         for (queue, strategy, w) in assignments {
-            let node = node.clone();
             let hub = self.clone();
             tokio::spawn(async move {
                 if w.tx.is_closed() {
@@ -290,13 +293,13 @@ impl Hub {
                     max: w.max,
                 };
                 // Waits past the commit timeout: leases whose waiter has gone are released.
-                match node.propose_to_outcome(cmd).await {
+                match hub.proposer.propose_to_outcome(cmd).await {
                     Ok(Ok(Outcome::Claimed(tasks))) if !tasks.is_empty() => {
                         // From the strategy's pick to the lease committed and handed over.
                         metrics::histogram!("minion_dispatch_latency_seconds", "strategy" => strategy.as_str())
                             .record(picked_at.elapsed().as_secs_f64());
                         if let Err(tasks) = w.tx.send(tasks) {
-                            release_unused(&node, tasks).await;
+                            release_unused(&hub.proposer, tasks).await;
                         }
                     }
                     Ok(Err(_)) | Err(_) => {
@@ -317,13 +320,13 @@ impl Hub {
     }
 
     /// The dispatch loop: a pass after every applied batch and at least every 100 ms.
-    pub async fn run(self, node: Node) {
+    pub async fn run(self) {
         loop {
-            let changed = node.state.changed().notified();
+            let changed = self.state.changed().notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if node.is_leader() && self.waiting() > 0 {
-                self.dispatch_once(&node).await;
+            if self.proposer.is_leader() && self.waiting() > 0 {
+                self.dispatch_once().await;
             }
             tokio::select! {
                 _ = &mut changed => {}
@@ -333,14 +336,14 @@ impl Hub {
     }
 
     /// Liveness: every second, declare dead the agents not heard from within the timeout.
-    pub async fn run_liveness(self, node: Node) {
-        let timeout = Duration::from_millis(node.config.agent_heartbeat_timeout_ms);
+    pub async fn run_liveness(self, liveness: Liveness) {
+        let timeout = Duration::from_millis(liveness.heartbeat_timeout_ms);
         let mut was_leader = false;
         let mut interval =
-            tokio::time::interval(Duration::from_millis((node.config.agent_heartbeat_timeout_ms / 4).clamp(50, 1_000)));
+            tokio::time::interval(Duration::from_millis((liveness.heartbeat_timeout_ms / 4).clamp(50, 1_000)));
         loop {
             interval.tick().await;
-            let leader = node.is_leader();
+            let leader = self.proposer.is_leader();
             // (Waiters are released on losing leadership by `Node::run_leadership`, at once.)
             if leader && !was_leader {
                 self.lock().leader_since = Some(Instant::now());
@@ -361,7 +364,7 @@ impl Hub {
                 (hub.leader_since.unwrap_or(now), hub.last_seen.clone())
             };
             let dead: Vec<(String, u64)> = {
-                let g = node.state.read();
+                let g = self.state.read();
                 g.engine
                     .agents()
                     .filter(|a| a.status != AgentStatus::Dead)
@@ -374,14 +377,14 @@ impl Hub {
             };
             if !dead.is_empty() {
                 tracing::warn!(agents = ?dead, "agents missed their heartbeats; releasing their leases");
-                if let Err(e) = node.propose(Command::AgentsDead { agents: dead }).await {
+                if let Err(e) = self.proposer.propose(Command::AgentsDead { agents: dead }).await {
                     tracing::warn!(error = %e, "could not record dead agents");
                 }
             }
-            let forget = self.forgettable(&node);
+            let forget = self.forgettable(liveness.forget_after_ms);
             if !forget.is_empty() {
                 tracing::info!(agents = ?forget, "removing agents dead for agent_forget_ms");
-                if let Err(e) = node.propose(Command::ForgetAgents { agents: forget }).await {
+                if let Err(e) = self.proposer.propose(Command::ForgetAgents { agents: forget }).await {
                     tracing::warn!(error = %e, "could not remove long-dead agents");
                 }
             }
@@ -391,24 +394,34 @@ impl Hub {
     /// Agents dead for `agent_forget_ms` (at most a bounded number per
     /// round), and, as a side effect, drop liveness entries of ids the registry no longer holds
     /// and that are not waiting in a claim right now.
-    fn forgettable(&self, node: &Node) -> Vec<(String, u64)> {
+    fn forgettable(&self, after: u64) -> Vec<(String, u64)> {
         const FORGET_PER_ROUND: usize = 1_000;
-        let g = node.state.read();
+        let g = self.state.read();
         let mut hub = self.lock();
         let waiting: std::collections::HashSet<String> = hub.waiters.iter().map(|w| w.agent_id.clone()).collect();
         hub.last_seen.retain(|id, _| waiting.contains(id) || g.engine.agent(id).is_some());
-        let after = node.config.agent_forget_ms;
         if after == 0 {
             return Vec::new();
         }
         // The engine's clock moves only with log entries; an idle cluster has none, so the
         // leader's own clock decides when (the removal itself is checked again on apply).
-        let clock = g.engine.clock().max(node.clock.now());
+        let clock = g.engine.clock().max(self.clock.now());
         g.engine
             .agents()
             .filter(|a| a.status == AgentStatus::Dead && clock.saturating_sub(a.updated_ms) >= after)
             .take(FORGET_PER_ROUND)
             .map(|a| (a.id.clone(), a.incarnation))
             .collect()
+    }
+}
+
+/// Give back leases whose claim never reached its agent.
+async fn release_unused(proposer: &Proposer, tasks: Vec<TaskRecord>) {
+    for t in tasks {
+        let Some(token) = t.lease.as_ref().map(|l| l.token) else { continue };
+        tracing::info!(task_id = t.id, "releasing a lease whose claimant went away");
+        if let Err(e) = proposer.propose(Command::Release { task_id: t.id, lease_token: token }).await {
+            tracing::warn!(task_id = t.id, error = %e, "could not release an unused lease; it will expire");
+        }
     }
 }

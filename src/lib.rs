@@ -4,7 +4,6 @@
 
 pub mod adapters;
 pub mod api;
-pub mod auth;
 pub mod autoscaler;
 pub mod backup_file;
 pub mod bench;
@@ -19,6 +18,7 @@ pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod pool;
+pub mod proposer;
 pub mod serve;
 pub mod stall;
 pub mod tracing_setup;

@@ -129,7 +129,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .tcp_nodelay(true),
         )
         .map_err(anyhow::Error::msg)?;
-    let auth = std::sync::Arc::new(auth::Auth::new(
+    let auth = std::sync::Arc::new(api::auth::Auth::new(
         node.config.auth_enabled(),
         node.config.admin_token.as_deref(),
         node.config.rate_limit_per_sec,
@@ -138,13 +138,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(%listen, "authentication is off: every caller may do everything (development mode)");
     }
     let streams = std::sync::Arc::new(api::events::Streams::new(node.config.event_streams_max));
-    let app = api::router(std::sync::Arc::new(api::App {
-        node: node.clone(),
-        metrics: handle,
-        http,
-        auth,
-        events: streams.clone(),
-    }));
+    let app = api::router(std::sync::Arc::new(api::App::new(node.clone(), handle, http, auth, streams.clone())));
     tracing::info!(
         %listen,
         %raft_listen,

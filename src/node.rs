@@ -2,49 +2,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use minion_engine::{Command, Outcome, Request, Response};
+use minion_engine::Command;
 use minion_raft::identity::ClusterIdentity;
 use minion_raft::network::HttpNetwork;
 use minion_raft::{LogStore, Node as RaftNode, NodeId, Raft, SharedState, StorageHandle};
-use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot, Semaphore};
-use tracing::Instrument;
 
 use crate::config::Config;
-
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-/// How long [`Node::propose_to_outcome`] waits for a command's outcome at most.
-const OUTCOME_WAIT_MS: u64 = 600_000;
-
-/// Why a proposal did not produce an engine answer.
-#[derive(Debug, thiserror::Error)]
-pub enum ProposeError {
-    #[error("this node is not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<u64> },
-    #[error("raft is shutting down: {0}")]
-    Fatal(String),
-    #[error("the node is shutting down")]
-    Closed,
-    #[error("not confirmed by a quorum within {0} ms; the outcome is unknown (retry with the same idempotency key)")]
-    Timeout(u64),
-    #[error("the request is about {bytes} bytes in the log, over the limit of {max} bytes per log entry (entry_bytes_max); send it in smaller parts")]
-    TooLarge { bytes: usize, max: usize },
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-struct Proposal {
-    cmd: Command,
-    reply: oneshot::Sender<Result<Response, ProposeError>>,
-    /// The proposer's span, linked from the group commit that carries the command.
-    span: tracing::Span,
-}
+pub use crate::proposer::ProposeError;
+use crate::proposer::{GroupCommit, Proposer};
 
 /// Handle to the node: cheap to clone.
 #[derive(Clone)]
@@ -56,7 +24,8 @@ pub struct Node {
     /// The log (committed and synced indexes, bytes).
     pub log: LogStore,
     pub config: Arc<Config>,
-    proposals: mpsc::Sender<Proposal>,
+    /// Writes: the group commit into the raft log.
+    pub proposer: Proposer,
     /// Waiting claims, dispatch strategies and agent liveness (leader-side).
     pub hub: crate::dispatch::Hub,
     /// Pool evaluations and their decisions (leader-side).
@@ -167,16 +136,27 @@ impl Node {
                 .map_err(|e| anyhow!("waiting for leadership: {e}"))?;
         }
 
-        let (tx, rx) = mpsc::channel(config.group_commit_max * 4);
+        let proposer = Proposer::start(
+            raft.clone(),
+            config.node_id,
+            clock.clone(),
+            GroupCommit {
+                commands_max: config.group_commit_max,
+                entry_bytes_max: config.entry_bytes_max,
+                in_flight_max: config.proposals_in_flight_max,
+                commit_timeout_ms: config.commit_timeout_ms,
+            },
+        );
         let autoscalers = crate::autoscaler::Autoscalers::new(&config.pools);
+        let hub = crate::dispatch::Hub::new(proposer.clone(), state.clone(), clock.clone());
         let node = Node {
             raft,
             state,
             storage,
             log,
             config: Arc::new(config),
-            proposals: tx,
-            hub: Default::default(),
+            proposer,
+            hub,
             autoscalers,
             adapters: Default::default(),
             identity,
@@ -186,7 +166,6 @@ impl Node {
             clock,
             election_hold: Default::default(),
         };
-        tokio::spawn(node.clone().run_proposer(rx));
         if sole_voter {
             node.on_leadership_gained().await?;
         } else {
@@ -195,49 +174,28 @@ impl Node {
         tokio::spawn(node.clone().run_leadership());
         tokio::spawn(node.clone().run_housekeeping());
         tokio::spawn(node.clone().run_checkpointer());
-        tokio::spawn(node.hub.clone().run(node.clone()));
-        tokio::spawn(node.hub.clone().run_liveness(node.clone()));
+        tokio::spawn(node.hub.clone().run());
+        tokio::spawn(node.hub.clone().run_liveness(crate::dispatch::Liveness {
+            heartbeat_timeout_ms: node.config.agent_heartbeat_timeout_ms,
+            forget_after_ms: node.config.agent_forget_ms,
+        }));
         tokio::spawn(node.clone().run_stall_keepalive());
         tokio::spawn(node.clone().run_election_hold());
         let every = Duration::from_millis(node.config.autoscale_interval_ms);
-        tokio::spawn(node.autoscalers.clone().run(node.clone(), every));
+        tokio::spawn(node.autoscalers.clone().run(
+            node.proposer.clone(),
+            node.state.clone(),
+            node.config.autoscale_webhook_url.clone(),
+            every,
+        ));
         Ok(node)
-    }
-
-    /// Propose a command and wait until it is committed and applied (or the commit timeout).
-    /// A command over the log-entry byte cap is refused before it is proposed.
-    pub async fn propose(&self, cmd: Command) -> Result<Response, ProposeError> {
-        let bytes = cmd.approx_bytes();
-        if bytes > self.config.entry_bytes_max {
-            return Err(ProposeError::TooLarge { bytes, max: self.config.entry_bytes_max });
-        }
-        let span = tracing::info_span!("raft.propose", command = cmd.name());
-        self.propose_in(cmd, span.clone(), self.config.commit_timeout_ms).instrument(span).await
-    }
-
-    async fn propose_in(&self, cmd: Command, span: tracing::Span, limit: u64) -> Result<Response, ProposeError> {
-        let (reply, rx) = oneshot::channel();
-        self.proposals.send(Proposal { cmd, reply, span }).await.map_err(|_| ProposeError::Closed)?;
-        match tokio::time::timeout(Duration::from_millis(limit), rx).await {
-            Ok(r) => r.map_err(|_| ProposeError::Closed)?,
-            Err(_) => Err(ProposeError::Timeout(limit)),
-        }
-    }
-
-    /// Like [`Node::propose`], but waits for the outcome well past the commit timeout (up to
-    /// [`OUTCOME_WAIT_MS`]): for commands whose effects must be undone when their caller has
-    /// given up, such as a claim whose leases never reached the agent.
-    pub async fn propose_to_outcome(&self, cmd: Command) -> Result<Response, ProposeError> {
-        let span = tracing::info_span!("raft.propose", command = cmd.name());
-        let limit = self.config.commit_timeout_ms.max(OUTCOME_WAIT_MS);
-        self.propose_in(cmd, span.clone(), limit).instrument(span).await
     }
 
     /// Follow leadership: leader-only work starts on gaining it, and waiting long-polls return
     /// (empty) the moment it is lost so that agents retry against the new leader.
     async fn run_leadership(self) {
         let mut metrics = self.raft.metrics();
-        let mut was_leader = self.is_leader();
+        let mut was_leader = self.proposer.is_leader();
         loop {
             if metrics.changed().await.is_err() {
                 return;
@@ -293,7 +251,8 @@ impl Node {
             tracing::info!(me = %self.me, "recorded this node's addresses in the membership");
         }
         if self.first_bootstrap() {
-            self.propose(Command::Configure { config: self.config.engine.clone() })
+            self.proposer
+                .propose(Command::Configure { config: self.config.engine.clone() })
                 .await
                 .map_err(|e| anyhow!("applying engine config: {e}"))?
                 .map_err(|r| anyhow!("engine config refused: {}", r.message))?;
@@ -339,48 +298,6 @@ impl Node {
         Some((id, node))
     }
 
-    /// Group commit: every command waiting when a slot frees up goes into one log entry, up to
-    /// `group_commit_max` commands and `entry_bytes_max` bytes; up to `proposals_in_flight_max`
-    /// entries are in flight at once (pipelined: one is appended while another is applied).
-    async fn run_proposer(self, mut rx: mpsc::Receiver<Proposal>) {
-        let slots = Arc::new(Semaphore::new(self.config.proposals_in_flight_max));
-        let max = self.config.group_commit_max;
-        let bytes_max = self.config.entry_bytes_max;
-        let mut carried: Option<Proposal> = None;
-        loop {
-            let first = match carried.take() {
-                Some(p) => p,
-                None => match rx.recv().await {
-                    Some(p) => p,
-                    None => break,
-                },
-            };
-            let Ok(permit) = slots.clone().acquire_owned().await else { break };
-            let mut bytes = first.cmd.approx_bytes();
-            let mut group = vec![first];
-            while group.len() < max {
-                match rx.try_recv() {
-                    Ok(p) => {
-                        let b = p.cmd.approx_bytes();
-                        if bytes + b > bytes_max {
-                            carried = Some(p);
-                            break;
-                        }
-                        bytes += b;
-                        group.push(p);
-                    }
-                    Err(_) => break,
-                }
-            }
-            metrics::histogram!("minion_raft_group_bytes").record(bytes as f64);
-            let (raft, now) = (self.raft.clone(), self.clock.now());
-            tokio::spawn(async move {
-                let _permit = permit;
-                commit_group(raft, now, group).await;
-            });
-        }
-    }
-
     /// Leader housekeeping: when something is due (a timer, a lease expiry, a dedup or retention
     /// expiry), propose a `Tick` so every replica applies it at the same log position.
     async fn run_housekeeping(self) {
@@ -390,8 +307,8 @@ impl Node {
             interval.tick().await;
             let due = self.state.read().engine.next_due();
             // The bounded clock: after a clock stepped back, the engine's timers still come due.
-            if due.is_some_and(|t| t <= self.clock.now()) && self.is_leader() {
-                if let Err(e) = self.propose(Command::Tick).await {
+            if due.is_some_and(|t| t <= self.clock.now()) && self.proposer.is_leader() {
+                if let Err(e) = self.proposer.propose(Command::Tick).await {
                     tracing::debug!(error = %e, "housekeeping tick not applied");
                 }
             }
@@ -446,79 +363,5 @@ impl Node {
         }
         let storage = self.storage.clone();
         let _ = tokio::task::spawn_blocking(move || storage.shutdown()).await;
-    }
-
-    pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
-        m.current_leader == Some(self.config.node_id)
-    }
-}
-
-async fn commit_group(raft: Raft, now: u64, group: Vec<Proposal>) {
-    let span = tracing::info_span!("raft.commit", commands = group.len(), log_index = tracing::field::Empty);
-    for p in &group {
-        span.follows_from(p.span.id());
-    }
-    commit_group_in(raft, now, group).instrument(span).await
-}
-
-/// One log entry for the group, stamped with `now` (the leader's bounded clock).
-async fn commit_group_in(raft: Raft, now: u64, mut group: Vec<Proposal>) {
-    let started = Instant::now();
-    let n = group.len();
-    if n == 1 {
-        let p = group.pop().map(|p| (p.cmd, p.reply));
-        if let Some((cmd, reply)) = p {
-            let res = write(&raft, Request { now_ms: now, cmd }).await;
-            let _ = reply.send(res);
-        }
-    } else {
-        let (cmds, replies): (Vec<Command>, Vec<_>) = group.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-        match write(&raft, Request { now_ms: now, cmd: Command::Batch { cmds } }).await {
-            Ok(Ok(Outcome::Batch(outs))) if outs.len() == replies.len() => {
-                for (out, reply) in outs.into_iter().zip(replies) {
-                    let _ = reply.send(Ok(out));
-                }
-            }
-            Ok(other) => {
-                // The engine always answers a batch with one outcome per command; anything else
-                // is a bug, not a bad request.
-                let msg = format!("group commit of {} commands answered {other:?}", replies.len());
-                tracing::error!("{msg}");
-                for reply in replies {
-                    let _ = reply.send(Err(ProposeError::Internal(msg.clone())));
-                }
-            }
-            Err(e) => {
-                let text = e.to_string();
-                for reply in replies {
-                    let err = match &e {
-                        ProposeError::NotLeader { leader } => ProposeError::NotLeader { leader: *leader },
-                        ProposeError::Closed => ProposeError::Closed,
-                        ProposeError::Timeout(ms) => ProposeError::Timeout(*ms),
-                        ProposeError::Fatal(_) => ProposeError::Fatal(text.clone()),
-                        ProposeError::TooLarge { bytes, max } => ProposeError::TooLarge { bytes: *bytes, max: *max },
-                        ProposeError::Internal(_) => ProposeError::Internal(text.clone()),
-                    };
-                    let _ = reply.send(Err(err));
-                }
-            }
-        }
-    }
-    metrics::histogram!("minion_raft_propose_seconds").record(started.elapsed().as_secs_f64());
-    metrics::histogram!("minion_raft_group_commands").record(n as f64);
-}
-
-async fn write(raft: &Raft, req: Request) -> Result<Response, ProposeError> {
-    match raft.client_write(req).await {
-        Ok(resp) => {
-            tracing::Span::current().record("log_index", resp.log_id.index);
-            Ok(resp.data)
-        }
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(ProposeError::NotLeader { leader: f.leader_id })
-        }
-        Err(RaftError::APIError(e)) => Err(ProposeError::Fatal(e.to_string())),
-        Err(RaftError::Fatal(e)) => Err(ProposeError::Fatal(e.to_string())),
     }
 }

@@ -30,13 +30,13 @@ fn harness() -> &'static Harness {
         };
         let me = minion_raft::Node { api_addr: "127.0.0.1:1".into(), raft_addr: "127.0.0.1:2".into() };
         let node = rt.block_on(minion::node::Node::start(config, me)).expect("node");
-        let state = std::sync::Arc::new(minion::api::App {
-            node: node.clone(),
-            metrics: minion::metrics::install(),
-            http: reqwest::Client::new(),
-            auth: std::sync::Arc::new(minion::auth::Auth::new(false, None, 0)),
-            events: std::sync::Arc::new(minion::api::events::Streams::new(16)),
-        });
+        let state = std::sync::Arc::new(minion::api::App::new(
+            node.clone(),
+            minion::metrics::install(),
+            reqwest::Client::new(),
+            std::sync::Arc::new(minion::api::auth::Auth::new(false, None, 0)),
+            std::sync::Arc::new(minion::api::events::Streams::new(16)),
+        ));
         let router = minion::api::router(state);
         // Something to act on: a task in queue q, leased, and a registered agent.
         let setup: [(&str, &str, &str); 3] = [

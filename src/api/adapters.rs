@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::extract::JsonBody;
 use super::views::*;
 use super::{ApiResult, AppState};
-use crate::auth::Caller;
+use crate::api::auth::Caller;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -37,7 +37,7 @@ pub(super) async fn reject(
         caller.check_queue(&r.queue)?;
     }
     let records = b.records.into_iter().map(rejected_record).collect();
-    let out = s.node.propose(Command::Reject { records }).await??;
+    let out = s.proposer.propose(Command::Reject { records }).await??;
     let Outcome::Submitted(results) = out else { return Err(unexpected(out)) };
     let created = results.iter().any(|r| !r.duplicate);
     let list: Vec<SubmittedOut> = results.iter().map(|r| SubmittedOut { id: r.id, duplicate: r.duplicate }).collect();

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::{ApiResult, AppState};
-use crate::auth::{bearer, sha256, Caller};
+use crate::api::auth::{bearer, sha256, Caller};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -99,7 +99,7 @@ pub async fn create_token(
     rand::rngs::OsRng.fill_bytes(&mut id);
     rand::rngs::OsRng.fill_bytes(&mut secret);
     let (id, secret) = (hex(&id), hex(&secret));
-    let now = crate::node::now_ms();
+    let now = crate::clock::now_ms();
     let token = Token {
         id: id.clone(),
         name: b.name,
@@ -121,8 +121,8 @@ pub async fn create_token(
         Command::CreateBoundToken { token: token.clone(), agents: b.agents }
     };
     let cmd = Command::Audited { actor: caller.actor(), cmd: Box::new(create) };
-    s.node.propose(cmd).await??;
-    let mut out = serde_json::to_value(token_out(&s.node.state.read().engine, &token, now)).unwrap_or_default();
+    s.proposer.propose(cmd).await??;
+    let mut out = serde_json::to_value(token_out(&s.state.read().engine, &token, now)).unwrap_or_default();
     out["token"] = json!(bearer(&id, &secret));
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
@@ -137,8 +137,8 @@ pub async fn create_token(
     )
 )]
 pub async fn list_tokens(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let now = crate::node::now_ms();
-    let g = s.node.state.read();
+    let now = crate::clock::now_ms();
+    let g = s.state.read();
     let tokens: Vec<TokenOut<'_>> = g.engine.tokens().map(|t| token_out(&g.engine, t, now)).collect();
     Json(json!({ "tokens": tokens }))
 }
@@ -163,9 +163,9 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let cmd = Command::Audited { actor: caller.actor(), cmd: Box::new(Command::RevokeToken { id: id.clone() }) };
-    s.node.propose(cmd).await??;
-    let now = crate::node::now_ms();
-    let g = s.node.state.read();
+    s.proposer.propose(cmd).await??;
+    let now = crate::clock::now_ms();
+    let g = s.state.read();
     let t = g.engine.token(&id).ok_or_else(|| ApiError::not_found(format!("no token {id}")))?;
     Ok(Json(serde_json::to_value(token_out(&g.engine, t, now)).unwrap_or_default()))
 }
@@ -200,7 +200,7 @@ pub async fn audit(
 ) -> ApiResult<Json<serde_json::Value>> {
     let Query(q) = q?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
-    let g = s.node.state.read();
+    let g = s.state.read();
     let entries: Vec<&AuditEntry> = g.engine.audit_after(q.after).take(limit + 1).collect();
     let next = (entries.len() > limit).then(|| entries[limit - 1].seq);
     Ok(Json(json!({ "entries": &entries[..entries.len().min(limit)], "next": next })))
@@ -209,7 +209,7 @@ pub async fn audit(
 /// Record an administrative action done outside the engine (membership changes).
 pub async fn note(s: &AppState, caller: &Caller, action: &str, target: String, detail: String) {
     let cmd = Command::AuditNote { actor: caller.actor(), action: action.to_string(), target, detail };
-    if let Err(e) = s.node.propose(cmd).await {
+    if let Err(e) = s.proposer.propose(cmd).await {
         tracing::warn!(action, error = %e, "could not record an audit entry");
     }
 }

@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, OptionalJson};
 use super::views::*;
 use super::{ApiResult, AppState};
-use crate::auth::Caller;
+use crate::api::auth::Caller;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -39,8 +39,8 @@ pub(super) async fn register_agent(
         max_concurrency: b.max_concurrency,
         labels: b.labels,
     };
-    let out = s.node.propose(Command::RegisterAgent { spec }).await??;
-    s.node.hub.seen(&b.id);
+    let out = s.proposer.propose(Command::RegisterAgent { spec }).await??;
+    s.hub.seen(&b.id);
     let body = agent_answer(&s, out)?;
     Ok((StatusCode::CREATED, body).into_response())
 }
@@ -76,7 +76,7 @@ pub(super) async fn list_agents(
 ) -> ApiResult<Json<serde_json::Value>> {
     let Query(q) = q?;
     let limit = q.limit.unwrap_or(AGENTS_PAGE_MAX).clamp(1, AGENTS_PAGE_MAX);
-    let g = s.node.state.read();
+    let g = s.state.read();
     let mut page: Vec<&minion_engine::Agent> = g.engine.agents_after(q.after.as_deref()).take(limit + 1).collect();
     let next = if page.len() > limit {
         page.truncate(limit);
@@ -102,7 +102,7 @@ pub(super) async fn list_agents(
     )
 )]
 pub(super) async fn get_agent(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
-    let g = s.node.state.read();
+    let g = s.state.read();
     let a = g.engine.agent(&id).ok_or_else(|| ApiError::not_found(format!("agent {id} not found")))?;
     Ok(Json(agent_json(&s, a)))
 }
@@ -131,7 +131,7 @@ pub(super) async fn heartbeat(
 ) -> ApiResult<Json<serde_json::Value>> {
     caller.check_agent(&s, &id)?;
     let (status, incarnation) = {
-        let g = s.node.state.read();
+        let g = s.state.read();
         let a = g.engine.agent(&id).ok_or_else(|| ApiError::not_found(format!("agent {id} not found")))?;
         (a.status, a.incarnation)
     };
@@ -149,7 +149,7 @@ pub(super) async fn heartbeat(
             format!("agent {id} is now incarnation {incarnation}; register again"),
         ));
     }
-    s.node.hub.seen(&id);
+    s.hub.seen(&id);
     Ok(Json(json!({ "id": id, "status": status, "incarnation": incarnation })))
 }
 
@@ -173,7 +173,7 @@ pub(super) async fn drain_agent(
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     caller.check_agent(&s, &id)?;
-    let out = s.node.propose(audited(&caller, Command::DrainAgent { id })).await??;
+    let out = s.proposer.propose(audited(&caller, Command::DrainAgent { id })).await??;
     agent_answer(&s, out)
 }
 
@@ -197,6 +197,6 @@ pub(super) async fn deregister_agent(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.check_agent(&s, &id)?;
-    s.node.propose(audited(&caller, Command::DeregisterAgent { id })).await??;
+    s.proposer.propose(audited(&caller, Command::DeregisterAgent { id })).await??;
     Ok(StatusCode::NO_CONTENT)
 }

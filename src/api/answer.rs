@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use super::views::*;
 use super::{ApiResult, AppState};
-use crate::auth::Caller;
+use crate::api::auth::Caller;
 use axum::http::StatusCode;
 use axum::Json;
 use minion_engine::{Command, Outcome, TaskRecord};
@@ -20,7 +20,7 @@ pub(super) fn unexpected(out: Outcome) -> ApiError {
 /// The API's view of a task record: its payload and progress read back from the records.
 pub(super) fn view(s: &AppState, rec: TaskRecord) -> ApiResult<TaskOut> {
     let trace = rec.trace_parent.clone();
-    let task = s.node.state.view(rec)?;
+    let task = s.state.view(rec)?;
     Ok(task_out(&task, trace))
 }
 
@@ -43,7 +43,7 @@ pub(super) fn claimed(s: &AppState, tasks: Vec<TaskRecord>) -> ApiResult<serde_j
 }
 
 pub(super) fn agent_json(s: &AppState, a: &minion_engine::Agent) -> serde_json::Value {
-    serde_json::to_value(agent_out(a, s.node.hub.last_seen_ms_ago(&a.id))).unwrap_or(serde_json::Value::Null)
+    serde_json::to_value(agent_out(a, s.hub.last_seen_ms_ago(&a.id))).unwrap_or(serde_json::Value::Null)
 }
 
 pub(super) fn agent_answer(s: &AppState, out: Outcome) -> ApiResult<Json<serde_json::Value>> {

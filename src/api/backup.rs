@@ -19,7 +19,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn temp_path(s: &AppState, what: &str) -> std::path::PathBuf {
-    s.node.config.data_dir.join(format!("{what}-{:016x}.tmp", rand::random::<u64>()))
+    s.config.data_dir.join(format!("{what}-{:016x}.tmp", rand::random::<u64>()))
 }
 
 /// The state as of one applied index (a consistent read while writes go on), streamed.
@@ -36,7 +36,7 @@ fn temp_path(s: &AppState, what: &str) -> std::path::PathBuf {
 pub async fn backup(State(s): State<AppState>) -> ApiResult<Response> {
     let path = temp_path(&s, "backup");
     let storage = s.node.storage.clone();
-    let origin = format!("cluster {} node {}", s.node.identity.cluster_id().unwrap_or_default(), s.node.config.node_id);
+    let origin = format!("cluster {} node {}", s.node.identity.cluster_id().unwrap_or_default(), s.config.node_id);
     let p = path.clone();
     let written = tokio::task::spawn_blocking(move || storage.export_backup(&p, origin)).await.map_err(internal)?;
     let (index, records, bytes) = match written {
@@ -85,7 +85,7 @@ pub async fn backup(State(s): State<AppState>) -> ApiResult<Response> {
 )]
 pub async fn restore(
     State(s): State<AppState>,
-    Extension(caller): Extension<crate::auth::Caller>,
+    Extension(caller): Extension<crate::api::auth::Caller>,
     body: Body,
 ) -> ApiResult<Json<serde_json::Value>> {
     let path = temp_path(&s, "restore");
@@ -96,7 +96,7 @@ pub async fn restore(
 
 async fn restore_from(
     s: &AppState,
-    caller: &crate::auth::Caller,
+    caller: &crate::api::auth::Caller,
     body: Body,
     path: &std::path::Path,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -119,10 +119,10 @@ async fn restore_from(
         .map_err(internal)?
         .map_err(ApiError::bad_request)?;
     let restore_id = format!("{:016x}", rand::random::<u64>());
-    s.node.propose(Command::RestoreBegin { restore_id: restore_id.clone() }).await??;
+    s.proposer.propose(Command::RestoreBegin { restore_id: restore_id.clone() }).await??;
     // Records flow from a reader thread to here in bounded batches, one log entry each.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<minion_engine::Record>>(2);
-    let batch_bytes = (s.node.config.entry_bytes_max / 2).clamp(64 << 10, 4 << 20);
+    let batch_bytes = (s.config.entry_bytes_max / 2).clamp(64 << 10, 4 << 20);
     let p = path.to_path_buf();
     let reader = tokio::task::spawn_blocking(move || {
         crate::backup_file::records(&p, batch_bytes, |batch| {
@@ -132,7 +132,7 @@ async fn restore_from(
     let mut total = 0u64;
     while let Some(records) = rx.recv().await {
         total += records.len() as u64;
-        let out = s.node.propose(Command::RestoreRecords { restore_id: restore_id.clone(), records }).await??;
+        let out = s.proposer.propose(Command::RestoreRecords { restore_id: restore_id.clone(), records }).await??;
         if !matches!(out, Outcome::Done) {
             return Err(internal(format!("restore answered {out:?}")));
         }
@@ -140,7 +140,7 @@ async fn restore_from(
     let meta = reader.await.map_err(internal)?.map_err(ApiError::bad_request)?;
     let end = Command::RestoreEnd { restore_id, records_total: total, meta: Box::new(meta) };
     let cmd = Command::Audited { actor: caller.actor(), cmd: Box::new(end) };
-    let out = s.node.propose(cmd).await??;
+    let out = s.proposer.propose(cmd).await??;
     if !matches!(out, Outcome::Done) {
         return Err(internal(format!("restore answered {out:?}")));
     }

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::extract::JsonBody;
 use super::{admin, ApiError, ApiResult, AppState};
-use crate::auth::Caller;
+use crate::api::auth::Caller;
 use crate::node::Node;
 use crate::peer::PeerInfo;
 
@@ -56,13 +56,13 @@ async fn known_leader(node: &Node, wait: Duration) -> Option<(NodeId, RaftNode)>
 
 /// Middleware: serve here if this node leads (after read-index for reads), forward otherwise.
 pub async fn route_to_leader(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let me = s.node.config.node_id;
+    let me = s.config.node_id;
     let stale = req.method() == Method::GET
         && req.headers().get(HEADER_CONSISTENCY).and_then(|v| v.to_str().ok()).is_some_and(|v| v == "stale");
     if local_route(req.uri().path()) || stale {
         return stamp(next.run(req).await, me);
     }
-    let commit_timeout = Duration::from_millis(s.node.config.commit_timeout_ms);
+    let commit_timeout = Duration::from_millis(s.config.commit_timeout_ms);
     let Some((leader, leader_node)) = known_leader(&s.node, commit_timeout.min(Duration::from_secs(5))).await else {
         return unavailable("no_leader", "no leader is known (an election may be in progress); retry").into_response();
     };
@@ -114,24 +114,21 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 
 async fn forward(s: &AppState, req: Request, leader: NodeId, addr: &str) -> Response {
     let (parts, body) = req.into_parts();
-    let max = if parts.uri.path() == "/v1/admin/restore" {
-        s.node.config.restore_bytes_max
-    } else {
-        s.node.config.body_bytes_max
-    };
+    let max =
+        if parts.uri.path() == "/v1/admin/restore" { s.config.restore_bytes_max } else { s.config.body_bytes_max };
     let body = match axum::body::to_bytes(body, max).await {
         Ok(b) => b,
         Err(e) => return super::error::body_error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response(),
     };
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let scheme = if s.node.config.tls_cert.is_some() { "https" } else { "http" };
+    let scheme = if s.config.tls_cert.is_some() { "https" } else { "http" };
     let mut out = s.http.request(parts.method.clone(), format!("{scheme}://{addr}{path}"));
     for (name, value) in parts.headers.iter().filter(|(n, _)| !hop_by_hop(n)) {
         out = out.header(name, value);
     }
     // Bounded even if the leader stops answering (a paused process keeps its connections open):
     // long enough for the longest claim wait plus a commit.
-    let cfg = &s.node.config;
+    let cfg = &s.config;
     let limit = Duration::from_millis(cfg.claim_wait_ms_max + cfg.commit_timeout_ms + 5_000);
     out = out.header(HEADER_FORWARDED_BY, cfg.node_id.to_string()).timeout(limit).body(body);
     let started = std::time::Instant::now();
@@ -265,7 +262,7 @@ pub async fn node_info(
 ) -> ApiResult<Json<Value>> {
     let Query(q) = q?;
     let m = s.node.raft.metrics().borrow().clone();
-    let applied = s.node.state.read().applied.last_applied.map(|l| l.index);
+    let applied = s.state.read().applied.last_applied.map(|l| l.index);
     let (digest, digest_index) = if q.digest {
         let storage = s.node.storage.clone();
         let (index, d) = tokio::task::spawn_blocking(move || {
@@ -301,7 +298,7 @@ pub async fn node_info(
         "applied_index": applied,
         "snapshot_index": m.snapshot.map(|l| l.index),
         "purged_index": m.purged.map(|l| l.index),
-        "snapshots_installed": s.node.state.snapshots_installed(),
+        "snapshots_installed": s.state.snapshots_installed(),
         "millis_since_quorum_ack": m.millis_since_quorum_ack,
         "digest": digest,
         "digest_index": digest_index,
@@ -377,7 +374,7 @@ async fn probe(s: &AppState, node_id: NodeId, raft_addr: &str, api_addr: Option<
     if node_id == 0 {
         return Err(ApiError::bad_request("node_id must be at least 1"));
     }
-    let Some(secret) = s.node.config.cluster_secret.as_deref() else {
+    let Some(secret) = s.config.cluster_secret.as_deref() else {
         return Err(conflict("this cluster has no cluster_secret configured; restart its nodes with one to add peers"));
     };
     let resp = s

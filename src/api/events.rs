@@ -24,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 
 use super::{ApiError, ApiResult, AppState};
-use crate::auth::Caller;
+use crate::api::auth::Caller;
 
 /// Every event name a stream may send for a task.
 const NAMES: [&str; 10] =
@@ -188,7 +188,7 @@ fn open(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let permit = s.events.admit()?;
     // Subscribed before anything is read, so that no entry falls between the read and the channel.
-    let live = s.node.state.subscribe_events();
+    let live = s.state.subscribe_events();
     let closing = s.events.closing.subscribe();
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let pump = Pump { s, filter, tx, cursor: 0, sent_id: 0 };
@@ -294,7 +294,7 @@ impl Pump {
     }
 
     fn applied(&self) -> u64 {
-        *self.s.node.state.applied_index().borrow()
+        *self.s.state.applied_index().borrow()
     }
 
     async fn send(&self, e: Event) -> Flow {
@@ -337,7 +337,7 @@ impl Pump {
     async fn catch_up(&mut self) -> Flow {
         let target = self.applied();
         while self.cursor < target {
-            let records = self.s.node.state.records().clone();
+            let records = self.s.state.records().clone();
             let after = self.cursor;
             let page = tokio::task::spawn_blocking(move || records.feed_page(after, PAGE_ENTRIES))
                 .await
@@ -374,7 +374,7 @@ impl Pump {
                 }
                 continue;
             }
-            let records = self.s.node.state.records().clone();
+            let records = self.s.state.records().clone();
             let ids: Vec<(TaskId, u64)> = touched.into_iter().collect();
             let found =
                 tokio::task::spawn_blocking(move || -> Result<Vec<(u64, TaskRecord)>, minion_engine::ColdError> {
@@ -409,7 +409,7 @@ impl Pump {
         let Some(rec) = record(&self.s, id).await.map_err(|e| Stop::Failed(format!("{e:?}")))? else {
             return Err(Stop::Done);
         };
-        let records = self.s.node.state.records().clone();
+        let records = self.s.state.records().clone();
         let r = rec.clone();
         let (_, progress) = tokio::task::spawn_blocking(move || minion_engine::task_details(&records, &r))
             .await
@@ -432,11 +432,11 @@ impl Pump {
 
 /// A task's record, live or finished.
 async fn record(s: &AppState, id: TaskId) -> ApiResult<Option<TaskRecord>> {
-    let live = s.node.state.read().engine.live_task(id).cloned();
+    let live = s.state.read().engine.live_task(id).cloned();
     if live.is_some() {
         return Ok(live);
     }
-    let records = s.node.state.records().clone();
+    let records = s.state.records().clone();
     let found = tokio::task::spawn_blocking(move || minion_engine::task_record(&records, id))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;

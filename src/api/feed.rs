@@ -55,8 +55,8 @@ pub(super) async fn changes(
 ) -> ApiResult<Json<serde_json::Value>> {
     let Query(q) = q?;
     let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000);
-    let applied = s.node.state.read().applied.last_applied.map(|l| l.index).unwrap_or(0);
-    let records = s.node.state.records().clone();
+    let applied = s.state.read().applied.last_applied.map(|l| l.index).unwrap_or(0);
+    let records = s.state.records().clone();
     let after = q.after;
     // The entries are read before the watermark (`feed_page`): a purge in between shows as a gap
     // (410), never as entries silently missing.
@@ -123,7 +123,7 @@ pub(super) async fn list_dedup(
         (None, None) => None,
         _ => return Err(ApiError::bad_request("after_queue and after_key go together")),
     };
-    let records = s.node.state.records().clone();
+    let records = s.state.records().clone();
     let page = tokio::task::spawn_blocking(move || {
         use minion_engine::{Cold, Key, Kind};
         records.scan(Kind::Dedup, after.map(Key::Dedup).as_ref(), limit)

@@ -22,7 +22,7 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 )]
 pub(super) async fn stats(State(s): State<AppState>) -> Json<serde_json::Value> {
     let m = s.node.raft.metrics().borrow().clone();
-    let g = s.node.state.read();
+    let g = s.state.read();
     let queues: Vec<_> = g.engine.queue_names().iter().map(|q| g.engine.queue_stats(q)).collect();
     Json(json!({
         "tasks": g.engine.task_count(),
@@ -31,7 +31,7 @@ pub(super) async fn stats(State(s): State<AppState>) -> Json<serde_json::Value> 
         "dedup": { "keys": g.engine.dedup_keys(), "stats": g.engine.dedup_stats() },
         "counters": g.engine.counters(),
         "raft": {
-            "node_id": s.node.config.node_id,
+            "node_id": s.config.node_id,
             "leader": m.current_leader,
             "term": m.current_term,
             "last_log_index": m.last_log_index,
@@ -39,10 +39,10 @@ pub(super) async fn stats(State(s): State<AppState>) -> Json<serde_json::Value> 
             "snapshot_index": m.snapshot.map(|l| l.index),
         },
         "storage": {
-            "durability": s.node.config.durability.as_str(),
+            "durability": s.config.durability.as_str(),
             "state_bytes": s.node.storage.store.size_on_disk(),
             "log_bytes": s.node.log.wal_bytes(),
-            "overlay_bytes": s.node.state.records().overlay().bytes(),
+            "overlay_bytes": s.state.records().overlay().bytes(),
         },
     }))
 }

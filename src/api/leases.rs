@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, PathId};
 use super::views::*;
 use super::{ApiResult, AppState};
-use crate::auth::Caller;
+use crate::api::auth::Caller;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use minion_engine::{Ack, Command, Outcome};
@@ -39,7 +39,7 @@ pub(super) async fn progress(
     let Path(id) = path?;
     caller.check_lease_holder(&s, id)?;
     let cmd = Command::Progress { task_id: id, lease_token: b.lease_token, percent: b.percent, message: b.message };
-    task_answer(&s, s.node.propose(cmd).await??)
+    task_answer(&s, s.proposer.propose(cmd).await??)
 }
 
 #[utoipa::path(
@@ -69,7 +69,7 @@ pub(super) async fn complete(
     let Path(id) = path?;
     caller.check_lease_holder(&s, id)?;
     let result = b.result.map(|r| r.get().to_string());
-    task_answer(&s, s.node.propose(Command::Complete { task_id: id, lease_token: b.lease_token, result }).await??)
+    task_answer(&s, s.proposer.propose(Command::Complete { task_id: id, lease_token: b.lease_token, result }).await??)
 }
 
 /// Complete or fail many leased tasks in one round trip. The request is checked whole (a
@@ -121,7 +121,7 @@ pub(super) async fn acknowledge(
             (AckOutcome::Fail, None) => return Err(ApiError::bad_request(format!("acks[{i}]: a fail needs an error"))),
         });
     }
-    let out = s.node.propose(Command::Acknowledge { acks }).await??;
+    let out = s.proposer.propose(Command::Acknowledge { acks }).await??;
     let Outcome::Batch(outs) = out else { return Err(unexpected(out)) };
     if outs.len() != ids.len() {
         return Err(unexpected(Outcome::Batch(outs)));
@@ -172,7 +172,10 @@ pub(super) async fn fail(
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     caller.check_lease_holder(&s, id)?;
-    task_answer(&s, s.node.propose(Command::Fail { task_id: id, lease_token: b.lease_token, error: b.error }).await??)
+    task_answer(
+        &s,
+        s.proposer.propose(Command::Fail { task_id: id, lease_token: b.lease_token, error: b.error }).await??,
+    )
 }
 
 #[utoipa::path(
@@ -203,7 +206,7 @@ pub(super) async fn extend(
     caller.check_lease_holder(&s, id)?;
     task_answer(
         &s,
-        s.node.propose(Command::Extend { task_id: id, lease_token: b.lease_token, lease_ms: b.lease_ms }).await??,
+        s.proposer.propose(Command::Extend { task_id: id, lease_token: b.lease_token, lease_ms: b.lease_ms }).await??,
     )
 }
 
@@ -236,8 +239,8 @@ pub(super) async fn claim(
     // Nothing about the agent is kept (not even its liveness) before its id is known to be valid.
     minion_engine::config::validate_agent_id(&b.agent_id)?;
     caller.check_agent(&s, &b.agent_id)?;
-    let wait = Duration::from_millis(b.wait_ms.min(s.node.config.claim_wait_ms_max));
-    let out = crate::dispatch::claim(&s.node, &b.agent_id, &b.queues, &b.capabilities, b.max, wait).await??;
+    let wait = Duration::from_millis(b.wait_ms.min(s.config.claim_wait_ms_max));
+    let out = s.hub.claim(&b.agent_id, &b.queues, &b.capabilities, b.max, wait).await??;
     let Outcome::Claimed(tasks) = out else { return Err(unexpected(out)) };
     claimed(&s, tasks).map(Json)
 }

@@ -4,7 +4,7 @@ use super::answer::audited;
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::{ApiResult, AppState};
-use crate::auth::Caller;
+use crate::api::auth::Caller;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use minion_engine::{Command, QueueConfig};
@@ -20,7 +20,7 @@ use serde_json::json;
     )
 )]
 pub(super) async fn list_queues(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let g = s.node.state.read();
+    let g = s.state.read();
     let stats: Vec<_> = g.engine.queue_names().iter().map(|q| g.engine.queue_stats(q)).collect();
     Json(json!({ "queues": stats }))
 }
@@ -43,7 +43,7 @@ pub(super) async fn get_queue(
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     minion_engine::config::validate_queue_name(&name)?;
-    let g = s.node.state.read();
+    let g = s.state.read();
     Ok(Json(json!({
         "name": name,
         "config": g.engine.queue_settings(&name),
@@ -72,7 +72,7 @@ pub(super) async fn queue_metric(
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     minion_engine::config::validate_queue_name(&name)?;
-    let g = s.node.state.read();
+    let g = s.state.read();
     let st = g.engine.queue_stats(&name);
     Ok(Json(json!({
         "queue": name,
@@ -105,7 +105,7 @@ pub(super) async fn put_queue(
     Path(name): Path<String>,
     JsonBody(config): JsonBody<QueueConfig>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    s.node.propose(audited(&caller, Command::SetQueue { name: name.clone(), config })).await??;
+    s.proposer.propose(audited(&caller, Command::SetQueue { name: name.clone(), config })).await??;
     get_queue(State(s), Path(name)).await
 }
 

@@ -57,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::prometheus))
         .fallback(super::middleware::fallback)
         .layer(middleware::from_fn_with_state(state.clone(), cluster::route_to_leader))
-        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::api::auth::authenticate))
         .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(middleware::from_fn(crate::tracing_setup::http_span))
         .layer(middleware::from_fn(super::middleware::error_shape))

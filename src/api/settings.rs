@@ -11,7 +11,7 @@ use super::answer::audited;
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::{ApiResult, AppState};
-use crate::auth::Caller;
+use crate::api::auth::Caller;
 
 /// The engine settings every node applies, and whether this node's file says otherwise.
 #[utoipa::path(
@@ -24,8 +24,8 @@ use crate::auth::Caller;
     )
 )]
 pub async fn get_config(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let engine = s.node.state.read().engine.config().clone();
-    let differs = engine != s.node.config.engine;
+    let engine = s.state.read().engine.config().clone();
+    let differs = engine != s.config.engine;
     Json(json!({ "engine": engine, "this_node_file_differs": differs }))
 }
 
@@ -47,7 +47,7 @@ pub async fn put_config(
     Extension(caller): Extension<Caller>,
     JsonBody(changes): JsonBody<serde_json::Map<String, serde_json::Value>>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let current = s.node.state.read().engine.config().clone();
+    let current = s.state.read().engine.config().clone();
     let mut merged = match serde_json::to_value(&current) {
         Ok(serde_json::Value::Object(m)) => m,
         _ => {
@@ -59,6 +59,6 @@ pub async fn put_config(
     let config: EngineConfig = serde_json::from_value(serde_json::Value::Object(merged))
         .map_err(|e| ApiError::bad_request(format!("engine settings: {e}")))?;
     config.validate()?;
-    s.node.propose(audited(&caller, Command::Configure { config })).await??;
+    s.proposer.propose(audited(&caller, Command::Configure { config })).await??;
     Ok(get_config(State(s)).await)
 }

@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::extract::{json_error, EmptyIn, OptionalJson, PathId};
 use super::views::*;
 use super::{ApiResult, AppState};
-use crate::auth::Caller;
+use crate::api::auth::Caller;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -51,7 +51,7 @@ pub(super) async fn submit(
         Some(trace_parent) => Command::SubmitTraced { tasks, trace_parent },
         None => Command::Submit { tasks },
     };
-    let out = s.node.propose(cmd).await??;
+    let out = s.proposer.propose(cmd).await??;
     let Outcome::Submitted(results) = out else { return Err(unexpected(out)) };
     let to_out = |r: &Submitted| SubmittedOut { id: r.id, duplicate: r.duplicate };
     let created = results.iter().any(|r| !r.duplicate);
@@ -97,16 +97,16 @@ pub(super) async fn get_task(
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     let Query(q) = q?;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(s.node.config.claim_wait_ms_max));
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(s.config.claim_wait_ms_max));
     loop {
         // Woken by every applied entry; armed before the read so that none is missed between.
-        let changed = s.node.state.changed().notified();
+        let changed = s.state.changed().notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let live = s.node.state.read().engine.live_task(id).cloned();
+        let live = s.state.read().engine.live_task(id).cloned();
         let rec = match live {
             Some(r) => r,
-            None => minion_engine::task_record(s.node.state.records(), id)?.ok_or_else(|| task_not_found(id))?,
+            None => minion_engine::task_record(s.state.records(), id)?.ok_or_else(|| task_not_found(id))?,
         };
         if rec.state.is_terminal() || tokio::time::Instant::now() >= deadline {
             return Ok(Json(view(&s, rec)?));
@@ -154,7 +154,7 @@ pub(super) async fn list_tasks(
         after: q.after,
         limit: q.limit.unwrap_or(100),
     };
-    let shared = s.node.state.clone();
+    let shared = s.state.clone();
     let (tasks, next) = tokio::task::spawn_blocking(move || -> Result<_, minion_engine::ColdError> {
         let (recs, next) = minion_engine::list(shared.records(), &filter)?;
         let mut tasks = Vec::with_capacity(recs.len());
@@ -194,7 +194,7 @@ pub(super) async fn cancel(
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
     let cmd = audited(&caller, Command::Cancel { task_id: id, reason: body.reason });
-    task_answer(&s, s.node.propose(cmd).await??)
+    task_answer(&s, s.proposer.propose(cmd).await??)
 }
 
 #[utoipa::path(
@@ -220,5 +220,5 @@ pub(super) async fn retry(
     OptionalJson(_body): OptionalJson<EmptyIn>,
 ) -> ApiResult<Json<TaskOut>> {
     let Path(id) = path?;
-    task_answer(&s, s.node.propose(audited(&caller, Command::Retry { task_id: id })).await??)
+    task_answer(&s, s.proposer.propose(audited(&caller, Command::Retry { task_id: id })).await??)
 }

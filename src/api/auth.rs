@@ -69,7 +69,7 @@ impl Caller {
     /// The agent-id patterns the caller may act as; `None`: any agent.
     pub fn agent_patterns(&self, s: &AppState) -> Option<Arc<Vec<String>>> {
         match self {
-            Caller::Token(t) => s.node.state.read().engine.token_agents(&t.id),
+            Caller::Token(t) => s.state.read().engine.token_agents(&t.id),
             _ => None,
         }
     }
@@ -98,7 +98,7 @@ impl Caller {
         ids: impl IntoIterator<Item = minion_engine::TaskId>,
     ) -> Result<(), ApiError> {
         let Caller::Token(t) = self else { return Ok(()) };
-        let g = s.node.state.read();
+        let g = s.state.read();
         let Some(patterns) = g.engine.token_agents(&t.id) else { return Ok(()) };
         for id in ids {
             let holder = g.engine.live_task(id).and_then(|t| t.lease.as_ref().map(|l| l.agent_id.as_str()));
@@ -318,10 +318,10 @@ fn check_scope(
     match route {
         _ if route.starts_with("/v1/tasks/{id}") => {
             let Some(id) = segments.get(3).and_then(|v| v.parse::<u64>().ok()) else { return Ok(()) };
-            let live = s.node.state.read().engine.live_task(id).map(|t| t.queue.clone());
+            let live = s.state.read().engine.live_task(id).map(|t| t.queue.clone());
             let queue = match live {
                 Some(q) => Some(q),
-                None => minion_engine::task_record(s.node.state.records(), id)?.map(|t| t.queue),
+                None => minion_engine::task_record(s.state.records(), id)?.map(|t| t.queue),
             };
             match queue {
                 Some(q) if !t.allows_queue(&q) => Err(ApiError::not_found(format!("no task {id}"))),
@@ -361,14 +361,14 @@ fn identify(s: &AppState, presented: &str) -> Result<Caller, &'static str> {
     }
     let rest = presented.strip_prefix("mn_").ok_or("invalid")?;
     let (id, secret) = rest.split_once('_').ok_or("invalid")?;
-    let token = s.node.state.read().engine.token_arc(id).ok_or("invalid")?;
+    let token = s.state.read().engine.token_arc(id).ok_or("invalid")?;
     if !bool::from(token.secret_sha256.ct_eq(&sha256(secret))) {
         return Err("invalid");
     }
     if token.revoked_ms.is_some() {
         return Err("revoked");
     }
-    if !token.active(crate::node::now_ms()) {
+    if !token.active(crate::clock::now_ms()) {
         return Err("expired");
     }
     Ok(Caller::Token(token))
