@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --all-targets --locked
-# A no-op after the tests above (they build the binary); kept so the Python suite never runs an
-# old one.
-cargo build --locked --bin minion
+# The tests above built target/debug/minion (the black-box tests run it), so the Python suite runs
+# this tree's binary. (A separate `cargo build --bin minion` would resolve features for the root
+# package alone and rebuild it.)
 MINION_BIN="$PWD/target/debug/minion" scripts/test-python.sh

@@ -1,5 +1,6 @@
 """SIGTERM drains a worker process: nothing new is claimed, the running task completes, the agent
-deregisters and the process exits 0."""
+deregisters and the process exits 0. A second signal stops it at once, even with a handler thread
+that never returns."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
+
+import pytest
 
 import minion
 from _server import MinionServer
@@ -65,3 +69,61 @@ def test_sigterm_drains_then_deregisters(server: MinionServer, client: minion.Cl
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def app(server: MinionServer, queue: str) -> Iterator[tuple[str, "subprocess.Popen[str]"]]:
+    """The worker process with heartbeats every 0.2 s; yields its agent id and the process."""
+    agent_id = f"drain-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen(
+        [sys.executable, str(APP), server.url, queue, agent_id, "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield agent_id, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sigterm_after_an_outside_drain_still_drains(
+    client: minion.Client, queue: str, app: tuple[str, "subprocess.Popen[str]"]
+) -> None:
+    """`minion pool` drains an agent, then sends SIGTERM: that is the first signal, not a second."""
+    agent_id, proc = app
+    _wait_for(lambda: _agent_or_none(client, agent_id) is not None, 10, "the worker registers")
+    tid = client.submit(queue, {"n": 1}, kind="work").id
+    assert proc.stdout is not None and proc.stdout.readline().strip() == f"started {tid}"
+    client.drain_agent(agent_id)
+    time.sleep(0.8)  # a few heartbeats: the worker has noticed the drain
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert out.split() == ["finished", str(tid), "exited"], err
+    assert client.get(tid).state == "succeeded"
+
+
+def test_a_second_sigterm_stops_at_once_despite_a_stuck_thread(
+    client: minion.Client, queue: str, app: tuple[str, "subprocess.Popen[str]"]
+) -> None:
+    agent_id, proc = app
+    _wait_for(lambda: _agent_or_none(client, agent_id) is not None, 10, "the worker registers")
+    tid = client.submit(queue, {}, kind="stuck", max_attempts=2).id
+    assert proc.stdout is not None and proc.stdout.readline().strip() == f"stuck {tid}"
+    proc.send_signal(signal.SIGTERM)
+    _wait_for(lambda: (a := _agent_or_none(client, agent_id)) is not None and a.status == "draining", 5,
+              "the first signal drains")
+    proc.send_signal(signal.SIGTERM)
+    # The handler's thread sleeps for an hour: the process must not wait for it.
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert out.split() == ["exited"], err
+    assert _agent_or_none(client, agent_id) is None, "the agent deregistered"
+    task = client.get(tid)
+    assert task.state in ("failed", "ready") and task.lease is None, "its lease was released"
+    assert [a.outcome.outcome for a in task.attempts if a.outcome] == ["agent_dead"]
+    client.cancel(tid)

@@ -61,6 +61,26 @@ def test_task_stream_follows_a_live_task(client: minion.Client, queue: str) -> N
         coll.close()
 
 
+@pytest.mark.parametrize("final", ["succeeded", "cancelled"])
+def test_task_stream_filtered_without_final_events_still_ends(client: minion.Client, queue: str, final: str) -> None:
+    tid = client.submit(queue, None).id
+    task = _lease(client, queue)
+    token = task.lease.token  # type: ignore[union-attr]
+    coll = Collector(client.events(task_id=tid, types=["progress"]))
+    try:
+        assert coll.stream.wait_connected(10)
+        client.progress(tid, token, 40, "working")
+        if final == "succeeded":
+            client.complete(tid, token, "r")
+        else:
+            client.cancel(tid, "enough")
+        events = coll.until_end(timeout=10)
+    finally:
+        coll.close()
+    assert [(e.type, e.percent, e.message) for e in events] == [("progress", 40, "working")]
+    assert coll.stream.last_event_id is not None and coll.stream.last_event_id > 0
+
+
 def test_queue_stream_with_type_filter(client: minion.Client, queue: str) -> None:
     coll = Collector(client.events(queue=queue, types=["submitted", "succeeded"]))
     try:

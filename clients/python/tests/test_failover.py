@@ -18,6 +18,7 @@ from typing import Iterator
 import pytest
 
 import minion
+from _proxy import FakeNode
 from _server import MinionServer, free_port
 
 
@@ -66,7 +67,8 @@ def test_unreachable_node_moves_to_the_next(server: MinionServer, queue: str) ->
         assert c.get(tid).id == tid
     with minion.Client(f"{dead},{server.url}") as c2:
         assert c2.servers == (dead, server.url)
-        assert c2.queues() is not None
+        [stats] = [q for q in c2.queues() if q.queue == queue]
+        assert stats.ready == 1
 
 
 def test_all_nodes_unreachable(queue: str) -> None:
@@ -106,6 +108,56 @@ def test_submissions_with_a_key_are_retried_once_only(
         batch = c.submit_many([{"queue": queue, "payload": i, "idempotency_key": f"{key}-{i}"} for i in range(2)])
     assert dropping.requests == 1
     assert [t.id for t in client.list_tasks(queue=queue).tasks] == [s.id] + [b.id for b in batch]
+
+
+def test_a_503_unavailable_moves_keyed_writes_on_and_raises_for_unkeyed_ones(
+    server: MinionServer, client: minion.Client, queue: str
+) -> None:
+    fake = FakeNode("unavailable")  # it may have done the request: only what is safe to repeat moves on
+    key = f"k-{uuid.uuid4()}"
+    try:
+        with minion.Client([fake.url, server.url]) as c:
+            batch = c.submit_many([{"queue": queue, "payload": i, "idempotency_key": f"{key}-{i}"} for i in range(2)])
+        assert fake.requests == [("POST", "/v1/tasks")], "the keyed batch went to the fake node first"
+        assert [client.get(b.id).payload for b in batch] == [0, 1], "then to the real one"
+        with minion.Client([fake.url, server.url]) as c:
+            with pytest.raises(minion.Unavailable) as err:
+                c.submit(queue, "unkeyed")
+        assert type(err.value) is minion.Unavailable and err.value.node == fake.url
+        assert len(fake.requests) == 2
+        assert [t.id for t in client.list_tasks(queue=queue).tasks] == [b.id for b in batch], "not sent on"
+    finally:
+        fake.close()
+
+
+@pytest.mark.parametrize("code", ["not_leader", "shutting_down"])
+def test_a_503_saying_nothing_was_done_moves_every_call_on(
+    server: MinionServer, client: minion.Client, queue: str, code: str
+) -> None:
+    fake = FakeNode(code)
+    try:
+        with minion.Client([fake.url, server.url]) as c:
+            tid = c.submit(queue, "unkeyed").id  # not idempotent, yet safe: nothing was done
+        with minion.Client([fake.url, server.url]) as c:
+            [task] = c.claim(f"fo-{queue}"[:100], [queue], wait_ms=2000)  # nor is a claim
+        assert fake.requests == [("POST", "/v1/tasks"), ("POST", "/v1/claims")]
+        assert task.id == tid and client.get(tid).payload == "unkeyed" and client.get(tid).state == "leased"
+    finally:
+        fake.close()
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_proxy_error_is_unavailable(server: MinionServer, client: minion.Client, queue: str, status: int) -> None:
+    fake = FakeNode(None, status=status)  # a load balancer's error page, no Minion error body
+    try:
+        with minion.Client([fake.url, server.url]) as c:
+            with pytest.raises(minion.Unavailable) as err:
+                c.submit(queue, "unkeyed")
+            assert err.value.status == status
+            assert c.submit(queue, "keyed", idempotency_key=f"k-{uuid.uuid4()}").id  # moved on
+        assert [t.payload for t in client.list_tasks(queue=queue).tasks] == ["keyed"]
+    finally:
+        fake.close()
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a private CA")

@@ -1,9 +1,13 @@
-"""Pure pieces that need no server: SSE parsing, error mapping, message splitting, models."""
+"""Pure pieces that need no server (fake transports at most): SSE parsing, error mapping,
+message splitting, models, reconnection pacing."""
 
 from __future__ import annotations
 
 import pickle
+import time
+from typing import Iterator, Optional
 
+import httpx
 import pytest
 
 import minion
@@ -43,7 +47,9 @@ def test_sse_parser_follows_the_spec() -> None:
 
 def test_stream_state_tracks_position_and_drops_repeated_progress() -> None:
     st = StreamState(task_id=5, types=["progress", "succeeded"], last_event_id=10)
-    assert st.path == "/v1/tasks/5/events" and st.params() == {"types": "progress,succeeded"}
+    # A task stream always asks for the final events: the server ends it only on one it sends.
+    assert st.path == "/v1/tasks/5/events" and st.params() == {"types": "progress,succeeded,dead,cancelled,rejected"}
+    assert StreamState(queue="q", types="succeeded").params() == {"queue": "q", "types": "succeeded"}
     assert st.headers()["last-event-id"] == "10"
     p = SSEParser()
 
@@ -59,6 +65,10 @@ def test_stream_state_tracks_position_and_drops_repeated_progress() -> None:
     end = feed("event: succeeded", "id: 13", 'data: {"task_id":5,"queue":"q","kind":"k","at_ms":2,"attempt":1,"state":"succeeded","result":[1]}')
     assert end is not None and end.is_final and end.id == 13 and end.state is minion.TaskState.SUCCEEDED
     assert st.done and st.headers()["last-event-id"] == "13"
+    # A final event left out of ``types`` ends the stream without being yielded.
+    only_progress = StreamState(task_id=5, types="progress")
+    [msg] = SSEParser().feed_all(["event: dead", "id: 20", 'data: {"task_id":5,"queue":"q","kind":"k","at_ms":2,"attempt":1}', ""])
+    assert only_progress.accept(msg) is None and only_progress.done and only_progress.last_event_id == "20"
     with pytest.raises(ValueError):
         StreamState(task_id=1, queue="q")
 
@@ -81,6 +91,8 @@ def test_stream_state_tracks_position_and_drops_repeated_progress() -> None:
         (415, "unsupported_media_type", minion.UnsupportedMediaType),
         (429, "rate_limited", minion.RateLimited),
         (500, "internal", minion.InternalError),
+        (500, "storage", minion.StorageError),
+        (503, "shutting_down", minion.ShuttingDown),
         (503, "no_leader", minion.NoLeader),
         (503, "not_leader", minion.NotLeader),
         (503, "commit_timeout", minion.CommitTimeout),
@@ -101,8 +113,67 @@ def test_one_exception_class_per_code(status: int, code: str, cls: type) -> None
 
 def test_errors_without_a_json_body() -> None:
     err = error_for(502, "Bad Gateway\n")
-    assert isinstance(err, minion.MinionError) and err.status == 502 and err.message == "Bad Gateway"
-    assert isinstance(error_for(503, None), minion.Unavailable)
+    # A proxy's 502/504: the node may or may not have done it, like a 503 ``unavailable``.
+    assert type(err) is minion.Unavailable and err.status == 502 and err.message == "Bad Gateway"
+    assert err.code == "http_502"
+    timeout = error_for(504, None)
+    assert type(timeout) is minion.Unavailable and timeout.code == "http_504"
+    assert type(error_for(503, None)) is minion.Unavailable
+    assert issubclass(minion.StorageError, minion.InternalError) and issubclass(minion.ShuttingDown, minion.Unavailable)
+
+
+def test_shutting_down_is_sent_to_the_next_node_whatever_the_call() -> None:
+    """``shutting_down`` means nothing was done, like ``not_leader``: even a claim moves on."""
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.host)
+        if request.url.host == "down":
+            return httpx.Response(503, json={"error": {"code": "shutting_down", "message": "bye"}})
+        return httpx.Response(200, json={"tasks": []})
+
+    with minion.Client(["http://down", "http://up"], transport=httpx.MockTransport(handler)) as c:
+        assert c.claim("a", ["q"]) == []
+    assert calls == ["down", "up"]
+
+
+class _Lines(httpx.SyncByteStream):
+    """A response body that yields ``chunks`` (sleeping at ``None``), then fails like a dropped
+    connection unless ``end`` is set."""
+
+    def __init__(self, chunks: list[Optional[bytes]], end: bool = False) -> None:
+        self.chunks, self.end = chunks, end
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.chunks:
+            if chunk is None:
+                time.sleep(0.3)
+            else:
+                yield chunk
+        if not self.end:
+            raise httpx.ReadError("connection dropped")
+
+
+def test_reconnect_timeout_counts_from_the_last_sign_of_life() -> None:
+    """A stream that reconnected and then stays quiet but for keep-alive comments (longer than
+    ``reconnect_timeout``) is not given up at its next drop: the timer restarts on every
+    successful connection and every line read."""
+    final = b'event: succeeded\nid: 9\ndata: {"task_id":1,"queue":"q","kind":"k","at_ms":2,"attempt":1}\n\n'
+    bodies = [
+        _Lines([b'event: ready\nid: 5\ndata: {"task_id":1,"queue":"q","kind":"k","at_ms":1,"attempt":0}\n\n']),
+        _Lines([b":\n", None, b":\n", None, b":\n", None]),  # 0.9 s of keep-alives, then a drop
+        _Lines([final], end=True),
+    ]
+    seen_ids: list[Optional[str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen_ids.append(request.headers.get("last-event-id"))
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=bodies.pop(0))
+
+    with minion.Client("http://node", transport=httpx.MockTransport(handler)) as c:
+        events = list(c.events(task_id=1, reconnect_timeout=0.5))
+    assert [(e.type, e.id) for e in events] == [("ready", 5), ("succeeded", 9)]
+    assert seen_ids == [None, "5", "5"] and not bodies
 
 
 def test_utf8_splitting() -> None:

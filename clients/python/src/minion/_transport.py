@@ -5,7 +5,7 @@ The policy, in one place:
 * A request that never reached a node (connection refused, connect timeout) is tried on the next
   node, whatever it is: nothing was delivered.
 * A 503 whose code says nothing was done (``no_leader``, ``not_leader``, ``too_many_connections``,
-  ``too_many_streams``) is tried on the next node, whatever it is.
+  ``too_many_streams``, ``shutting_down``) is tried on the next node, whatever it is.
 * A request that may have been delivered (the connection dropped mid-way, a read timeout, a 503
   ``unavailable`` or ``commit_timeout``, a 502/504 from a proxy) is tried again only when it is
   safe to repeat: a read, or a write marked idempotent (a submission carrying an idempotency key,
@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Mapping, Optional, Sequence, TypeVar, Union
 
@@ -38,7 +39,7 @@ Servers = Union[str, Sequence[str]]
 DEFAULT_SERVER = "http://127.0.0.1:7070"
 
 # 503 codes that mean the request was not carried out: safe to send elsewhere, whatever it is.
-_NOT_EXECUTED = frozenset({"no_leader", "not_leader", "too_many_connections", "too_many_streams"})
+_NOT_EXECUTED = frozenset({"no_leader", "not_leader", "too_many_connections", "too_many_streams", "shutting_down"})
 
 
 def resolve_servers(server: Optional[Servers]) -> tuple[str, ...]:
@@ -242,3 +243,40 @@ def not_repeated(call: Call, exc: BaseException, node: str) -> ConnectionFailed:
 
 def read_timeout(config: ClientConfig, call: Call) -> httpx.Timeout:
     return httpx.Timeout(config.timeout + call.hold, connect=config.connect_timeout)
+
+
+def deadline_of(limit: Optional[float]) -> Optional[float]:
+    """The ``time.monotonic()`` by which a call given ``limit`` seconds must be over."""
+    return None if limit is None else time.monotonic() + max(float(limit), 0.0)
+
+
+def capped(timeout: httpx.Timeout, deadline: Optional[float]) -> httpx.Timeout:
+    """``timeout`` with each phase cut to the time left before ``deadline`` (when there is one)."""
+    if deadline is None:
+        return timeout
+    left = max(deadline - time.monotonic(), 0.001)
+
+    def cap(value: Optional[float]) -> float:
+        return left if value is None else min(value, left)
+
+    return httpx.Timeout(
+        connect=cap(timeout.connect), read=cap(timeout.read), write=cap(timeout.write), pool=cap(timeout.pool)
+    )
+
+
+def time_left(deadline: Optional[float]) -> Optional[float]:
+    """Seconds left before ``deadline`` (``None``: no deadline)."""
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def out_of_time(
+    call: Call, limit: Optional[float], last_exc: Optional[BaseException], last_err: Optional[MinionError]
+) -> MinionError:
+    """What a call whose own ``timeout`` ran out raises: the last node's error answer, else
+    :class:`ConnectionFailed` (caused by the last transport error)."""
+    if last_err is not None:
+        return last_err
+    detail = f" (last: {type(last_exc).__name__}: {last_exc})" if last_exc is not None else ""
+    err = ConnectionFailed(f"{call.method} {call.path}: no answer within its timeout of {limit:g}s{detail}")
+    err.__cause__ = last_exc
+    return err

@@ -17,15 +17,19 @@ from ._transport import (
     Servers,
     Verify,
     backoff,
+    capped,
     connection_failed,
+    deadline_of,
     error_of,
     make_ssl_context,
     not_repeated,
+    out_of_time,
     parse_body,
     read_timeout,
     retry_after_of,
     retry_safe_after,
     should_failover,
+    time_left,
     transport_error_delivered,
 )
 from .errors import MinionError, WaitTimeout
@@ -127,8 +131,19 @@ class AsyncClient:
 
     # -- transport ---------------------------------------------------------------------------
 
-    async def _send(self, call: Call, *, stream: bool = False, timeout: Optional[httpx.Timeout] = None) -> tuple[httpx.Response, str]:
-        """Send ``call`` following the failover policy; the response may be an error answer."""
+    async def _send(
+        self,
+        call: Call,
+        *,
+        stream: bool = False,
+        timeout: Optional[httpx.Timeout] = None,
+        limit: Optional[float] = None,
+    ) -> tuple[httpx.Response, str]:
+        """Send ``call`` following the failover policy; the response may be an error answer.
+
+        ``timeout`` is each attempt's httpx timeout; ``limit`` (seconds) bounds the whole call,
+        retries and backoff included."""
+        deadline = deadline_of(limit)
         if timeout is None:
             timeout = read_timeout(self.config, call) if call.hold else self.config.httpx_timeout()
         attempts, round_no = 0, 0
@@ -137,8 +152,12 @@ class AsyncClient:
         while True:
             retry_after = None
             for index, base in self._rotation.order():
+                if attempts and deadline is not None and time.monotonic() >= deadline:
+                    raise out_of_time(call, limit, last_exc, last_err)
                 attempts += 1
-                request = self._http.build_request(call.method, base + call.path, timeout=timeout, **call.request_kwargs())
+                request = self._http.build_request(
+                    call.method, base + call.path, timeout=capped(timeout, deadline), **call.request_kwargs()
+                )
                 try:
                     resp = await self._http.send(request, stream=stream)
                 except httpx.TransportError as exc:
@@ -161,11 +180,16 @@ class AsyncClient:
                     if last_err is not None:
                         raise last_err
                     raise connection_failed(call, last_exc, attempts)
-            await asyncio.sleep(backoff(round_no, retry_after))
+            pause = backoff(round_no, retry_after)
+            left = time_left(deadline)
+            if left is not None and left <= pause:
+                raise out_of_time(call, limit, last_exc, last_err)
+            await asyncio.sleep(pause)
             round_no += 1
 
-    async def _run(self, op: Op[T]) -> T:
-        resp, node = await self._send(op.call)
+    async def _run(self, op: Op[T], timeout: Optional[float] = None) -> T:
+        """Execute ``op``; ``timeout`` (seconds) bounds the whole call, retries included."""
+        resp, node = await self._send(op.call, limit=timeout)
         if resp.is_success:
             return op.result(resp)
         raise error_of(resp, node)
@@ -389,17 +413,22 @@ class AsyncClient:
             )
         )
 
-    async def heartbeat(self, agent_id: str, incarnation: Optional[int] = None) -> Heartbeat:
-        """Tell the leader the agent is alive."""
-        return await self._run(ops.heartbeat(agent_id, incarnation))
+    async def heartbeat(self, agent_id: str, incarnation: Optional[int] = None, *, timeout: Optional[float] = None) -> Heartbeat:
+        """Tell the leader the agent is alive.
 
-    async def drain_agent(self, agent_id: str) -> Agent:
+        ``timeout`` here and on the other agent-protocol calls bounds the whole call in seconds,
+        retries across nodes included (default: none beyond the client's per-request timeout);
+        when it runs out the call raises the last node's error, or :class:`~minion.ConnectionFailed`.
+        """
+        return await self._run(ops.heartbeat(agent_id, incarnation), timeout)
+
+    async def drain_agent(self, agent_id: str, *, timeout: Optional[float] = None) -> Agent:
         """Give the agent nothing new; it keeps its in-flight tasks."""
-        return await self._run(ops.drain_agent(agent_id))
+        return await self._run(ops.drain_agent(agent_id), timeout)
 
-    async def deregister_agent(self, agent_id: str) -> None:
+    async def deregister_agent(self, agent_id: str, *, timeout: Optional[float] = None) -> None:
         """Forget the agent, releasing its leases at once."""
-        await self._run(ops.deregister_agent(agent_id))
+        await self._run(ops.deregister_agent(agent_id), timeout)
 
     async def claim(
         self,
@@ -414,22 +443,30 @@ class AsyncClient:
         return await self._run(ops.claim(agent_id, queues, max=max, wait_ms=wait_ms, capabilities=capabilities))
 
     async def progress(
-        self, task_id: int, lease_token: int, percent: Optional[int] = None, message: Optional[str] = None
+        self,
+        task_id: int,
+        lease_token: int,
+        percent: Optional[int] = None,
+        message: Optional[str] = None,
+        *,
+        timeout: Optional[float] = None,
     ) -> Task:
         """Report progress (``message`` at most 4,096 bytes)."""
-        return await self._run(ops.progress(task_id, lease_token, percent, message))
+        return await self._run(ops.progress(task_id, lease_token, percent, message), timeout)
 
-    async def extend(self, task_id: int, lease_token: int, lease_ms: Optional[int] = None) -> Task:
+    async def extend(
+        self, task_id: int, lease_token: int, lease_ms: Optional[int] = None, *, timeout: Optional[float] = None
+    ) -> Task:
         """Make the lease run ``lease_ms`` (default: the task's) from now."""
-        return await self._run(ops.extend(task_id, lease_token, lease_ms))
+        return await self._run(ops.extend(task_id, lease_token, lease_ms), timeout)
 
-    async def complete(self, task_id: int, lease_token: int, result: Any = None) -> Task:
+    async def complete(self, task_id: int, lease_token: int, result: Any = None, *, timeout: Optional[float] = None) -> Task:
         """Complete a leased task with ``result`` (JSON or a pydantic model)."""
-        return await self._run(ops.complete(task_id, lease_token, result))
+        return await self._run(ops.complete(task_id, lease_token, result), timeout)
 
-    async def fail(self, task_id: int, lease_token: int, error: str) -> Task:
+    async def fail(self, task_id: int, lease_token: int, error: str, *, timeout: Optional[float] = None) -> Task:
         """Fail the attempt: retried after the queue's backoff, or dead after the last attempt."""
-        return await self._run(ops.fail(task_id, lease_token, error))
+        return await self._run(ops.fail(task_id, lease_token, error), timeout)
 
     # -- administration ----------------------------------------------------------------------
 

@@ -16,15 +16,19 @@ from ._transport import (
     Servers,
     Verify,
     backoff,
+    capped,
     connection_failed,
+    deadline_of,
     error_of,
     make_ssl_context,
     not_repeated,
+    out_of_time,
     parse_body,
     read_timeout,
     retry_after_of,
     retry_safe_after,
     should_failover,
+    time_left,
     transport_error_delivered,
 )
 from .errors import MinionError, WaitTimeout
@@ -126,8 +130,19 @@ class Client:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _send(self, call: Call, *, stream: bool = False, timeout: Optional[httpx.Timeout] = None) -> tuple[httpx.Response, str]:
-        """Send ``call`` following the failover policy; the response may be an error answer."""
+    def _send(
+        self,
+        call: Call,
+        *,
+        stream: bool = False,
+        timeout: Optional[httpx.Timeout] = None,
+        limit: Optional[float] = None,
+    ) -> tuple[httpx.Response, str]:
+        """Send ``call`` following the failover policy; the response may be an error answer.
+
+        ``timeout`` is each attempt's httpx timeout; ``limit`` (seconds) bounds the whole call,
+        retries and backoff included."""
+        deadline = deadline_of(limit)
         if timeout is None:
             timeout = read_timeout(self.config, call) if call.hold else self.config.httpx_timeout()
         attempts, round_no = 0, 0
@@ -136,8 +151,12 @@ class Client:
         while True:
             retry_after = None
             for index, base in self._rotation.order():
+                if attempts and deadline is not None and time.monotonic() >= deadline:
+                    raise out_of_time(call, limit, last_exc, last_err)
                 attempts += 1
-                request = self._http.build_request(call.method, base + call.path, timeout=timeout, **call.request_kwargs())
+                request = self._http.build_request(
+                    call.method, base + call.path, timeout=capped(timeout, deadline), **call.request_kwargs()
+                )
                 try:
                     resp = self._http.send(request, stream=stream)
                 except httpx.TransportError as exc:
@@ -160,11 +179,16 @@ class Client:
                     if last_err is not None:
                         raise last_err
                     raise connection_failed(call, last_exc, attempts)
-            time.sleep(backoff(round_no, retry_after))
+            pause = backoff(round_no, retry_after)
+            left = time_left(deadline)
+            if left is not None and left <= pause:
+                raise out_of_time(call, limit, last_exc, last_err)
+            time.sleep(pause)
             round_no += 1
 
-    def _run(self, op: Op[T]) -> T:
-        resp, node = self._send(op.call)
+    def _run(self, op: Op[T], timeout: Optional[float] = None) -> T:
+        """Execute ``op``; ``timeout`` (seconds) bounds the whole call, retries included."""
+        resp, node = self._send(op.call, limit=timeout)
         if resp.is_success:
             return op.result(resp)
         raise error_of(resp, node)
@@ -386,17 +410,22 @@ class Client:
             )
         )
 
-    def heartbeat(self, agent_id: str, incarnation: Optional[int] = None) -> Heartbeat:
-        """Tell the leader the agent is alive."""
-        return self._run(ops.heartbeat(agent_id, incarnation))
+    def heartbeat(self, agent_id: str, incarnation: Optional[int] = None, *, timeout: Optional[float] = None) -> Heartbeat:
+        """Tell the leader the agent is alive.
 
-    def drain_agent(self, agent_id: str) -> Agent:
+        ``timeout`` here and on the other agent-protocol calls bounds the whole call in seconds,
+        retries across nodes included (default: none beyond the client's per-request timeout);
+        when it runs out the call raises the last node's error, or :class:`~minion.ConnectionFailed`.
+        """
+        return self._run(ops.heartbeat(agent_id, incarnation), timeout)
+
+    def drain_agent(self, agent_id: str, *, timeout: Optional[float] = None) -> Agent:
         """Give the agent nothing new; it keeps its in-flight tasks."""
-        return self._run(ops.drain_agent(agent_id))
+        return self._run(ops.drain_agent(agent_id), timeout)
 
-    def deregister_agent(self, agent_id: str) -> None:
+    def deregister_agent(self, agent_id: str, *, timeout: Optional[float] = None) -> None:
         """Forget the agent, releasing its leases at once."""
-        self._run(ops.deregister_agent(agent_id))
+        self._run(ops.deregister_agent(agent_id), timeout)
 
     def claim(
         self,
@@ -411,22 +440,30 @@ class Client:
         return self._run(ops.claim(agent_id, queues, max=max, wait_ms=wait_ms, capabilities=capabilities))
 
     def progress(
-        self, task_id: int, lease_token: int, percent: Optional[int] = None, message: Optional[str] = None
+        self,
+        task_id: int,
+        lease_token: int,
+        percent: Optional[int] = None,
+        message: Optional[str] = None,
+        *,
+        timeout: Optional[float] = None,
     ) -> Task:
         """Report progress (``message`` at most 4,096 bytes)."""
-        return self._run(ops.progress(task_id, lease_token, percent, message))
+        return self._run(ops.progress(task_id, lease_token, percent, message), timeout)
 
-    def extend(self, task_id: int, lease_token: int, lease_ms: Optional[int] = None) -> Task:
+    def extend(
+        self, task_id: int, lease_token: int, lease_ms: Optional[int] = None, *, timeout: Optional[float] = None
+    ) -> Task:
         """Make the lease run ``lease_ms`` (default: the task's) from now."""
-        return self._run(ops.extend(task_id, lease_token, lease_ms))
+        return self._run(ops.extend(task_id, lease_token, lease_ms), timeout)
 
-    def complete(self, task_id: int, lease_token: int, result: Any = None) -> Task:
+    def complete(self, task_id: int, lease_token: int, result: Any = None, *, timeout: Optional[float] = None) -> Task:
         """Complete a leased task with ``result`` (JSON or a pydantic model)."""
-        return self._run(ops.complete(task_id, lease_token, result))
+        return self._run(ops.complete(task_id, lease_token, result), timeout)
 
-    def fail(self, task_id: int, lease_token: int, error: str) -> Task:
+    def fail(self, task_id: int, lease_token: int, error: str, *, timeout: Optional[float] = None) -> Task:
         """Fail the attempt: retried after the queue's backoff, or dead after the last attempt."""
-        return self._run(ops.fail(task_id, lease_token, error))
+        return self._run(ops.fail(task_id, lease_token, error), timeout)
 
     # -- administration ----------------------------------------------------------------------
 

@@ -1,19 +1,20 @@
 """What a task handler gets as ``ctx``: the task, progress and partial output, cancellation.
 
 ``async def`` handlers get a :class:`Context` (awaitable methods); plain ``def`` handlers, which
-run in a thread pool, get a :class:`SyncContext` (blocking methods). Both share the read-only
+run in threads of their own, get a :class:`SyncContext` (blocking methods). Both share the read-only
 attributes of :class:`BaseContext`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import _ops as ops
 from ._handlers import MESSAGE_BYTES_MAX, split_utf8
-from .errors import LeaseLost, NotFound, StaleLease, WrongState
+from .errors import ConnectionFailed, LeaseLost, NotFound, RateLimited, StaleLease, Unavailable, WrongState
 from .models import Task
 
 if TYPE_CHECKING:
@@ -24,6 +25,12 @@ __all__ = ["BaseContext", "Context", "SyncContext", "LeaseState"]
 
 # Answers to progress/extend that mean the lease is gone: cancelled, finished, or leased again.
 LEASE_GONE = (StaleLease, WrongState, NotFound)
+
+# Failures of a progress report that say nothing about the lease: no node answered, or the one
+# that did could not serve it now. Progress is best-effort: the report is dropped, not retried.
+TRANSIENT = (ConnectionFailed, Unavailable, RateLimited)
+
+log = logging.getLogger("minion.worker")
 
 
 class LeaseState:
@@ -126,8 +133,14 @@ class BaseContext:
             except LEASE_GONE as err:
                 self._lease.lose(f"progress refused: {err.code}: {err.message}")
                 return False
-            # Other errors (e.g. ConnectionFailed: a report is never repeated blindly, it would be
-            # recorded twice) reach the handler; the lease keeper finds out whether the lease lives.
+            except TRANSIENT as err:
+                # Not repeated (it could be recorded twice) and not the handler's problem: the
+                # rest of this report is dropped; the lease keeper finds out whether the lease lives.
+                log.warning(
+                    "agent %s: task %s: progress report dropped (%d of %d piece(s) sent): %s",
+                    self.agent_id, self.task.id, i, len(pieces), err,
+                )
+                return not self._lease.lost
         return True
 
 
@@ -147,20 +160,23 @@ class Context(BaseContext):
     async def progress(self, percent: Optional[float] = None, message: Optional[str] = None) -> None:
         """Report progress (``percent`` 0–100 and/or a message; a long message is split).
 
-        Raises :class:`asyncio.CancelledError` when the server says the lease is gone.
+        Best-effort: when no node can take the report (:class:`~minion.ConnectionFailed`, a 503,
+        429) it is dropped with a warning in the log and the handler goes on. Raises
+        :class:`asyncio.CancelledError` when the server says the lease is gone.
         """
         if not await self._report(None if percent is None else int(round(percent)), message):
             raise asyncio.CancelledError(f"task {self.task_id}: lease lost ({self.cancel_reason})")
 
     async def stream(self, text: str) -> None:
         """Send a piece of partial output (e.g. LLM tokens) as progress messages; text over
-        4,096 bytes goes as several messages. Watch it with ``client.events(task_id=...)``."""
+        4,096 bytes goes as several messages. Watch it with ``client.events(task_id=...)``.
+        Best-effort like :meth:`progress`: output no node can take is dropped."""
         if text:
             await self.progress(None, text)
 
 
 class SyncContext(BaseContext):
-    """The context of a plain ``def`` handler (run in the worker's thread pool).
+    """The context of a plain ``def`` handler (run in a thread of its own).
 
     Its methods block. A thread cannot be interrupted, so a handler learns that its lease is gone
     (cancelled, or expired) from ``ctx.cancelled`` / ``ctx.cancelled_event``, or from
@@ -202,7 +218,9 @@ class SyncContext(BaseContext):
             self.raise_if_cancelled()
 
     def progress(self, percent: Optional[float] = None, message: Optional[str] = None) -> None:
-        """Report progress; raises :class:`~minion.LeaseLost` when the lease is gone."""
+        """Report progress; best-effort like :meth:`Context.progress` (a report no node can take is
+        dropped and logged); raises :class:`~minion.LeaseLost` when the lease is gone."""
+        self.raise_if_cancelled()  # also once the worker has stopped (and its loop is gone)
         p = None if percent is None else int(round(percent))
         ok = asyncio.run_coroutine_threadsafe(self._report(p, message), self._loop).result()
         if not ok:

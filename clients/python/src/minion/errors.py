@@ -29,12 +29,14 @@ __all__ = [
     "UnsupportedMediaType",
     "RateLimited",
     "InternalError",
+    "StorageError",
     "Unavailable",
     "NoLeader",
     "NotLeader",
     "CommitTimeout",
     "TooManyConnections",
     "TooManyStreams",
+    "ShuttingDown",
     "ConnectionFailed",
     "LeaseLost",
     "WaitTimeout",
@@ -178,16 +180,23 @@ class RateLimited(MinionError):
 
 
 class InternalError(MinionError):
-    """500 ``internal``."""
+    """500 ``internal``: base of every 500 code."""
 
     CODE = "internal"
+
+
+class StorageError(InternalError):
+    """500 ``storage``: the node's storage failed (e.g. a disk error) while serving the request."""
+
+    CODE = "storage"
 
 
 class Unavailable(MinionError):
     """503 ``unavailable``: the node is shutting down, or forwarding to the leader failed.
 
-    Base class of every 503 code. The SDK moves to the next node on a 503 and retries only
-    requests that are safe to repeat.
+    Base class of every 503 code, and what a 502 or 504 without a Minion error body (from a
+    proxy or load balancer in front of the nodes) raises. The SDK moves to the next node on
+    these and retries only requests that are safe to repeat.
     """
 
     CODE = "unavailable"
@@ -221,6 +230,13 @@ class TooManyStreams(Unavailable):
     """503 ``too_many_streams``: the node has its maximum of event streams open."""
 
     CODE = "too_many_streams"
+
+
+class ShuttingDown(Unavailable):
+    """503 ``shutting_down``: the node is shutting down and refused the request (e.g. a new event
+    stream) without doing anything; the SDK sends it to the next node."""
+
+    CODE = "shutting_down"
 
 
 class ConnectionFailed(MinionError):
@@ -272,12 +288,14 @@ _BY_CODE: dict[str, type[MinionError]] = {
         UnsupportedMediaType,
         RateLimited,
         InternalError,
+        StorageError,
         Unavailable,
         NoLeader,
         NotLeader,
         CommitTimeout,
         TooManyConnections,
         TooManyStreams,
+        ShuttingDown,
     )
     if cls.CODE
 }
@@ -295,7 +313,11 @@ _BY_STATUS: dict[int, type[MinionError]] = {
     415: UnsupportedMediaType,
     429: RateLimited,
     500: InternalError,
+    # A proxy or load balancer in front of the nodes: the node behind it is down or did not
+    # answer in time. Like a 503, the request may or may not have been carried out.
+    502: Unavailable,
     503: Unavailable,
+    504: Unavailable,
 }
 
 
@@ -315,5 +337,5 @@ def error_for(
         message = body.strip()[:1000]
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or MinionError
     if not code:
-        code = cls.CODE or f"http_{status}"
+        code = f"http_{status}" if status in (502, 504) or cls.CODE is None else cls.CODE
     return cls(status, code, message or f"HTTP {status}", retry_after=retry_after, node=node)

@@ -55,7 +55,10 @@ def _interrupt(resp: httpx.Response) -> None:
 
 
 class _Retry:
-    """Reconnection pacing: back off while nothing arrives, give up after ``timeout`` s of failure."""
+    """Reconnection pacing: back off while nothing arrives, give up after ``timeout`` s of failure.
+
+    Failure is counted from the first drop since a node last answered: a successful connection
+    and every line read (events, heartbeats, keep-alive comments) reset it."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
@@ -63,7 +66,13 @@ class _Retry:
         self.failing_since: Optional[float] = None
 
     def received(self) -> None:
+        """Something came through: back to the shortest backoff, no failure under way."""
         self.attempt = 0
+        self.failing_since = None
+
+    def connected(self) -> None:
+        """A node answered the stream request: no failure under way (the backoff stays where it
+        is until something is read, so a node that ends every stream at once is not hammered)."""
         self.failing_since = None
 
     def failed(self) -> float:
@@ -144,13 +153,14 @@ class EventStream(Iterator[Event]):
                 continue
             self._resp = resp
             self._connected.set()
+            self._retry.connected()
             try:
                 parser = SSEParser()
                 for line in resp.iter_lines():
+                    self._retry.received()  # anything, keep-alive comments too, proves the connection
                     msg = parser.feed(line)
                     if msg is None:
                         continue
-                    self._retry.received()
                     event = state.accept(msg)
                     if event is not None:
                         yield event
@@ -233,13 +243,14 @@ class AsyncEventStream(AsyncIterator[Event]):
                 await self._pause(err)
                 continue
             self._connected = True
+            self._retry.connected()
             try:
                 parser = SSEParser()
                 async for line in resp.aiter_lines():
+                    self._retry.received()  # anything, keep-alive comments too, proves the connection
                     msg = parser.feed(line)
                     if msg is None:
                         continue
-                    self._retry.received()
                     event = state.accept(msg)
                     if event is not None:
                         yield event

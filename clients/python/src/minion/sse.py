@@ -18,6 +18,10 @@ __all__ = ["SSEMessage", "SSEParser", "StreamState", "HEARTBEAT_SILENCE_S"]
 #: The server sends a ``heartbeat`` event after this long without anything else.
 HEARTBEAT_SILENCE_S = 15.0
 
+# The events that end a task's stream, and those the server sends whatever the filter.
+_FINAL_EVENTS = ("succeeded", "dead", "cancelled", "rejected")
+_ALWAYS_SENT = frozenset({"heartbeat", "compacted"})
+
 
 @dataclass(frozen=True)
 class SSEMessage:
@@ -76,7 +80,11 @@ class SSEParser:
 class StreamState:
     """What a resumable stream remembers across reconnections: where it is (``last_event_id``),
     the progress numbers already seen per task (a resumed task stream resends its history), and
-    whether a task stream has reached a final state."""
+    whether a task stream has reached a final state.
+
+    A task stream filtered by ``types`` still asks the server for the final events (the server
+    ends a task stream only on a final event that passes its filter) and drops those left out of
+    ``types`` itself, after noting that the stream is done."""
 
     def __init__(
         self,
@@ -92,6 +100,13 @@ class StreamState:
         self.task_id = task_id
         self.queue = queue
         self.types = types if isinstance(types, str) or types is None else ",".join(types)
+        #: The names the caller asked for, when the SDK filters some itself (task streams).
+        self._wanted: Optional[frozenset[str]] = None
+        self._server_types = self.types
+        if self.types and task_id is not None:
+            names = [t.strip() for t in self.types.split(",") if t.strip()]
+            self._wanted = frozenset(names)
+            self._server_types = ",".join(names + [f for f in _FINAL_EVENTS if f not in self._wanted])
         self.last_event_id: Optional[str] = str(last_event_id) if last_event_id is not None else None
         self.heartbeats = heartbeats
         self.done = False
@@ -105,8 +120,8 @@ class StreamState:
         params = {}
         if self.queue is not None:
             params["queue"] = self.queue
-        if self.types:
-            params["types"] = self.types
+        if self._server_types:
+            params["types"] = self._server_types
         return params
 
     def headers(self) -> dict[str, str]:
@@ -140,6 +155,8 @@ class StreamState:
                 self._seen_seq[event.task_id] = event.seq
         if self.task_id is not None and event.is_final:
             self.done = True
+        if self._wanted is not None and event.type not in self._wanted and event.type not in _ALWAYS_SENT:
+            return None  # asked for only to know when the task stream ends
         return event
 
 

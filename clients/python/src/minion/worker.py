@@ -5,8 +5,11 @@ Semantics (docs/python.md has the long form):
 
 * **Concurrency** is the number of tasks in flight; a claim asks for free slots only, and the
   agent registers with ``max_concurrency`` equal to it. ``async def`` handlers run on the event
-  loop, plain ``def`` handlers in a thread pool of that many threads.
-* **Leases** are extended in the background every ``extend_fraction`` of the task's ``lease_ms``.
+  loop, plain ``def`` handlers each in a daemon thread of their own.
+* **Leases** are extended in the background every ``extend_fraction`` of the task's ``lease_ms``,
+  scheduled from the lease's expiry; an extension gets at most half the time left before it, a
+  failed one is tried again soon, and a lease no extension renewed in time counts as lost. The
+  lease is kept until the outcome has been reported.
 * **Lost leases** (extend or progress answered 409/404: the task was cancelled, or the lease
   expired) cancel the handler: an asyncio cancellation for ``async def`` handlers; for ``def``
   handlers ``ctx.cancelled`` turns true and ``ctx.progress``/``ctx.stream`` raise ``LeaseLost``.
@@ -17,8 +20,11 @@ Semantics (docs/python.md has the long form):
   handler's type, fails the same way, with a message saying so.
 * **Drain**: the first SIGTERM/SIGINT (or :meth:`Worker.stop`) stops claiming, marks the agent
   draining, lets in-flight tasks finish within ``drain_grace`` seconds, then deregisters (which
-  releases any lease still held). A second signal stops at once. An agent drained from outside
-  (``minion agent drain``) notices at its next heartbeat and stops the same way.
+  releases any lease still held). A second signal ends the wait at once. ``def`` handlers run in
+  daemon threads, which cannot be interrupted: one still running when the worker stops runs on
+  (its result dropped) unless it checks ``ctx.cancelled``, but does not keep the process alive.
+  An agent drained from outside (``minion agent drain``) notices at its next heartbeat and stops
+  the same way.
 """
 
 from __future__ import annotations
@@ -31,29 +37,25 @@ import secrets
 import signal
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar, Union
 
 from pydantic import ValidationError
 
-from . import _ops as ops
-from ._handlers import Handler, describe_error, dump_result, truncate_utf8, ERROR_BYTES_MAX
-from ._transport import ClientConfig, Servers, Verify, backoff
+from ._handlers import ERROR_BYTES_MAX, Handler, describe_error, dump_result, truncate_utf8
+from ._leases import in_daemon_thread, keep_lease, report
+from ._transport import ClientConfig, Servers, Verify
 from .async_client import AsyncClient
 from .client import Client
-from .context import LEASE_GONE, Context, LeaseState, SyncContext
+from .context import Context, LeaseState, SyncContext
 from .errors import (
-    ConnectionFailed,
     Forbidden,
     InvalidRequest,
     LeaseLost,
     MinionError,
     NotFound,
-    PayloadTooLarge,
     RateLimited,
     StaleIncarnation,
     Unauthorized,
-    Unavailable,
     WrongState,
 )
 from .models import Task
@@ -155,6 +157,7 @@ class Worker:
         self.stopped = threading.Event()
         self._handlers: dict[str, Handler] = {}
         self._stop_requested = threading.Event()
+        self._signals = 0
         self._grace_override: Optional[float] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._sync_client: Optional[Client] = None
@@ -210,7 +213,10 @@ class Worker:
             self._hurry.set()
 
     def _on_signal(self, signum: int) -> None:
-        if self._stop.is_set():
+        # Counted apart from ``_stop``: a heartbeat that sees an outside drain sets that too, and
+        # `minion pool` drains an agent before sending it SIGTERM.
+        self._signals += 1
+        if self._signals > 1:
             log.warning("agent %s: second %s: stopping now", self.agent_id, signal.Signals(signum).name)
             self._hurry.set()
             return
@@ -230,7 +236,6 @@ class Worker:
         if self._stop_requested.is_set():
             self._request_stop()
         self._client = AsyncClient.from_config(self.config)
-        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="minion-task")
         self._running: dict[int, asyncio.Task[None]] = {}
         self._leases: dict[int, LeaseState] = {}
         self._handler_tasks: dict[int, asyncio.Task[Any]] = {}
@@ -253,13 +258,17 @@ class Worker:
             if heartbeats is not None:
                 heartbeats.cancel()
             await self._abandon("the worker stopped")
+            leftovers = [t for t in self._running.values() if not t.done()]
+            for leftover in leftovers:  # e.g. awaiting a handler's thread, which runs on
+                leftover.cancel()
+            if leftovers:
+                await asyncio.wait(leftovers, timeout=1.0)
             if registered:
                 try:
                     await self._client.deregister_agent(self.agent_id)
                 except MinionError as err:
                     log.warning("agent %s: could not deregister: %s", self.agent_id, err)
             await self._client.aclose()
-            self._pool.shutdown(wait=False, cancel_futures=True)
             if self._sync_client is not None:
                 self._sync_client.close()
             log.info("agent %s stopped", self.agent_id)
@@ -307,8 +316,10 @@ class Worker:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             incarnation = self.incarnation
+            # A node that hangs must not hold the next heartbeat back: give up after about an interval.
+            limit = min(max(self.heartbeat_interval, 1.0), self.config.timeout)
             try:
-                beat = await self._client.heartbeat(self.agent_id, incarnation)
+                beat = await self._client.heartbeat(self.agent_id, incarnation, timeout=limit)
                 if beat.status == "draining" and not self._stop.is_set():
                     # Drained from outside (`minion agent drain`): finish what is held and leave.
                     log.info("agent %s was drained by an operator: stopping", self.agent_id)
@@ -354,7 +365,13 @@ class Worker:
             except _FATAL:
                 raise
             except (WrongState, NotFound):
-                await self._reregister(incarnation)
+                try:
+                    await self._reregister(incarnation)
+                except _FATAL:
+                    raise
+                except MinionError as err:  # e.g. no node during a failover: in-flight tasks go on
+                    log.warning("agent %s: registering again failed (%s); retrying", self.agent_id, err)
+                    await self._sleep(1.0)
                 continue
             except RateLimited as err:
                 await self._sleep(err.retry_after or 1.0)
@@ -407,7 +424,9 @@ class Worker:
 
     def _start(self, task: Task) -> None:
         lease = LeaseState(task, functools.partial(self._on_lost, task.id))
-        run = asyncio.create_task(self._execute(task, lease), name=f"minion-task-{task.id}")
+        # The lease started when the claim was answered, at the latest: now.
+        claimed_at = asyncio.get_running_loop().time()
+        run = asyncio.create_task(self._execute(task, lease, claimed_at), name=f"minion-task-{task.id}")
         self._running[task.id] = run
         self._leases[task.id] = lease
 
@@ -424,8 +443,8 @@ class Worker:
         if inner is not None:
             inner.cancel()
 
-    async def _execute(self, task: Task, lease: LeaseState) -> None:
-        keeper = asyncio.create_task(self._keep_lease(lease))
+    async def _execute(self, task: Task, lease: LeaseState, claimed_at: float) -> None:
+        keeper = asyncio.create_task(self._keep_lease(lease, claimed_at))
         try:
             handler = self._handlers.get(task.kind) or self._handlers.get("*")
             if handler is None:
@@ -436,12 +455,13 @@ class Worker:
                 )
             else:
                 outcome = await self._call(handler, task, lease)
+            if outcome is None or lease.lost:
+                log.info("agent %s: task %s: nothing reported (%s)", self.agent_id, task.id, lease.lost_reason)
+                return
+            # The keeper runs on meanwhile: a report that backs off must not let the lease lapse.
+            await self._report(task, lease, *outcome)
         finally:
             keeper.cancel()
-        if outcome is None or lease.lost:
-            log.info("agent %s: task %s: nothing reported (%s)", self.agent_id, task.id, lease.lost_reason)
-            return
-        await self._report(task, lease, *outcome)
 
     async def _call(self, handler: Handler, task: Task, lease: LeaseState) -> Optional[tuple[str, Any]]:
         try:
@@ -463,7 +483,7 @@ class Worker:
                 assert self._loop is not None
                 ctx = SyncContext(lease, self._client, self.agent_id, self._loop, self._get_sync_client)
                 call = functools.partial(handler.func, *handler.args(payload, ctx))
-                result = await self._loop.run_in_executor(self._pool, call)
+                result = await in_daemon_thread(self._loop, call, f"minion-task-{task.id}")
             return "complete", dump_result(result)
         except asyncio.CancelledError:
             if lease.lost:
@@ -483,51 +503,13 @@ class Worker:
                 self._sync_client = Client.from_config(self.config)
             return self._sync_client
 
-    async def _keep_lease(self, lease: LeaseState) -> None:
-        every = max(lease.task.lease_ms * self.extend_fraction / 1000, 0.05)
-        while not lease.lost:
-            await asyncio.sleep(every)
-            try:
-                await self._client._run(ops.extend(lease.task.id, lease.token, quiet=True))
-            except LEASE_GONE as err:
-                lease.lose(f"lease extension refused: {err.code}: {err.message}")
-                return
-            except MinionError as err:  # unreachable for now: try again at the next tick
-                log.warning("agent %s: task %s: extending the lease failed: %s", self.agent_id, lease.task.id, err)
+    async def _keep_lease(self, lease: LeaseState, claimed_at: float) -> None:
+        await keep_lease(
+            self._client, self.agent_id, lease, claimed_at, extend_fraction=self.extend_fraction, timeout=self.config.timeout
+        )
 
     async def _report(self, task: Task, lease: LeaseState, outcome: str, value: Any) -> None:
-        """Complete or fail; when a node fails mid-way, look at the task before sending again."""
-        for attempt in range(6):
-            if lease.lost:
-                return
-            try:
-                if outcome == "complete":
-                    await self._client._run(ops.complete(task.id, lease.token, value, quiet=True))
-                else:
-                    await self._client._run(ops.fail(task.id, lease.token, value, quiet=True))
-                log.debug("agent %s: task %s: %s", self.agent_id, task.id, outcome)
-                return
-            except LEASE_GONE as err:
-                log.warning("agent %s: task %s: could not %s, the lease is gone: %s", self.agent_id, task.id, outcome, err)
-                return
-            except (InvalidRequest, PayloadTooLarge) as err:
-                if outcome != "complete":
-                    log.error("agent %s: task %s: fail refused: %s", self.agent_id, task.id, err)
-                    return
-                outcome, value = "fail", truncate_utf8(f"the result was refused: {err.message}", ERROR_BYTES_MAX)
-            except (ConnectionFailed, Unavailable) as err:
-                log.warning("agent %s: task %s: reporting %s failed: %s", self.agent_id, task.id, outcome, err)
-                await asyncio.sleep(backoff(attempt))
-                try:
-                    current = await self._client.get(task.id)
-                except MinionError:
-                    continue
-                if current.lease is None or current.lease.token != lease.token:
-                    return  # recorded after all (or the lease is gone): nothing more to send
-            except MinionError as err:
-                log.error("agent %s: task %s: could not %s: %s", self.agent_id, task.id, outcome, err)
-                return
-        log.error("agent %s: task %s: gave up reporting %s", self.agent_id, task.id, outcome)
+        await report(self._client, self.agent_id, task, lease, outcome, value)
 
     @property
     def in_flight(self) -> int:
