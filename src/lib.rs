@@ -21,6 +21,7 @@ pub mod pool;
 pub mod proposer;
 pub mod serve;
 pub mod stall;
+pub mod task_waits;
 pub mod tracing_setup;
 pub mod worker;
 

@@ -506,4 +506,25 @@ async fn a_producer_waits_for_the_outcome_in_one_request() {
     assert_eq!(s, 404);
     let (s, v) = api.get(&format!("/v1/tasks/{id}?wait_ms=soon")).await;
     assert_eq!(s, 400, "{v}");
+
+    // Waiters on different tasks: each is answered when its own task finishes, not before.
+    let (a, b) = (api.submit(json!({"queue": "w2"})).await, api.submit(json!({"queue": "w2"})).await);
+    let wait_for = |id: u64| {
+        let api = api.clone();
+        tokio::spawn(async move { api.get(&format!("/v1/tasks/{id}?wait_ms=20000")).await })
+    };
+    let (wa, mut wb) = (wait_for(a), wait_for(b));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, _) = api.post(&format!("/v1/tasks/{a}/cancel"), json!({"reason": "not needed"})).await;
+    assert_eq!(s, 200);
+    let (s, v) = tokio::time::timeout(Duration::from_secs(5), wa).await.expect("a answered").expect("join");
+    assert_eq!((s, v["state"].as_str()), (200, Some("cancelled")), "{v}");
+    // Unrelated entries (a submit, a claim of another queue) do not answer b's waiter.
+    api.submit(json!({"queue": "w3"})).await;
+    api.claim("a", &["w3"], 1, 0).await;
+    assert!(tokio::time::timeout(Duration::from_millis(500), &mut wb).await.is_err(), "b's waiter is still waiting");
+    let (s, _) = api.post(&format!("/v1/tasks/{b}/cancel"), json!({})).await;
+    assert_eq!(s, 200);
+    let (s, v) = tokio::time::timeout(Duration::from_secs(5), wb).await.expect("b answered").expect("join");
+    assert_eq!((s, v["state"].as_str()), (200, Some("cancelled")), "{v}");
 }

@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::dispatch::Hub;
 use crate::node::Node;
 use crate::proposer::Proposer;
+use crate::task_waits::TaskWaits;
 use minion_raft::SharedState;
 
 /// What every handler reads. Shared behind one `Arc`: axum clones the state for each request,
@@ -44,6 +45,8 @@ pub struct App {
     pub state: SharedState,
     pub config: std::sync::Arc<Config>,
     pub hub: Hub,
+    /// Producers waiting for tasks to finish.
+    pub waits: TaskWaits,
     pub node: Node,
     pub metrics: PrometheusHandle,
     /// Forwards requests to the leader and probes peers (keep-alive connections).
@@ -68,6 +71,7 @@ impl App {
             state: node.state.clone(),
             config: node.config.clone(),
             hub: node.hub.clone(),
+            waits: TaskWaits::new(node.state.clone()),
             node,
             metrics,
             http,

@@ -99,20 +99,18 @@ pub(super) async fn get_task(
     let Query(q) = q?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(s.config.claim_wait_ms_max));
     loop {
-        // Woken by every applied entry; armed before the read so that none is missed between.
-        let changed = s.state.changed().notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
+        // Registered before the read, so that a finish applied in between is not missed.
+        let wait = (tokio::time::Instant::now() < deadline).then(|| s.waits.register(id));
         let live = s.state.read().engine.live_task(id).cloned();
         let rec = match live {
             Some(r) => r,
             None => minion_engine::task_record(s.state.records(), id)?.ok_or_else(|| task_not_found(id))?,
         };
-        if rec.state.is_terminal() || tokio::time::Instant::now() >= deadline {
+        let Some(mut wait) = wait.filter(|_| !rec.state.is_terminal()) else {
             return Ok(Json(view(&s, rec)?));
-        }
+        };
         tokio::select! {
-            _ = &mut changed => {}
+            _ = &mut wait.rx => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
