@@ -72,6 +72,9 @@ fn expected(role: &str, method: &str, path: &str) -> bool {
         "/v1/cluster/node",
         "/v1/metrics/queues/{name}",
     ];
+    if method == "GET" && path == "/v1/whoami" {
+        return true;
+    }
     match role {
         "admin" => true,
         "producer" => {
@@ -227,6 +230,14 @@ async fn queue_patterns_restrict_tokens_and_deny_wins() {
     assert_eq!(p.get("/v1/tasks?queue=billing").await.0, 403);
     let (s, v) = p.get("/v1/tasks?queue=orders.eu").await;
     assert_eq!((s, v["tasks"].as_array().map(Vec::len)), (200, Some(1)), "{v}");
+    // It can ask what it is (the console shows only what it may do).
+    let (s, v) = p.get("/v1/whoami").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v,
+        json!({"auth": true, "role": "producer", "name": "shop", "queues": ["orders.*"], "deny": ["orders.secret"]})
+    );
+    assert_eq!(admin.get("/v1/whoami").await.1["role"], "admin");
     // A worker restricted to one queue claims only there, and reaches only its tasks.
     let w = api_with(&srv.base, &token(&admin, json!({"name": "w", "role": "worker", "queues": ["orders.eu"]})).await);
     let (s, _) = w.post("/v1/claims", json!({"agent_id": "w1", "queues": ["billing"], "max": 1})).await;
@@ -722,4 +733,24 @@ async fn a_token_bound_to_agents_acts_only_as_them() {
     srv.restart().await;
     let (s, v) = w.post("/v1/claims", json!({"agent_id": "cpu-1", "queues": ["q"]})).await;
     assert_eq!((s, code(&v)), (403, "forbidden".into()), "after a restart: {v}");
+}
+
+/// The console's files are public (they hold no data) and sent with a strict content policy; the
+/// API behind them still needs a token.
+#[tokio::test]
+async fn the_console_is_served_without_a_token_and_its_data_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = secured(dir.path(), &[]).await;
+    let http = reqwest::Client::new();
+    for (path, kind) in [("/", "text/html"), ("/ui/app.js", "text/javascript"), ("/ui/app.css", "text/css")] {
+        let r = http.get(format!("{}{path}", srv.base)).send().await.expect("get");
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers();
+        assert!(h["content-type"].to_str().expect("type").starts_with(kind), "{path}: {h:?}");
+        assert!(h["content-security-policy"].to_str().expect("csp").contains("script-src 'self'"), "{path}");
+    }
+    let r = http.get(format!("{}/ui/secrets.txt", srv.base)).send().await.expect("get");
+    assert_eq!(r.status(), 404);
+    assert_eq!(anonymous(&srv.base).get("/v1/whoami").await.0, 401);
+    assert_eq!(anonymous(&srv.base).get("/v1/queues").await.0, 401);
 }

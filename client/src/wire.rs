@@ -488,6 +488,22 @@ pub struct EventOut {
     pub message: Option<String>,
 }
 
+/// `GET /v1/whoami`: who the presented token is and what it may touch (what a console needs to
+/// show only what the caller can do).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WhoAmIOut {
+    /// False on a node with authentication off (every caller is an admin).
+    pub auth: bool,
+    /// `admin`, `producer`, `worker`, `reader` or `metrics`.
+    pub role: String,
+    /// The token's name (`admin` for the bootstrap token, `anonymous` without authentication).
+    pub name: String,
+    /// Queue patterns it may touch (empty: all) and those it may not.
+    pub queues: Vec<String>,
+    pub deny: Vec<String>,
+}
+
 /// `{"code", "message"}`: the error of a whole response (under `"error"`) or of one item of a
 /// batch answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

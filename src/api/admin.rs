@@ -213,3 +213,32 @@ pub async fn note(s: &AppState, caller: &Caller, action: &str, target: String, d
         tracing::warn!(action, error = %e, "could not record an audit entry");
     }
 }
+
+/// Who the presented token is: its role and queue patterns (any role may ask).
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "operations",
+    summary = "The caller's role and queue patterns, as the node identifies its token",
+    responses(
+        (status = 200, description = "the caller", body = minion_client::wire::WhoAmIOut),
+        (status = 401, description = "no token, or an unknown, expired or revoked one", body = minion_client::wire::ErrorOut)
+    )
+)]
+pub(super) async fn whoami(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<minion_client::wire::WhoAmIOut> {
+    let (name, queues, deny) = match &caller {
+        Caller::Anonymous => ("anonymous".to_string(), Vec::new(), Vec::new()),
+        Caller::AdminToken => ("admin".to_string(), Vec::new(), Vec::new()),
+        Caller::Token(t) => (t.name.clone(), t.queues.clone(), t.deny.clone()),
+    };
+    Json(minion_client::wire::WhoAmIOut {
+        auth: s.auth.enabled,
+        role: caller.role().as_str().to_string(),
+        name,
+        queues,
+        deny,
+    })
+}

@@ -174,9 +174,10 @@ pub fn bearer(id: &str, secret: &str) -> String {
     format!("mn_{id}_{secret}")
 }
 
-/// Routes anyone may call: probes and the API description.
+/// Routes anyone may call: probes, the API description, and the console's files (which hold no
+/// data: the console calls the API with the user's token).
 fn public(route: &str) -> bool {
-    matches!(route, "/healthz" | "/readyz" | "/v1/openapi.json")
+    matches!(route, "/healthz" | "/readyz" | "/v1/openapi.json" | "/" | "/ui" | "/ui/" | "/ui/{file}")
 }
 
 /// May `role` call `method route`? Queue patterns are checked by the handlers.
@@ -197,6 +198,7 @@ pub fn permits(role: Role, method: &Method, route: &str) -> bool {
         "/v1/adapters/{name}" if method == Method::PUT => &[Producer, Reader],
         "/v1/tasks" | "/v1/tasks/{id}" | "/v1/tasks/{id}/events" if get => &[Producer, Worker, Reader],
         "/v1/events" if get => &[Producer, Reader],
+        "/v1/whoami" if get => &[Producer, Worker, Reader, Metrics],
         "/v1/claims"
         | "/v1/tasks/{id}/progress"
         | "/v1/tasks/{id}/complete"

@@ -7,6 +7,7 @@ pub mod answer;
 pub mod auth;
 pub mod backup;
 pub mod cluster;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod extract;

@@ -60,6 +60,7 @@ use utoipa::OpenApi;
         super::admin::list_tokens,
         super::admin::revoke_token,
         super::admin::audit,
+        super::admin::whoami,
         super::backup::backup,
         super::backup::restore
     ),
