@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it and CI runs it: the Rust workspace (unit, model,
-# black-box and fault tests), then the Python SDK's tests against the binary that build produced.
+# black-box and fault tests), then the Python SDK's tests and the console's browser tests against
+# the binary that build produced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --all-targets --locked
@@ -8,3 +9,4 @@ cargo test --workspace --all-targets --locked
 # this tree's binary. (A separate `cargo build --bin minion` would resolve features for the root
 # package alone and rebuild it.)
 MINION_BIN="$PWD/target/debug/minion" scripts/test-python.sh
+MINION_BIN="$PWD/target/debug/minion" scripts/test-browser.sh

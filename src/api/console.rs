@@ -1,4 +1,4 @@
-//! The web console: a page and its script and style, compiled into the binary and served at `/`
+//! The web console: a page, its scripts and its style, compiled into the binary and served at `/`
 //! (and `/ui/...`). They hold no data: the script calls the API with the token the user gives it,
 //! kept in the browser session only.
 //!
@@ -13,11 +13,17 @@ use axum::Router;
 
 use super::AppState;
 
-/// (name, content type, compiled-in text).
-const FILES: [(&str, &str, &str); 3] = [
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// (name, content type, compiled-in text). The scripts are ES modules that import each other.
+const FILES: [(&str, &str, &str); 7] = [
     ("index.html", "text/html; charset=utf-8", include_str!("../../console/index.html")),
-    ("app.js", "text/javascript; charset=utf-8", include_str!("../../console/app.js")),
     ("app.css", "text/css; charset=utf-8", include_str!("../../console/app.css")),
+    ("app.js", JS, include_str!("../../console/app.js")),
+    ("lib.js", JS, include_str!("../../console/lib.js")),
+    ("api.js", JS, include_str!("../../console/api.js")),
+    ("pages-tasks.js", JS, include_str!("../../console/pages-tasks.js")),
+    ("pages-ops.js", JS, include_str!("../../console/pages-ops.js")),
 ];
 
 /// Scripts and styles only from this origin, connections only to it, no framing.
