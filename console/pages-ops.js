@@ -39,6 +39,67 @@ export function heading(text, ...extra) {
 }
 
 // Overview: queues with counts by state, live.
+// Rates and sparklines come from the queue counts this tab has seen (the API keeps no history):
+// a sample per refresh, at least every 10 s while the overview is open, for the last 10 minutes.
+const HISTORY_MS = 10 * 60 * 1000;
+const FINISHED_STATES = ['succeeded', 'dead', 'cancelled', 'rejected'];
+const history = new Map(); // queue -> [{ t, created, finished, ready }]
+
+function sample(queues) {
+  const t = Date.now();
+  for (const q of queues) {
+    const created = STATES.reduce((a, st) => a + (q[st] || 0), 0);
+    const finished = FINISHED_STATES.reduce((a, st) => a + (q[st] || 0), 0);
+    const list = history.get(q.queue) || [];
+    list.push({ t, created, finished, ready: q.ready || 0 });
+    while (list.length && list[0].t < t - HISTORY_MS) list.shift();
+    history.set(q.queue, list);
+  }
+}
+
+// Per second over the last minute of samples; null before two samples a second apart. Retention
+// purges lower the counts, so a negative difference counts as none.
+function ratePerSec(queue, key) {
+  const list = history.get(queue) || [];
+  if (list.length < 2) return null;
+  const last = list[list.length - 1];
+  const first = list.find((p) => p.t >= last.t - 60000) || list[0];
+  const dt = (last.t - first.t) / 1000;
+  if (dt < 1) return null;
+  return Math.max(0, last[key] - first[key]) / dt;
+}
+
+function rateEl(queue, key) {
+  const r = ratePerSec(queue, key);
+  if (r === null) return h('span', { class: 'muted', title: 'needs two samples a second apart' }, '—');
+  return h('span', { title: 'per second over the last minute' }, r >= 10 ? r.toFixed(0) : r.toFixed(1));
+}
+
+// The queue's ready count over the samples kept, as an SVG line (built with DOM calls, no markup).
+function sparkline(queue) {
+  const NS = 'http://www.w3.org/2000/svg';
+  const list = (history.get(queue) || []).slice(-120);
+  const svg = document.createElementNS(NS, 'svg');
+  svg.setAttribute('class', 'spark');
+  svg.setAttribute('viewBox', '0 0 100 20');
+  svg.setAttribute('preserveAspectRatio', 'none');
+  svg.setAttribute('role', 'img');
+  const ready = list.map((p) => p.ready);
+  const max = Math.max(1, ...ready);
+  const minutes = list.length > 1 ? Math.max(1, Math.round((list[list.length - 1].t - list[0].t) / 60000)) : 0;
+  svg.setAttribute('aria-label', list.length > 1
+    ? `ready tasks over the last ${minutes} min: ${Math.min(...ready)} to ${Math.max(...ready)}`
+    : 'ready tasks: one sample so far');
+  if (list.length > 1) {
+    const t0 = list[0].t;
+    const span = Math.max(1, list[list.length - 1].t - t0);
+    const line = document.createElementNS(NS, 'polyline');
+    line.setAttribute('points', list.map((p) => `${((p.t - t0) / span * 100).toFixed(2)},${(19 - (p.ready / max) * 18).toFixed(2)}`).join(' '));
+    svg.appendChild(line);
+  }
+  return svg;
+}
+
 export async function overviewPage(ctx) {
   const live = h('span', { class: 'live' });
   const summary = h('div', { class: 'summary' });
@@ -61,6 +122,7 @@ export async function overviewPage(ctx) {
       ]);
       if (!ctx.alive) return;
       const queues = qs.queues || [];
+      sample(queues);
       const totals = Object.fromEntries(STATES.map((s) => [s, queues.reduce((a, q) => a + (q[s] || 0), 0)]));
       replace(summary,
         h('dl', { class: 'cards' },
@@ -78,6 +140,9 @@ export async function overviewPage(ctx) {
           cell: (q) => (q[s] ? h('a', { href: s === 'dead' ? `#/dead?queue=${encodeURIComponent(q.queue)}` : `#/tasks?queue=${encodeURIComponent(q.queue)}&state=${s}` }, num(q[s])) : h('span', { class: 'zero' }, '0')),
         })),
         { label: 'Oldest ready', cls: 'num', cell: (q) => (q.ready ? ageEl(q.oldest_ready_age_ms) : h('span', { class: 'muted' }, '—')) },
+        { label: 'In /s', cls: 'num', cell: (q) => rateEl(q.queue, 'created') },
+        { label: 'Out /s', cls: 'num', cell: (q) => rateEl(q.queue, 'finished') },
+        { label: 'Ready, last minutes', cell: (q) => sparkline(q.queue) },
       ];
       replace(body, pagedTable(cols, queues, { empty: 'No queues yet: submit a task to create one.', caption: 'Queues' }));
     } catch (e) {
@@ -89,6 +154,9 @@ export async function overviewPage(ctx) {
     }
   };
   await load();
+  // A sample at least every 10 s, so that rates fall back to zero and the lines go on when idle.
+  const tick = setInterval(() => { if (ctx.alive) load(); }, 10000);
+  ctx.cleanups.push(() => clearInterval(tick));
   // Live: every event means some count moved; refresh at most every 500 ms.
   let pending = null;
   ctx.cleanups.push(() => clearTimeout(pending));

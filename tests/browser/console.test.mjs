@@ -180,6 +180,43 @@ describe('console without auth', () => {
     await context.close();
   });
 
+  test('the overview shows rates in and out and a sparkline per queue from what it has seen', async () => {
+    const { context, page, errors } = await openPage();
+    await s.call('POST', '/v1/tasks', { queue: 'rated', payload: 0 });
+    await page.goto(`${s.base}/#/`);
+    await page.locator('.live.on').waitFor();
+    const row = page.locator('tr', { has: page.getByRole('link', { name: 'rated', exact: true }) });
+    await row.waitFor();
+    // One sample so far: no rate yet, and a sparkline that says so.
+    assert.equal(await row.locator('svg.spark').count(), 1);
+    // Ten more tasks over ~2 s, then one finished: both rates become positive numbers.
+    for (let i = 0; i < 10; i++) {
+      await s.call('POST', '/v1/tasks', { queue: 'rated', payload: i });
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const claimed = await s.call('POST', '/v1/claims', { agent_id: 'rater', queues: ['rated'], max: 1 });
+    const t = claimed.tasks[0];
+    await s.call('POST', `/v1/tasks/${t.id}/complete`, { lease_token: t.lease.token });
+    const cells = row.locator('td');
+    const headers = await page.locator('table thead th').allTextContents();
+    const inAt = headers.findIndex((x) => x.trim() === 'In /s');
+    const outAt = headers.findIndex((x) => x.trim() === 'Out /s');
+    assert.ok(inAt > 0 && outAt > 0, `rate columns in ${headers}`);
+    await page.waitForFunction(([sel, i, o]) => {
+      const tr = [...document.querySelectorAll('tr')].find((r) => r.querySelector('a') && r.querySelector('a').textContent === sel);
+      if (!tr) return false;
+      const td = tr.querySelectorAll('td');
+      return Number(td[i].textContent) > 0 && Number(td[o].textContent) > 0;
+    }, ['rated', inAt, outAt], { timeout: 10000 });
+    const rateIn = Number(await cells.nth(inAt).textContent());
+    assert.ok(rateIn > 0 && rateIn < 1000, `in: ${rateIn}`);
+    assert.equal(await row.locator('svg.spark polyline').count(), 1, 'a line once there are two samples');
+    const label = await row.locator('svg.spark').getAttribute('aria-label');
+    assert.match(label, /ready tasks over the last \d+ min: \d+ to \d+/);
+    assert.deepEqual(errors, []);
+    await context.close();
+  });
+
   test('the overview falls back to polling when the event stream fails, and says so', async () => {
     const { context, page, errors } = await openPage();
     await page.route('**/v1/events*', (route) => route.abort());
