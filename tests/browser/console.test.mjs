@@ -343,6 +343,65 @@ describe('console without auth', () => {
     await context.close();
   });
 
+  test('10,000 tasks in a queue: the pages show one page of rows, quickly', async () => {
+    for (let b = 0; b < 10; b++) {
+      const tasks = Array.from({ length: 1000 }, (_, i) => ({ queue: 'bulk', kind: 'k', payload: b * 1000 + i }));
+      await s.call('POST', '/v1/tasks', { tasks });
+    }
+    const { context, page, errors } = await openPage();
+    const started = Date.now();
+    await page.goto(`${s.base}/#/tasks?queue=bulk`);
+    await page.locator('table tbody tr').first().waitFor();
+    assert.equal(await page.locator('table tbody tr').count(), 50, 'one page of 50 rows');
+    await page.goto(`${s.base}/#/queues/bulk`);
+    await page.locator('table tbody tr').first().waitFor();
+    assert.ok(await page.locator('table tbody tr').count() <= 60, 'the queue page pages its tasks too');
+    const took = Date.now() - started;
+    // Generous: a frozen page (10,000 rows rendered) takes far longer on this machine.
+    assert.ok(took < 8000, `took ${took} ms`);
+    assert.deepEqual(errors, []);
+    await context.close();
+  });
+
+  test('text meets WCAG AA contrast (4.5:1) on every page', async () => {
+    const { context, page, errors } = await openPage();
+    for (const route of ['#/', '#/tasks', `#/tasks/${deadId}`, '#/dead', '#/agents', '#/cluster', '#/autoscaler', '#/adapters', '#/audit']) {
+      await page.goto(`${s.base}/${route}`);
+      await page.locator('main h1').first().waitFor();
+      await page.waitForTimeout(300);
+      const low = await page.evaluate(() => {
+        const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+        const lum = ([r, g, b]) => {
+          const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+          return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+        };
+        const background = (el) => {
+          for (let e = el; e; e = e.parentElement) {
+            const c = rgb(getComputedStyle(e).backgroundColor);
+            if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c;
+          }
+          return [255, 255, 255];
+        };
+        const out = [];
+        const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+        for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+          const el = n.parentElement;
+          if (!n.textContent.trim() || !el || !el.getClientRects().length) continue;
+          const st = getComputedStyle(el);
+          if (st.visibility === 'hidden' || st.display === 'none') continue;
+          const fg = lum(rgb(st.color));
+          const bg = lum(background(el));
+          const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+          if (ratio < 4.5) out.push(`${n.textContent.trim().slice(0, 30)} (${ratio.toFixed(2)}, ${st.color} on ${getComputedStyle(el).backgroundColor})`);
+        }
+        return out;
+      });
+      assert.deepEqual(low, [], `${route}: text below 4.5:1`);
+    }
+    assert.deepEqual(errors, []);
+    await context.close();
+  });
+
   test('draining an agent from the agents page', async () => {
     await s.call('POST', '/v1/agents', { id: 'drain-me', capabilities: ['x'] });
     const { context, page, errors } = await openPage();
