@@ -10,6 +10,7 @@
 import { $app, $flash, TOKEN_KEY, append, clear, errorBox, flash, h, replace, session } from './lib.js';
 import { api, token } from './api.js';
 import { deadPage, taskPage, tasksPage } from './pages-tasks.js';
+import { settingsPage, tokensPage } from './pages-admin.js';
 import { adaptersPage, agentsPage, auditPage, autoscalerPage, clusterPage, notFound, overviewPage, queuePage, renderChrome } from './pages-ops.js';
 
 // ---------------------------------------------------------------- sign in / out
@@ -83,6 +84,8 @@ const ROUTES = [
   [/^\/autoscaler$/, (ctx, m, p) => autoscalerPage(ctx, p)],
   [/^\/adapters$/, (ctx) => adaptersPage(ctx)],
   [/^\/audit$/, (ctx) => auditPage(ctx)],
+  [/^\/tokens$/, (ctx) => tokensPage(ctx)],
+  [/^\/settings$/, (ctx) => settingsPage(ctx)],
 ];
 
 function newPage() {

@@ -10,13 +10,16 @@ import { signOut } from './app.js';
 
 export const NAV = [
   ['#/', 'Overview', /^\/$/],
-  ['#/tasks', 'Tasks', /^\/tasks/],
-  ['#/dead', 'Dead letters', /^\/dead/],
+  // A metrics token reads queue depths and the autoscaler only.
+  ['#/tasks', 'Tasks', /^\/tasks/, () => session.me.role !== 'metrics'],
+  ['#/dead', 'Dead letters', /^\/dead/, () => session.me.role !== 'metrics'],
   ['#/agents', 'Agents', /^\/agents/, () => mayRead()],
   ['#/cluster', 'Cluster', /^\/cluster/, () => mayRead()],
   ['#/autoscaler', 'Autoscaler', /^\/autoscaler/, () => session.me.role !== 'producer'],
   ['#/adapters', 'Adapters', /^\/adapters/, () => mayRead()],
   ['#/audit', 'Audit', /^\/audit/, () => isAdmin()],
+  ['#/tokens', 'Tokens', /^\/tokens/, () => isAdmin()],
+  ['#/settings', 'Settings', /^\/settings/, () => mayRead()],
 ];
 
 export function renderChrome(path) {

@@ -543,4 +543,83 @@ describe('console with auth on', () => {
     assert.deepEqual(pageErrors(errors), []);
     await context.close();
   });
+
+  async function signIn(page, token, hash = '#/') {
+    await page.goto(`${s.base}/${hash}`);
+    await page.locator('#token').fill(token);
+    await page.locator('#signin').click();
+  }
+
+  test('an admin creates a token (shown once) and revokes it from the tokens page', async () => {
+    const { context, page, errors } = await openPage();
+    await signIn(page, ADMIN, '#/tokens');
+    await page.locator('h1', { hasText: 'API tokens' }).waitFor();
+    await page.locator('#tok-name').fill('ci-producer');
+    await page.locator('#tok-role').selectOption('producer');
+    await page.locator('#tok-queues').fill('orders.*, mail');
+    await page.getByRole('button', { name: 'Create token' }).click();
+    const secret = await page.locator('#tok-secret').inputValue();
+    assert.match(secret, /^mn_[0-9a-f]{16}_/);
+    assert.ok(!page.url().includes(secret));
+    // The new token works, with the role and patterns given on the page.
+    const who = await s.call('GET', '/v1/whoami', undefined, secret);
+    assert.deepEqual([who.role, who.name, who.queues], ['producer', 'ci-producer', ['orders.*', 'mail']]);
+    const id = secret.split('_')[1];
+    const row = page.locator('tr', { hasText: 'ci-producer' });
+    await row.waitFor();
+    page.once('dialog', (d) => d.accept());
+    await row.locator(`button[data-revoke="${id}"]`).click();
+    await page.locator('.flash .msg.ok', { hasText: `Revoked token ci-producer (${id})` }).waitFor();
+    await row.getByText('revoked').waitFor();
+    await assert.rejects(s.call('GET', '/v1/whoami', undefined, secret), /401/);
+    // A token without a name is refused on the page, before any request.
+    await page.getByRole('button', { name: 'Create token' }).click();
+    await page.getByText('A token needs a name.').waitFor();
+    assert.deepEqual(pageErrors(errors), []);
+    await context.close();
+  });
+
+  test('an admin changes the engine settings; a reader sees them without a form', async () => {
+    const { context, page, errors } = await openPage();
+    await signIn(page, ADMIN, '#/settings');
+    await page.locator('h1', { hasText: 'Engine settings' }).waitFor();
+    await page.locator('#cfg-max_attempts').fill('7');
+    await page.getByRole('button', { name: 'Save settings' }).click();
+    await page.locator('.flash .msg.ok', { hasText: 'max_attempts=7' }).waitFor();
+    assert.equal((await s.call('GET', '/v1/config')).engine.max_attempts, 7);
+    await page.locator('#cfg-lease_ms').fill('0');
+    await page.getByRole('button', { name: 'Save settings' }).click();
+    await page.locator('form.settings .msg.error', { hasText: '400' }).waitFor();
+    assert.notEqual((await s.call('GET', '/v1/config')).engine.lease_ms, 0, 'refused, unchanged');
+    await page.locator('#signout').click();
+    await signIn(page, reader, '#/settings');
+    await page.locator('h1', { hasText: 'Engine settings' }).waitFor();
+    await page.locator('td', { hasText: /^7$/ }).waitFor();
+    assert.equal(await page.locator('form.settings').count(), 0);
+    assert.equal(await page.locator('#nav a', { hasText: 'Tokens' }).count(), 0);
+    await page.goto(`${s.base}/#/tokens`);
+    await page.getByText('Tokens are managed with an admin token.').waitFor();
+    const errs = pageErrors(errors).filter((e) => !/status of 400/.test(e));
+    assert.deepEqual(errs, []);
+    await context.close();
+  });
+
+  test('each role sees the navigation it may use', async () => {
+    const want = {
+      producer: ['Overview', 'Tasks', 'Dead letters'],
+      worker: ['Overview', 'Tasks', 'Dead letters', 'Autoscaler'],
+      metrics: ['Overview', 'Autoscaler'],
+      reader: ['Overview', 'Tasks', 'Dead letters', 'Agents', 'Cluster', 'Autoscaler', 'Adapters', 'Settings'],
+    };
+    for (const [role, links] of Object.entries(want)) {
+      const tok = (await s.call('POST', '/v1/tokens', { name: `nav-${role}`, role })).token;
+      const { context, page, errors } = await openPage();
+      await signIn(page, tok);
+      await page.locator('h1', { hasText: 'Overview' }).waitFor();
+      const nav = (await page.locator('#nav a').allTextContents()).map((x) => x.trim());
+      assert.deepEqual(nav, links, role);
+      assert.deepEqual(pageErrors(errors), [], role);
+      await context.close();
+    }
+  });
 });

@@ -275,6 +275,20 @@ impl Cluster {
             last = seen;
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        panic!("replicas did not converge in {secs} s: {last:?}");
+        // What the nodes said last, for a failure that only shows under load.
+        let mut tails = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(20);
+            tails.push_str(&format!(
+                "\n--- node {} (running: {}), last lines of {}:\n",
+                n.node_id,
+                n.running(),
+                n.log.display()
+            ));
+            tails.push_str(&lines[from..].join("\n"));
+        }
+        panic!("replicas did not converge in {secs} s: {last:?}{tails}");
     }
 }
