@@ -148,6 +148,10 @@ async fn tokens_and_unreachable_nodes_give_typed_errors() {
     let admin = Client::new(&srv.base, &ClientAuth { token: Some(ADMIN.into()), ca_cert: None }).expect("client");
     let id = admin.submit(&TaskIn::new("q", &1).expect("t")).await.expect("submit").id;
     assert_eq!(admin.task(id).await.expect("get").state, TaskState::Ready);
+    let me = admin.whoami().await.expect("whoami");
+    assert_eq!((me.auth, me.role.as_str(), me.name.as_str()), (true, "admin", "admin"));
+    let err = anonymous.whoami().await.expect_err("no token");
+    assert!(matches!(err, Error::Api { status: 401, .. }), "{err:?}");
 
     let nowhere = Client::new(&format!("http://127.0.0.1:{}", common::free_port()), &ClientAuth::default()).expect("c");
     let err = nowhere.task(1).await.expect_err("nobody there");

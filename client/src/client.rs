@@ -203,6 +203,11 @@ impl Client {
         self.call(Method::GET, &path, None::<&()>, Retry::Safe).await
     }
 
+    /// Who this client's token is: its role and queue patterns (any role may ask).
+    pub async fn whoami(&self) -> Result<WhoAmIOut> {
+        self.call(Method::GET, "/v1/whoami", None::<&()>, Retry::Safe).await
+    }
+
     // ---- event streams --------------------------------------------------------------------
 
     /// Follow one task: its retained progress and state, then each change; the stream ends after

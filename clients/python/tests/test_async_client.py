@@ -12,6 +12,8 @@ import minion
 
 
 async def test_submit_get_list(aclient: minion.AsyncClient, queue: str) -> None:
+    me = await aclient.whoami()
+    assert (me.auth, me.role, me.name) == (False, "admin", "anonymous"), "a dev-mode node: everyone is an admin"
     s = await aclient.submit(queue, {"a": 1}, kind="k", priority=2, idempotency_key="ak", lease_ms=5000)
     again = await aclient.submit(queue, {"a": 2}, kind="k", idempotency_key="ak")
     assert again.id == s.id and again.duplicate

@@ -53,6 +53,9 @@ def test_roles_and_queue_patterns(admin: minion.Client, auth_server: MinionServe
         with pytest.raises(minion.Forbidden) as err:
             reader.submit("orders.eu", {"n": 1})
         assert (err.value.status, err.value.code) == (403, "forbidden")
+        me = producer.whoami()
+        assert (me.auth, me.role, me.queues, me.deny) == (True, "producer", ["orders.*"], [])
+        assert reader.whoami().role == "reader"
         tid = producer.submit("orders.eu", {"n": 1}).id
         assert reader.get(tid).queue == "orders.eu"  # a reader may read
         with pytest.raises(minion.Forbidden):

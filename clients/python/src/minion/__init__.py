@@ -45,6 +45,7 @@ from .events import AsyncEventStream, EventStream
 from .models import (
     FINAL_STATES,
     Agent,
+    Caller,
     AgentPage,
     AgentStats,
     Attempt,
@@ -77,6 +78,7 @@ __all__ = [
     "AsyncEventStream",
     # models
     "Agent",
+    "Caller",
     "AgentPage",
     "AgentStats",
     "Attempt",

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from ._transport import Call, Op
 from .models import (
     Agent,
+    Caller,
     AgentPage,
     Heartbeat,
     Queue,
@@ -124,6 +125,10 @@ def cancel(task_id: int, reason: Optional[str] = None) -> Op[Task]:
 
 def retry(task_id: int) -> Op[Task]:
     return Op(Call("POST", f"/v1/tasks/{int(task_id)}/retry"), _task)
+
+
+def whoami() -> Op[Caller]:
+    return Op(Call("GET", "/v1/whoami", idempotent=True), Caller.model_validate)
 
 
 def queues() -> Op[list[QueueStats]]:

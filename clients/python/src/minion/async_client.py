@@ -36,6 +36,7 @@ from .errors import MinionError, WaitTimeout
 from .events import AsyncEventStream, stream_timeout
 from .models import (
     Agent,
+    Caller,
     AgentPage,
     Heartbeat,
     Queue,
@@ -360,6 +361,10 @@ class AsyncClient:
             after = page.next
 
     # -- queues and agents -------------------------------------------------------------------
+
+    async def whoami(self) -> Caller:
+        """Who this client's token is: its role and queue patterns (any role may ask)."""
+        return await self._run(ops.whoami())
 
     async def queues(self) -> list[QueueStats]:
         """Every queue's counts by state."""

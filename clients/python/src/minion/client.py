@@ -35,6 +35,7 @@ from .errors import MinionError, WaitTimeout
 from .events import EventStream, stream_timeout
 from .models import (
     Agent,
+    Caller,
     AgentPage,
     Heartbeat,
     Queue,
@@ -358,6 +359,10 @@ class Client:
             after = page.next
 
     # -- queues and agents -------------------------------------------------------------------
+
+    def whoami(self) -> Caller:
+        """Who this client's token is: its role and queue patterns (any role may ask)."""
+        return self._run(ops.whoami())
 
     def queues(self) -> list[QueueStats]:
         """Every queue's counts by state."""

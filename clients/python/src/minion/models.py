@@ -343,3 +343,15 @@ class Token(_Response):
     revoked_ms: Optional[int] = None
     rate_per_sec: Optional[int] = None
     created_by: Optional[str] = None
+
+
+class Caller(_Response):
+    """Who the client's token is (``GET /v1/whoami``): its role and the queue patterns it may touch."""
+
+    auth: bool
+    """False on a node with authentication off, where every caller is an admin."""
+    role: str
+    name: str
+    queues: list[str] = Field(default_factory=list)
+    """Queue patterns it may touch; empty: all."""
+    deny: list[str] = Field(default_factory=list)
