@@ -62,6 +62,8 @@ try {
   const e = (await call('POST', '/v1/claims', { agent_id: 'mailer-1', queues: ['emails'], max: 2 })).tasks;
   await call('POST', `/v1/tasks/${e[0].id}/complete`, { lease_token: e[0].lease.token, result: { message_id: '<a1@mx>' } });
   await call('POST', '/v1/agents/mailer-1/drain', {});
+  await call('POST', '/v1/tokens', { name: 'shop-producer', role: 'producer', queues: ['orders.*'] });
+  await call('POST', '/v1/tokens', { name: 'dashboards', role: 'reader' });
   await call('PUT', '/v1/adapters/kafka-orders', { kind: 'kafka', running: true, ingested: 18234, rejected: 3, lag: 12, last_error: null });
 
   browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox'] });
@@ -76,6 +78,8 @@ try {
     ['cluster', '#/cluster', 'Members'],
     ['autoscaler', '#/autoscaler?pool=render', 'Pools'],
     ['audit', '#/audit', 'queue.set'],
+    ['tokens', '#/tokens', 'New token'],
+    ['settings', '#/settings', 'Engine settings'],
   ];
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   for (const [name, hash, text] of shots) {
