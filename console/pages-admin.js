@@ -1,7 +1,7 @@
 // The admin's pages: API tokens (create, shown once; revoke) and the cluster's engine settings
 // (the defaults of every queue; readers may look, admins change them).
 
-import { $app, PAGE_SIZE, QUEUE_FIELDS, STRATEGIES, append, clear, errorBox, flash, h, replace, table, timeEl } from './lib.js';
+import { $app, QUEUE_FIELDS, STRATEGIES, append, clear, errorBox, flash, h, pagedTable, replace, table, timeEl } from './lib.js';
 import { api, isAdmin, mayRead } from './api.js';
 import { heading } from './pages-ops.js';
 
@@ -25,7 +25,6 @@ export async function tokensPage(ctx) {
   const body = h('div', null, h('p', null, 'Loading…'));
   const created = h('div', { role: 'status', 'aria-live': 'polite' });
   let all = [];
-  let at = 0;
   const load = async () => {
     try {
       const r = await api('GET', '/v1/tokens', undefined, { signal: ctx.signal });
@@ -61,12 +60,7 @@ export async function tokensPage(ctx) {
     { label: 'Actions', cell: (t) => (t.active ? h('button', { type: 'button', class: 'small danger', 'data-revoke': t.id, onclick: (ev) => revoke(t, ev.currentTarget) }, 'Revoke') : '') },
   ];
   function render() {
-    const slice = all.slice(at, at + PAGE_SIZE);
-    replace(body, table(cols, slice, { empty: 'No tokens yet (the bootstrap admin token is not listed).', caption: 'API tokens' }),
-      all.length > PAGE_SIZE ? h('div', { class: 'pager' },
-        h('button', { type: 'button', disabled: at === 0, onclick: () => { at = Math.max(0, at - PAGE_SIZE); render(); } }, '← Previous'),
-        h('span', null, `${at + 1}–${Math.min(all.length, at + PAGE_SIZE)} of ${all.length}`),
-        h('button', { type: 'button', disabled: at + PAGE_SIZE >= all.length, onclick: () => { at += PAGE_SIZE; render(); } }, 'Next →')) : null);
+    replace(body, pagedTable(cols, all, { empty: 'No tokens yet (the bootstrap admin token is not listed).', caption: 'API tokens' }));
   }
 
   const f = {

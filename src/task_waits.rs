@@ -77,11 +77,6 @@ impl TaskWaits {
         Wait { rx, task, id, waits: self.clone() }
     }
 
-    /// How many tasks have waiters.
-    pub fn tasks_waited_on(&self) -> usize {
-        self.lock().waiters.len()
-    }
-
     async fn follow(self, mut events: broadcast::Receiver<Arc<minion_raft::AppliedEvents>>) {
         loop {
             let got = events.recv().await;

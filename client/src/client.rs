@@ -240,33 +240,9 @@ impl Client {
             query.push(format!("after={a}"));
         }
         let path = if query.is_empty() { path.to_string() } else { format!("{path}?{}", query.join("&")) };
-        let mut tries = self.servers.len();
-        loop {
-            tries -= 1;
-            let base = self.servers.base().to_string();
-            let req = self.http.get(format!("{base}{path}")).header(reqwest::header::ACCEPT, "text/event-stream");
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    self.servers.failed(&base);
-                    if e.is_connect() && tries > 0 {
-                        continue;
-                    }
-                    return Err(Error::Transport { server: base, message: error_chain(&e) });
-                }
-            };
-            let status = resp.status().as_u16();
-            if status == 200 {
-                return Ok(EventStream::new(resp, base));
-            }
-            let text = resp.text().await.unwrap_or_default();
-            let err: Option<ErrorBody> = serde_json::from_str::<ErrorOut>(&text).ok().map(|e| e.error);
-            if matches!(status, 502..=504) && tries > 0 {
-                self.servers.failed(&base);
-                continue;
-            }
-            return Err(Error::api(status, err, &text));
-        }
+        // Opening a stream reads: any node may be asked.
+        let (resp, base) = self.send(&Method::GET, &path, None, Some("text/event-stream"), Retry::Safe).await?;
+        Ok(EventStream::new(resp, base))
     }
 
     // ---- ingest and export adapters -------------------------------------------------------
@@ -305,6 +281,23 @@ impl Client {
             Some(b) => Some(serde_json::to_vec(b).map_err(|e| Error::Config(e.to_string()))?),
             None => None,
         };
+        let (resp, base) = self.send(&method, path, body, None, retry).await?;
+        let text = resp.text().await.map_err(|e| Error::Transport { server: base, message: error_chain(&e) })?;
+        let text = if text.is_empty() { "null" } else { text.as_str() };
+        serde_json::from_str(text)
+            .map_err(|e| Error::Decode { what: format!("{method} {path}"), message: e.to_string() })
+    }
+
+    /// Send to the current node, moving to the next as `retry` allows; a 2xx answer (its body
+    /// unread) and the node that gave it, or the API's error.
+    async fn send(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        accept: Option<&'static str>,
+        retry: Retry,
+    ) -> Result<(reqwest::Response, String)> {
         let mut tries = self.servers.len();
         loop {
             tries -= 1;
@@ -312,6 +305,9 @@ impl Client {
             let mut req = self.http.request(method.clone(), format!("{base}{path}"));
             if let Some(b) = &body {
                 req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.clone());
+            }
+            if let Some(a) = accept {
+                req = req.header(reqwest::header::ACCEPT, a);
             }
             let resp = match req.send().await {
                 Ok(r) => r,
@@ -325,13 +321,11 @@ impl Client {
                 }
             };
             let status = resp.status().as_u16();
+            if (200..300).contains(&status) {
+                return Ok((resp, base));
+            }
             let text =
                 resp.text().await.map_err(|e| Error::Transport { server: base.clone(), message: error_chain(&e) })?;
-            if (200..300).contains(&status) {
-                let text = if text.is_empty() { "null" } else { text.as_str() };
-                return serde_json::from_str(text)
-                    .map_err(|e| Error::Decode { what: format!("{method} {path}"), message: e.to_string() });
-            }
             let err: Option<ErrorBody> = serde_json::from_str::<ErrorOut>(&text).ok().map(|e| e.error);
             if matches!(status, 502..=504) && tries > 0 {
                 let did_nothing =
