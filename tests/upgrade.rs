@@ -1,9 +1,12 @@
 //! Upgrades from the release before the record store: its backups restore into this one, and its
-//! data directories are refused with directions instead of being misread.
+//! data directories are refused with directions instead of being misread. And from data layout 2
+//! (before packed blocks): such a directory is upgraded in place.
 //!
 //! `tests/fixtures/backup-v1.minion` was written by `minion snapshot export` of release 49b8ea6
 //! (format 1: one frame holding the whole state image); `tasks-v1.json` and `queue-v1.json` are
-//! what that release's API answered for the same state.
+//! what that release's API answered for the same state. `data-layout2.tar.gz` is a data directory
+//! written by release a223bf3 (layout 2) and `data-layout2-tasks.json` what it answered for its
+//! tasks (`scripts/make-layout2-fixture.sh`).
 
 mod common;
 
@@ -99,4 +102,57 @@ async fn a_data_directory_of_the_previous_layout_is_refused_with_directions() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("snapshot export") && err.contains("snapshot import"), "names the way through: {err}");
     assert!(data.join("db").join("conf").exists(), "nothing was changed");
+}
+
+#[tokio::test]
+async fn a_data_directory_of_layout_2_is_upgraded_in_place_and_reads_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let untar = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(fixture("data-layout2.tar.gz"))
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .expect("tar");
+    assert!(untar.success());
+    let want: Value =
+        serde_json::from_slice(&std::fs::read(fixture("data-layout2-tasks.json")).expect("fixture")).expect("json");
+    let want = want["tasks"].as_array().expect("tasks").clone();
+    assert_eq!(want.len(), 300);
+    // As for the backup: the clock reads two minutes after the directory was written.
+    let written_ms = want.iter().map(|t| t["updated_ms"].as_i64().expect("updated_ms")).max().expect("tasks");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let mut srv = Server::new(dir.path(), &[]);
+    srv.env = vec![
+        ("LD_PRELOAD".into(), common::faketime_library()),
+        ("FAKETIME".into(), format!("{:+}", (written_ms + 120_000 - now_ms) / 1000)),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ];
+    let layout = srv.data_dir.join("LAYOUT");
+    assert_eq!(std::fs::read_to_string(&layout).expect("LAYOUT"), "minion data layout 2\n");
+    srv.spawn().await;
+    assert_eq!(std::fs::read_to_string(&layout).expect("LAYOUT"), "minion data layout 3\n");
+    let api = srv.client();
+    let all = |api: common::Api| async move {
+        api.get("/v1/tasks?queue=fx&limit=1000").await.1["tasks"].as_array().expect("tasks").clone()
+    };
+    assert_eq!(all(api.clone()).await, want, "as layout 2 answered, before any write");
+    // The first write packs the old records into blocks; everything reads the same through them.
+    let (s, v) = api.post("/v1/tasks", json!({"queue": "fx", "payload": 0, "idempotency_key": "fx-5"})).await;
+    assert!(s == 200 || s == 201, "{v}");
+    assert_eq!(v["duplicate"], true, "the idempotency key came along: {v}");
+    assert_eq!(v["id"], want.iter().find(|t| t["idempotency_key"] == "fx-5").expect("fx-5")["id"]);
+    let new = api.submit(json!({"queue": "other", "payload": "new"})).await;
+    assert_eq!(new, 301, "ids continue after the old ones");
+    common::eventually(10, "the old tasks to read the same after packing", || {
+        let api = api.clone();
+        let want = want.clone();
+        async move { (all(api).await == want).then_some(()) }
+    })
+    .await;
+    let dead = want.iter().find(|t| t["state"] == "dead").expect("a dead task");
+    assert_eq!(api.task(dead["id"].as_u64().expect("id")).await, *dead);
+    srv.restart().await;
+    let api = srv.client();
+    assert_eq!(all(api.clone()).await, want, "and after a restart");
 }

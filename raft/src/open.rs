@@ -10,6 +10,7 @@ use std::time::Duration;
 use minion_engine::State;
 use minion_storage::disk::{Disk, DiskOptions, OpenStore, OpenSummary};
 use minion_storage::layout;
+use minion_storage::packed::{PackConfig, Packed};
 use minion_storage::sled_store::SledStore;
 use minion_storage::snapshot::{SnapshotHeader, SnapshotReader, SnapshotWriter, FORMAT};
 use minion_storage::state_store::{Kv, StateStore};
@@ -145,7 +146,7 @@ pub fn open(dir: &Path, opts: &OpenOptions) -> Result<Opened, OpenError> {
             tracing::warn!(path = %state_path.display(), "removing the state store to rebuild it");
             let _ = std::fs::remove_dir_all(&state_path);
         }
-        Ok(Arc::new(SledStore::open(&state_path, cache)?))
+        Ok(Arc::new(Packed::new(SledStore::open(&state_path, cache)?, PackConfig::minion())))
     };
     open_with(vfs, dir, opts, &mut open_store)
 }

@@ -11,6 +11,7 @@
 //!
 //! The argument for why nothing acknowledged is lost is in `docs/durability.md`.
 
+pub mod block;
 pub mod checkpoint;
 pub mod codec;
 pub mod disk;
@@ -19,6 +20,7 @@ pub mod layout;
 #[cfg(any(test, feature = "sim"))]
 pub mod mem_store;
 pub mod overlay;
+pub mod packed;
 pub mod records;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
