@@ -216,7 +216,7 @@ fn command(d: &mut Dice, node: &SimNode, next_key: &mut u64) -> Command {
 /// between records and their blocks too.
 fn sim_packing() -> PackConfig {
     let kinds = PackConfig::minion().kinds.into_iter().map(|(k, _)| (k, 200)).collect();
-    PackConfig { kinds, step: 4, steps_per_write: 2 }
+    PackConfig { kinds, trigger: 4, step: 4, steps_per_write: 2, min_run: 3 }
 }
 
 /// Records found in blocks by [`store_contents`], over every run (so the test knows packing ran).

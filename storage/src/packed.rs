@@ -17,12 +17,15 @@
 //!   together with the blocks it rewrites, or a packing step that moves singles into blocks (the
 //!   same records before and after, with the applied marker unchanged).
 //!
-//! Packing runs on the writer's thread after a write, when a kind has had `step` puts since its
-//! last packing: it takes the first `step` singles of the kind in key order and moves each into
-//! the block whose range covers it, or, between blocks, into new blocks of about `target` bytes.
+//! A write whose new records of one kind form a run (at least `min_run` in key order with nothing
+//! stored between them, as a burst of submissions or completions makes) writes the run straight
+//! into new blocks. Other records are written as singles, and packing moves them later: on the
+//! writer's thread after a write, once a kind has had `trigger` singles written, a step takes the
+//! first `step` singles of the kind in key order and moves each into the block whose range covers
+//! it, or, between blocks, into new blocks of about `target` bytes.
 //! A directory without blocks (the layout before this one) reads as it is and is packed as writes
-//! come. Reads take a shared lock and writes an exclusive one, so a reader never sees a record
-//! between its single and its block.
+//! come. Reads take a shared lock and each physical write an exclusive one (not held while the
+//! write is planned), so a reader never sees a record between its single and its block.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -41,10 +44,15 @@ pub const BLOCK_PREFIX: u8 = 2;
 pub struct PackConfig {
     /// (kind byte, block size to aim for, in bytes).
     pub kinds: Vec<(u8, usize)>,
-    /// Pack a kind after this many puts of it; a packing step moves at most this many singles.
+    /// Pack a kind after this many of its records were written as singles.
+    pub trigger: usize,
+    /// Singles one packing step moves (one physical write).
     pub step: usize,
     /// Packing steps after one write at most (a backlog, e.g. after an upgrade, drains over writes).
     pub steps_per_write: usize,
+    /// A write's run of at least this many new records of one kind, with nothing stored between
+    /// them, goes straight into new blocks instead of singles.
+    pub min_run: usize,
 }
 
 impl PackConfig {
@@ -53,8 +61,10 @@ impl PackConfig {
         let kinds = [b'T', b'P', b'G', b'E', b'X', b'F', b'U', b'D'];
         PackConfig {
             kinds: kinds.iter().map(|&k| (k, if k == b'D' { 1024 } else { 8192 })).collect(),
-            step: 4096,
-            steps_per_write: 4,
+            trigger: 4096,
+            step: 1024,
+            steps_per_write: 8,
+            min_run: 16,
         }
     }
 
@@ -73,7 +83,11 @@ struct Due {
 pub struct Packed<S> {
     inner: S,
     cfg: PackConfig,
-    lock: RwLock<()>,
+    /// Held by every read, and exclusively around each physical write: a reader sees a write
+    /// whole or not at all, but is not kept waiting while a write is planned.
+    switch: RwLock<()>,
+    /// Serialises writers (planning reads the store and must not race another write).
+    writing: Mutex<()>,
     due: Mutex<BTreeMap<u8, Due>>,
 }
 
@@ -103,7 +117,7 @@ impl<S: StateStore> Packed<S> {
     /// layout) are packed by the first writes.
     pub fn new(inner: S, cfg: PackConfig) -> Packed<S> {
         let due = cfg.kinds.iter().map(|(k, _)| (*k, Due { puts: 0, backlog: true })).collect();
-        Packed { inner, cfg, lock: RwLock::new(()), due: Mutex::new(due) }
+        Packed { inner, cfg, switch: RwLock::new(()), writing: Mutex::new(()), due: Mutex::new(due) }
     }
 
     pub fn inner(&self) -> &S {
@@ -307,8 +321,102 @@ impl<S: StateStore> Packed<S> {
         }
         flush_run(&mut run, &mut changes);
         self.block_changes(cache, &mut changes);
-        self.inner.write(&changes, applied, &[])?;
+        self.switched_write(&changes, applied, &[])?;
         Ok(found)
+    }
+
+    fn switched_write(&self, changes: &[Change], applied: &AppliedMarker, feed: &[(u64, Vec<u8>)]) -> Result<()> {
+        let _w = self.switch.write().unwrap_or_else(|p| p.into_inner());
+        self.inner.write(changes, applied, feed)
+    }
+
+    /// Is nothing stored in `[a, b]` (one kind): no single, no block that reaches into it?
+    fn free(&self, a: &[u8], b: &[u8]) -> Result<bool> {
+        let mut after_b = b.to_vec();
+        after_b.push(0);
+        if !self.inner.range(Bound::Included(a), &after_b, 1)?.is_empty() {
+            return Ok(false);
+        }
+        Ok(match self.covering(a)? {
+            None => true,
+            Some((phys, bytes)) => {
+                let entries = block::decode(&bytes).map_err(|e| corrupt(&phys, e))?;
+                entries.first().is_none_or(|(first, _)| *first > b)
+            }
+        })
+    }
+
+    /// Keep `run` for writing straight into blocks if it is long enough and its range is free.
+    fn keep_run<'a>(
+        &self,
+        run: Vec<(&'a [u8], &'a Vec<u8>)>,
+        runs: &mut Vec<Vec<(&'a [u8], &'a Vec<u8>)>>,
+    ) -> Result<()> {
+        if run.len() >= self.cfg.min_run && self.free(run[0].0, run[run.len() - 1].0)? {
+            runs.push(run);
+        }
+        Ok(())
+    }
+
+    /// The physical writes for a logical one, when they differ from it (`None`: write it as it
+    /// is): deletes reach into blocks, and runs of new records into a free range become blocks.
+    fn plan_write(&self, changes: &[Change]) -> Result<Option<Vec<Change>>> {
+        // The last change of each packed key, in key order.
+        let mut last: BTreeMap<&[u8], Option<&Vec<u8>>> = BTreeMap::new();
+        for (k, v) in changes {
+            if self.packs(k) {
+                last.insert(k.as_slice(), v.as_ref());
+            }
+        }
+        if last.is_empty() {
+            return Ok(None);
+        }
+        let mut cache: BTreeMap<Vec<u8>, Loaded> = BTreeMap::new();
+        let mut runs: Vec<Vec<(&[u8], &Vec<u8>)>> = Vec::new();
+        let mut run: Vec<(&[u8], &Vec<u8>)> = Vec::new();
+        for (&k, &v) in &last {
+            match v {
+                Some(v) => {
+                    if run.last().is_some_and(|(p, _)| p[0] != k[0]) {
+                        self.keep_run(std::mem::take(&mut run), &mut runs)?;
+                    }
+                    run.push((k, v));
+                }
+                None => {
+                    self.keep_run(std::mem::take(&mut run), &mut runs)?;
+                    if let Some((phys, bytes)) = self.covering(k)? {
+                        let b = self.load(&mut cache, phys, &bytes)?;
+                        if b.entries.remove(k).is_some() {
+                            b.changed = true;
+                        }
+                    }
+                }
+            }
+        }
+        self.keep_run(std::mem::take(&mut run), &mut runs)?;
+        let direct: std::collections::HashSet<&[u8]> = runs.iter().flatten().map(|(k, _)| *k).collect();
+        {
+            let mut due = lock(&self.due);
+            for (&k, v) in &last {
+                if v.is_some() && !direct.contains(k) {
+                    if let Some(d) = due.get_mut(&k[0]) {
+                        d.puts += 1;
+                    }
+                }
+            }
+        }
+        if runs.is_empty() && !cache.values().any(|b| b.changed) {
+            return Ok(None);
+        }
+        let mut all: Vec<Change> = changes.iter().filter(|(k, _)| !direct.contains(k.as_slice())).cloned().collect();
+        for r in runs {
+            let target = self.cfg.target(r[0].0[0]).expect("a packed kind");
+            for part in chunks(r, target) {
+                all.push((bkey(part[part.len() - 1].0), Some(block::encode(&part))));
+            }
+        }
+        self.block_changes(cache, &mut all);
+        Ok(Some(all))
     }
 
     /// Packing steps for the kinds that are due, one kind after another, at most `steps_per_write`.
@@ -321,7 +429,7 @@ impl<S: StateStore> Packed<S> {
                 if steps == self.cfg.steps_per_write {
                     return Ok(());
                 }
-                if d.puts >= self.cfg.step || d.backlog {
+                if d.puts >= self.cfg.trigger || d.backlog {
                     let found = self.pack_step(*kind, applied)?;
                     steps += 1;
                     any = true;
@@ -337,7 +445,7 @@ impl<S: StateStore> Packed<S> {
 
     /// Count blocks and their entries (for tests and `verify`).
     pub fn block_stats(&self) -> Result<(u64, u64)> {
-        let _r = self.lock.read().unwrap_or_else(|p| p.into_inner());
+        let _r = self.switch.read().unwrap_or_else(|p| p.into_inner());
         let (mut blocks, mut entries) = (0u64, 0u64);
         let end = [BLOCK_PREFIX + 1];
         let mut cursor: Bound<Vec<u8>> = Bound::Included(vec![BLOCK_PREFIX]);
@@ -361,12 +469,12 @@ impl<S: StateStore> Packed<S> {
 mod tests;
 
 /// Split sorted entries into parts of about `target` bytes each (at least one entry per part).
-fn chunks(entries: Vec<Kv>, target: usize) -> Vec<Vec<Kv>> {
+fn chunks<K: AsRef<[u8]>, V: AsRef<[u8]>>(entries: Vec<(K, V)>, target: usize) -> Vec<Vec<(K, V)>> {
     let mut parts = Vec::new();
     let mut cur = Vec::new();
     let mut bytes = 0;
     for (k, v) in entries {
-        let n = block::entry_bytes(&k, &v);
+        let n = block::entry_bytes(k.as_ref(), v.as_ref());
         if !cur.is_empty() && bytes + n > target {
             parts.push(std::mem::take(&mut cur));
             bytes = 0;
@@ -382,43 +490,20 @@ fn chunks(entries: Vec<Kv>, target: usize) -> Vec<Vec<Kv>> {
 
 impl<S: StateStore> StateStore for Packed<S> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let _r = self.lock.read().unwrap_or_else(|p| p.into_inner());
+        let _r = self.switch.read().unwrap_or_else(|p| p.into_inner());
         self.get_unlocked(key)
     }
 
     fn range(&self, from: Bound<&[u8]>, to: &[u8], limit: usize) -> Result<Vec<Kv>> {
-        let _r = self.lock.read().unwrap_or_else(|p| p.into_inner());
+        let _r = self.switch.read().unwrap_or_else(|p| p.into_inner());
         self.range_unlocked(from, to.min(STATE_KEYS_TO), limit)
     }
 
     fn write(&self, changes: &[Change], applied: &AppliedMarker, feed: &[(u64, Vec<u8>)]) -> Result<()> {
-        let _w = self.lock.write().unwrap_or_else(|p| p.into_inner());
-        let mut cache: BTreeMap<Vec<u8>, Loaded> = BTreeMap::new();
-        {
-            let mut due = lock(&self.due);
-            for (k, v) in changes {
-                if v.is_some() {
-                    if let Some(d) = k.first().and_then(|b| due.get_mut(b)) {
-                        d.puts += 1;
-                    }
-                    continue;
-                }
-                if !self.packs(k) {
-                    continue;
-                }
-                let Some((phys, bytes)) = self.covering(k)? else { continue };
-                let b = self.load(&mut cache, phys, &bytes)?;
-                if b.entries.remove(k).is_some() {
-                    b.changed = true;
-                }
-            }
-        }
-        if cache.values().any(|b| b.changed) {
-            let mut all = changes.to_vec();
-            self.block_changes(cache, &mut all);
-            self.inner.write(&all, applied, feed)?;
-        } else {
-            self.inner.write(changes, applied, feed)?;
+        let _one = lock(&self.writing);
+        match self.plan_write(changes)? {
+            Some(all) => self.switched_write(&all, applied, feed)?,
+            None => self.switched_write(changes, applied, feed)?,
         }
         self.pack_due(applied)
     }
@@ -432,7 +517,8 @@ impl<S: StateStore> StateStore for Packed<S> {
     }
 
     fn clear(&self) -> Result<()> {
-        let _w = self.lock.write().unwrap_or_else(|p| p.into_inner());
+        let _one = lock(&self.writing);
+        let _w = self.switch.write().unwrap_or_else(|p| p.into_inner());
         self.inner.clear()?;
         for d in lock(&self.due).values_mut() {
             *d = Due::default();

@@ -25,7 +25,7 @@ impl Rng {
 
 fn cfg() -> PackConfig {
     // 'T' packed with blocks of ~120 bytes, 'D' with ~60, 'L' not packed.
-    PackConfig { kinds: vec![(b'T', 120), (b'D', 60)], step: 8, steps_per_write: 2 }
+    PackConfig { kinds: vec![(b'T', 120), (b'D', 60)], trigger: 8, step: 8, steps_per_write: 2, min_run: 3 }
 }
 
 fn marker(i: u64) -> AppliedMarker {
@@ -141,7 +141,10 @@ fn reads_equal_the_map_of_what_was_written() {
 #[test]
 fn packing_bounds_the_items_underneath() {
     // 20,000 records written in ascending order end up in far fewer items.
-    let store = Packed::new(MemStateStore::default(), PackConfig { step: 256, ..PackConfig::minion() });
+    let store = Packed::new(
+        MemStateStore::default(),
+        PackConfig { trigger: 256, step: 256, min_run: usize::MAX, ..PackConfig::minion() },
+    );
     let mut n = 0u64;
     for batch in 0..200u64 {
         let changes: Vec<Change> = (0..100)
@@ -160,6 +163,30 @@ fn packing_bounds_the_items_underneath() {
     assert_eq!(store.verify().unwrap(), n);
     assert!(entries >= n - 256, "{entries} of {n} packed");
     assert!(items < n / 20, "{items} items underneath for {n} records ({blocks} blocks)");
+}
+
+#[test]
+fn runs_of_new_records_are_written_as_blocks_at_once() {
+    // Packing steps off: only the runs a write brings make blocks.
+    let cfg = PackConfig { trigger: usize::MAX, steps_per_write: 0, ..PackConfig::minion() };
+    let store = Packed::new(MemStateStore::default(), cfg);
+    let key = |id: u64| [&[b'T'][..], &id.to_be_bytes()].concat();
+    let batch = |ids: std::ops::Range<u64>| -> Vec<Change> { ids.map(|id| (key(id), Some(vec![3u8; 100]))).collect() };
+    store.write(&batch(0..1000), &marker(1), &[]).unwrap();
+    let (blocks, entries) = store.block_stats().unwrap();
+    assert_eq!(entries, 1000);
+    assert_eq!(store.inner().verify().unwrap(), blocks, "no singles: {blocks} blocks");
+    // A run into a range that holds records already is written as singles.
+    store.write(&batch(500..520), &marker(2), &[]).unwrap();
+    assert_eq!(store.block_stats().unwrap().1, 1000);
+    assert_eq!(store.inner().verify().unwrap(), blocks + 20);
+    // Short runs too; a long one past the end goes into blocks.
+    store.write(&batch(2000..2005), &marker(3), &[]).unwrap();
+    store.write(&batch(3000..3100), &marker(4), &[]).unwrap();
+    assert_eq!(store.block_stats().unwrap().1, 1100);
+    assert_eq!(store.verify().unwrap(), 1000 + 5 + 100 + 20);
+    let all = store.range(Bound::Unbounded, STATE_KEYS_TO, usize::MAX).unwrap();
+    assert_eq!(all.len(), 1105);
 }
 
 #[test]
