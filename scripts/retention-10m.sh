@@ -5,6 +5,7 @@
 #
 #   scripts/retention-10m.sh BIN                   (10,000,000 finished + 100,000 live)
 #   FINISHED=1000000 LIVE=10000 scripts/retention-10m.sh BIN
+#   KEEP=1 scripts/retention-10m.sh BIN            (keep the data directory, e.g. to profile a restart)
 set -euo pipefail
 bin=$1
 FINISHED=${FINISHED:-10000000}
@@ -46,4 +47,4 @@ sleep 5
 echo "rss_mib_5s_after_restart=$(rss_mib)"
 curl -s $URL/v1/queues | python3 -c 'import json,sys; [print(q["queue"], {k: v for k, v in q.items() if v and k != "queue"}) for q in json.load(sys.stdin)["queues"]]'
 kill "$pid"; wait "$pid" || true
-rm -rf "$DATA" "$DATA.log"
+[ -n "${KEEP:-}" ] || rm -rf "$DATA" "$DATA.log"
