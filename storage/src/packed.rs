@@ -295,13 +295,9 @@ impl<S: StateStore> Packed<S> {
             if cover.as_ref().is_none_or(|(bound, _)| bkey(&k) > *bound) {
                 cover = match self.covering(&k)? {
                     Some((phys, bytes)) => {
-                        let first = block::decode(&bytes)
-                            .map_err(|e| corrupt(&phys, e))?
-                            .first()
-                            .map(|(f, _)| f.to_vec())
-                            .unwrap_or_default();
-                        // Keep the decoded block for a merge.
-                        self.load(&mut cache, phys.clone(), &bytes)?;
+                        // Decoded once, kept for a merge.
+                        let loaded = self.load(&mut cache, phys.clone(), &bytes)?;
+                        let first = loaded.entries.keys().next().cloned().unwrap_or_default();
                         Some((phys, first))
                     }
                     None => None,

@@ -57,28 +57,16 @@ fn check(store: &Packed<MemStateStore>, model: &BTreeMap<Vec<u8>, Vec<u8>>, rng:
         if probe >= to {
             continue;
         }
-        let (from, want): (Bound<&[u8]>, Vec<Kv>) = match rng.below(3) {
-            0 => (
-                Bound::Included(&probe),
-                model
-                    .range::<Vec<u8>, _>((Bound::Included(probe.clone()), Bound::Excluded(to.clone())))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .take(limit)
-                    .collect(),
-            ),
-            1 => (
-                Bound::Excluded(&probe),
-                model
-                    .range::<Vec<u8>, _>((Bound::Excluded(probe.clone()), Bound::Excluded(to.clone())))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .take(limit)
-                    .collect(),
-            ),
-            _ => (
-                Bound::Unbounded,
-                model.range::<Vec<u8>, _>(..to.clone()).map(|(k, v)| (k.clone(), v.clone())).take(limit).collect(),
-            ),
+        let (from, lo): (Bound<&[u8]>, Bound<Vec<u8>>) = match rng.below(3) {
+            0 => (Bound::Included(&probe), Bound::Included(probe.clone())),
+            1 => (Bound::Excluded(&probe), Bound::Excluded(probe.clone())),
+            _ => (Bound::Unbounded, Bound::Unbounded),
         };
+        let want: Vec<Kv> = model
+            .range::<Vec<u8>, _>((lo, Bound::Excluded(to.clone())))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .take(limit)
+            .collect();
         assert_eq!(store.range(from, &to, limit).unwrap(), want, "seed {seed} write {step}: range to {to:?}");
     }
 }
