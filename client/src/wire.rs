@@ -47,6 +47,35 @@ pub struct TaskIn {
     /// Release the lease when the holder reports no progress for this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stall_timeout_ms: Option<u64>,
+    /// Tasks this one waits for (it is `waiting` until all have finished): ids of existing
+    /// tasks, or the idempotency keys of other tasks in the same batch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<DependencyRef>,
+    /// What a dependency that ends dead, cancelled or rejected does to this task (default
+    /// `cancel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_dependency_failure: Option<DependencyPolicy>,
+}
+
+/// A dependency in a submit: a task id, or the idempotency key of another task in the batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum DependencyRef {
+    Id(u64),
+    Key(String),
+}
+
+/// What a dependency that did not succeed does to the task waiting on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyPolicy {
+    /// The waiting task is cancelled, and the tasks waiting on it after it.
+    #[default]
+    Cancel,
+    /// The waiting task runs anyway and sees how its dependency ended.
+    RunAnyway,
 }
 
 impl TaskIn {
@@ -284,6 +313,8 @@ pub enum TaskState {
     Dead,
     Cancelled,
     Rejected,
+    /// Waiting for the tasks it depends on to finish.
+    Waiting,
 }
 
 impl TaskState {
@@ -325,6 +356,25 @@ pub struct TaskOut {
     /// The W3C `traceparent` the task was submitted with (absent when none was given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_parent: Option<String>,
+    /// The tasks it depends on, each as it is now (with its result once it succeeded); absent for
+    /// a task submitted without dependencies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<DependencyOut>,
+    /// What a failed dependency does to it (tasks with dependencies only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_dependency_failure: Option<DependencyPolicy>,
+}
+
+/// A task's dependency, as the task's view and its claim show it.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DependencyOut {
+    pub id: u64,
+    /// Absent when the dependency has left the ledger (retention).
+    pub state: Option<TaskState>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
+    pub result: Option<Box<RawValue>>,
+    pub last_error: Option<String>,
 }
 
 impl TaskOut {

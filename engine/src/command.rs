@@ -184,6 +184,14 @@ pub enum Command {
         token: crate::access::Token,
         agents: Vec<String>,
     },
+    /// A submit whose tasks may depend on others (`flows[i]` belongs to `tasks[i]`; as long as
+    /// `tasks` or empty for none), with the producer's trace context if it sent one (appended
+    /// last).
+    SubmitFlow {
+        tasks: Vec<NewTask>,
+        flows: Vec<crate::deps::TaskFlow>,
+        trace_parent: Option<String>,
+    },
 }
 
 /// One acknowledgement in a [`Command::Acknowledge`]: what `Complete` or `Fail` would say alone.
@@ -216,6 +224,9 @@ impl Command {
         };
         64 + match self {
             Command::Submit { tasks } | Command::SubmitTraced { tasks, .. } => tasks.iter().map(task).sum(),
+            Command::SubmitFlow { tasks, flows, .. } => {
+                tasks.iter().map(task).sum::<usize>() + flows.iter().map(|f| 8 * f.depends_on.len()).sum::<usize>()
+            }
             Command::Reject { records } => records.iter().map(|r| 64 + r.payload.len() + r.reason.len()).sum(),
             Command::Complete { result, .. } => result.as_ref().map_or(0, |r| r.len()),
             Command::Fail { error, .. } => error.len(),
@@ -240,7 +251,7 @@ impl Command {
         match self {
             Command::Submit { .. } => "submit",
             Command::Reject { .. } => "reject",
-            Command::SubmitTraced { .. } => "submit",
+            Command::SubmitTraced { .. } | Command::SubmitFlow { .. } => "submit",
             Command::RestoreBegin { .. } => "restore_begin",
             Command::RestoreRecords { .. } => "restore_records",
             Command::RestoreEnd { .. } => "restore_end",

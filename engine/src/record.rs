@@ -12,11 +12,22 @@ use crate::access::{AuditEntry, Token};
 use crate::agent::Agent;
 use crate::config::QueueConfig;
 use crate::dedup::{DedupEntry, DedupKey};
+use crate::deps::TaskDeps;
 use crate::state::Meta;
 use crate::task::{Attempt, Lease, ProgressEvent, Task, TaskId, TaskState, TimeMs};
 
 /// Task counts per state, indexed like [`TaskState::ALL`].
 pub type StateCounts = [u64; TaskState::COUNT];
+
+/// Task counts as releases before the `waiting` state wrote them (eight states).
+pub type StateCounts8 = [u64; 8];
+
+/// Counts written before the `waiting` state: the same eight states first, none waiting.
+pub fn widen_counts(c: &StateCounts8) -> StateCounts {
+    let mut out = StateCounts::default();
+    out[..c.len()].copy_from_slice(c);
+    out
+}
 
 /// A task as stored: everything but its payload and its progress events (records of their own).
 /// Live tasks (not terminal) also live in RAM, so this is what dispatch works on.
@@ -173,6 +184,8 @@ pub enum Key {
     Audit(u64),
     /// The agent ids a token may act as (appended last: kinds are part of snapshots).
     TokenAgents(String),
+    /// The dependencies of a task submitted with some (appended last).
+    Deps(TaskId),
 }
 
 /// The kinds of key, for scans.
@@ -193,10 +206,11 @@ pub enum Kind {
     Token,
     Audit,
     TokenAgents,
+    Deps,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Meta,
         Kind::Live,
         Kind::Done,
@@ -212,6 +226,7 @@ impl Kind {
         Kind::Token,
         Kind::Audit,
         Kind::TokenAgents,
+        Kind::Deps,
     ];
 }
 
@@ -233,6 +248,7 @@ impl Key {
             Key::Token(_) => Kind::Token,
             Key::Audit(_) => Kind::Audit,
             Key::TokenAgents(_) => Kind::TokenAgents,
+            Key::Deps(_) => Kind::Deps,
         }
     }
 
@@ -255,13 +271,14 @@ impl Key {
             Kind::Token => Key::Token(String::new()),
             Kind::Audit => Key::Audit(0),
             Kind::TokenAgents => Key::TokenAgents(String::new()),
+            Kind::Deps => Key::Deps(0),
         }
     }
 
-    /// The task a per-task key belongs to (task records, payloads, progress events).
+    /// The task a per-task key belongs to (task records, payloads, progress events, dependencies).
     pub fn task_id(&self) -> Option<TaskId> {
         match self {
-            Key::Live(id) | Key::Done(id) | Key::Payload(id) | Key::Progress(id, _) => Some(*id),
+            Key::Live(id) | Key::Done(id) | Key::Payload(id) | Key::Progress(id, _) | Key::Deps(id) => Some(*id),
             _ => None,
         }
     }
@@ -278,13 +295,18 @@ pub enum Record {
     Retention(TimeMs, TaskId),
     Finished(String, TaskState, TaskId),
     Queue(String, QueueConfig),
-    Counts(String, StateCounts),
+    /// Counts of the eight states before `waiting`, as earlier releases wrote them into restore
+    /// streams in the log; read only (applied as [`Record::Counts`]), never written.
+    Counts8(String, StateCounts8),
     Agent(Agent),
     Token(Token),
     Audit(AuditEntry),
     /// A token's agent-id patterns (token id, patterns), for a token bound to some agents
     /// (appended last: records travel in restore commands).
     TokenAgents(String, Vec<String>),
+    Deps(TaskId, TaskDeps),
+    /// Task counts by state of one queue (appended last; replaces [`Record::Counts8`]).
+    Counts(String, StateCounts),
 }
 
 impl Record {
@@ -299,11 +321,12 @@ impl Record {
             Record::Retention(at, id) => Key::Retention(*at, *id),
             Record::Finished(q, s, id) => Key::Finished(q.clone(), *s, *id),
             Record::Queue(q, _) => Key::Queue(q.clone()),
-            Record::Counts(q, _) => Key::Counts(q.clone()),
+            Record::Counts(q, _) | Record::Counts8(q, _) => Key::Counts(q.clone()),
             Record::Agent(a) => Key::Agent(a.id.clone()),
             Record::Token(t) => Key::Token(t.id.clone()),
             Record::Audit(e) => Key::Audit(e.seq),
             Record::TokenAgents(id, _) => Key::TokenAgents(id.clone()),
+            Record::Deps(id, _) => Key::Deps(*id),
         }
     }
 
@@ -321,6 +344,7 @@ impl Record {
             Record::Progress(_, _, e) => e.message.as_ref().map_or(0, |m| m.len()),
             Record::Dedup(k, _) | Record::DedupExpiry(_, k) => k.queue.len() + k.key.len(),
             Record::Audit(e) => e.detail.len() + e.target.len(),
+            Record::Deps(_, d) => 16 * (d.depends_on.len() + d.unfinished.len()),
             _ => 256,
         }
     }

@@ -29,10 +29,13 @@ pub enum TaskState {
     /// A record an ingest adapter could not turn into a task (undecodable, oversize, invalid
     /// fields); kept in the ledger with the reason and the source position. Never claimable.
     Rejected,
+    /// Submitted with dependencies that have not all finished; becomes ready (or delayed) when
+    /// they have (appended last: states are part of the log format and of index keys).
+    Waiting,
 }
 
 impl TaskState {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [TaskState; TaskState::COUNT] = [
         TaskState::Ready,
         TaskState::Delayed,
@@ -42,6 +45,7 @@ impl TaskState {
         TaskState::Dead,
         TaskState::Cancelled,
         TaskState::Rejected,
+        TaskState::Waiting,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +58,7 @@ impl TaskState {
             TaskState::Dead => "dead",
             TaskState::Cancelled => "cancelled",
             TaskState::Rejected => "rejected",
+            TaskState::Waiting => "waiting",
         }
     }
 

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use minion_engine::backoff::retry_backoff_ms;
 use minion_engine::{
-    Ack, ApplyMeta, Command, EngineConfig, Memory, NewTask, Outcome, Record, RejectCode, Request, TaskState,
+    Ack, ApplyMeta, Command, DepPolicy, DepRef, EngineConfig, Memory, NewTask, Outcome, Record, RejectCode, Request,
+    TaskFlow, TaskState,
 };
 use proptest::prelude::*;
 
@@ -18,10 +19,24 @@ const RETRY_MAX_MS: u64 = 1_000;
 const TTL_MS: u64 = 3_000;
 const RETENTION_MS: u64 = 5_000;
 
+/// A dependency a generated task names.
+#[derive(Debug, Clone, Copy)]
+enum Dep {
+    /// One of the tasks the model knows (any state).
+    Existing(usize),
+    /// Another member of the batch (possibly itself, or forming a cycle: refused).
+    Batch(usize),
+    /// An id never assigned (refused).
+    Unknown,
+}
+
+/// (queue, priority, key, delay, max attempts, needs a capability, dependencies, run anyway).
+type GenTask = (usize, i32, Option<u8>, Option<u64>, u32, bool, Vec<Dep>, bool);
+
 #[derive(Debug, Clone)]
 enum Op {
     Submit {
-        tasks: Vec<(usize, i32, Option<u8>, Option<u64>, u32, bool)>,
+        tasks: Vec<GenTask>,
     },
     Claim {
         agent: u8,
@@ -60,8 +75,22 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let task =
-        (0..2usize, -2..3i32, proptest::option::of(0..4u8), proptest::option::of(0..2_000u64), 1..4u32, any::<bool>());
+    let dep = prop_oneof![
+        6 => any::<usize>().prop_map(Dep::Existing),
+        3 => (0..4usize).prop_map(Dep::Batch),
+        1 => Just(Dep::Unknown),
+    ];
+    let deps = prop_oneof![3 => Just(Vec::new()), 2 => proptest::collection::vec(dep, 1..3)];
+    let task = (
+        0..2usize,
+        -2..3i32,
+        proptest::option::of(0..4u8),
+        proptest::option::of(0..2_000u64),
+        1..4u32,
+        any::<bool>(),
+        deps,
+        proptest::bool::weighted(0.3),
+    );
     prop_oneof![
         4 => proptest::collection::vec(task, 1..4).prop_map(|tasks| Op::Submit { tasks }),
         4 => (0..3u8, proptest::collection::vec(0..2usize, 1..3), proptest::collection::vec(0..2usize, 0..3), 1..4u32)
@@ -94,6 +123,9 @@ struct MTask {
     progress: usize,
     /// When it finished (retention removes it `RETENTION_MS` later).
     finished: Option<u64>,
+    /// The dependencies it still waits for, and whether it runs when one does not succeed.
+    pending: Vec<u64>,
+    run_anyway: bool,
 }
 
 #[derive(Default)]
@@ -103,6 +135,8 @@ struct Model {
     next_id: u64,
     next_token: u64,
     now: u64,
+    /// Tasks that finished since the last settle, and how.
+    finished: std::collections::VecDeque<(u64, TaskState)>,
 }
 
 impl Model {
@@ -113,6 +147,7 @@ impl Model {
         if t.attempts >= t.limit {
             t.state = TaskState::Dead;
             t.finished = Some(now);
+            self.finished.push_back((id, TaskState::Dead));
         } else {
             t.run_at = now + retry_backoff_ms(id, t.attempts, RETRY_BASE_MS, RETRY_MAX_MS);
             t.state = if t.run_at <= now { TaskState::Ready } else { TaskState::Failed };
@@ -132,6 +167,66 @@ impl Model {
             }
         }
         self.tasks.retain(|_, t| t.finished.is_none_or(|f| f + RETENTION_MS > now));
+    }
+
+    /// A task finished (succeeded or cancelled here; dead in `end_attempt`).
+    fn finish(&mut self, id: u64, state: TaskState) {
+        let t = self.tasks.get_mut(&id).expect("task");
+        t.state = state;
+        t.lease = None;
+        t.finished = Some(self.now);
+        self.finished.push_back((id, state));
+    }
+
+    /// Tell the waiting tasks about each finish, in order: one that did not succeed cancels the
+    /// tasks waiting on it (unless they run anyway, and those cancellations are finishes too); a
+    /// task with nothing left to wait for is ready, or delayed to its run time.
+    fn settle(&mut self) {
+        let now = self.now;
+        while let Some((dep, how)) = self.finished.pop_front() {
+            let waiting: Vec<u64> = self
+                .tasks
+                .values()
+                .filter(|t| t.state == TaskState::Waiting && t.pending.contains(&dep))
+                .map(|t| t.id)
+                .collect();
+            for id in waiting {
+                let t = self.tasks.get_mut(&id).expect("task");
+                t.pending.retain(|d| *d != dep);
+                if how != TaskState::Succeeded && !t.run_anyway {
+                    self.finish(id, TaskState::Cancelled);
+                } else if t.pending.is_empty() {
+                    t.state = if t.run_at > now { TaskState::Delayed } else { TaskState::Ready };
+                }
+            }
+        }
+    }
+
+    /// How a batch's dependencies are refused, if they are: a self-reference or a cycle
+    /// (invalid), else an unknown task (not found).
+    fn refuse_deps(&self, tasks: &[GenTask]) -> Option<RejectCode> {
+        let n = tasks.len();
+        let edges = |i: usize| -> Vec<usize> {
+            tasks[i].6.iter().filter_map(|d| if let Dep::Batch(j) = d { Some(j % n) } else { None }).collect()
+        };
+        if (0..n).any(|i| edges(i).contains(&i)) {
+            return Some(RejectCode::Invalid);
+        }
+        // A cycle: some member reaches itself.
+        for start in 0..n {
+            let mut seen = vec![false; n];
+            let mut stack = edges(start);
+            while let Some(j) = stack.pop() {
+                if j == start {
+                    return Some(RejectCode::Invalid);
+                }
+                if !seen[j] {
+                    seen[j] = true;
+                    stack.extend(edges(j));
+                }
+            }
+        }
+        tasks.iter().any(|t| t.6.iter().any(|d| matches!(d, Dep::Unknown))).then_some(RejectCode::NotFound)
     }
 }
 
@@ -182,9 +277,12 @@ fn run(ops: Vec<Op>) {
         let apply = |state: &mut Memory, cmd: Command| state.apply(&Request { now_ms: now, cmd }, meta);
         match op {
             Op::Submit { tasks } => {
+                let known: Vec<u64> = model.tasks.keys().copied().collect();
+                let unknown = model.next_id + 1_000;
+                let n = tasks.len();
                 let new: Vec<NewTask> = tasks
                     .iter()
-                    .map(|(q, prio, key, delay, max, cap)| NewTask {
+                    .map(|(q, prio, key, delay, max, cap, _, _)| NewTask {
                         queue: QUEUES[*q].into(),
                         kind: "k".into(),
                         payload: "null".into(),
@@ -196,19 +294,77 @@ fn run(ops: Vec<Op>) {
                         ..NewTask::default()
                     })
                     .collect();
-                let got = apply(&mut state, Command::Submit { tasks: new.clone() });
+                let flows: Vec<TaskFlow> = tasks
+                    .iter()
+                    .map(|t| TaskFlow {
+                        depends_on: t
+                            .6
+                            .iter()
+                            .filter_map(|d| match d {
+                                Dep::Existing(i) => pick(&known, *i).map(DepRef::Task),
+                                Dep::Batch(j) => Some(DepRef::Batch((j % n) as u32)),
+                                Dep::Unknown => Some(DepRef::Task(unknown)),
+                            })
+                            .collect(),
+                        on_dependency_failure: if t.7 { DepPolicy::RunAnyway } else { DepPolicy::Cancel },
+                    })
+                    .collect();
+                let with_deps = flows.iter().any(|f| !f.depends_on.is_empty());
+                let cmd = if with_deps {
+                    Command::SubmitFlow { tasks: new.clone(), flows: flows.clone(), trace_parent: None }
+                } else {
+                    Command::Submit { tasks: new.clone() }
+                };
+                let got = apply(&mut state, cmd);
+                if with_deps {
+                    if let Some(code) = model.refuse_deps(&tasks) {
+                        assert_eq!(got.expect_err("dependencies must be refused").code, code, "{flows:?}");
+                        model.settle();
+                        continue;
+                    }
+                }
                 let mut want = Vec::new();
+                let mut ids = Vec::new();
                 for nt in &new {
                     if let Some(k) = &nt.idempotency_key {
                         if let Some((id, exp)) = model.keys.get(&(nt.queue.clone(), k.clone())) {
                             if *exp > now {
                                 want.push((*id, true));
+                                ids.push(*id);
                                 continue;
                             }
                         }
                     }
                     let id = model.next_id;
                     model.next_id += 1;
+                    if let Some(k) = &nt.idempotency_key {
+                        model.keys.insert((nt.queue.clone(), k.clone()), (id, now + TTL_MS));
+                    }
+                    want.push((id, false));
+                    ids.push(id);
+                }
+                for (i, nt) in new.iter().enumerate() {
+                    if want[i].1 {
+                        continue;
+                    }
+                    let id = ids[i];
+                    let mut deps: Vec<u64> = Vec::new();
+                    let mut cancelled = false;
+                    for d in &flows[i].depends_on {
+                        let d = match d {
+                            DepRef::Task(t) => *t,
+                            DepRef::Batch(j) => ids[*j as usize],
+                        };
+                        if deps.contains(&d) || d == id {
+                            continue;
+                        }
+                        // A task of the batch created after this one is unfinished.
+                        match model.tasks.get(&d).map(|t| t.state) {
+                            Some(TaskState::Succeeded) => {}
+                            Some(s) if s.is_terminal() => cancelled |= !tasks[i].7,
+                            _ => deps.push(d),
+                        }
+                    }
                     let run_at = now + nt.delay_ms.unwrap_or(0);
                     model.tasks.insert(
                         id,
@@ -217,20 +373,32 @@ fn run(ops: Vec<Op>) {
                             queue: nt.queue.clone(),
                             priority: nt.priority,
                             caps: nt.capabilities.clone(),
-                            state: if run_at > now { TaskState::Delayed } else { TaskState::Ready },
+                            // Settled below, with the rest of the batch.
+                            state: if cancelled {
+                                TaskState::Cancelled
+                            } else if deps.is_empty() {
+                                if run_at > now {
+                                    TaskState::Delayed
+                                } else {
+                                    TaskState::Ready
+                                }
+                            } else {
+                                TaskState::Waiting
+                            },
                             run_at,
                             lease: None,
                             attempts: 0,
                             limit: nt.max_attempts.unwrap_or(3),
                             max_attempts: nt.max_attempts.unwrap_or(3),
                             progress: 0,
-                            finished: None,
+                            finished: cancelled.then_some(now),
+                            run_anyway: tasks[i].7,
+                            pending: if cancelled { Vec::new() } else { deps },
                         },
                     );
-                    if let Some(k) = &nt.idempotency_key {
-                        model.keys.insert((nt.queue.clone(), k.clone()), (id, now + TTL_MS));
+                    if cancelled {
+                        model.finished.push_back((id, TaskState::Cancelled));
                     }
-                    want.push((id, false));
                 }
                 match got {
                     Ok(Outcome::Submitted(s)) => {
@@ -289,10 +457,7 @@ fn run(ops: Vec<Op>) {
                 } else {
                     got.expect("valid lease operation");
                     if is_complete {
-                        let t = model.tasks.get_mut(&id).expect("task");
-                        t.state = TaskState::Succeeded;
-                        t.lease = None;
-                        t.finished = Some(now);
+                        model.finish(id, TaskState::Succeeded);
                     } else {
                         model.end_attempt(id);
                     }
@@ -334,10 +499,7 @@ fn run(ops: Vec<Op>) {
                     let Ok(Outcome::Task(t)) = out else { panic!("acknowledge of {id}: {out:?}") };
                     if complete {
                         assert_eq!(t.state, TaskState::Succeeded);
-                        let m = model.tasks.get_mut(&id).expect("task");
-                        m.state = TaskState::Succeeded;
-                        m.lease = None;
-                        m.finished = Some(now);
+                        model.finish(id, TaskState::Succeeded);
                     } else {
                         model.end_attempt(id);
                         assert_eq!(t.state, model.tasks[&id].state, "task {id} after a failed attempt");
@@ -361,14 +523,11 @@ fn run(ops: Vec<Op>) {
                 let ids: Vec<u64> = model.tasks.keys().copied().collect();
                 let Some(id) = pick(&ids, i) else { continue };
                 let got = apply(&mut state, Command::Cancel { task_id: id, reason: None });
-                let t = model.tasks.get_mut(&id).expect("task");
-                if t.state.is_terminal() {
+                if model.tasks[&id].state.is_terminal() {
                     assert_eq!(got.expect_err("cancel of a finished task").code, RejectCode::WrongState);
                 } else {
                     got.expect("cancel");
-                    t.state = TaskState::Cancelled;
-                    t.lease = None;
-                    t.finished = Some(now);
+                    model.finish(id, TaskState::Cancelled);
                 }
             }
             Op::Retry { pick: i } => {
@@ -392,6 +551,7 @@ fn run(ops: Vec<Op>) {
             }
             Op::Restart => unreachable!(),
         }
+        model.settle();
         state.validate().expect("engine invariants");
         for (id, m) in &model.tasks {
             let t = state.task(*id).expect("every model task exists in the engine");
@@ -420,14 +580,39 @@ proptest! {
 #[test]
 fn scripted_expiry_restart_retry_sequence() {
     run(vec![
-        Op::Submit { tasks: vec![(0, 0, Some(1), None, 2, false)] },
+        Op::Submit { tasks: vec![(0, 0, Some(1), None, 2, false, vec![], false)] },
         Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 1 },
         Op::Restart,
         Op::Advance { ms: 1_400 },
         Op::Claim { agent: 1, queues: vec![0], caps: vec![], max: 1 },
-        Op::Submit { tasks: vec![(0, 0, Some(1), None, 1, false)] },
+        Op::Submit { tasks: vec![(0, 0, Some(1), None, 1, false, vec![], false)] },
         Op::Advance { ms: 1_400 },
         Op::Retry { pick: 0 },
         Op::Claim { agent: 2, queues: vec![0, 1], caps: vec![0, 1], max: 3 },
+    ]);
+}
+
+/// Dependencies through a restart: a chain waiting on a leased task, the lease running out (the
+/// task is dead: the chain's `cancel` member is cancelled and its dependent after it, the
+/// `run_anyway` member is released), and a fan-in released by completes.
+#[test]
+fn scripted_dependency_sequence() {
+    run(vec![
+        Op::Submit { tasks: vec![(0, 0, None, None, 1, false, vec![], false)] },
+        Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 1 },
+        Op::Submit {
+            tasks: vec![
+                (0, 0, None, None, 1, false, vec![Dep::Existing(0)], false),
+                (0, 0, None, None, 1, false, vec![Dep::Batch(0)], false),
+                (1, 0, None, Some(500), 1, false, vec![Dep::Existing(0), Dep::Batch(3)], true),
+                (1, 0, None, None, 1, false, vec![], false),
+            ],
+        },
+        Op::Restart,
+        Op::Claim { agent: 1, queues: vec![1], caps: vec![], max: 1 },
+        Op::Complete { pick: 0, stale: false },
+        Op::Advance { ms: 1_000 },
+        Op::Advance { ms: 600 },
+        Op::Claim { agent: 1, queues: vec![1], caps: vec![], max: 1 },
     ]);
 }

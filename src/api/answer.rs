@@ -19,9 +19,19 @@ pub(super) fn unexpected(out: Outcome) -> ApiError {
 
 /// The API's view of a task record: its payload and progress read back from the records.
 pub(super) fn view(s: &AppState, rec: TaskRecord) -> ApiResult<TaskOut> {
+    Ok(full_view(&s.state, rec)?)
+}
+
+/// A task with its payload, progress and dependencies read back from the records.
+pub(super) fn full_view(
+    state: &minion_raft::SharedState,
+    rec: TaskRecord,
+) -> Result<TaskOut, minion_engine::ColdError> {
     let trace = rec.trace_parent.clone();
-    let task = s.state.view(rec)?;
-    Ok(task_out(&task, trace))
+    let id = rec.id;
+    let mut out = task_out(&state.view(rec)?, trace);
+    (out.depends_on, out.on_dependency_failure) = dependencies_out(state.records(), id)?;
+    Ok(out)
 }
 
 pub(super) fn task_answer(s: &AppState, out: Outcome) -> ApiResult<Json<TaskOut>> {

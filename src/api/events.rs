@@ -27,8 +27,19 @@ use super::{ApiError, ApiResult, AppState};
 use crate::api::auth::Caller;
 
 /// Every event name a stream may send for a task.
-const NAMES: [&str; 10] =
-    ["submitted", "ready", "delayed", "leased", "succeeded", "failed", "dead", "cancelled", "rejected", "progress"];
+const NAMES: [&str; 11] = [
+    "submitted",
+    "waiting",
+    "ready",
+    "delayed",
+    "leased",
+    "succeeded",
+    "failed",
+    "dead",
+    "cancelled",
+    "rejected",
+    "progress",
+];
 /// With no event to send for this long, a stream sends `heartbeat` (with the id it has reached).
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Events a stream holds for a slow client; beyond them the stream waits, and falls back to the
@@ -100,7 +111,7 @@ pub struct TaskEventsQuery {
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")
     ),
     responses(
-        (status = 200, description = "text/event-stream: events named submitted, ready, delayed, leased, succeeded, failed, dead, cancelled, rejected, progress (data: EventOut), heartbeat and compacted; id: the log index reached", body = minion_client::wire::EventOut, content_type = "text/event-stream"),
+        (status = 200, description = "text/event-stream: events named submitted, waiting, ready, delayed, leased, succeeded, failed, dead, cancelled, rejected, progress (data: EventOut), heartbeat and compacted; id: the log index reached", body = minion_client::wire::EventOut, content_type = "text/event-stream"),
         (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
         (status = 403, description = "the token may not do this", body = minion_client::wire::ErrorOut),
         (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
@@ -134,7 +145,7 @@ pub async fn node_events(
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")
     ),
     responses(
-        (status = 200, description = "text/event-stream: events named submitted, ready, delayed, leased, succeeded, failed, dead, cancelled, rejected, progress (data: EventOut), heartbeat and compacted; id: the log index reached", body = minion_client::wire::EventOut, content_type = "text/event-stream"),
+        (status = 200, description = "text/event-stream: events named submitted, waiting, ready, delayed, leased, succeeded, failed, dead, cancelled, rejected, progress (data: EventOut), heartbeat and compacted; id: the log index reached", body = minion_client::wire::EventOut, content_type = "text/event-stream"),
         (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
         (status = 404, description = "unknown task (or one outside the token's queues)", body = minion_client::wire::ErrorOut),
         (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)

@@ -46,10 +46,13 @@ pub(super) async fn submit(
     for t in &tasks {
         caller.check_queue(&t.queue)?;
     }
+    let flows = task_flows(&tasks).map_err(ApiError::bad_request)?;
     let tasks = tasks.into_iter().map(new_task).collect();
-    let cmd = match crate::tracing_setup::trace_parent(&headers) {
-        Some(trace_parent) => Command::SubmitTraced { tasks, trace_parent },
-        None => Command::Submit { tasks },
+    let trace_parent = crate::tracing_setup::trace_parent(&headers);
+    let cmd = match (trace_parent, flows.is_empty()) {
+        (trace_parent, false) => Command::SubmitFlow { tasks, flows, trace_parent },
+        (Some(trace_parent), true) => Command::SubmitTraced { tasks, trace_parent },
+        (None, true) => Command::Submit { tasks },
     };
     let out = s.proposer.propose(cmd).await??;
     let Outcome::Submitted(results) = out else { return Err(unexpected(out)) };
@@ -137,7 +140,7 @@ pub(super) async fn list_tasks(
     let state = match q.state.as_deref() {
         Some(st) => Some(TaskState::parse(st).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "unknown state {st:?}; one of ready, delayed, leased, succeeded, failed, dead, cancelled, rejected"
+                "unknown state {st:?}; one of waiting, ready, delayed, leased, succeeded, failed, dead, cancelled, rejected"
             ))
         })?),
         None => None,
@@ -157,8 +160,7 @@ pub(super) async fn list_tasks(
         let (recs, next) = minion_engine::list(shared.records(), &filter)?;
         let mut tasks = Vec::with_capacity(recs.len());
         for r in recs {
-            let trace = r.trace_parent.clone();
-            tasks.push(task_out(&shared.view(r)?, trace));
+            tasks.push(super::answer::full_view(&shared, r)?);
         }
         Ok((tasks, next))
     })

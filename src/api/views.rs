@@ -2,7 +2,10 @@
 //! from and to the engine's types.
 
 pub use minion_client::wire::*;
-use minion_engine::{Attempt, AttemptOutcome, EventBody, Lease, NewTask, ProgressEvent, Task, TaskEvent};
+use minion_engine::{
+    Attempt, AttemptOutcome, Cold, ColdError, DepPolicy, DepRef, EventBody, Lease, NewTask, ProgressEvent, Task,
+    TaskEvent, TaskFlow,
+};
 use serde_json::value::RawValue;
 
 /// A submitted task as the engine takes it.
@@ -20,6 +23,65 @@ pub fn new_task(t: TaskIn) -> NewTask {
         lease_ms: t.lease_ms,
         stall_timeout_ms: t.stall_timeout_ms,
     }
+}
+
+/// What each task of a submit depends on, in the engine's terms: ids stay ids, an idempotency
+/// key names the task of the batch that has it. Empty when no task names a dependency.
+pub fn task_flows(tasks: &[TaskIn]) -> Result<Vec<TaskFlow>, String> {
+    if tasks.iter().all(|t| t.depends_on.is_empty() && t.on_dependency_failure.is_none()) {
+        return Ok(Vec::new());
+    }
+    let by_key = |i: usize, key: &str| -> Result<DepRef, String> {
+        let mut found = tasks.iter().enumerate().filter(|(_, t)| t.idempotency_key.as_deref() == Some(key));
+        match (found.next(), found.next()) {
+            (Some((j, _)), None) => Ok(DepRef::Batch(j as u32)),
+            (None, _) => {
+                Err(format!("tasks[{i}]: depends on {key:?}, but no task of this batch has that idempotency key"))
+            }
+            (Some(_), Some(_)) => Err(format!(
+                "tasks[{i}]: depends on {key:?}, which is the idempotency key of several tasks of this batch"
+            )),
+        }
+    };
+    tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let depends_on = t
+                .depends_on
+                .iter()
+                .map(|d| match d {
+                    DependencyRef::Id(id) => Ok(DepRef::Task(*id)),
+                    DependencyRef::Key(k) => by_key(i, k),
+                })
+                .collect::<Result<_, _>>()?;
+            let on_dependency_failure = match t.on_dependency_failure.unwrap_or_default() {
+                DependencyPolicy::Cancel => DepPolicy::Cancel,
+                DependencyPolicy::RunAnyway => DepPolicy::RunAnyway,
+            };
+            Ok(TaskFlow { depends_on, on_dependency_failure })
+        })
+        .collect()
+}
+
+/// A task's dependencies as its view shows them: each as it is now, read from the records.
+pub fn dependencies_out(cold: &dyn Cold, id: u64) -> Result<(Vec<DependencyOut>, Option<DependencyPolicy>), ColdError> {
+    let Some(deps) = minion_engine::task_deps(cold, id)? else { return Ok((Vec::new(), None)) };
+    let mut out = Vec::with_capacity(deps.depends_on.len());
+    for dep in deps.depends_on {
+        let rec = minion_engine::task_record(cold, dep)?;
+        out.push(DependencyOut {
+            id: dep,
+            state: rec.as_ref().map(|r| state_out(r.state)),
+            result: rec.as_ref().and_then(|r| r.result.as_deref()).map(raw),
+            last_error: rec.and_then(|r| r.last_error),
+        });
+    }
+    let policy = match deps.policy {
+        DepPolicy::Cancel => DependencyPolicy::Cancel,
+        DepPolicy::RunAnyway => DependencyPolicy::RunAnyway,
+    };
+    Ok((out, Some(policy)))
 }
 
 /// An ingest record refused as a task, as the engine records it.
@@ -51,6 +113,7 @@ pub fn state_out(s: minion_engine::TaskState) -> TaskState {
         S::Dead => TaskState::Dead,
         S::Cancelled => TaskState::Cancelled,
         S::Rejected => TaskState::Rejected,
+        S::Waiting => TaskState::Waiting,
     }
 }
 
@@ -112,6 +175,8 @@ pub fn task_out(t: &Task, trace_parent: Option<String>) -> TaskOut {
         progress: t.progress.iter().map(progress_out).collect(),
         progress_dropped: t.progress_dropped,
         trace_parent,
+        depends_on: Vec::new(),
+        on_dependency_failure: None,
     }
 }
 

@@ -7,8 +7,8 @@
 //! flipped bit in a stored value, a snapshot or a restore stream is caught on read.
 
 use minion_engine::{
-    Agent, AuditEntry, DedupEntry, DedupKey, Key, Kind, Meta, ProgressEvent, QueueConfig, Record, StateCounts,
-    TaskRecord, TaskState, Token,
+    widen_counts, Agent, AuditEntry, DedupEntry, DedupKey, Key, Kind, Meta, ProgressEvent, QueueConfig, Record,
+    StateCounts, StateCounts8, TaskDeps, TaskRecord, TaskState, Token,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -32,6 +32,7 @@ fn kind_byte(kind: Kind) -> u8 {
         Kind::Token => b'K',
         Kind::Audit => b'U',
         Kind::TokenAgents => b'W',
+        Kind::Deps => b'N',
     }
 }
 
@@ -55,7 +56,9 @@ pub fn encode_key(key: &Key) -> Vec<u8> {
     let mut out = vec![kind_byte(key.kind())];
     match key {
         Key::Meta => {}
-        Key::Live(id) | Key::Done(id) | Key::Payload(id) | Key::Audit(id) => out.extend_from_slice(&id.to_be_bytes()),
+        Key::Live(id) | Key::Done(id) | Key::Payload(id) | Key::Audit(id) | Key::Deps(id) => {
+            out.extend_from_slice(&id.to_be_bytes())
+        }
         Key::Progress(id, seq) => {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&seq.to_be_bytes());
@@ -128,6 +131,10 @@ pub fn decode_key(b: &[u8]) -> Result<Key, FrameError> {
             exact(8)?;
             Key::Audit(u64_at(rest, 0)?)
         }
+        Kind::Deps => {
+            exact(8)?;
+            Key::Deps(u64_at(rest, 0)?)
+        }
         Kind::Progress => {
             exact(16)?;
             Key::Progress(u64_at(rest, 0)?, u64_at(rest, 8)?)
@@ -175,6 +182,8 @@ pub fn encode(r: &Record) -> Result<(Vec<u8>, Vec<u8>), FrameError> {
         Record::DedupExpiry(..) | Record::Retention(..) | Record::Finished(..) => enc(&())?,
         Record::Queue(_, c) => enc(c)?,
         Record::Counts(_, c) => enc(c)?,
+        Record::Counts8(_, c) => enc(&widen_counts(c))?,
+        Record::Deps(_, d) => enc(d)?,
         Record::Agent(a) => enc(a)?,
         Record::Token(t) => enc(t)?,
         Record::Audit(e) => enc(e)?,
@@ -217,7 +226,13 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, FrameError> {
             Record::Finished(q, s, id)
         }
         Key::Queue(q) => Record::Queue(q, dec::<QueueConfig>(value)?),
-        Key::Counts(q) => Record::Counts(q, dec::<StateCounts>(value)?),
+        // Nine counts since the `waiting` state, eight before: the two never decode as each other
+        // (postcard writes a fixed array as its elements alone, and leftover bytes are refused).
+        Key::Counts(q) => match dec::<StateCounts>(value) {
+            Ok(c) => Record::Counts(q, c),
+            Err(_) => Record::Counts(q, widen_counts(&dec::<StateCounts8>(value)?)),
+        },
+        Key::Deps(id) => Record::Deps(id, dec::<TaskDeps>(value)?),
         Key::Agent(id) => {
             let a: Agent = dec(value)?;
             if a.id != id {
@@ -272,6 +287,8 @@ mod tests {
             Key::Finished("qa".into(), TaskState::Succeeded, 1),
             Key::Agent("a".into()),
             Key::Agent("a-1".into()),
+            Key::Deps(2),
+            Key::Deps(300),
         ];
         for a in &keys {
             assert_eq!(&decode_key(&encode_key(a)).expect("decode"), a);
@@ -290,5 +307,22 @@ mod tests {
         let other = encode_key(&Key::Meta);
         assert!(decode(&other, &v).is_err());
         assert!(decode(b"Z", &v).is_err());
+    }
+
+    #[test]
+    fn counts_of_eight_states_read_as_nine_and_nine_are_written() {
+        let eight: StateCounts8 = [1, 2, 3, 4, 5, 6, 7, 300];
+        let key = encode_key(&Key::Counts("q".into()));
+        let old_value = frame::encode(&eight).expect("encode");
+        let want = Record::Counts("q".into(), [1, 2, 3, 4, 5, 6, 7, 300, 0]);
+        assert_eq!(decode(&key, &old_value).expect("old counts"), want);
+        let (k, v) = encode(&Record::Counts8("q".into(), eight)).expect("encode");
+        assert_eq!((k.clone(), decode(&k, &v).expect("decode")), (key.clone(), want));
+        let nine = Record::Counts("q".into(), [0, 0, 0, 0, 0, 0, 0, 0, 9]);
+        let (k, v) = encode(&nine).expect("encode");
+        assert_eq!(decode(&k, &v).expect("decode"), nine);
+        // Neither a short nor a long count list passes as either width.
+        assert!(decode(&key, &frame::encode(&[1u64; 7]).expect("encode")).is_err());
+        assert!(decode(&key, &frame::encode(&[1u64; 10]).expect("encode")).is_err());
     }
 }

@@ -120,6 +120,7 @@ impl State {
                     self.forget_key_of(&t, cold)?;
                     self.pending.delete(Key::Done(id));
                     self.pending.delete(Key::Payload(id));
+                    self.pending.delete(Key::Deps(id));
                     self.pending.delete(Key::Finished(t.queue.clone(), t.state, id));
                     for seq in t.progress_dropped..t.progress_dropped + t.progress_count as u64 {
                         self.pending.delete(Key::Progress(id, seq));

@@ -54,7 +54,12 @@ impl Indexes {
                     }
                 }
             }
-            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled | TaskState::Rejected => {}
+            // Waiting tasks wait for their dependencies, not for a time: no index.
+            TaskState::Waiting
+            | TaskState::Succeeded
+            | TaskState::Dead
+            | TaskState::Cancelled
+            | TaskState::Rejected => {}
         }
     }
 
@@ -91,7 +96,12 @@ impl Indexes {
                     }
                 }
             }
-            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled | TaskState::Rejected => {}
+            // Waiting tasks wait for their dependencies, not for a time: no index.
+            TaskState::Waiting
+            | TaskState::Succeeded
+            | TaskState::Dead
+            | TaskState::Cancelled
+            | TaskState::Rejected => {}
         }
     }
 

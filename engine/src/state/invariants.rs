@@ -22,8 +22,11 @@ impl State {
     /// - a task is leased iff it has a lease, and that lease is its last attempt's, still open;
     /// - ids, lease tokens, incarnations and audit numbers are below their counters;
     /// - counts of live states equal the live tasks;
-    /// - every agent's in-flight count equals the leases its incarnation holds.
+    /// - every agent's in-flight count equals the leases its incarnation holds;
+    /// - a task is waiting iff RAM holds its dependencies, each of them an unfinished task, and
+    ///   the reverse edges are exactly those dependencies.
     pub fn validate_ram(&self) -> Result<(), String> {
+        self.validate_deps()?;
         let mut rebuilt = Indexes::default();
         let mut live_counts: BTreeMap<&str, StateCounts> = BTreeMap::new();
         for t in self.live.values() {
@@ -113,6 +116,39 @@ impl State {
             if *seq != e.seq || *seq >= self.meta.next_audit {
                 return Err(format!("audit entry {} kept under {seq} (next {})", e.seq, self.meta.next_audit));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_deps(&self) -> Result<(), String> {
+        let mut edges: BTreeMap<TaskId, BTreeSet<TaskId>> = BTreeMap::new();
+        for (id, d) in &self.deps.waiting {
+            if self.live.get(id).map(|t| t.state) != Some(TaskState::Waiting) {
+                return Err(format!("task {id}: dependencies held in RAM but the task is not waiting"));
+            }
+            if d.unfinished.is_empty() || d.unfinished.iter().any(|u| !d.depends_on.contains(u)) {
+                return Err(format!(
+                    "task {id}: waiting on {:?}, not a non-empty part of {:?}",
+                    d.unfinished, d.depends_on
+                ));
+            }
+            for u in &d.unfinished {
+                if !self.live.contains_key(u) {
+                    return Err(format!("task {id}: waiting on task {u}, which is not unfinished"));
+                }
+                edges.entry(*u).or_default().insert(*id);
+            }
+        }
+        if let Some(t) =
+            self.live.values().find(|t| t.state == TaskState::Waiting && !self.deps.waiting.contains_key(&t.id))
+        {
+            return Err(format!("task {}: waiting with no dependencies held", t.id));
+        }
+        if edges != self.deps.waiters {
+            return Err("the dependents index differs from the waiting tasks' dependencies".into());
+        }
+        if !self.deps.settled.is_empty() {
+            return Err("finished dependencies left unsettled after an apply".into());
         }
         Ok(())
     }
@@ -283,6 +319,18 @@ impl State {
         }
         if let Some(id) = progress.keys().next() {
             return Err(format!("progress events of task {id}, which has no record"));
+        }
+        for r in get(Kind::Deps) {
+            let Record::Deps(id, d) = r else { continue };
+            let Some((_, state, ..)) = tasks.get(id) else {
+                return Err(format!("dependencies of task {id}, which has no record"));
+            };
+            if (*state == TaskState::Waiting) == d.unfinished.is_empty() {
+                return Err(format!("task {id}: {} with unfinished dependencies {:?}", state.as_str(), d.unfinished));
+            }
+            if *state == TaskState::Waiting && self.deps.waiting.get(id) != Some(d) {
+                return Err(format!("task {id}: dependency record differs from RAM"));
+            }
         }
         let mut dedup: BTreeMap<&DedupKey, u64> = BTreeMap::new();
         for r in get(Kind::Dedup) {

@@ -14,6 +14,7 @@
 
 mod access;
 mod agents;
+mod deps;
 mod housekeeping;
 mod indexes;
 mod invariants;
@@ -38,6 +39,7 @@ use crate::record::{Effect, Key, Record, StateCounts, TaskRecord};
 use crate::store::{Cold, ColdError, Pending};
 use crate::task::{LeaseToken, TaskId, TaskState, TimeMs};
 
+pub use deps::task_deps;
 pub use queries::{list, task_details, task_record, task_view, QueueStats, TaskFilter, LIST_LIMIT_MAX, LIST_SCAN_MAX};
 pub use restore::RESTORE_RECORDS_MAX;
 
@@ -134,6 +136,8 @@ pub struct State {
     token_agents: BTreeMap<String, Arc<Vec<String>>>,
     audit: BTreeMap<u64, AuditEntry>,
     dedup: Dedup,
+    /// Waiting tasks' dependencies and who waits for whom.
+    deps: deps::DepGraph,
     /// The earliest retention removal (the first [`Key::Retention`] record).
     retention_head: Option<TimeMs>,
     /// This apply's writes, readable before they reach `Cold`.
@@ -166,9 +170,15 @@ impl State {
         match self.advance(cold) {
             Ok(()) => {}
             Err(Fail::Cold(e)) => return Err(e),
-            Err(Fail::Reject(r)) => return Ok(Err(r)),
+            Err(Fail::Reject(r)) => {
+                self.settle_dependents();
+                return Ok(Err(r));
+            }
         }
-        answer(self.exec(&req.cmd, cold))
+        let out = self.exec(&req.cmd, cold);
+        // Finishes in this apply (the command's or housekeeping's) release or cancel dependents.
+        self.settle_dependents();
+        answer(out)
     }
 
     /// What apply changed since the last call, as puts and deletes of records. The caller writes
@@ -228,10 +238,16 @@ impl State {
             }
         }
         match cmd {
-            Command::Submit { tasks } => self.submit(tasks, None, cold),
+            Command::Submit { tasks } => self.submit(tasks, &[], None, cold),
             Command::SubmitTraced { tasks, trace_parent } => {
                 crate::command::validate_trace_parent(trace_parent).map_err(invalid)?;
-                self.submit(tasks, Some(trace_parent), cold)
+                self.submit(tasks, &[], Some(trace_parent), cold)
+            }
+            Command::SubmitFlow { tasks, flows, trace_parent } => {
+                if let Some(tp) = trace_parent {
+                    crate::command::validate_trace_parent(tp).map_err(invalid)?;
+                }
+                self.submit(tasks, flows, trace_parent.as_ref(), cold)
             }
             Command::Reject { records } => self.reject(records, cold),
             Command::Claim { agent_id, queues, capabilities, max } => self.claim(agent_id, queues, capabilities, *max),
@@ -329,6 +345,7 @@ impl State {
         if self.watching && before.is_none_or(|b| b.state != t.state) {
             self.events.push(TaskEvent::state_of(&t, before.is_none()));
         }
+        self.deps_on_save(&t, before);
         if let Some(b) = before {
             if b.state != t.state {
                 self.count(&b.queue, b.state, -1);

@@ -28,6 +28,8 @@ pub struct QueueStats {
     pub cancelled: u64,
     /// Ingested records refused as tasks (see [`TaskState::Rejected`]).
     pub rejected: u64,
+    /// Waiting for their dependencies to finish.
+    pub waiting: u64,
     /// Age of the longest-waiting ready task (0 when none is ready).
     pub oldest_ready_age_ms: u64,
 }
@@ -303,6 +305,7 @@ impl State {
             dead: c[TaskState::Dead.index()],
             cancelled: c[TaskState::Cancelled.index()],
             rejected: c[TaskState::Rejected.index()],
+            waiting: c[TaskState::Waiting.index()],
             oldest_ready_age_ms: oldest.map(|t| now.saturating_sub(t)).unwrap_or(0),
         }
     }

@@ -6,7 +6,7 @@
 
 use super::{invalid, Fail, Meta, State, Step};
 use crate::command::{Outcome, RejectCode, Rejection};
-use crate::record::Record;
+use crate::record::{widen_counts, Record};
 use crate::store::{Cold, Through};
 
 /// Records in one `RestoreRecords` command at most.
@@ -67,6 +67,7 @@ impl State {
                     self.meta.next_audit += 1;
                     self.pending.put(Record::Audit(e));
                 }
+                Record::Counts8(q, c) => self.pending.put(Record::Counts(q.clone(), widen_counts(c))),
                 other => self.pending.put(other.clone()),
             }
         }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use super::deps::Start;
 use super::indexes::ReadyKey;
 use super::{check_capabilities, check_lease_ms, invalid, Fail, State, Step};
 use crate::agent::AgentStatus;
@@ -10,6 +11,7 @@ use crate::backoff::retry_backoff_ms;
 use crate::command::{Ack, NewTask, Outcome, RejectCode, RejectedRecord, Rejection, Submitted};
 use crate::config::{limits, validate_queue_name};
 use crate::dedup::{DedupEntry, DedupKey};
+use crate::deps::TaskFlow;
 use crate::events::TaskEvent;
 use crate::record::{Key, Record, TaskRecord};
 use crate::store::Cold;
@@ -20,7 +22,14 @@ fn wrong_state(msg: String) -> Fail {
 }
 
 impl State {
-    pub(super) fn submit(&mut self, tasks: &[NewTask], trace: Option<&String>, cold: &dyn Cold) -> Step<Outcome> {
+    /// Submit tasks atomically; `flows[i]` (if given) names what `tasks[i]` depends on.
+    pub(super) fn submit(
+        &mut self,
+        tasks: &[NewTask],
+        flows: &[TaskFlow],
+        trace: Option<&String>,
+        cold: &dyn Cold,
+    ) -> Step<Outcome> {
         if tasks.is_empty() {
             return Err(invalid("a submission needs at least one task"));
         }
@@ -34,7 +43,12 @@ impl State {
                 Fail::Reject(Rejection::new(r.code, format!("{prefix}{}", r.message)))
             })?;
         }
+        let order = super::deps::creation_order(flows, tasks.len())?;
+        self.check_dependencies(flows, cold)?;
         let now = self.meta.clock;
+        // Ids in batch order: a duplicate names the earlier task, a new task takes the next id.
+        let first_new = self.meta.next_id;
+        let mut ids = Vec::with_capacity(tasks.len());
         let mut out = Vec::with_capacity(tasks.len());
         for nt in tasks {
             let cfg = self.effective_config(&nt.queue);
@@ -43,6 +57,7 @@ impl State {
             if let Some(key) = &key {
                 match self.dedup_find(key, now, cold)? {
                     Ok(id) => {
+                        ids.push(id);
                         out.push(Submitted { id, duplicate: true });
                         continue;
                     }
@@ -50,48 +65,83 @@ impl State {
                 }
             }
             let id = self.next_task_id();
-            let run_at = nt.run_at_ms.or_else(|| nt.delay_ms.map(|d| now.saturating_add(d))).unwrap_or(now);
-            let max_attempts = nt.max_attempts.unwrap_or(cfg.max_attempts);
-            let task = TaskRecord {
-                id,
-                queue: nt.queue.clone(),
-                kind: nt.kind.clone(),
-                capabilities: nt.capabilities.clone(),
-                priority: nt.priority,
-                idempotency_key: nt.idempotency_key.clone(),
-                max_attempts,
-                attempt_limit: max_attempts,
-                lease_ms: nt.lease_ms.unwrap_or(cfg.lease_ms),
-                stall_timeout_ms: nt
-                    .stall_timeout_ms
-                    .or_else(|| self.queues.get(&nt.queue).and_then(|q| q.stall_timeout_ms)),
-                state: if run_at > now { TaskState::Delayed } else { TaskState::Ready },
-                created_ms: now,
-                updated_ms: now,
-                run_at_ms: run_at.max(now),
-                lease: None,
-                attempts: Vec::new(),
-                progress_count: 0,
-                progress_dropped: 0,
-                result: None,
-                last_error: None,
-                finished_ms: None,
-                purge_after_ms: None,
-                cancel_reason: None,
-                trace_parent: trace.cloned(),
-            };
-            self.pending.put(Record::Payload(id, nt.payload.clone()));
-            self.save(task, None);
             if let Some(key) = key {
-                self.dedup_insert(
-                    key,
-                    DedupEntry { task_id: id, expires_ms: now.saturating_add(cfg.dedup_ttl_ms) },
-                    old_entry,
-                );
+                let entry = DedupEntry { task_id: id, expires_ms: now.saturating_add(cfg.dedup_ttl_ms) };
+                self.dedup_insert(key, entry, old_entry);
             }
+            ids.push(id);
             out.push(Submitted { id, duplicate: false });
         }
+        // Then the new tasks, each after the batch members it depends on.
+        let fresh = first_new..self.meta.next_id;
+        for i in order {
+            if out[i].duplicate {
+                continue;
+            }
+            let (nt, id) = (&tasks[i], ids[i]);
+            let start = self.start_of(id, flows.get(i), &ids, &fresh, cold)?;
+            self.create(nt, id, start, trace);
+        }
         Ok(Outcome::Submitted(out))
+    }
+
+    /// Store a new task, starting as its dependencies say.
+    fn create(&mut self, nt: &NewTask, id: TaskId, start: Start, trace: Option<&String>) {
+        let now = self.meta.clock;
+        let cfg = self.effective_config(&nt.queue);
+        let run_at = nt.run_at_ms.or_else(|| nt.delay_ms.map(|d| now.saturating_add(d))).unwrap_or(now);
+        let max_attempts = nt.max_attempts.unwrap_or(cfg.max_attempts);
+        let mut task = TaskRecord {
+            id,
+            queue: nt.queue.clone(),
+            kind: nt.kind.clone(),
+            capabilities: nt.capabilities.clone(),
+            priority: nt.priority,
+            idempotency_key: nt.idempotency_key.clone(),
+            max_attempts,
+            attempt_limit: max_attempts,
+            lease_ms: nt.lease_ms.unwrap_or(cfg.lease_ms),
+            stall_timeout_ms: nt
+                .stall_timeout_ms
+                .or_else(|| self.queues.get(&nt.queue).and_then(|q| q.stall_timeout_ms)),
+            state: if run_at > now { TaskState::Delayed } else { TaskState::Ready },
+            created_ms: now,
+            updated_ms: now,
+            run_at_ms: run_at.max(now),
+            lease: None,
+            attempts: Vec::new(),
+            progress_count: 0,
+            progress_dropped: 0,
+            result: None,
+            last_error: None,
+            finished_ms: None,
+            purge_after_ms: None,
+            cancel_reason: None,
+            trace_parent: trace.cloned(),
+        };
+        let deps = match start {
+            Start::Free => None,
+            Start::Satisfied(deps) => Some(deps),
+            Start::Waiting(deps) => {
+                task.state = TaskState::Waiting;
+                Some(deps)
+            }
+            Start::Cancelled(deps, reason) => {
+                task.state = TaskState::Cancelled;
+                task.cancel_reason = Some(reason);
+                task.finished_ms = Some(now);
+                task.purge_after_ms = Some(now.saturating_add(cfg.retention_ms));
+                Some(deps)
+            }
+        };
+        self.pending.put(Record::Payload(id, nt.payload.clone()));
+        if let Some(deps) = deps {
+            self.pending.put(Record::Deps(id, deps.clone()));
+            if task.state == TaskState::Waiting {
+                self.hold_waiting(id, deps);
+            }
+        }
+        self.save(task, None);
     }
 
     fn next_task_id(&mut self) -> TaskId {

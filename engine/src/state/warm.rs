@@ -29,6 +29,18 @@ impl State {
                     self.dedup_key(&t.queue, t.idempotency_key.as_deref(), out);
                 }
             }
+            Command::SubmitFlow { tasks, flows, .. } => {
+                for t in tasks {
+                    self.dedup_key(&t.queue, t.idempotency_key.as_deref(), out);
+                }
+                for f in flows {
+                    for d in &f.depends_on {
+                        if let crate::deps::DepRef::Task(id) = d {
+                            self.finished_key(*id, out);
+                        }
+                    }
+                }
+            }
             Command::Reject { records } => {
                 for r in records {
                     self.dedup_key(&r.queue, r.idempotency_key.as_deref(), out);

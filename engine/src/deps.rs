@@ -1,0 +1,70 @@
+//! Dependencies between tasks: what a producer asks for, and what the ledger keeps.
+//!
+//! A task submitted with `depends_on` is `waiting` until every task it names has finished; then
+//! it is ready (or delayed, if its run time is still ahead). A dependency that succeeds is
+//! satisfied; one that ends dead, cancelled or rejected is satisfied under
+//! [`DepPolicy::RunAnyway`] and cancels the dependent under [`DepPolicy::Cancel`] (which in turn
+//! finishes the dependent's own dependents: cancellation cascades down the graph).
+//!
+//! A task can only name tasks that exist when it is submitted, or earlier or later members of
+//! its own atomic batch, so a cycle can only form inside one batch, where submit refuses it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::task::TaskId;
+
+/// Dependencies one task may name.
+pub const DEPENDENCIES_MAX: usize = 1_000;
+
+/// What a dependency that did not succeed does to the task waiting on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DepPolicy {
+    /// The dependent is cancelled (and its own dependents after it).
+    #[default]
+    Cancel,
+    /// The dependency counts as finished; the dependent runs and sees how it ended.
+    RunAnyway,
+}
+
+impl DepPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DepPolicy::Cancel => "cancel",
+            DepPolicy::RunAnyway => "run_anyway",
+        }
+    }
+}
+
+/// A dependency as submitted: an existing task, or another task of the same atomic batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DepRef {
+    Task(TaskId),
+    /// The position of a task in the batch being submitted.
+    Batch(u32),
+}
+
+/// What a submitted task asks for beyond [`crate::NewTask`] (kept apart from it: `NewTask` is part
+/// of the log format of earlier releases).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFlow {
+    pub depends_on: Vec<DepRef>,
+    pub on_dependency_failure: DepPolicy,
+}
+
+impl TaskFlow {
+    pub fn is_empty(&self) -> bool {
+        self.depends_on.is_empty()
+    }
+}
+
+/// The dependency record of a task that was submitted with dependencies (kept until retention
+/// removes the task, so that its view and its claim can show what it depended on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDeps {
+    /// Every task it depends on, in the order given, without repeats.
+    pub depends_on: Vec<TaskId>,
+    pub policy: DepPolicy,
+    /// The dependencies that have not finished yet (empty once the task has left `waiting`).
+    pub unfinished: Vec<TaskId>,
+}
