@@ -55,6 +55,13 @@ pub struct TaskIn {
     /// `cancel`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_dependency_failure: Option<DependencyPolicy>,
+    /// Finish by then (milliseconds since the Unix epoch), across all attempts, or be `dead`
+    /// with the error `deadline`; wins over `deadline_in_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// The same, relative to the submit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_in_ms: Option<u64>,
 }
 
 /// A dependency in a submit: a task id, or the idempotency key of another task in the batch.
@@ -363,6 +370,9 @@ pub struct TaskOut {
     /// What a failed dependency does to it (tasks with dependencies only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_dependency_failure: Option<DependencyPolicy>,
+    /// When it is dead unless finished (tasks submitted with a deadline only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 /// A task's dependency, as the task's view and its claim show it.

@@ -189,7 +189,7 @@ pub enum Command {
     /// last).
     SubmitFlow {
         tasks: Vec<NewTask>,
-        flows: Vec<crate::deps::TaskFlow>,
+        flows: Vec<crate::flow::TaskFlow>,
         trace_parent: Option<String>,
     },
 }

@@ -212,3 +212,73 @@ impl LegacyImage {
         (out, meta)
     }
 }
+
+/// A task record as releases before record version 2 stored it (no [`crate::flow::Flow`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecordV1 {
+    pub id: TaskId,
+    pub queue: String,
+    pub kind: String,
+    pub capabilities: Vec<String>,
+    pub priority: i32,
+    pub idempotency_key: Option<String>,
+    pub max_attempts: u32,
+    pub attempt_limit: u32,
+    pub lease_ms: u64,
+    pub stall_timeout_ms: Option<u64>,
+    pub state: crate::task::TaskState,
+    pub created_ms: TimeMs,
+    pub updated_ms: TimeMs,
+    pub run_at_ms: TimeMs,
+    pub lease: Option<crate::task::Lease>,
+    pub attempts: Vec<crate::task::Attempt>,
+    pub progress_count: u32,
+    pub progress_dropped: u64,
+    pub result: Option<String>,
+    pub last_error: Option<String>,
+    pub finished_ms: Option<TimeMs>,
+    pub purge_after_ms: Option<TimeMs>,
+    pub cancel_reason: Option<String>,
+    pub trace_parent: Option<String>,
+}
+
+impl TaskRecordV1 {
+    pub fn key(&self) -> crate::record::Key {
+        if self.state.is_terminal() {
+            crate::record::Key::Done(self.id)
+        } else {
+            crate::record::Key::Live(self.id)
+        }
+    }
+
+    /// The same task in the current shape.
+    pub fn upgrade(self) -> TaskRecord {
+        TaskRecord {
+            id: self.id,
+            queue: self.queue,
+            kind: self.kind,
+            capabilities: self.capabilities,
+            priority: self.priority,
+            idempotency_key: self.idempotency_key,
+            max_attempts: self.max_attempts,
+            attempt_limit: self.attempt_limit,
+            lease_ms: self.lease_ms,
+            stall_timeout_ms: self.stall_timeout_ms,
+            state: self.state,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            run_at_ms: self.run_at_ms,
+            lease: self.lease,
+            attempts: self.attempts,
+            progress_count: self.progress_count,
+            progress_dropped: self.progress_dropped,
+            result: self.result,
+            last_error: self.last_error,
+            finished_ms: self.finished_ms,
+            purge_after_ms: self.purge_after_ms,
+            cancel_reason: self.cancel_reason,
+            trace_parent: self.trace_parent,
+            flow: None,
+        }
+    }
+}

@@ -12,7 +12,7 @@ use crate::access::{AuditEntry, Token};
 use crate::agent::Agent;
 use crate::config::QueueConfig;
 use crate::dedup::{DedupEntry, DedupKey};
-use crate::deps::TaskDeps;
+use crate::flow::Flow;
 use crate::state::Meta;
 use crate::task::{Attempt, Lease, ProgressEvent, Task, TaskId, TaskState, TimeMs};
 
@@ -63,6 +63,9 @@ pub struct TaskRecord {
     pub cancel_reason: Option<String>,
     /// The W3C `traceparent` it was submitted with.
     pub trace_parent: Option<String>,
+    /// Dependencies and deadline, if it was submitted with any (appended in record version 2:
+    /// [`crate::legacy::TaskRecordV1`] is the shape before).
+    pub flow: Option<Box<Flow>>,
 }
 
 impl TaskRecord {
@@ -150,6 +153,7 @@ impl TaskRecord {
             purge_after_ms: t.purge_after_ms,
             cancel_reason: t.cancel_reason,
             trace_parent,
+            flow: None,
         };
         (rec, t.payload, t.progress)
     }
@@ -184,8 +188,6 @@ pub enum Key {
     Audit(u64),
     /// The agent ids a token may act as (appended last: kinds are part of snapshots).
     TokenAgents(String),
-    /// The dependencies of a task submitted with some (appended last).
-    Deps(TaskId),
 }
 
 /// The kinds of key, for scans.
@@ -206,11 +208,10 @@ pub enum Kind {
     Token,
     Audit,
     TokenAgents,
-    Deps,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Meta,
         Kind::Live,
         Kind::Done,
@@ -226,7 +227,6 @@ impl Kind {
         Kind::Token,
         Kind::Audit,
         Kind::TokenAgents,
-        Kind::Deps,
     ];
 }
 
@@ -248,7 +248,6 @@ impl Key {
             Key::Token(_) => Kind::Token,
             Key::Audit(_) => Kind::Audit,
             Key::TokenAgents(_) => Kind::TokenAgents,
-            Key::Deps(_) => Kind::Deps,
         }
     }
 
@@ -271,14 +270,13 @@ impl Key {
             Kind::Token => Key::Token(String::new()),
             Kind::Audit => Key::Audit(0),
             Kind::TokenAgents => Key::TokenAgents(String::new()),
-            Kind::Deps => Key::Deps(0),
         }
     }
 
-    /// The task a per-task key belongs to (task records, payloads, progress events, dependencies).
+    /// The task a per-task key belongs to (task records, payloads, progress events).
     pub fn task_id(&self) -> Option<TaskId> {
         match self {
-            Key::Live(id) | Key::Done(id) | Key::Payload(id) | Key::Progress(id, _) | Key::Deps(id) => Some(*id),
+            Key::Live(id) | Key::Done(id) | Key::Payload(id) | Key::Progress(id, _) => Some(*id),
             _ => None,
         }
     }
@@ -287,7 +285,9 @@ impl Key {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
     Meta(Meta),
-    Task(TaskRecord),
+    /// A task as releases before record version 2 wrote it into restore streams in the log; read
+    /// only (applied as [`Record::Task`]), never written.
+    TaskV1(crate::legacy::TaskRecordV1),
     Payload(TaskId, String),
     Progress(TaskId, u64, ProgressEvent),
     Dedup(DedupKey, DedupEntry),
@@ -304,9 +304,10 @@ pub enum Record {
     /// A token's agent-id patterns (token id, patterns), for a token bound to some agents
     /// (appended last: records travel in restore commands).
     TokenAgents(String, Vec<String>),
-    Deps(TaskId, TaskDeps),
     /// Task counts by state of one queue (appended last; replaces [`Record::Counts8`]).
     Counts(String, StateCounts),
+    /// A task (appended last; replaces [`Record::TaskV1`]).
+    Task(TaskRecord),
 }
 
 impl Record {
@@ -314,6 +315,7 @@ impl Record {
         match self {
             Record::Meta(_) => Key::Meta,
             Record::Task(t) => t.key(),
+            Record::TaskV1(t) => t.key(),
             Record::Payload(id, _) => Key::Payload(*id),
             Record::Progress(id, seq, _) => Key::Progress(*id, *seq),
             Record::Dedup(k, _) => Key::Dedup(k.clone()),
@@ -326,7 +328,6 @@ impl Record {
             Record::Token(t) => Key::Token(t.id.clone()),
             Record::Audit(e) => Key::Audit(e.seq),
             Record::TokenAgents(id, _) => Key::TokenAgents(id.clone()),
-            Record::Deps(id, _) => Key::Deps(*id),
         }
     }
 
@@ -339,12 +340,12 @@ impl Record {
                     + t.result.as_ref().map_or(0, |r| r.len())
                     + t.last_error.as_ref().map_or(0, |r| r.len())
                     + t.attempts.iter().map(|a| 48 + a.agent_id.len()).sum::<usize>()
+                    + t.flow.as_ref().map_or(0, |f| 16 * (f.depends_on.len() + f.unfinished.len()))
             }
             Record::Payload(_, p) => p.len(),
             Record::Progress(_, _, e) => e.message.as_ref().map_or(0, |m| m.len()),
             Record::Dedup(k, _) | Record::DedupExpiry(_, k) => k.queue.len() + k.key.len(),
             Record::Audit(e) => e.detail.len() + e.target.len(),
-            Record::Deps(_, d) => 16 * (d.depends_on.len() + d.unfinished.len()),
             _ => 256,
         }
     }

@@ -100,6 +100,9 @@ pub enum AttemptOutcome {
     Stalled,
     /// The lease was given back unused (the claim's requester had gone); not counted.
     Released,
+    /// The task's deadline passed while it was leased (appended last: outcomes are part of the
+    /// record format).
+    DeadlineExceeded,
 }
 
 impl AttemptOutcome {
@@ -113,6 +116,7 @@ impl AttemptOutcome {
             AttemptOutcome::AgentRestarted => "agent_restarted",
             AttemptOutcome::Stalled => "stalled",
             AttemptOutcome::Released => "released",
+            AttemptOutcome::DeadlineExceeded => "deadline_exceeded",
         }
     }
 }

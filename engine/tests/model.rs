@@ -30,8 +30,9 @@ enum Dep {
     Unknown,
 }
 
-/// (queue, priority, key, delay, max attempts, needs a capability, dependencies, run anyway).
-type GenTask = (usize, i32, Option<u8>, Option<u64>, u32, bool, Vec<Dep>, bool);
+/// (queue, priority, key, delay, max attempts, needs a capability, dependencies, run anyway,
+/// deadline from now).
+type GenTask = (usize, i32, Option<u8>, Option<u64>, u32, bool, Vec<Dep>, bool, Option<u64>);
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -90,6 +91,7 @@ fn op() -> impl Strategy<Value = Op> {
         any::<bool>(),
         deps,
         proptest::bool::weighted(0.3),
+        proptest::option::weighted(0.2, 1..3_000u64),
     );
     prop_oneof![
         4 => proptest::collection::vec(task, 1..4).prop_map(|tasks| Op::Submit { tasks }),
@@ -126,6 +128,8 @@ struct MTask {
     /// The dependencies it still waits for, and whether it runs when one does not succeed.
     pending: Vec<u64>,
     run_anyway: bool,
+    /// Dead with the error `deadline` unless finished by then.
+    deadline: Option<u64>,
 }
 
 #[derive(Default)]
@@ -160,6 +164,15 @@ impl Model {
             self.tasks.values().filter(|t| t.lease.is_some_and(|(_, exp)| exp <= now)).map(|t| t.id).collect();
         for id in expired {
             self.end_attempt(id);
+        }
+        let missed: Vec<u64> = self
+            .tasks
+            .values()
+            .filter(|t| !t.state.is_terminal() && t.deadline.is_some_and(|d| d <= now))
+            .map(|t| t.id)
+            .collect();
+        for id in missed {
+            self.finish(id, TaskState::Dead);
         }
         for t in self.tasks.values_mut() {
             if matches!(t.state, TaskState::Delayed | TaskState::Failed) && t.run_at <= now {
@@ -282,7 +295,7 @@ fn run(ops: Vec<Op>) {
                 let n = tasks.len();
                 let new: Vec<NewTask> = tasks
                     .iter()
-                    .map(|(q, prio, key, delay, max, cap, _, _)| NewTask {
+                    .map(|(q, prio, key, delay, max, cap, ..)| NewTask {
                         queue: QUEUES[*q].into(),
                         kind: "k".into(),
                         payload: "null".into(),
@@ -307,9 +320,11 @@ fn run(ops: Vec<Op>) {
                             })
                             .collect(),
                         on_dependency_failure: if t.7 { DepPolicy::RunAnyway } else { DepPolicy::Cancel },
+                        deadline_in_ms: t.8,
+                        ..TaskFlow::default()
                     })
                     .collect();
-                let with_deps = flows.iter().any(|f| !f.depends_on.is_empty());
+                let with_deps = flows.iter().any(|f| !f.is_empty());
                 let cmd = if with_deps {
                     Command::SubmitFlow { tasks: new.clone(), flows: flows.clone(), trace_parent: None }
                 } else {
@@ -393,6 +408,7 @@ fn run(ops: Vec<Op>) {
                             progress: 0,
                             finished: cancelled.then_some(now),
                             run_anyway: tasks[i].7,
+                            deadline: tasks[i].8.map(|d| now + d),
                             pending: if cancelled { Vec::new() } else { deps },
                         },
                     );
@@ -539,6 +555,7 @@ fn run(ops: Vec<Op>) {
                     got.expect("retry");
                     if t.state != TaskState::Failed {
                         t.limit = t.attempts + t.max_attempts;
+                        t.deadline = t.deadline.filter(|d| *d > now);
                     }
                     t.state = TaskState::Ready;
                     t.finished = None;
@@ -560,6 +577,8 @@ fn run(ops: Vec<Op>) {
             assert_eq!(t.attempt_count(), m.attempts, "attempts of task {id}");
             assert_eq!(t.progress.len(), m.progress, "progress of task {id}");
         }
+        let ids: Vec<u64> = (1..model.next_id).filter(|id| state.task(*id).is_some()).collect();
+        assert_eq!(ids, model.tasks.keys().copied().collect::<Vec<_>>(), "retention removed exactly the model's");
         assert_eq!(state.state.task_count(), model.tasks.len() as u64);
         let ids: Vec<u64> = (1..model.next_id).filter(|id| state.task(*id).is_some()).collect();
         assert_eq!(ids, model.tasks.keys().copied().collect::<Vec<_>>(), "retention removed exactly the model's");
@@ -580,12 +599,12 @@ proptest! {
 #[test]
 fn scripted_expiry_restart_retry_sequence() {
     run(vec![
-        Op::Submit { tasks: vec![(0, 0, Some(1), None, 2, false, vec![], false)] },
+        Op::Submit { tasks: vec![(0, 0, Some(1), None, 2, false, vec![], false, None)] },
         Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 1 },
         Op::Restart,
         Op::Advance { ms: 1_400 },
         Op::Claim { agent: 1, queues: vec![0], caps: vec![], max: 1 },
-        Op::Submit { tasks: vec![(0, 0, Some(1), None, 1, false, vec![], false)] },
+        Op::Submit { tasks: vec![(0, 0, Some(1), None, 1, false, vec![], false, None)] },
         Op::Advance { ms: 1_400 },
         Op::Retry { pick: 0 },
         Op::Claim { agent: 2, queues: vec![0, 1], caps: vec![0, 1], max: 3 },
@@ -598,14 +617,14 @@ fn scripted_expiry_restart_retry_sequence() {
 #[test]
 fn scripted_dependency_sequence() {
     run(vec![
-        Op::Submit { tasks: vec![(0, 0, None, None, 1, false, vec![], false)] },
+        Op::Submit { tasks: vec![(0, 0, None, None, 1, false, vec![], false, None)] },
         Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 1 },
         Op::Submit {
             tasks: vec![
-                (0, 0, None, None, 1, false, vec![Dep::Existing(0)], false),
-                (0, 0, None, None, 1, false, vec![Dep::Batch(0)], false),
-                (1, 0, None, Some(500), 1, false, vec![Dep::Existing(0), Dep::Batch(3)], true),
-                (1, 0, None, None, 1, false, vec![], false),
+                (0, 0, None, None, 1, false, vec![Dep::Existing(0)], false, None),
+                (0, 0, None, None, 1, false, vec![Dep::Batch(0)], false, None),
+                (1, 0, None, Some(500), 1, false, vec![Dep::Existing(0), Dep::Batch(3)], true, Some(5_000)),
+                (1, 0, None, None, 1, false, vec![], false, None),
             ],
         },
         Op::Restart,

@@ -28,9 +28,9 @@ pub(super) fn full_view(
     rec: TaskRecord,
 ) -> Result<TaskOut, minion_engine::ColdError> {
     let trace = rec.trace_parent.clone();
-    let id = rec.id;
+    let flow = rec.flow.clone();
     let mut out = task_out(&state.view(rec)?, trace);
-    (out.depends_on, out.on_dependency_failure) = dependencies_out(state.records(), id)?;
+    flow_out(&mut out, state.records(), flow.as_deref())?;
     Ok(out)
 }
 

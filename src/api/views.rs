@@ -3,7 +3,7 @@
 
 pub use minion_client::wire::*;
 use minion_engine::{
-    Attempt, AttemptOutcome, Cold, ColdError, DepPolicy, DepRef, EventBody, Lease, NewTask, ProgressEvent, Task,
+    Attempt, AttemptOutcome, Cold, ColdError, DepPolicy, DepRef, EventBody, Flow, Lease, NewTask, ProgressEvent, Task,
     TaskEvent, TaskFlow,
 };
 use serde_json::value::RawValue;
@@ -28,7 +28,13 @@ pub fn new_task(t: TaskIn) -> NewTask {
 /// What each task of a submit depends on, in the engine's terms: ids stay ids, an idempotency
 /// key names the task of the batch that has it. Empty when no task names a dependency.
 pub fn task_flows(tasks: &[TaskIn]) -> Result<Vec<TaskFlow>, String> {
-    if tasks.iter().all(|t| t.depends_on.is_empty() && t.on_dependency_failure.is_none()) {
+    let plain = |t: &TaskIn| {
+        t.depends_on.is_empty()
+            && t.on_dependency_failure.is_none()
+            && t.deadline_ms.is_none()
+            && t.deadline_in_ms.is_none()
+    };
+    if tasks.iter().all(plain) {
         return Ok(Vec::new());
     }
     let by_key = |i: usize, key: &str| -> Result<DepRef, String> {
@@ -59,16 +65,20 @@ pub fn task_flows(tasks: &[TaskIn]) -> Result<Vec<TaskFlow>, String> {
                 DependencyPolicy::Cancel => DepPolicy::Cancel,
                 DependencyPolicy::RunAnyway => DepPolicy::RunAnyway,
             };
-            Ok(TaskFlow { depends_on, on_dependency_failure })
+            Ok(TaskFlow {
+                depends_on,
+                on_dependency_failure,
+                deadline_ms: t.deadline_ms,
+                deadline_in_ms: t.deadline_in_ms,
+            })
         })
         .collect()
 }
 
 /// A task's dependencies as its view shows them: each as it is now, read from the records.
-pub fn dependencies_out(cold: &dyn Cold, id: u64) -> Result<(Vec<DependencyOut>, Option<DependencyPolicy>), ColdError> {
-    let Some(deps) = minion_engine::task_deps(cold, id)? else { return Ok((Vec::new(), None)) };
-    let mut out = Vec::with_capacity(deps.depends_on.len());
-    for dep in deps.depends_on {
+pub fn dependencies_out(cold: &dyn Cold, flow: &Flow) -> Result<Vec<DependencyOut>, ColdError> {
+    let mut out = Vec::with_capacity(flow.depends_on.len());
+    for &dep in &flow.depends_on {
         let rec = minion_engine::task_record(cold, dep)?;
         out.push(DependencyOut {
             id: dep,
@@ -77,11 +87,21 @@ pub fn dependencies_out(cold: &dyn Cold, id: u64) -> Result<(Vec<DependencyOut>,
             last_error: rec.and_then(|r| r.last_error),
         });
     }
-    let policy = match deps.policy {
-        DepPolicy::Cancel => DependencyPolicy::Cancel,
-        DepPolicy::RunAnyway => DependencyPolicy::RunAnyway,
-    };
-    Ok((out, Some(policy)))
+    Ok(out)
+}
+
+/// The parts of a task's view its flow decides (dependencies read back from the records).
+pub fn flow_out(out: &mut TaskOut, cold: &dyn Cold, flow: Option<&Flow>) -> Result<(), ColdError> {
+    let Some(f) = flow else { return Ok(()) };
+    out.deadline_ms = f.deadline_ms;
+    if !f.depends_on.is_empty() {
+        out.depends_on = dependencies_out(cold, f)?;
+        out.on_dependency_failure = Some(match f.on_dependency_failure {
+            DepPolicy::Cancel => DependencyPolicy::Cancel,
+            DepPolicy::RunAnyway => DependencyPolicy::RunAnyway,
+        });
+    }
+    Ok(())
 }
 
 /// An ingest record refused as a task, as the engine records it.
@@ -177,6 +197,7 @@ pub fn task_out(t: &Task, trace_parent: Option<String>) -> TaskOut {
         trace_parent,
         depends_on: Vec::new(),
         on_dependency_failure: None,
+        deadline_ms: None,
     }
 }
 

@@ -6,14 +6,19 @@
 //! [`Key`]. A value is the record's body as postcard inside the [`frame`] (version, CRC-32), so a
 //! flipped bit in a stored value, a snapshot or a restore stream is caught on read.
 
+use minion_engine::legacy::TaskRecordV1;
 use minion_engine::{
     widen_counts, Agent, AuditEntry, DedupEntry, DedupKey, Key, Kind, Meta, ProgressEvent, QueueConfig, Record,
-    StateCounts, StateCounts8, TaskDeps, TaskRecord, TaskState, Token,
+    StateCounts, StateCounts8, TaskRecord, TaskState, Token,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::frame::{self, FrameError};
+
+/// The frame version of task records since they carry a [`minion_engine::Flow`] (version 1:
+/// [`TaskRecordV1`], read and upgraded).
+pub const TASK_RECORD_V2: u8 = 2;
 
 fn kind_byte(kind: Kind) -> u8 {
     match kind {
@@ -32,7 +37,6 @@ fn kind_byte(kind: Kind) -> u8 {
         Kind::Token => b'K',
         Kind::Audit => b'U',
         Kind::TokenAgents => b'W',
-        Kind::Deps => b'N',
     }
 }
 
@@ -56,9 +60,7 @@ pub fn encode_key(key: &Key) -> Vec<u8> {
     let mut out = vec![kind_byte(key.kind())];
     match key {
         Key::Meta => {}
-        Key::Live(id) | Key::Done(id) | Key::Payload(id) | Key::Audit(id) | Key::Deps(id) => {
-            out.extend_from_slice(&id.to_be_bytes())
-        }
+        Key::Live(id) | Key::Done(id) | Key::Payload(id) | Key::Audit(id) => out.extend_from_slice(&id.to_be_bytes()),
         Key::Progress(id, seq) => {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&seq.to_be_bytes());
@@ -131,10 +133,6 @@ pub fn decode_key(b: &[u8]) -> Result<Key, FrameError> {
             exact(8)?;
             Key::Audit(u64_at(rest, 0)?)
         }
-        Kind::Deps => {
-            exact(8)?;
-            Key::Deps(u64_at(rest, 0)?)
-        }
         Kind::Progress => {
             exact(16)?;
             Key::Progress(u64_at(rest, 0)?, u64_at(rest, 8)?)
@@ -175,7 +173,8 @@ fn enc<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, FrameError> {
 pub fn encode(r: &Record) -> Result<(Vec<u8>, Vec<u8>), FrameError> {
     let value = match r {
         Record::Meta(m) => enc(m)?,
-        Record::Task(t) => enc(t)?,
+        Record::Task(t) => frame::encode_as(TASK_RECORD_V2, t)?,
+        Record::TaskV1(t) => frame::encode_as(TASK_RECORD_V2, &t.clone().upgrade())?,
         Record::Payload(_, p) => enc(p)?,
         Record::Progress(_, _, e) => enc(e)?,
         Record::Dedup(_, e) => enc(e)?,
@@ -183,7 +182,6 @@ pub fn encode(r: &Record) -> Result<(Vec<u8>, Vec<u8>), FrameError> {
         Record::Queue(_, c) => enc(c)?,
         Record::Counts(_, c) => enc(c)?,
         Record::Counts8(_, c) => enc(&widen_counts(c))?,
-        Record::Deps(_, d) => enc(d)?,
         Record::Agent(a) => enc(a)?,
         Record::Token(t) => enc(t)?,
         Record::Audit(e) => enc(e)?,
@@ -203,7 +201,11 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, FrameError> {
     Ok(match k.clone() {
         Key::Meta => Record::Meta(dec::<Meta>(value)?),
         Key::Live(id) | Key::Done(id) => {
-            let t: TaskRecord = dec(value)?;
+            let t: TaskRecord = match frame::open(value)? {
+                (TASK_RECORD_V2, body) => frame::decode_body(body)?,
+                (frame::FRAME_VERSION, body) => frame::decode_body::<TaskRecordV1>(body)?.upgrade(),
+                (v, _) => return Err(FrameError::Version(v)),
+            };
             if t.key() != k {
                 return Err(mismatch(&format!("task {} ({})", t.id, t.state.as_str())));
             }
@@ -232,7 +234,6 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, FrameError> {
             Ok(c) => Record::Counts(q, c),
             Err(_) => Record::Counts(q, widen_counts(&dec::<StateCounts8>(value)?)),
         },
-        Key::Deps(id) => Record::Deps(id, dec::<TaskDeps>(value)?),
         Key::Agent(id) => {
             let a: Agent = dec(value)?;
             if a.id != id {
@@ -287,8 +288,6 @@ mod tests {
             Key::Finished("qa".into(), TaskState::Succeeded, 1),
             Key::Agent("a".into()),
             Key::Agent("a-1".into()),
-            Key::Deps(2),
-            Key::Deps(300),
         ];
         for a in &keys {
             assert_eq!(&decode_key(&encode_key(a)).expect("decode"), a);
@@ -324,5 +323,53 @@ mod tests {
         // Neither a short nor a long count list passes as either width.
         assert!(decode(&key, &frame::encode(&[1u64; 7]).expect("encode")).is_err());
         assert!(decode(&key, &frame::encode(&[1u64; 10]).expect("encode")).is_err());
+    }
+
+    #[test]
+    fn task_records_of_version_1_read_as_the_current_shape() {
+        let v1 = TaskRecordV1 {
+            id: 7,
+            queue: "q".into(),
+            kind: "k".into(),
+            capabilities: vec!["gpu".into()],
+            priority: 2,
+            idempotency_key: Some("key".into()),
+            max_attempts: 3,
+            attempt_limit: 3,
+            lease_ms: 30_000,
+            stall_timeout_ms: None,
+            state: TaskState::Succeeded,
+            created_ms: 1,
+            updated_ms: 2,
+            run_at_ms: 1,
+            lease: None,
+            attempts: Vec::new(),
+            progress_count: 0,
+            progress_dropped: 0,
+            result: Some("42".into()),
+            last_error: None,
+            finished_ms: Some(2),
+            purge_after_ms: Some(9),
+            cancel_reason: None,
+            trace_parent: None,
+        };
+        let key = encode_key(&Key::Done(7));
+        let old = frame::encode(&v1).expect("encode");
+        let want = v1.clone().upgrade();
+        assert_eq!(decode(&key, &old).expect("v1"), Record::Task(want.clone()));
+        let mut new = want.clone();
+        new.flow =
+            Some(Box::new(minion_engine::Flow { depends_on: vec![3], deadline_ms: Some(5), ..Default::default() }));
+        let (k, v) = encode(&Record::Task(new.clone())).expect("encode");
+        assert_eq!((v[0], decode(&k, &v).expect("v2")), (TASK_RECORD_V2, Record::Task(new)));
+        let (_, v) = encode(&Record::TaskV1(v1)).expect("encode");
+        assert_eq!(decode(&k, &v).expect("written as v2"), Record::Task(want));
+        // A version-1 body under a version-2 header (and the reverse) is refused, not misread.
+        let mut wrong = old.clone();
+        wrong[0] = TASK_RECORD_V2;
+        assert!(decode(&key, &wrong).is_err());
+        let mut wrong = v.clone();
+        wrong[0] = frame::FRAME_VERSION;
+        assert!(decode(&k, &wrong).is_err());
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! Every value Minion writes (log entries, votes, task records, snapshots) goes through this frame,
 //! so a flipped bit anywhere is reported as corruption instead of being decoded as something else.
+//! The version names the shape of the body: 1 everywhere, except where a record's shape grew
+//! ([`encode_as`], [`open`]): the codec reads each version of such a record into the current one.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -24,7 +26,12 @@ pub enum FrameError {
 }
 
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![FRAME_VERSION, 0, 0, 0, 0];
+    encode_as(FRAME_VERSION, value)
+}
+
+/// A frame whose body has the shape `version` names.
+pub fn encode_as<T: Serialize + ?Sized>(version: u8, value: &T) -> Result<Vec<u8>, FrameError> {
+    let mut out = vec![version, 0, 0, 0, 0];
     let mut out =
         postcard::to_extend(value, std::mem::take(&mut out)).map_err(|e| FrameError::Encode(e.to_string()))?;
     let crc = crc32fast::hash(&out[HEADER_BYTES..]);
@@ -34,11 +41,16 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, FrameError> {
 
 /// Check the frame and return its body.
 pub fn body(bytes: &[u8]) -> Result<&[u8], FrameError> {
+    match open(bytes)? {
+        (FRAME_VERSION, body) => Ok(body),
+        (v, _) => Err(FrameError::Version(v)),
+    }
+}
+
+/// Check the frame's checksum and return its version and body, whatever the version.
+pub fn open(bytes: &[u8]) -> Result<(u8, &[u8]), FrameError> {
     if bytes.len() < HEADER_BYTES {
         return Err(FrameError::Short(bytes.len()));
-    }
-    if bytes[0] != FRAME_VERSION {
-        return Err(FrameError::Version(bytes[0]));
     }
     let mut crc = [0u8; 4];
     crc.copy_from_slice(&bytes[1..HEADER_BYTES]);
@@ -47,11 +59,15 @@ pub fn body(bytes: &[u8]) -> Result<&[u8], FrameError> {
     if stored != computed {
         return Err(FrameError::Checksum { stored, computed });
     }
-    Ok(&bytes[HEADER_BYTES..])
+    Ok((bytes[0], &bytes[HEADER_BYTES..]))
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
-    let body = body(bytes)?;
+    decode_body(body(bytes)?)
+}
+
+/// A body (of any version) as `T`, all of it.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     let (value, rest) = postcard::take_from_bytes(body).map_err(|e| FrameError::Decode(e.to_string()))?;
     if !rest.is_empty() {
         return Err(FrameError::Decode(format!("{} trailing bytes", rest.len())));

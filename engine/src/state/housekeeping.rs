@@ -30,6 +30,12 @@ impl State {
             self.counters.stalls += 1;
             self.end_attempt(id, AttemptOutcome::Stalled, "no progress within the stall timeout".to_string());
         }
+        while let Some(&(at, id)) = self.idx.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.miss_deadline(id);
+        }
         while let Some(&(at, id)) = self.idx.timers.first() {
             if at > now {
                 break;
@@ -120,7 +126,6 @@ impl State {
                     self.forget_key_of(&t, cold)?;
                     self.pending.delete(Key::Done(id));
                     self.pending.delete(Key::Payload(id));
-                    self.pending.delete(Key::Deps(id));
                     self.pending.delete(Key::Finished(t.queue.clone(), t.state, id));
                     for seq in t.progress_dropped..t.progress_dropped + t.progress_count as u64 {
                         self.pending.delete(Key::Progress(id, seq));

@@ -29,10 +29,24 @@ pub(crate) struct Indexes {
     pub leases: BTreeSet<(TimeMs, TaskId)>,
     /// Leased tasks with a stall timeout, by the time they stall without progress.
     pub stalls: BTreeSet<(TimeMs, TaskId)>,
+    /// Unfinished tasks with a deadline, by deadline.
+    pub deadlines: BTreeSet<(TimeMs, TaskId)>,
+    /// Task → the waiting tasks that still wait for it to finish.
+    pub waiters: BTreeMap<TaskId, BTreeSet<TaskId>>,
 }
 
 impl Indexes {
     pub fn insert(&mut self, t: &TaskRecord) {
+        if let Some(f) = &t.flow {
+            if let Some(at) = f.deadline_ms {
+                self.deadlines.insert((at, t.id));
+            }
+            if t.state == TaskState::Waiting {
+                for u in &f.unfinished {
+                    self.waiters.entry(*u).or_default().insert(t.id);
+                }
+            }
+        }
         match t.state {
             TaskState::Ready => {
                 self.ready
@@ -64,6 +78,21 @@ impl Indexes {
     }
 
     pub fn remove(&mut self, t: &TaskRecord) {
+        if let Some(f) = &t.flow {
+            if let Some(at) = f.deadline_ms {
+                self.deadlines.remove(&(at, t.id));
+            }
+            if t.state == TaskState::Waiting {
+                for u in &f.unfinished {
+                    if let Some(set) = self.waiters.get_mut(u) {
+                        set.remove(&t.id);
+                        if set.is_empty() {
+                            self.waiters.remove(u);
+                        }
+                    }
+                }
+            }
+        }
         match t.state {
             TaskState::Ready => {
                 if let Some(groups) = self.ready.get_mut(&t.queue) {

@@ -23,8 +23,8 @@ impl State {
     /// - ids, lease tokens, incarnations and audit numbers are below their counters;
     /// - counts of live states equal the live tasks;
     /// - every agent's in-flight count equals the leases its incarnation holds;
-    /// - a task is waiting iff RAM holds its dependencies, each of them an unfinished task, and
-    ///   the reverse edges are exactly those dependencies.
+    /// - a task is waiting iff it has unfinished dependencies, each of them an unfinished task
+    ///   (the reverse edges and the deadlines are indexes, checked with the others).
     pub fn validate_ram(&self) -> Result<(), String> {
         self.validate_deps()?;
         let mut rebuilt = Indexes::default();
@@ -121,33 +121,14 @@ impl State {
     }
 
     fn validate_deps(&self) -> Result<(), String> {
-        let mut edges: BTreeMap<TaskId, BTreeSet<TaskId>> = BTreeMap::new();
-        for (id, d) in &self.deps.waiting {
-            if self.live.get(id).map(|t| t.state) != Some(TaskState::Waiting) {
-                return Err(format!("task {id}: dependencies held in RAM but the task is not waiting"));
-            }
-            if d.unfinished.is_empty() || d.unfinished.iter().any(|u| !d.depends_on.contains(u)) {
-                return Err(format!(
-                    "task {id}: waiting on {:?}, not a non-empty part of {:?}",
-                    d.unfinished, d.depends_on
-                ));
-            }
-            for u in &d.unfinished {
-                if !self.live.contains_key(u) {
-                    return Err(format!("task {id}: waiting on task {u}, which is not unfinished"));
-                }
-                edges.entry(*u).or_default().insert(*id);
+        for t in self.live.values() {
+            let unfinished = t.flow.as_ref().map(|f| f.unfinished.as_slice()).unwrap_or_default();
+            check_flow(t)?;
+            if let Some(u) = unfinished.iter().find(|u| !self.live.contains_key(u)) {
+                return Err(format!("task {}: waiting on task {u}, which is not unfinished", t.id));
             }
         }
-        if let Some(t) =
-            self.live.values().find(|t| t.state == TaskState::Waiting && !self.deps.waiting.contains_key(&t.id))
-        {
-            return Err(format!("task {}: waiting with no dependencies held", t.id));
-        }
-        if edges != self.deps.waiters {
-            return Err("the dependents index differs from the waiting tasks' dependencies".into());
-        }
-        if !self.deps.settled.is_empty() {
+        if !self.settled.is_empty() {
             return Err("finished dependencies left unsettled after an apply".into());
         }
         Ok(())
@@ -249,6 +230,7 @@ impl State {
         for r in get(Kind::Live).iter().chain(get(Kind::Done)) {
             let Record::Task(t) = r else { return Err(format!("{:?} under a task key", r.key())) };
             counts.entry(t.queue.clone()).or_default()[t.state.index()] += 1;
+            check_flow(t)?;
             if !t.is_live() {
                 check_task_history(t)?;
                 if t.finished_ms.is_none() || t.lease.is_some() {
@@ -320,18 +302,6 @@ impl State {
         if let Some(id) = progress.keys().next() {
             return Err(format!("progress events of task {id}, which has no record"));
         }
-        for r in get(Kind::Deps) {
-            let Record::Deps(id, d) = r else { continue };
-            let Some((_, state, ..)) = tasks.get(id) else {
-                return Err(format!("dependencies of task {id}, which has no record"));
-            };
-            if (*state == TaskState::Waiting) == d.unfinished.is_empty() {
-                return Err(format!("task {id}: {} with unfinished dependencies {:?}", state.as_str(), d.unfinished));
-            }
-            if *state == TaskState::Waiting && self.deps.waiting.get(id) != Some(d) {
-                return Err(format!("task {id}: dependency record differs from RAM"));
-            }
-        }
         let mut dedup: BTreeMap<&DedupKey, u64> = BTreeMap::new();
         for r in get(Kind::Dedup) {
             if let Record::Dedup(k, e) = r {
@@ -373,6 +343,21 @@ fn check_task_history(t: &crate::record::TaskRecord) -> Result<(), String> {
     }
     if t.attempts.windows(2).any(|w| w[1].lease_token <= w[0].lease_token) {
         return Err(format!("task {}: lease tokens not increasing", t.id));
+    }
+    Ok(())
+}
+
+/// A task waits iff it has unfinished dependencies, and those are among its dependencies.
+fn check_flow(t: &crate::record::TaskRecord) -> Result<(), String> {
+    let (unfinished, all) = match &t.flow {
+        Some(f) => (f.unfinished.as_slice(), f.depends_on.as_slice()),
+        None => (&[][..], &[][..]),
+    };
+    if (t.state == TaskState::Waiting) == unfinished.is_empty() {
+        return Err(format!("task {}: {} while waiting on {unfinished:?}", t.id, t.state.as_str()));
+    }
+    if unfinished.iter().any(|u| !all.contains(u)) {
+        return Err(format!("task {}: waiting on {unfinished:?}, not all among {all:?}", t.id));
     }
     Ok(())
 }

@@ -9,7 +9,6 @@ use super::State;
 use crate::dedup::Dedup;
 use crate::record::{Key, Kind, Record};
 use crate::store::{Cold, ColdError};
-use crate::task::TaskState;
 
 const PAGE: usize = 1_024;
 
@@ -88,13 +87,6 @@ impl State {
         })?;
         if let Some(what) = bad {
             return Err(ColdError(what));
-        }
-        let waiting: Vec<_> = s.live.values().filter(|t| t.state == TaskState::Waiting).map(|t| t.id).collect();
-        for id in waiting {
-            match cold.get(&Key::Deps(id))? {
-                Some(Record::Deps(_, d)) if !d.unfinished.is_empty() => s.hold_waiting(id, d),
-                _ => return Err(ColdError(format!("waiting task {id} has no dependencies on record"))),
-            }
         }
         s.retention_head = first_time(cold, Kind::Retention)?;
         s.dedup.head = first_time(cold, Kind::DedupExpiry)?;

@@ -14,7 +14,7 @@
 
 mod access;
 mod agents;
-mod deps;
+mod flow;
 mod housekeeping;
 mod indexes;
 mod invariants;
@@ -39,7 +39,6 @@ use crate::record::{Effect, Key, Record, StateCounts, TaskRecord};
 use crate::store::{Cold, ColdError, Pending};
 use crate::task::{LeaseToken, TaskId, TaskState, TimeMs};
 
-pub use deps::task_deps;
 pub use queries::{list, task_details, task_record, task_view, QueueStats, TaskFilter, LIST_LIMIT_MAX, LIST_SCAN_MAX};
 pub use restore::RESTORE_RECORDS_MAX;
 
@@ -136,8 +135,8 @@ pub struct State {
     token_agents: BTreeMap<String, Arc<Vec<String>>>,
     audit: BTreeMap<u64, AuditEntry>,
     dedup: Dedup,
-    /// Waiting tasks' dependencies and who waits for whom.
-    deps: deps::DepGraph,
+    /// Tasks with waiters that finished in this apply, and how (settled at its end).
+    settled: std::collections::VecDeque<(TaskId, TaskState)>,
     /// The earliest retention removal (the first [`Key::Retention`] record).
     retention_head: Option<TimeMs>,
     /// This apply's writes, readable before they reach `Cold`.
@@ -345,7 +344,13 @@ impl State {
         if self.watching && before.is_none_or(|b| b.state != t.state) {
             self.events.push(TaskEvent::state_of(&t, before.is_none()));
         }
-        self.deps_on_save(&t, before);
+        let mut t = t;
+        if t.state != TaskState::Waiting {
+            if let Some(f) = t.flow.as_mut() {
+                f.unfinished.clear();
+            }
+        }
+        self.queue_finish(&t, before);
         if let Some(b) = before {
             if b.state != t.state {
                 self.count(&b.queue, b.state, -1);

@@ -315,17 +315,20 @@ impl State {
     pub fn has_claimable(&self, queues: &[String], capabilities: &[String], now: TimeMs) -> bool {
         let due_soon = self.idx.timers.first().is_some_and(|(t, _)| *t <= now)
             || self.idx.leases.first().is_some_and(|(t, _)| *t <= now)
-            || self.idx.stalls.first().is_some_and(|(t, _)| *t <= now);
+            || self.idx.stalls.first().is_some_and(|(t, _)| *t <= now)
+            // A missed deadline may release a dependent that runs anyway.
+            || self.idx.deadlines.first().is_some_and(|(t, _)| *t <= now);
         due_soon || queues.iter().any(|q| !self.idx.claimable(q, capabilities, 1).is_empty())
     }
 
     /// The earliest time at which housekeeping has work: a timer, a lease expiry, a stall, a
-    /// dedup expiry or a retention removal.
+    /// deadline, a dedup expiry or a retention removal.
     pub fn next_due(&self) -> Option<TimeMs> {
         [
             self.idx.timers.first().map(|(t, _)| *t),
             self.idx.leases.first().map(|(t, _)| *t),
             self.idx.stalls.first().map(|(t, _)| *t),
+            self.idx.deadlines.first().map(|(t, _)| *t),
             self.retention_head,
             self.dedup.head,
         ]

@@ -68,6 +68,7 @@ impl State {
                     self.pending.put(Record::Audit(e));
                 }
                 Record::Counts8(q, c) => self.pending.put(Record::Counts(q.clone(), widen_counts(c))),
+                Record::TaskV1(t) => self.pending.put(Record::Task(t.clone().upgrade())),
                 other => self.pending.put(other.clone()),
             }
         }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::deps::Start;
+use super::flow::Start;
 use super::indexes::ReadyKey;
 use super::{check_capabilities, check_lease_ms, invalid, Fail, State, Step};
 use crate::agent::AgentStatus;
@@ -11,8 +11,8 @@ use crate::backoff::retry_backoff_ms;
 use crate::command::{Ack, NewTask, Outcome, RejectCode, RejectedRecord, Rejection, Submitted};
 use crate::config::{limits, validate_queue_name};
 use crate::dedup::{DedupEntry, DedupKey};
-use crate::deps::TaskFlow;
 use crate::events::TaskEvent;
+use crate::flow::TaskFlow;
 use crate::record::{Key, Record, TaskRecord};
 use crate::store::Cold;
 use crate::task::{Attempt, AttemptOutcome, Lease, LeaseToken, ProgressEvent, TaskId, TaskState, TimeMs};
@@ -43,8 +43,8 @@ impl State {
                 Fail::Reject(Rejection::new(r.code, format!("{prefix}{}", r.message)))
             })?;
         }
-        let order = super::deps::creation_order(flows, tasks.len())?;
-        self.check_dependencies(flows, cold)?;
+        let order = super::flow::creation_order(flows, tasks.len())?;
+        self.check_flows(flows, cold)?;
         let now = self.meta.clock;
         // Ids in batch order: a duplicate names the earlier task, a new task takes the next id.
         let first_new = self.meta.next_id;
@@ -118,29 +118,23 @@ impl State {
             purge_after_ms: None,
             cancel_reason: None,
             trace_parent: trace.cloned(),
+            flow: None,
         };
-        let deps = match start {
-            Start::Free => None,
-            Start::Satisfied(deps) => Some(deps),
-            Start::Waiting(deps) => {
+        task.flow = match start {
+            Start::Free(flow) => flow.map(Box::new),
+            Start::Waiting(flow) => {
                 task.state = TaskState::Waiting;
-                Some(deps)
+                Some(Box::new(flow))
             }
-            Start::Cancelled(deps, reason) => {
+            Start::Cancelled(flow, reason) => {
                 task.state = TaskState::Cancelled;
                 task.cancel_reason = Some(reason);
                 task.finished_ms = Some(now);
                 task.purge_after_ms = Some(now.saturating_add(cfg.retention_ms));
-                Some(deps)
+                Some(Box::new(flow))
             }
         };
         self.pending.put(Record::Payload(id, nt.payload.clone()));
-        if let Some(deps) = deps {
-            self.pending.put(Record::Deps(id, deps.clone()));
-            if task.state == TaskState::Waiting {
-                self.hold_waiting(id, deps);
-            }
-        }
         self.save(task, None);
     }
 
@@ -250,6 +244,7 @@ impl State {
                 purge_after_ms: Some(now.saturating_add(cfg.retention_ms)),
                 cancel_reason: None,
                 trace_parent: None,
+                flow: None,
             };
             self.pending.put(Record::Payload(id, r.payload.clone()));
             self.save(task, None);
@@ -651,6 +646,10 @@ impl State {
         t.finished_ms = None;
         t.purge_after_ms = None;
         t.cancel_reason = None;
+        // A deadline that has passed would end the task again at once: the retry lifts it.
+        if let Some(f) = t.flow.as_mut().filter(|f| f.deadline_ms.is_some_and(|d| d <= now)) {
+            f.deadline_ms = None;
+        }
         self.save(t.clone(), Some(&old));
         Ok(Outcome::Task(Box::new(t)))
     }

@@ -35,7 +35,7 @@ impl State {
                 }
                 for f in flows {
                     for d in &f.depends_on {
-                        if let crate::deps::DepRef::Task(id) = d {
+                        if let crate::flow::DepRef::Task(id) = d {
                             self.finished_key(*id, out);
                         }
                     }

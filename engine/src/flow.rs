@@ -1,20 +1,26 @@
-//! Dependencies between tasks: what a producer asks for, and what the ledger keeps.
+//! Coordination beyond a plain queue entry: dependencies between tasks and a total deadline.
 //!
-//! A task submitted with `depends_on` is `waiting` until every task it names has finished; then
-//! it is ready (or delayed, if its run time is still ahead). A dependency that succeeds is
-//! satisfied; one that ends dead, cancelled or rejected is satisfied under
+//! **Dependencies.** A task submitted with `depends_on` is `waiting` until every task it names
+//! has finished; then it is ready (or delayed, if its run time is still ahead). A dependency that
+//! succeeds is satisfied; one that ends dead, cancelled or rejected is satisfied under
 //! [`DepPolicy::RunAnyway`] and cancels the dependent under [`DepPolicy::Cancel`] (which in turn
-//! finishes the dependent's own dependents: cancellation cascades down the graph).
+//! finishes the dependent's own dependents: cancellation cascades down the graph). A task can
+//! only name tasks that exist when it is submitted, or other members of its own atomic batch, so
+//! a cycle can only form inside one batch, where submit refuses it.
 //!
-//! A task can only name tasks that exist when it is submitted, or earlier or later members of
-//! its own atomic batch, so a cycle can only form inside one batch, where submit refuses it.
+//! **Deadline.** A task may carry a deadline across all its attempts, apart from its lease: one
+//! not finished by then is `dead` with the error `deadline` (a leased one loses its lease, its
+//! attempt ending `deadline_exceeded`).
 
 use serde::{Deserialize, Serialize};
 
-use crate::task::TaskId;
+use crate::task::{TaskId, TimeMs};
 
 /// Dependencies one task may name.
 pub const DEPENDENCIES_MAX: usize = 1_000;
+
+/// The error a task that missed its deadline ends with.
+pub const DEADLINE_ERROR: &str = "deadline";
 
 /// What a dependency that did not succeed does to the task waiting on it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,21 +56,27 @@ pub enum DepRef {
 pub struct TaskFlow {
     pub depends_on: Vec<DepRef>,
     pub on_dependency_failure: DepPolicy,
+    /// Absolute deadline; wins over `deadline_in_ms` when both are given.
+    pub deadline_ms: Option<TimeMs>,
+    /// Deadline relative to the submit (the engine's clock).
+    pub deadline_in_ms: Option<u64>,
 }
 
 impl TaskFlow {
     pub fn is_empty(&self) -> bool {
-        self.depends_on.is_empty()
+        self.depends_on.is_empty() && self.deadline_ms.is_none() && self.deadline_in_ms.is_none()
     }
 }
 
-/// The dependency record of a task that was submitted with dependencies (kept until retention
-/// removes the task, so that its view and its claim can show what it depended on).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskDeps {
+/// A task's coordination settings and state, kept in its record (`None` there for a task
+/// submitted without any).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
     /// Every task it depends on, in the order given, without repeats.
     pub depends_on: Vec<TaskId>,
-    pub policy: DepPolicy,
+    pub on_dependency_failure: DepPolicy,
     /// The dependencies that have not finished yet (empty once the task has left `waiting`).
     pub unfinished: Vec<TaskId>,
+    /// Past this, an unfinished task is dead with [`DEADLINE_ERROR`].
+    pub deadline_ms: Option<TimeMs>,
 }
