@@ -43,6 +43,9 @@ pub enum Mode {
     /// One agent reports progress `--records` times on one task while the first of `--clients`
     /// watchers follow its event stream: latency from a report's send to each watcher.
     ProgressEvents,
+    /// Pairs of a task and one that depends on it: latency from completing the first to an
+    /// agent's claim of the second (one pair at a time).
+    DependencyRelease,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +111,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.mode == Mode::ProgressEvents {
         return crate::bench_progress::run(&api, &args).await;
+    }
+    if args.mode == Mode::DependencyRelease {
+        return crate::bench_deps::run(&api, &args).await;
     }
     let stats = api
         .json(Method::GET, "/v1/stats", None, Retry::Safe)
@@ -199,7 +205,8 @@ async fn run_one(api: &Client, args: &BenchArgs, clients: usize) -> anyhow::Resu
                     | Mode::Availability
                     | Mode::IngestKafka
                     | Mode::IngestRedis
-                    | Mode::ProgressEvents => Ok(0),
+                    | Mode::ProgressEvents
+                    | Mode::DependencyRelease => Ok(0),
                 };
                 match ok {
                     Ok(n) => {

@@ -255,6 +255,15 @@ pub enum TaskCmd {
         max_attempts: Option<u32>,
         #[arg(long)]
         lease_ms: Option<u64>,
+        /// A task this one waits for (repeatable): it is `waiting` until all have finished.
+        #[arg(long = "depends-on")]
+        depends_on: Vec<u64>,
+        /// What a dependency that ends dead, cancelled or rejected does to it.
+        #[arg(long, value_parser = ["cancel", "run_anyway"])]
+        on_dependency_failure: Option<String>,
+        /// Dead with the error `deadline` unless finished within this many milliseconds.
+        #[arg(long)]
+        deadline_in_ms: Option<u64>,
     },
     /// Show a task with its attempts and progress history.
     Get {

@@ -95,6 +95,13 @@ fn print_task(t: &Value) {
         s(&t["idempotency_key"])
     );
     println!("  payload: {}", t["payload"]);
+    if let Some(deps) = t["depends_on"].as_array() {
+        let list: Vec<String> = deps.iter().map(|d| format!("{} ({})", s(&d["id"]), s(&d["state"]))).collect();
+        println!("  depends on: {}  on failure: {}", list.join(", "), s(&t["on_dependency_failure"]));
+    }
+    if !t["deadline_ms"].is_null() {
+        println!("  deadline_ms: {}", s(&t["deadline_ms"]));
+    }
     if !t["result"].is_null() {
         println!("  result: {}", t["result"]);
     }
@@ -132,14 +139,21 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
             delay_ms,
             max_attempts,
             lease_ms,
+            depends_on,
+            on_dependency_failure,
+            deadline_in_ms,
         } => {
             let payload: Value = serde_json::from_str(&payload).map_err(|e| anyhow!("--payload is not JSON: {e}"))?;
             let c = Client::new(&client)?;
-            let body = json!({
+            let mut body = json!({
                 "queue": queue, "kind": kind, "payload": payload, "capabilities": capabilities,
                 "priority": priority, "idempotency_key": idempotency_key, "delay_ms": delay_ms,
                 "max_attempts": max_attempts, "lease_ms": lease_ms,
+                "on_dependency_failure": on_dependency_failure, "deadline_in_ms": deadline_in_ms,
             });
+            if !depends_on.is_empty() {
+                body["depends_on"] = json!(depends_on);
+            }
             let out = c.post("/v1/tasks", body).await?;
             if client.json {
                 return print_json(&out);

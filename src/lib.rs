@@ -7,6 +7,7 @@ pub mod api;
 pub mod autoscaler;
 pub mod backup_file;
 pub mod bench;
+pub mod bench_deps;
 pub mod bench_progress;
 pub mod cli;
 pub mod client;

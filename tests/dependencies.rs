@@ -169,3 +169,43 @@ async fn cycles_unknown_tasks_and_bad_references_are_refused_whole() {
     }
     assert_eq!(api.count("").await, 0, "nothing was created");
 }
+
+#[tokio::test]
+async fn the_cli_submits_with_dependencies_and_shows_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]).await;
+    let api = srv.client();
+    let a = api.submit(json!({"queue": "q"})).await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
+            .args(args)
+            .args(["--server", &srv.base])
+            .output()
+            .expect("run minion");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let a_id = a.to_string();
+    let out = cli(&[
+        "task",
+        "submit",
+        "--queue",
+        "q",
+        "--depends-on",
+        &a_id,
+        "--on-dependency-failure",
+        "run_anyway",
+        "--deadline-in-ms",
+        "60000",
+    ]);
+    let id: u64 = out.split_whitespace().nth(1).and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("{out}"));
+    let t = api.task(id).await;
+    assert_eq!(
+        (t["state"].as_str(), t["on_dependency_failure"].as_str()),
+        (Some("waiting"), Some("run_anyway")),
+        "{t}"
+    );
+    assert!(t["deadline_ms"].as_u64().is_some(), "{t}");
+    let shown = cli(&["task", "get", &id.to_string()]);
+    assert!(shown.contains(&format!("depends on: {a_id} (ready)")), "{shown}");
+}

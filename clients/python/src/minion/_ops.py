@@ -13,6 +13,7 @@ from .models import (
     Agent,
     Caller,
     AgentPage,
+    DependencyPolicy,
     Heartbeat,
     Queue,
     QueueConfig,
@@ -58,6 +59,10 @@ def submit(
     lease_ms: Optional[int] = None,
     capabilities: Optional[Sequence[str]] = None,
     stall_timeout_ms: Optional[int] = None,
+    depends_on: Optional[Sequence[int]] = None,
+    on_dependency_failure: Optional[DependencyPolicy] = None,
+    deadline_ms: Optional[int] = None,
+    deadline_in_ms: Optional[int] = None,
     traceparent: Optional[str] = None,
 ) -> Op[Submitted]:
     spec = TaskSpec(
@@ -72,6 +77,10 @@ def submit(
         lease_ms=lease_ms,
         capabilities=list(capabilities) if capabilities is not None else None,
         stall_timeout_ms=stall_timeout_ms,
+        depends_on=[int(d) for d in depends_on] if depends_on is not None else None,
+        on_dependency_failure=on_dependency_failure,
+        deadline_ms=deadline_ms,
+        deadline_in_ms=deadline_in_ms,
     )
     headers = {"traceparent": traceparent} if traceparent else None
     call = Call("POST", "/v1/tasks", spec.to_json(), headers=headers, idempotent=idempotency_key is not None)

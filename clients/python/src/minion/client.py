@@ -37,6 +37,7 @@ from .models import (
     Agent,
     Caller,
     AgentPage,
+    DependencyPolicy,
     Heartbeat,
     Queue,
     QueueConfig,
@@ -236,6 +237,10 @@ class Client:
         lease_ms: Optional[int] = None,
         capabilities: Optional[Sequence[str]] = None,
         stall_timeout_ms: Optional[int] = None,
+        depends_on: Optional[Sequence[int]] = None,
+        on_dependency_failure: Optional[DependencyPolicy] = None,
+        deadline_ms: Optional[int] = None,
+        deadline_in_ms: Optional[int] = None,
         traceparent: Optional[str] = None,
     ) -> Submitted:
         """Submit one task; ``payload`` is any JSON value or a pydantic model.
@@ -244,6 +249,12 @@ class Client:
         and a key still live answers the original id with ``duplicate=True``. Without one it is
         never sent twice: a failure after it may have been delivered raises
         :class:`~minion.ConnectionFailed`.
+
+        ``depends_on`` names tasks (by id) this one waits for: it is ``waiting`` until all have
+        finished, and its claim shows their results (``task.dependency_results``). When one ends
+        dead, cancelled or rejected it is cancelled, or runs anyway with
+        ``on_dependency_failure="run_anyway"``. ``deadline_ms`` (absolute) or ``deadline_in_ms``
+        ends it ``dead`` with the error ``deadline`` if it has not finished by then.
         """
         return self._run(
             ops.submit(
@@ -258,6 +269,10 @@ class Client:
                 lease_ms=lease_ms,
                 capabilities=capabilities,
                 stall_timeout_ms=stall_timeout_ms,
+                depends_on=depends_on,
+                on_dependency_failure=on_dependency_failure,
+                deadline_ms=deadline_ms,
+                deadline_in_ms=deadline_in_ms,
                 traceparent=traceparent,
             )
         )

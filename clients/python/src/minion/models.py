@@ -19,6 +19,8 @@ __all__ = [
     "Attempt",
     "Lease",
     "ProgressEvent",
+    "Dependency",
+    "DependencyPolicy",
     "Task",
     "TaskPage",
     "Submitted",
@@ -52,6 +54,7 @@ class TaskState(str, Enum):
     DEAD = "dead"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
+    WAITING = "waiting"
 
     def __str__(self) -> str:
         return self.value
@@ -69,7 +72,15 @@ class AttemptOutcome(_Response):
     """How an attempt ended."""
 
     outcome: Literal[
-        "succeeded", "failed", "lease_expired", "cancelled", "agent_dead", "agent_restarted", "stalled", "released"
+        "succeeded",
+        "failed",
+        "lease_expired",
+        "cancelled",
+        "agent_dead",
+        "agent_restarted",
+        "stalled",
+        "released",
+        "deadline_exceeded",
     ] | str
     error: Optional[str] = None
 
@@ -104,6 +115,20 @@ class ProgressEvent(_Response):
     message: Optional[str] = None
 
 
+DependencyPolicy = Literal["cancel", "run_anyway"]
+"""What a dependency that ends dead, cancelled or rejected does to the task waiting on it."""
+
+
+class Dependency(_Response):
+    """A task another one depends on, as it is now (``Task.depends_on``); ``state`` is ``None``
+    once retention removed it."""
+
+    id: int
+    state: Optional[TaskState] = None
+    result: Any = None
+    last_error: Optional[str] = None
+
+
 class Task(_Response):
     """A task as the ledger holds it, with its attempts and retained progress history."""
 
@@ -131,6 +156,9 @@ class Task(_Response):
     progress: list[ProgressEvent] = Field(default_factory=list)
     progress_dropped: int = 0
     trace_parent: Optional[str] = None
+    depends_on: list[Dependency] = Field(default_factory=list)
+    on_dependency_failure: Optional[DependencyPolicy] = None
+    deadline_ms: Optional[int] = None
 
     @property
     def is_final(self) -> bool:
@@ -141,6 +169,11 @@ class Task(_Response):
     def attempt(self) -> int:
         """The number of the latest attempt (0 before the first claim)."""
         return self.attempts[-1].number if self.attempts else 0
+
+    @property
+    def dependency_results(self) -> dict[int, Any]:
+        """The results of the tasks it depends on that succeeded, by id."""
+        return {d.id: d.result for d in self.depends_on if d.state == TaskState.SUCCEEDED}
 
 
 class TaskPage(_Response):
@@ -174,6 +207,11 @@ class TaskSpec(BaseModel):
     lease_ms: Optional[int] = None
     capabilities: Optional[list[str]] = None
     stall_timeout_ms: Optional[int] = None
+    #: Task ids, or the idempotency keys of other tasks in the same ``submit_many`` batch.
+    depends_on: Optional[list[int | str]] = None
+    on_dependency_failure: Optional[DependencyPolicy] = None
+    deadline_ms: Optional[int] = None
+    deadline_in_ms: Optional[int] = None
 
     def to_json(self) -> dict[str, Any]:
         """The request body: JSON-ready, unset fields left out (the payload is always sent)."""
