@@ -158,6 +158,10 @@ export function renderTask(body, t) {
     t.capabilities && t.capabilities.length ? row('Needs', t.capabilities.join(', ')) : null,
     t.idempotency_key ? row('Idempotency key', h('code', null, t.idempotency_key)) : null,
     row('Trace id', tid ? h('code', { title: `traceparent ${t.trace_parent}`, id: 'trace-id' }, tid) : h('span', { class: 'muted' }, 'none')),
+    (t.depends_on || []).length ? row('Depends on', h('span', { id: 'depends-on' }, t.depends_on.map((d, i) => [
+      i ? ', ' : '', h('a', { href: `#/tasks/${d.id}` }, `#${d.id}`), ' ', d.state ? stateBadge(d.state) : h('span', { class: 'muted' }, 'removed')]),
+    ` (on failure: ${t.on_dependency_failure})`)) : null,
+    t.deadline_ms ? row('Deadline', timeEl(t.deadline_ms)) : null,
     t.last_error ? row('Last error', h('span', { class: 'err-text' }, t.last_error)) : null,
     t.cancel_reason ? row('Cancel reason', t.cancel_reason) : null);
   const progressList = (t.progress || []).length

@@ -97,6 +97,28 @@ pub fn state_machine(data: &[u8]) {
                     2 if arg.is_multiple_of(4) => {
                         Command::SubmitTraced { tasks, trace_parent: format!("00-{arg}-x-01") }
                     }
+                    // Dependencies (on existing tasks, other members, itself: refused) and deadlines.
+                    3 => {
+                        let n = tasks.len() as u32;
+                        let flows = (0..n)
+                            .map(|i| minion_engine::TaskFlow {
+                                depends_on: match arg.wrapping_add(i as u8) % 4 {
+                                    0 => vec![],
+                                    1 => vec![minion_engine::DepRef::Task(task)],
+                                    2 => vec![minion_engine::DepRef::Batch((i + 1) % n)],
+                                    _ => vec![minion_engine::DepRef::Batch(0), minion_engine::DepRef::Task(task + 1)],
+                                },
+                                on_dependency_failure: if arg.is_multiple_of(3) {
+                                    minion_engine::DepPolicy::RunAnyway
+                                } else {
+                                    minion_engine::DepPolicy::Cancel
+                                },
+                                deadline_in_ms: (arg % 5 == 2).then_some(arg as u64 * 20),
+                                ..minion_engine::TaskFlow::default()
+                            })
+                            .collect();
+                        Command::SubmitFlow { tasks, flows, trace_parent: None }
+                    }
                     _ => Command::Submit { tasks },
                 }
             }

@@ -100,9 +100,18 @@ fn seeds_are_current() {
         tasks: vec![NewTask { queue: "q".into(), payload: "2".into(), ..NewTask::default() }],
         trace_parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
     };
+    let flow = Command::SubmitFlow {
+        tasks: vec![NewTask { queue: "q".into(), payload: "3".into(), ..NewTask::default() }],
+        flows: vec![minion_engine::TaskFlow {
+            depends_on: vec![minion_engine::DepRef::Task(1)],
+            deadline_in_ms: Some(60_000),
+            ..minion_engine::TaskFlow::default()
+        }],
+        trace_parent: None,
+    };
     let mut state = Memory::default();
     let mut frames: Vec<(String, Vec<u8>)> = Vec::new();
-    for (i, cmd) in [submit, claim, traced].into_iter().enumerate() {
+    for (i, cmd) in [submit, claim, traced, flow].into_iter().enumerate() {
         let req = Request { now_ms: 1_000, cmd };
         frames.push((format!("request-{i}"), frame::encode(&req).expect("encode")));
         let _ = state.apply(&req, minion_engine::ApplyMeta { log_index: i as u64 + 1 });
@@ -111,6 +120,10 @@ fn seeds_are_current() {
     frames.push(("task".into(), frame::encode(&task).expect("encode")));
     let record = state.record(1).expect("task 1");
     frames.push(("task-record".into(), frame::encode(&record).expect("encode")));
+    // A waiting task's record as stored (record version 2, with its flow).
+    let waiting = Record::Task(state.record(3).expect("task 3"));
+    let (k, v) = minion_storage::codec::encode(&waiting).expect("encode");
+    frames.push(("record-waiting".into(), [vec![k.len() as u8], k, v].concat()));
     // Stored records: one byte of key length, the key, the value.
     for (i, r) in state.store.records().take(6).enumerate() {
         let (k, v) = minion_storage::codec::encode(r).expect("encode");

@@ -313,6 +313,23 @@ describe('console without auth', () => {
     await context.close();
   });
 
+  test("a waiting task's page shows its dependencies, and it turns ready when they finish", async () => {
+    const first = await s.call('POST', '/v1/tasks', { queue: 'plans', kind: 'plan' });
+    const then = await s.call('POST', '/v1/tasks', { queue: 'plans', kind: 'review', depends_on: [first.id], deadline_in_ms: 3600000 });
+    const { context, page, errors } = await openPage();
+    await page.goto(`${s.base}/#/tasks/${then.id}`);
+    await page.locator('.badge.state-waiting').first().waitFor();
+    await page.locator('#depends-on', { hasText: `#${first.id}` }).waitFor();
+    await page.locator('#depends-on .badge.state-ready').waitFor();
+    await page.getByText('Deadline').waitFor();
+    const claim = await s.call('POST', '/v1/claims', { agent_id: 'planner', queues: ['plans'], max: 1 });
+    assert.equal(claim.tasks[0].id, first.id);
+    await s.call('POST', `/v1/tasks/${first.id}/complete`, { lease_token: claim.tasks[0].lease.token, result: 'ok' });
+    await page.locator('.badge.state-ready').first().waitFor({ timeout: 5000 });
+    assert.deepEqual(errors, []);
+    await context.close();
+  });
+
   test('task search filters and pages (50 rows a page)', async () => {
     const tasks = [];
     for (let i = 0; i < 55; i++) tasks.push({ queue: 'many', kind: i % 5 === 0 ? 'fifth' : 'other', payload: { i } });
