@@ -257,6 +257,7 @@ class QueueStats(_Response):
     dead: int = 0
     cancelled: int = 0
     rejected: int = 0
+    waiting: int = 0
     oldest_ready_age_ms: int = 0
 
 
