@@ -46,6 +46,9 @@ pub enum Mode {
     /// Pairs of a task and one that depends on it: latency from completing the first to an
     /// agent's claim of the second (one pair at a time).
     DependencyRelease,
+    /// `GET /v1/tasks/{id}` of tasks picked at random among ids 1 to `--records` (reads of a
+    /// retained ledger: finished tasks come from disk or the state store's cache).
+    Read,
 }
 
 #[derive(Debug, Args)]
@@ -72,7 +75,7 @@ pub struct BenchArgs {
     /// its share of the schedule, so a slow answer is followed by a catch-up, not a lower rate.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    /// Records per ingest run (`ingest-*` modes).
+    /// Records per ingest run (`ingest-*` modes); the id range of `read`.
     #[arg(long, default_value_t = 200_000)]
     pub records: u64,
     /// Kafka partitions (`ingest-kafka`).
@@ -176,7 +179,8 @@ async fn run_one(api: &Client, args: &BenchArgs, clients: usize) -> anyhow::Resu
         let tasks_max = args.tasks_max;
         let queue = format!("{}-{:?}-{clients}", args.queue, args.mode).to_lowercase();
         let payload = payload.clone();
-        let (mode, batch) = (args.mode, args.batch);
+        let (mode, batch, records) = (args.mode, args.batch, args.records);
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(c as u64);
         // With a rate: this client's requests are due every `every`, starting staggered.
         let every = (args.rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 / args.rate));
         handles.push(tokio::spawn(async move {
@@ -197,6 +201,10 @@ async fn run_one(api: &Client, args: &BenchArgs, clients: usize) -> anyhow::Resu
                         api.submit_batch(list).await.map(|_| batch as u64).map_err(Into::into)
                     }
                     Mode::Lifecycle => lifecycle(&api, &queue, &agent, &payload).await,
+                    Mode::Read => {
+                        let id = rand::Rng::gen_range(&mut rng, 1..=records.max(1));
+                        api.task(id).await.map(|_| 1).map_err(Into::into)
+                    }
                     Mode::BatchLifecycle => {
                         let key = format!("{agent}-{ops}-{errors}");
                         batch_lifecycle(&api, &queue, &agent, &payload, batch, &key).await

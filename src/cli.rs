@@ -115,7 +115,7 @@ pub struct ServeArgs {
     /// Elections start after 1–2× this without a leader; heartbeats every quarter of it.
     #[arg(long, env = "MINION_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
-    /// sled's page cache in bytes (default 256 MiB).
+    /// sled's page cache in bytes (default 64 MiB).
     #[arg(long, env = "MINION_STORAGE_CACHE_BYTES")]
     pub storage_cache_bytes: Option<u64>,
     /// Bytes of one log entry at most (default 8 MiB); a larger request is refused with 413.

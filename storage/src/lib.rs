@@ -53,5 +53,7 @@ impl Durability {
     }
 }
 
-/// sled's page cache unless configured otherwise.
-pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+/// sled's page cache unless configured otherwise: small, since finished tasks are packed into
+/// blocks and the OS page cache keeps the files' hot parts anyway (docs/benchmarks.md measures
+/// random reads of a retained ledger at 64 and 256 MiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;

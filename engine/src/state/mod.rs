@@ -344,12 +344,6 @@ impl State {
         if self.watching && before.is_none_or(|b| b.state != t.state) {
             self.events.push(TaskEvent::state_of(&t, before.is_none()));
         }
-        let mut t = t;
-        if t.state != TaskState::Waiting {
-            if let Some(f) = t.flow.as_mut() {
-                f.unfinished.clear();
-            }
-        }
         self.queue_finish(&t, before);
         if let Some(b) = before {
             if b.state != t.state {
@@ -393,6 +387,12 @@ impl State {
         let before = t.clone();
         t.updated_ms = self.meta.clock;
         let r = f(&mut t);
+        // Only a waiting task waits for anything (whatever took it out of `waiting`).
+        if t.state != TaskState::Waiting {
+            if let Some(flow) = t.flow.as_mut() {
+                flow.unfinished.clear();
+            }
+        }
         let after = t.clone();
         self.save(t, Some(&before));
         Some((r, after))
