@@ -28,7 +28,8 @@ pub(super) fn full_view(
     rec: TaskRecord,
 ) -> Result<TaskOut, minion_engine::ColdError> {
     let trace = rec.trace_parent.clone();
-    let flow = rec.flow.clone();
+    let mut rec = rec;
+    let flow = rec.flow.take();
     let mut out = task_out(&state.view(rec)?, trace);
     flow_out(&mut out, state.records(), flow.as_deref())?;
     Ok(out)

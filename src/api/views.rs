@@ -61,13 +61,9 @@ pub fn task_flows(tasks: &[TaskIn]) -> Result<Vec<TaskFlow>, String> {
                     DependencyRef::Key(k) => by_key(i, k),
                 })
                 .collect::<Result<_, _>>()?;
-            let on_dependency_failure = match t.on_dependency_failure.unwrap_or_default() {
-                DependencyPolicy::Cancel => DepPolicy::Cancel,
-                DependencyPolicy::RunAnyway => DepPolicy::RunAnyway,
-            };
             Ok(TaskFlow {
                 depends_on,
-                on_dependency_failure,
+                on_dependency_failure: policy_in(t.on_dependency_failure.unwrap_or_default()),
                 deadline_ms: t.deadline_ms,
                 deadline_in_ms: t.deadline_in_ms,
             })
@@ -96,12 +92,23 @@ pub fn flow_out(out: &mut TaskOut, cold: &dyn Cold, flow: Option<&Flow>) -> Resu
     out.deadline_ms = f.deadline_ms;
     if !f.depends_on.is_empty() {
         out.depends_on = dependencies_out(cold, f)?;
-        out.on_dependency_failure = Some(match f.on_dependency_failure {
-            DepPolicy::Cancel => DependencyPolicy::Cancel,
-            DepPolicy::RunAnyway => DependencyPolicy::RunAnyway,
-        });
+        out.on_dependency_failure = Some(policy_out(f.on_dependency_failure));
     }
     Ok(())
+}
+
+fn policy_in(p: DependencyPolicy) -> DepPolicy {
+    match p {
+        DependencyPolicy::Cancel => DepPolicy::Cancel,
+        DependencyPolicy::RunAnyway => DepPolicy::RunAnyway,
+    }
+}
+
+fn policy_out(p: DepPolicy) -> DependencyPolicy {
+    match p {
+        DepPolicy::Cancel => DependencyPolicy::Cancel,
+        DepPolicy::RunAnyway => DependencyPolicy::RunAnyway,
+    }
 }
 
 /// An ingest record refused as a task, as the engine records it.

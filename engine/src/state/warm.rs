@@ -24,17 +24,13 @@ impl State {
 
     fn cold_keys_of(&self, cmd: &Command, out: &mut Vec<Key>) {
         match cmd {
-            Command::Submit { tasks } | Command::SubmitTraced { tasks, .. } => {
+            Command::Submit { tasks } | Command::SubmitTraced { tasks, .. } | Command::SubmitFlow { tasks, .. } => {
                 for t in tasks {
                     self.dedup_key(&t.queue, t.idempotency_key.as_deref(), out);
                 }
-            }
-            Command::SubmitFlow { tasks, flows, .. } => {
-                for t in tasks {
-                    self.dedup_key(&t.queue, t.idempotency_key.as_deref(), out);
-                }
-                for f in flows {
-                    for d in &f.depends_on {
+                // The finished tasks a submit depends on are read for their state.
+                if let Command::SubmitFlow { flows, .. } = cmd {
+                    for d in flows.iter().flat_map(|f| &f.depends_on) {
                         if let crate::flow::DepRef::Task(id) = d {
                             self.finished_key(*id, out);
                         }
