@@ -264,6 +264,9 @@ pub enum TaskCmd {
         /// Dead with the error `deadline` unless finished within this many milliseconds.
         #[arg(long)]
         deadline_in_ms: Option<u64>,
+        /// Tasks with one key share the queue's per-key concurrency limit (`minion queue limits`).
+        #[arg(long)]
+        concurrency_key: Option<String>,
     },
     /// Show a task with its attempts and progress history.
     Get {
@@ -329,6 +332,28 @@ pub enum QueueCmd {
         #[arg(long)]
         stall_timeout_ms: Option<u64>,
     },
+    /// Show a queue's per-key concurrency limits, or replace them (with --per-key, --key or
+    /// --clear).
+    Limits {
+        #[command(flatten)]
+        client: ClientArgs,
+        queue: String,
+        /// Tasks with one concurrency key leased at once, for keys without a limit of their own.
+        #[arg(long)]
+        per_key: Option<u32>,
+        /// One key's own limit, as KEY=N (repeatable).
+        #[arg(long = "key", value_parser = parse_key_limit)]
+        keys: Vec<(String, u32)>,
+        /// Remove every limit of the queue.
+        #[arg(long, conflicts_with_all = ["per_key", "keys"])]
+        clear: bool,
+    },
+}
+
+fn parse_key_limit(s: &str) -> Result<(String, u32), String> {
+    let (k, n) = s.rsplit_once('=').ok_or_else(|| format!("{s:?} is not KEY=N"))?;
+    let n = n.parse::<u32>().map_err(|e| format!("{s:?}: {e}"))?;
+    Ok((k.to_string(), n))
 }
 
 /// Engine settings a queue overrides or the cluster sets (`minion queue set`, `minion config set`).

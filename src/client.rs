@@ -142,6 +142,7 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
             depends_on,
             on_dependency_failure,
             deadline_in_ms,
+            concurrency_key,
         } => {
             let payload: Value = serde_json::from_str(&payload).map_err(|e| anyhow!("--payload is not JSON: {e}"))?;
             let c = Client::new(&client)?;
@@ -150,6 +151,7 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
                 "priority": priority, "idempotency_key": idempotency_key, "delay_ms": delay_ms,
                 "max_attempts": max_attempts, "lease_ms": lease_ms,
                 "on_dependency_failure": on_dependency_failure, "deadline_in_ms": deadline_in_ms,
+                "concurrency_key": concurrency_key,
             });
             if !depends_on.is_empty() {
                 body["depends_on"] = json!(depends_on);
@@ -263,6 +265,28 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
             for (k, v) in out["config"].as_object().into_iter().flatten() {
                 let overridden = !out["overrides"][k].is_null();
                 println!("  {k:<20} {v}{}", if overridden { "  (set for this queue)" } else { "" });
+            }
+        }
+        QueueCmd::Limits { client, queue, per_key, keys, clear } => {
+            let c = Client::new(&client)?;
+            let path = format!("/v1/queues/{queue}/limits");
+            let out = if clear || per_key.is_some() || !keys.is_empty() {
+                let keys: serde_json::Map<String, Value> = keys.into_iter().map(|(k, n)| (k, json!(n))).collect();
+                c.put(&path, json!({ "concurrency_per_key": per_key, "key_concurrency": keys })).await?
+            } else {
+                c.get(&path, &[]).await?
+            };
+            if client.json {
+                return print_json(&out);
+            }
+            println!("queue {queue}");
+            println!("  {:<24} {}", "concurrency per key", s(&out["concurrency_per_key"]));
+            for (k, n) in out["key_concurrency"].as_object().into_iter().flatten() {
+                println!("  {:<24} {n}", format!("key {k}"));
+            }
+            println!("  {:<24} {}", "keys at their limit", s(&out["keys_at_limit"]));
+            for (k, n) in out["leased_by_key"].as_object().into_iter().flatten() {
+                println!("  {:<24} {n}", format!("leased with {k}"));
             }
         }
         QueueCmd::Set { client, queue, settings, stall_timeout_ms } => {

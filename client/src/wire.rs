@@ -62,6 +62,10 @@ pub struct TaskIn {
     /// The same, relative to the submit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_in_ms: Option<u64>,
+    /// Tasks of one queue with the same key share the queue's per-key concurrency limit (see
+    /// `PUT /v1/queues/{name}/limits`); 1 to 256 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
 }
 
 /// A dependency in a submit: a task id, or the idempotency key of another task in the batch.
@@ -373,6 +377,9 @@ pub struct TaskOut {
     /// When it is dead unless finished (tasks submitted with a deadline only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
+    /// The concurrency key it was submitted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
 }
 
 /// A task's dependency, as the task's view and its claim show it.
@@ -571,6 +578,34 @@ pub struct WhoAmIOut {
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
+}
+
+/// A queue's per-key concurrency limits, as `PUT /v1/queues/{name}/limits` replaces them. A key
+/// with neither a limit of its own nor `concurrency_per_key` is unlimited; 0 holds a key's tasks
+/// back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LimitsIn {
+    /// Tasks with one concurrency key leased at once, for every key without a limit of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_per_key: Option<u32>,
+    /// Limits of single keys (they win over `concurrency_per_key`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_concurrency: BTreeMap<String, u32>,
+}
+
+/// A queue's per-key concurrency limits and where its keys stand.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitsOut {
+    pub queue: String,
+    pub concurrency_per_key: Option<u32>,
+    pub key_concurrency: BTreeMap<String, u32>,
+    /// Leased tasks per concurrency key (keys with none left out).
+    pub leased_by_key: BTreeMap<String, u32>,
+    /// Keys with ready tasks that no claim may take now (at their limit).
+    pub keys_at_limit: u64,
 }
 
 /// An error response: `{"error": {"code", "message"}}`.

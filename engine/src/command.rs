@@ -189,8 +189,20 @@ pub enum Command {
     /// last).
     SubmitFlow {
         tasks: Vec<NewTask>,
+        flows: Vec<crate::legacy::TaskFlowV1>,
+        trace_parent: Option<String>,
+    },
+    /// [`Command::SubmitFlow`] with flows that may carry a concurrency key and later settings
+    /// (appended last; what this release proposes).
+    SubmitWith {
+        tasks: Vec<NewTask>,
         flows: Vec<crate::flow::TaskFlow>,
         trace_parent: Option<String>,
+    },
+    /// Replace a queue's concurrency limits (an empty list removes them; appended last).
+    SetLimits {
+        queue: String,
+        rules: Vec<crate::key_limits::LimitRule>,
     },
 }
 
@@ -227,6 +239,10 @@ impl Command {
             Command::SubmitFlow { tasks, flows, .. } => {
                 tasks.iter().map(task).sum::<usize>() + flows.iter().map(|f| 8 * f.depends_on.len()).sum::<usize>()
             }
+            Command::SubmitWith { tasks, flows, .. } => {
+                tasks.iter().map(task).sum::<usize>()
+                    + flows.iter().map(|f| 8 * f.depends_on.len() + 32 * f.ext.len()).sum::<usize>()
+            }
             Command::Reject { records } => records.iter().map(|r| 64 + r.payload.len() + r.reason.len()).sum(),
             Command::Complete { result, .. } => result.as_ref().map_or(0, |r| r.len()),
             Command::Fail { error, .. } => error.len(),
@@ -251,7 +267,7 @@ impl Command {
         match self {
             Command::Submit { .. } => "submit",
             Command::Reject { .. } => "reject",
-            Command::SubmitTraced { .. } | Command::SubmitFlow { .. } => "submit",
+            Command::SubmitTraced { .. } | Command::SubmitFlow { .. } | Command::SubmitWith { .. } => "submit",
             Command::RestoreBegin { .. } => "restore_begin",
             Command::RestoreRecords { .. } => "restore_records",
             Command::RestoreEnd { .. } => "restore_end",
@@ -268,6 +284,7 @@ impl Command {
             Command::Cancel { .. } => "cancel",
             Command::Retry { .. } => "retry",
             Command::SetQueue { .. } => "set_queue",
+            Command::SetLimits { .. } => "set_limits",
             Command::Configure { .. } => "configure",
             Command::RegisterAgent { .. } => "register_agent",
             Command::DrainAgent { .. } => "drain_agent",

@@ -8,6 +8,10 @@
 //! only name tasks that exist when it is submitted, or other members of its own atomic batch, so
 //! a cycle can only form inside one batch, where submit refuses it.
 //!
+//! **Concurrency key.** A task may carry a key (a tenant, a model provider); a queue may limit
+//! how many tasks with one key are leased at once ([`crate::limits`]). Claims skip keys at their
+//! limit.
+//!
 //! **Deadline.** A task may carry a deadline across all its attempts, apart from its lease: one
 //! not finished by then is `dead` with the error `deadline` (a leased one loses its lease, its
 //! attempt ending `deadline_exceeded`).
@@ -50,8 +54,27 @@ pub enum DepRef {
     Batch(u32),
 }
 
+/// Longest concurrency key.
+pub const CONCURRENCY_KEY_BYTES_MAX: usize = 256;
+
+/// Settings a task carries beyond dependencies and a deadline, as a list (in a task's [`Flow`]
+/// and in its [`TaskFlow`]) so that later settings are new variants rather than new record
+/// shapes: append variants only, never change one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlowExt {
+    /// Tasks with the same key in one queue share the queue's per-key concurrency limit.
+    ConcurrencyKey(String),
+}
+
+fn concurrency_key_of(ext: &[FlowExt]) -> Option<&str> {
+    ext.iter().map(|e| match e {
+        FlowExt::ConcurrencyKey(k) => k.as_str(),
+    })
+    .next()
+}
+
 /// What a submitted task asks for beyond [`crate::NewTask`] (kept apart from it: `NewTask` is part
-/// of the log format of earlier releases).
+/// of the log format of earlier releases; [`crate::legacy::TaskFlowV1`] is this before `ext`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskFlow {
     pub depends_on: Vec<DepRef>,
@@ -60,11 +83,16 @@ pub struct TaskFlow {
     pub deadline_ms: Option<TimeMs>,
     /// Deadline relative to the submit (the engine's clock).
     pub deadline_in_ms: Option<u64>,
+    pub ext: Vec<FlowExt>,
 }
 
 impl TaskFlow {
     pub fn is_empty(&self) -> bool {
-        self.depends_on.is_empty() && self.deadline_ms.is_none() && self.deadline_in_ms.is_none()
+        self.depends_on.is_empty() && self.deadline_ms.is_none() && self.deadline_in_ms.is_none() && self.ext.is_empty()
+    }
+
+    pub fn concurrency_key(&self) -> Option<&str> {
+        concurrency_key_of(&self.ext)
     }
 }
 
@@ -79,4 +107,12 @@ pub struct Flow {
     pub unfinished: Vec<TaskId>,
     /// Past this, an unfinished task is dead with [`DEADLINE_ERROR`].
     pub deadline_ms: Option<TimeMs>,
+    /// Appended in record version 3 ([`crate::legacy::FlowV2`] is the shape before).
+    pub ext: Vec<FlowExt>,
+}
+
+impl Flow {
+    pub fn concurrency_key(&self) -> Option<&str> {
+        concurrency_key_of(&self.ext)
+    }
 }

@@ -282,3 +282,57 @@ impl TaskRecordV1 {
         }
     }
 }
+
+/// A submitted task's flow before [`crate::flow::TaskFlow::ext`] (in [`crate::Command::SubmitFlow`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFlowV1 {
+    pub depends_on: Vec<crate::flow::DepRef>,
+    pub on_dependency_failure: crate::flow::DepPolicy,
+    pub deadline_ms: Option<TimeMs>,
+    pub deadline_in_ms: Option<u64>,
+}
+
+impl TaskFlowV1 {
+    /// The flow without `ext` (the caller checks it is empty).
+    pub fn from_current(f: &crate::flow::TaskFlow) -> TaskFlowV1 {
+        TaskFlowV1 {
+            depends_on: f.depends_on.clone(),
+            on_dependency_failure: f.on_dependency_failure,
+            deadline_ms: f.deadline_ms,
+            deadline_in_ms: f.deadline_in_ms,
+        }
+    }
+
+    pub fn upgrade(&self) -> crate::flow::TaskFlow {
+        crate::flow::TaskFlow {
+            depends_on: self.depends_on.clone(),
+            on_dependency_failure: self.on_dependency_failure,
+            deadline_ms: self.deadline_ms,
+            deadline_in_ms: self.deadline_in_ms,
+            ext: Vec::new(),
+        }
+    }
+}
+
+/// A task's flow as record version 2 stored it (before [`crate::flow::Flow::ext`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowV2 {
+    pub depends_on: Vec<TaskId>,
+    pub on_dependency_failure: crate::flow::DepPolicy,
+    pub unfinished: Vec<TaskId>,
+    pub deadline_ms: Option<TimeMs>,
+}
+
+/// A task record of record version 2.
+pub type TaskRecordV2 = TaskRecord<FlowV2>;
+
+/// The same task in the current shape.
+pub fn upgrade_v2(t: TaskRecordV2) -> TaskRecord {
+    t.map_flow(|f| crate::flow::Flow {
+        depends_on: f.depends_on,
+        on_dependency_failure: f.on_dependency_failure,
+        unfinished: f.unfinished,
+        deadline_ms: f.deadline_ms,
+        ext: Vec::new(),
+    })
+}

@@ -31,8 +31,10 @@ pub fn widen_counts(c: &StateCounts8) -> StateCounts {
 
 /// A task as stored: everything but its payload and its progress events (records of their own).
 /// Live tasks (not terminal) also live in RAM, so this is what dispatch works on.
+///
+/// `F` is the flow's shape: [`Flow`] now, [`crate::legacy::FlowV2`] in record version 2.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskRecord {
+pub struct TaskRecord<F = Flow> {
     pub id: TaskId,
     pub queue: String,
     pub kind: String,
@@ -63,12 +65,12 @@ pub struct TaskRecord {
     pub cancel_reason: Option<String>,
     /// The W3C `traceparent` it was submitted with.
     pub trace_parent: Option<String>,
-    /// Dependencies and deadline, if it was submitted with any (appended in record version 2:
-    /// [`crate::legacy::TaskRecordV1`] is the shape before).
-    pub flow: Option<Box<Flow>>,
+    /// Dependencies, deadline and concurrency key, if it was submitted with any (appended in
+    /// record version 2: [`crate::legacy::TaskRecordV1`] is the shape before).
+    pub flow: Option<Box<F>>,
 }
 
-impl TaskRecord {
+impl<F> TaskRecord<F> {
     pub fn is_live(&self) -> bool {
         !self.state.is_terminal()
     }
@@ -127,7 +129,7 @@ impl TaskRecord {
     }
 
     /// Split a full view into the record, its payload and its progress events.
-    pub fn from_task(t: Task, trace_parent: Option<String>) -> (TaskRecord, String, Vec<ProgressEvent>) {
+    pub fn from_task(t: Task, trace_parent: Option<String>) -> (TaskRecord<F>, String, Vec<ProgressEvent>) {
         let rec = TaskRecord {
             id: t.id,
             queue: t.queue,
@@ -156,6 +158,72 @@ impl TaskRecord {
             flow: None,
         };
         (rec, t.payload, t.progress)
+    }
+}
+
+impl<F> TaskRecord<F> {
+    /// The same task with its flow converted (for reading older record versions).
+    pub fn map_flow<G>(self, f: impl FnOnce(F) -> G) -> TaskRecord<G> {
+        let TaskRecord {
+            id,
+            queue,
+            kind,
+            capabilities,
+            priority,
+            idempotency_key,
+            max_attempts,
+            attempt_limit,
+            lease_ms,
+            stall_timeout_ms,
+            state,
+            created_ms,
+            updated_ms,
+            run_at_ms,
+            lease,
+            attempts,
+            progress_count,
+            progress_dropped,
+            result,
+            last_error,
+            finished_ms,
+            purge_after_ms,
+            cancel_reason,
+            trace_parent,
+            flow,
+        } = self;
+        TaskRecord {
+            id,
+            queue,
+            kind,
+            capabilities,
+            priority,
+            idempotency_key,
+            max_attempts,
+            attempt_limit,
+            lease_ms,
+            stall_timeout_ms,
+            state,
+            created_ms,
+            updated_ms,
+            run_at_ms,
+            lease,
+            attempts,
+            progress_count,
+            progress_dropped,
+            result,
+            last_error,
+            finished_ms,
+            purge_after_ms,
+            cancel_reason,
+            trace_parent,
+            flow: flow.map(|b| Box::new(f(*b))),
+        }
+    }
+}
+
+impl TaskRecord {
+    pub fn concurrency_key(&self) -> Option<&str> {
+        self.flow.as_ref().and_then(|f| f.concurrency_key())
     }
 }
 
@@ -188,6 +256,8 @@ pub enum Key {
     Audit(u64),
     /// The agent ids a token may act as (appended last: kinds are part of snapshots).
     TokenAgents(String),
+    /// A queue's concurrency limits (appended last).
+    Limits(String),
 }
 
 /// The kinds of key, for scans.
@@ -208,10 +278,11 @@ pub enum Kind {
     Token,
     Audit,
     TokenAgents,
+    Limits,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Meta,
         Kind::Live,
         Kind::Done,
@@ -227,6 +298,7 @@ impl Kind {
         Kind::Token,
         Kind::Audit,
         Kind::TokenAgents,
+        Kind::Limits,
     ];
 }
 
@@ -248,6 +320,7 @@ impl Key {
             Key::Token(_) => Kind::Token,
             Key::Audit(_) => Kind::Audit,
             Key::TokenAgents(_) => Kind::TokenAgents,
+            Key::Limits(_) => Kind::Limits,
         }
     }
 
@@ -270,6 +343,7 @@ impl Key {
             Kind::Token => Key::Token(String::new()),
             Kind::Audit => Key::Audit(0),
             Kind::TokenAgents => Key::TokenAgents(String::new()),
+            Kind::Limits => Key::Limits(String::new()),
         }
     }
 
@@ -306,7 +380,12 @@ pub enum Record {
     TokenAgents(String, Vec<String>),
     /// Task counts by state of one queue (appended last; replaces [`Record::Counts8`]).
     Counts(String, StateCounts),
-    /// A task (appended last; replaces [`Record::TaskV1`]).
+    /// A task as record version 2 wrote it into restore streams in the log; read only (applied
+    /// as [`Record::Task`]), never written.
+    TaskV2(crate::legacy::TaskRecordV2),
+    /// A queue's concurrency limits (appended last).
+    Limits(String, Vec<crate::key_limits::LimitRule>),
+    /// A task (appended last; replaces [`Record::TaskV2`]).
     Task(TaskRecord),
 }
 
@@ -316,6 +395,8 @@ impl Record {
             Record::Meta(_) => Key::Meta,
             Record::Task(t) => t.key(),
             Record::TaskV1(t) => t.key(),
+            Record::TaskV2(t) => t.key(),
+            Record::Limits(q, _) => Key::Limits(q.clone()),
             Record::Payload(id, _) => Key::Payload(*id),
             Record::Progress(id, seq, _) => Key::Progress(*id, *seq),
             Record::Dedup(k, _) => Key::Dedup(k.clone()),

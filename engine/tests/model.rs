@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use minion_engine::backoff::retry_backoff_ms;
 use minion_engine::{
-    Ack, ApplyMeta, Command, DepPolicy, DepRef, EngineConfig, Memory, NewTask, Outcome, Record, RejectCode, Request,
-    TaskFlow, TaskState,
+    Ack, ApplyMeta, Command, DepPolicy, DepRef, EngineConfig, FlowExt, LimitRule, Memory, NewTask, Outcome, Record,
+    RejectCode, Request, TaskFlow, TaskState,
 };
 use proptest::prelude::*;
 
@@ -31,8 +31,10 @@ enum Dep {
 }
 
 /// (queue, priority, key, delay, max attempts, needs a capability, dependencies, run anyway,
-/// deadline from now).
-type GenTask = (usize, i32, Option<u8>, Option<u64>, u32, bool, Vec<Dep>, bool, Option<u64>);
+/// deadline from now, concurrency key).
+type GenTask = (usize, i32, Option<u8>, Option<u64>, u32, bool, Vec<Dep>, bool, Option<u64>, Option<u8>);
+
+const CONCURRENCY_KEYS: [&str; 3] = ["tenant-a", "tenant-b", "tenant-c"];
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -72,6 +74,12 @@ enum Op {
     Advance {
         ms: u64,
     },
+    /// Replace a queue's limits: one for every key, and one key's own.
+    SetLimits {
+        queue: usize,
+        per_key: Option<u32>,
+        one: Option<(usize, u32)>,
+    },
     Restart,
 }
 
@@ -92,6 +100,7 @@ fn op() -> impl Strategy<Value = Op> {
         deps,
         proptest::bool::weighted(0.3),
         proptest::option::weighted(0.2, 1..3_000u64),
+        proptest::option::weighted(0.5, 0..3u8),
     );
     prop_oneof![
         4 => proptest::collection::vec(task, 1..4).prop_map(|tasks| Op::Submit { tasks }),
@@ -106,6 +115,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Retry { pick }),
         3 => (0..1_500u64).prop_map(|ms| Op::Advance { ms }),
+        1 => (0..2usize, proptest::option::of(0..3u32), proptest::option::of((0..3usize, 0..3u32)))
+            .prop_map(|(queue, per_key, one)| Op::SetLimits { queue, per_key, one }),
         1 => Just(Op::Restart),
     ]
 }
@@ -130,6 +141,7 @@ struct MTask {
     run_anyway: bool,
     /// Dead with the error `deadline` unless finished by then.
     deadline: Option<u64>,
+    concurrency_key: Option<String>,
 }
 
 #[derive(Default)]
@@ -141,6 +153,8 @@ struct Model {
     now: u64,
     /// Tasks that finished since the last settle, and how.
     finished: std::collections::VecDeque<(u64, TaskState)>,
+    /// Per queue: the limit of every key, and keys' own limits.
+    limits: BTreeMap<String, (Option<u32>, BTreeMap<String, u32>)>,
 }
 
 impl Model {
@@ -243,6 +257,21 @@ impl Model {
     }
 }
 
+impl Model {
+    /// Whether a claim may lease one more task of `t`'s key (`extra` already taken by this claim).
+    fn key_has_room(&self, t: &MTask, extra: &BTreeMap<(String, String), u32>) -> bool {
+        let Some(k) = &t.concurrency_key else { return true };
+        let Some((per_key, own)) = self.limits.get(&t.queue) else { return true };
+        let Some(limit) = own.get(k).copied().or(*per_key) else { return true };
+        let leased = self
+            .tasks
+            .values()
+            .filter(|o| o.state == TaskState::Leased && o.queue == t.queue && o.concurrency_key.as_ref() == Some(k))
+            .count() as u32;
+        leased + extra.get(&(t.queue.clone(), k.clone())).copied().unwrap_or(0) < limit
+    }
+}
+
 fn leased_ids(m: &Model) -> Vec<u64> {
     m.tasks.values().filter(|t| t.state == TaskState::Leased).map(|t| t.id).collect()
 }
@@ -321,12 +350,18 @@ fn run(ops: Vec<Op>) {
                             .collect(),
                         on_dependency_failure: if t.7 { DepPolicy::RunAnyway } else { DepPolicy::Cancel },
                         deadline_in_ms: t.8,
+                        ext: t.9.map(|k| FlowExt::ConcurrencyKey(CONCURRENCY_KEYS[k as usize].into())).into_iter().collect(),
                         ..TaskFlow::default()
                     })
                     .collect();
                 let with_deps = flows.iter().any(|f| !f.is_empty());
-                let cmd = if with_deps {
-                    Command::SubmitFlow { tasks: new.clone(), flows: flows.clone(), trace_parent: None }
+                let with_keys = flows.iter().any(|f| !f.ext.is_empty());
+                let cmd = if with_keys || (with_deps && index % 2 == 0) {
+                    Command::SubmitWith { tasks: new.clone(), flows: flows.clone(), trace_parent: None }
+                } else if with_deps {
+                    // The command of the release before concurrency keys.
+                    let old = flows.iter().map(minion_engine::legacy::TaskFlowV1::from_current).collect();
+                    Command::SubmitFlow { tasks: new.clone(), flows: old, trace_parent: None }
                 } else {
                     Command::Submit { tasks: new.clone() }
                 };
@@ -409,6 +444,7 @@ fn run(ops: Vec<Op>) {
                             finished: cancelled.then_some(now),
                             run_anyway: tasks[i].7,
                             deadline: tasks[i].8.map(|d| now + d),
+                            concurrency_key: tasks[i].9.map(|k| CONCURRENCY_KEYS[k as usize].to_string()),
                             pending: if cancelled { Vec::new() } else { deps },
                         },
                     );
@@ -442,7 +478,20 @@ fn run(ops: Vec<Op>) {
                     })
                     .collect();
                 cands.sort_by_key(|t| (-(t.priority as i64), t.id));
-                let want: Vec<u64> = cands.iter().take(max as usize).map(|t| t.id).collect();
+                // In priority order, skipping tasks whose key has no room left.
+                let mut taken: BTreeMap<(String, String), u32> = BTreeMap::new();
+                let mut want: Vec<u64> = Vec::new();
+                for t in cands {
+                    if want.len() == max as usize {
+                        break;
+                    }
+                    if model.key_has_room(t, &taken) {
+                        if let Some(k) = &t.concurrency_key {
+                            *taken.entry((t.queue.clone(), k.clone())).or_default() += 1;
+                        }
+                        want.push(t.id);
+                    }
+                }
                 for id in &want {
                     let t = model.tasks.get_mut(id).expect("task");
                     t.state = TaskState::Leased;
@@ -453,7 +502,7 @@ fn run(ops: Vec<Op>) {
                 match got {
                     Ok(Outcome::Claimed(ts)) => {
                         let got: Vec<u64> = ts.iter().map(|t| t.id).collect();
-                        assert_eq!(got, want, "claim picks by priority, then id");
+                        assert_eq!(got, want, "claim picks by priority, then id, within key limits");
                     }
                     other => panic!("claim: {other:?}"),
                 }
@@ -566,6 +615,19 @@ fn run(ops: Vec<Op>) {
             Op::Advance { .. } => {
                 apply(&mut state, Command::Tick).expect("tick");
             }
+            Op::SetLimits { queue, per_key, one } => {
+                let queue = QUEUES[queue].to_string();
+                let own: BTreeMap<String, u32> =
+                    one.map(|(k, n)| (CONCURRENCY_KEYS[k].to_string(), n)).into_iter().collect();
+                let mut rules: Vec<LimitRule> = per_key.map(LimitRule::KeyConcurrency).into_iter().collect();
+                rules.extend(own.iter().map(|(k, n)| LimitRule::KeyConcurrencyOf(k.clone(), *n)));
+                apply(&mut state, Command::SetLimits { queue: queue.clone(), rules }).expect("set limits");
+                if per_key.is_none() && own.is_empty() {
+                    model.limits.remove(&queue);
+                } else {
+                    model.limits.insert(queue, (per_key, own));
+                }
+            }
             Op::Restart => unreachable!(),
         }
         model.settle();
@@ -599,12 +661,12 @@ proptest! {
 #[test]
 fn scripted_expiry_restart_retry_sequence() {
     run(vec![
-        Op::Submit { tasks: vec![(0, 0, Some(1), None, 2, false, vec![], false, None)] },
+        Op::Submit { tasks: vec![(0, 0, Some(1), None, 2, false, vec![], false, None, None)] },
         Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 1 },
         Op::Restart,
         Op::Advance { ms: 1_400 },
         Op::Claim { agent: 1, queues: vec![0], caps: vec![], max: 1 },
-        Op::Submit { tasks: vec![(0, 0, Some(1), None, 1, false, vec![], false, None)] },
+        Op::Submit { tasks: vec![(0, 0, Some(1), None, 1, false, vec![], false, None, None)] },
         Op::Advance { ms: 1_400 },
         Op::Retry { pick: 0 },
         Op::Claim { agent: 2, queues: vec![0, 1], caps: vec![0, 1], max: 3 },
@@ -617,14 +679,14 @@ fn scripted_expiry_restart_retry_sequence() {
 #[test]
 fn scripted_dependency_sequence() {
     run(vec![
-        Op::Submit { tasks: vec![(0, 0, None, None, 1, false, vec![], false, None)] },
+        Op::Submit { tasks: vec![(0, 0, None, None, 1, false, vec![], false, None, None)] },
         Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 1 },
         Op::Submit {
             tasks: vec![
-                (0, 0, None, None, 1, false, vec![Dep::Existing(0)], false, None),
-                (0, 0, None, None, 1, false, vec![Dep::Batch(0)], false, None),
-                (1, 0, None, Some(500), 1, false, vec![Dep::Existing(0), Dep::Batch(3)], true, Some(5_000)),
-                (1, 0, None, None, 1, false, vec![], false, None),
+                (0, 0, None, None, 1, false, vec![Dep::Existing(0)], false, None, None),
+                (0, 0, None, None, 1, false, vec![Dep::Batch(0)], false, None, None),
+                (1, 0, None, Some(500), 1, false, vec![Dep::Existing(0), Dep::Batch(3)], true, Some(5_000), None),
+                (1, 0, None, None, 1, false, vec![], false, None, None),
             ],
         },
         Op::Restart,
@@ -633,5 +695,24 @@ fn scripted_dependency_sequence() {
         Op::Advance { ms: 1_000 },
         Op::Advance { ms: 600 },
         Op::Claim { agent: 1, queues: vec![1], caps: vec![], max: 1 },
+    ]);
+}
+
+/// A scripted sequence that always runs: a key at its limit is skipped (in one claim and across
+/// claims), survives a restart, and returns when its lease ends or the limit is raised.
+#[test]
+fn scripted_concurrency_key_sequence() {
+    let keyed = |k: u8, prio: i32| (0, prio, None, None, 1, false, vec![], false, None, Some(k));
+    run(vec![
+        Op::SetLimits { queue: 0, per_key: Some(1), one: Some((1, 2)) },
+        Op::Submit { tasks: vec![keyed(0, 0), keyed(0, 0), keyed(1, 0), keyed(1, 0), keyed(1, 0), keyed(2, 5)] },
+        Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 3 },
+        Op::Claim { agent: 1, queues: vec![0], caps: vec![], max: 3 },
+        Op::Restart,
+        Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
+        Op::Complete { pick: 0, stale: false },
+        Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
+        Op::SetLimits { queue: 0, per_key: None, one: None },
+        Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
     ]);
 }

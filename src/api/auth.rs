@@ -216,6 +216,7 @@ pub fn permits(role: Role, method: &Method, route: &str) -> bool {
         | "/v1/agents/{id}"
         | "/v1/queues"
         | "/v1/queues/{name}"
+        | "/v1/queues/{name}/limits"
         | "/v1/stats"
         | "/v1/config"
         | "/v1/autoscaler/decisions"
@@ -332,6 +333,10 @@ fn check_scope(
         }
         "/v1/queues/{name}" | "/v1/metrics/queues/{name}" => {
             let name = segments.last().copied().unwrap_or_default();
+            caller.check_queue(&percent_decode(name))
+        }
+        "/v1/queues/{name}/limits" => {
+            let name = segments.iter().rev().nth(1).copied().unwrap_or_default();
             caller.check_queue(&percent_decode(name))
         }
         "/v1/tasks" if method == Method::GET => {

@@ -33,6 +33,8 @@ use utoipa::OpenApi;
         super::queues::list_queues,
         super::queues::get_queue,
         super::queues::put_queue,
+        super::queues::get_limits,
+        super::queues::put_limits,
         super::health::stats,
         super::queues::autoscaler,
         super::queues::autoscaler_decisions,

@@ -7,7 +7,8 @@ use super::{ApiResult, AppState};
 use crate::api::auth::Caller;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
-use minion_engine::{Command, QueueConfig};
+use minion_client::wire::{LimitsIn, LimitsOut};
+use minion_engine::{Command, KeyLimits, QueueConfig};
 use serde_json::json;
 
 #[utoipa::path(
@@ -107,6 +108,58 @@ pub(super) async fn put_queue(
 ) -> ApiResult<Json<serde_json::Value>> {
     s.proposer.propose(audited(&caller, Command::SetQueue { name: name.clone(), config })).await??;
     get_queue(State(s), Path(name)).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/queues/{name}/limits",
+    tag = "queues",
+    summary = "A queue's per-key concurrency limits, leased tasks per key and keys at their limit",
+    params(
+        ("name" = String, Path, description = "queue name")
+    ),
+    responses(
+        (status = 200, description = "the limits", body = minion_client::wire::LimitsOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut)
+    )
+)]
+pub(super) async fn get_limits(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<LimitsOut>> {
+    minion_engine::config::validate_queue_name(&name)?;
+    let v = s.state.read().engine.queue_limits(&name);
+    Ok(Json(LimitsOut {
+        queue: name,
+        concurrency_per_key: v.limits.per_key,
+        key_concurrency: v.limits.overrides,
+        leased_by_key: v.leased,
+        keys_at_limit: v.keys_at_limit as u64,
+    }))
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/queues/{name}/limits",
+    tag = "queues",
+    summary = "Replace a queue's per-key concurrency limits (an empty object removes them)",
+    request_body = minion_client::wire::LimitsIn,
+    params(
+        ("name" = String, Path, description = "queue name")
+    ),
+    responses(
+        (status = 200, description = "the limits", body = minion_client::wire::LimitsOut),
+        (status = 400, description = "invalid request or malformed JSON", body = minion_client::wire::ErrorOut),
+        (status = 503, description = "no leader, commit timeout or shutting down (Retry-After)", body = minion_client::wire::ErrorOut)
+    )
+)]
+pub(super) async fn put_limits(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<LimitsIn>,
+) -> ApiResult<Json<LimitsOut>> {
+    let limits = KeyLimits { per_key: body.concurrency_per_key, overrides: body.key_concurrency };
+    let cmd = Command::SetLimits { queue: name.clone(), rules: limits.to_rules() };
+    s.proposer.propose(audited(&caller, cmd)).await??;
+    get_limits(State(s), Path(name)).await
 }
 
 /// Every pool's desired and current worker count and last decision, keyed by pool name, so that

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents/{id}/drain", post(agents::drain_agent))
         .route("/v1/queues", get(queues::list_queues))
         .route("/v1/queues/{name}", get(queues::get_queue).put(queues::put_queue))
+        .route("/v1/queues/{name}/limits", get(queues::get_limits).put(queues::put_limits))
         .route("/v1/stats", get(health::stats))
         .route("/v1/config", get(settings::get_config).put(settings::put_config))
         .route("/v1/autoscaler", get(queues::autoscaler))

@@ -11,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use minion_engine::legacy::TaskFlowV1;
 use minion_engine::{Command, Outcome, Submitted, TaskFilter, TaskState};
 use serde_json::json;
 use std::time::Duration;
@@ -49,8 +50,16 @@ pub(super) async fn submit(
     let flows = task_flows(&tasks).map_err(ApiError::bad_request)?;
     let tasks = tasks.into_iter().map(new_task).collect();
     let trace_parent = crate::tracing_setup::trace_parent(&headers);
+    // The oldest command that says it all, so that replicas of the release before concurrency
+    // keys keep applying submits that do not use them (a rolling upgrade).
     let cmd = match (trace_parent, flows.is_empty()) {
-        (trace_parent, false) => Command::SubmitFlow { tasks, flows, trace_parent },
+        (trace_parent, false) if flows.iter().any(|f| !f.ext.is_empty()) => {
+            Command::SubmitWith { tasks, flows, trace_parent }
+        }
+        (trace_parent, false) => {
+            let flows = flows.iter().map(TaskFlowV1::from_current).collect();
+            Command::SubmitFlow { tasks, flows, trace_parent }
+        }
         (Some(trace_parent), true) => Command::SubmitTraced { tasks, trace_parent },
         (None, true) => Command::Submit { tasks },
     };

@@ -3,7 +3,7 @@
 
 pub use minion_client::wire::*;
 use minion_engine::{
-    Attempt, AttemptOutcome, Cold, ColdError, DepPolicy, DepRef, EventBody, Flow, Lease, NewTask, ProgressEvent, Task,
+    Attempt, AttemptOutcome, Cold, ColdError, DepPolicy, DepRef, EventBody, Flow, FlowExt, Lease, NewTask, ProgressEvent, Task,
     TaskEvent, TaskFlow,
 };
 use serde_json::value::RawValue;
@@ -33,6 +33,7 @@ pub fn task_flows(tasks: &[TaskIn]) -> Result<Vec<TaskFlow>, String> {
             && t.on_dependency_failure.is_none()
             && t.deadline_ms.is_none()
             && t.deadline_in_ms.is_none()
+            && t.concurrency_key.is_none()
     };
     if tasks.iter().all(plain) {
         return Ok(Vec::new());
@@ -66,6 +67,7 @@ pub fn task_flows(tasks: &[TaskIn]) -> Result<Vec<TaskFlow>, String> {
                 on_dependency_failure: policy_in(t.on_dependency_failure.unwrap_or_default()),
                 deadline_ms: t.deadline_ms,
                 deadline_in_ms: t.deadline_in_ms,
+                ext: t.concurrency_key.iter().map(|k| FlowExt::ConcurrencyKey(k.clone())).collect(),
             })
         })
         .collect()
@@ -90,6 +92,7 @@ pub fn dependencies_out(cold: &dyn Cold, flow: &Flow) -> Result<Vec<DependencyOu
 pub fn flow_out(out: &mut TaskOut, cold: &dyn Cold, flow: Option<&Flow>) -> Result<(), ColdError> {
     let Some(f) = flow else { return Ok(()) };
     out.deadline_ms = f.deadline_ms;
+    out.concurrency_key = f.concurrency_key().map(str::to_string);
     if !f.depends_on.is_empty() {
         out.depends_on = dependencies_out(cold, f)?;
         out.on_dependency_failure = Some(policy_out(f.on_dependency_failure));
@@ -205,6 +208,7 @@ pub fn task_out(t: &Task, trace_parent: Option<String>) -> TaskOut {
         depends_on: Vec::new(),
         on_dependency_failure: None,
         deadline_ms: None,
+        concurrency_key: None,
     }
 }
 

@@ -6,9 +6,9 @@
 //! [`Key`]. A value is the record's body as postcard inside the [`frame`] (version, CRC-32), so a
 //! flipped bit in a stored value, a snapshot or a restore stream is caught on read.
 
-use minion_engine::legacy::TaskRecordV1;
+use minion_engine::legacy::{upgrade_v2, TaskRecordV1, TaskRecordV2};
 use minion_engine::{
-    widen_counts, Agent, AuditEntry, DedupEntry, DedupKey, Key, Kind, Meta, ProgressEvent, QueueConfig, Record,
+    widen_counts, Agent, AuditEntry, DedupEntry, DedupKey, Key, Kind, LimitRule, Meta, ProgressEvent, QueueConfig, Record,
     StateCounts, StateCounts8, TaskRecord, TaskState, Token,
 };
 use serde::de::DeserializeOwned;
@@ -16,9 +16,11 @@ use serde::Serialize;
 
 use crate::frame::{self, FrameError};
 
-/// The frame version of task records since they carry a [`minion_engine::Flow`] (version 1:
-/// [`TaskRecordV1`], read and upgraded).
+/// The frame version of task records that carry a [`minion_engine::Flow`] without `ext` (read and
+/// upgraded; version 1: [`TaskRecordV1`], read and upgraded).
 pub const TASK_RECORD_V2: u8 = 2;
+/// The frame version task records are written with: flows with `ext` (a concurrency key).
+pub const TASK_RECORD_V3: u8 = 3;
 
 fn kind_byte(kind: Kind) -> u8 {
     match kind {
@@ -37,6 +39,7 @@ fn kind_byte(kind: Kind) -> u8 {
         Kind::Token => b'K',
         Kind::Audit => b'U',
         Kind::TokenAgents => b'W',
+        Kind::Limits => b'R',
     }
 }
 
@@ -80,7 +83,7 @@ pub fn encode_key(key: &Key) -> Vec<u8> {
             out.push(s.index() as u8);
             out.extend_from_slice(&id.to_be_bytes());
         }
-        Key::Queue(s) | Key::Counts(s) | Key::Agent(s) | Key::Token(s) | Key::TokenAgents(s) => {
+        Key::Queue(s) | Key::Counts(s) | Key::Agent(s) | Key::Token(s) | Key::TokenAgents(s) | Key::Limits(s) => {
             out.extend_from_slice(s.as_bytes())
         }
     }
@@ -162,6 +165,7 @@ pub fn decode_key(b: &[u8]) -> Result<Key, FrameError> {
         Kind::Agent => Key::Agent(text(rest)?),
         Kind::Token => Key::Token(text(rest)?),
         Kind::TokenAgents => Key::TokenAgents(text(rest)?),
+        Kind::Limits => Key::Limits(text(rest)?),
     })
 }
 
@@ -173,8 +177,9 @@ fn enc<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, FrameError> {
 pub fn encode(r: &Record) -> Result<(Vec<u8>, Vec<u8>), FrameError> {
     let value = match r {
         Record::Meta(m) => enc(m)?,
-        Record::Task(t) => frame::encode_as(TASK_RECORD_V2, t)?,
-        Record::TaskV1(t) => frame::encode_as(TASK_RECORD_V2, &t.clone().upgrade())?,
+        Record::Task(t) => frame::encode_as(TASK_RECORD_V3, t)?,
+        Record::TaskV1(t) => frame::encode_as(TASK_RECORD_V3, &t.clone().upgrade())?,
+        Record::TaskV2(t) => frame::encode_as(TASK_RECORD_V3, &upgrade_v2(t.clone()))?,
         Record::Payload(_, p) => enc(p)?,
         Record::Progress(_, _, e) => enc(e)?,
         Record::Dedup(_, e) => enc(e)?,
@@ -186,6 +191,7 @@ pub fn encode(r: &Record) -> Result<(Vec<u8>, Vec<u8>), FrameError> {
         Record::Token(t) => enc(t)?,
         Record::Audit(e) => enc(e)?,
         Record::TokenAgents(_, patterns) => enc(patterns)?,
+        Record::Limits(_, rules) => enc(rules)?,
     };
     Ok((encode_key(&r.key()), value))
 }
@@ -202,7 +208,8 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, FrameError> {
         Key::Meta => Record::Meta(dec::<Meta>(value)?),
         Key::Live(id) | Key::Done(id) => {
             let t: TaskRecord = match frame::open(value)? {
-                (TASK_RECORD_V2, body) => frame::decode_body(body)?,
+                (TASK_RECORD_V3, body) => frame::decode_body(body)?,
+                (TASK_RECORD_V2, body) => upgrade_v2(frame::decode_body::<TaskRecordV2>(body)?),
                 (frame::FRAME_VERSION, body) => frame::decode_body::<TaskRecordV1>(body)?.upgrade(),
                 (v, _) => return Err(FrameError::Version(v)),
             };
@@ -256,6 +263,7 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, FrameError> {
             Record::Audit(e)
         }
         Key::TokenAgents(id) => Record::TokenAgents(id, dec::<Vec<String>>(value)?),
+        Key::Limits(q) => Record::Limits(q, dec::<Vec<LimitRule>>(value)?),
     })
 }
 
@@ -357,17 +365,40 @@ mod tests {
         let old = frame::encode(&v1).expect("encode");
         let want = v1.clone().upgrade();
         assert_eq!(decode(&key, &old).expect("v1"), Record::Task(want.clone()));
+        // Version 2: a flow without `ext`.
+        let mut v2: TaskRecordV2 = v1.clone().upgrade().map_flow(|_| minion_engine::legacy::FlowV2::default());
+        v2.flow = Some(Box::new(minion_engine::legacy::FlowV2 {
+            depends_on: vec![3],
+            deadline_ms: Some(5),
+            ..Default::default()
+        }));
+        let old2 = frame::encode_as(TASK_RECORD_V2, &v2).expect("encode");
+        let want2 = upgrade_v2(v2.clone());
+        assert_eq!(decode(&key, &old2).expect("v2"), Record::Task(want2.clone()));
+        assert_eq!(want2.flow.as_ref().map(|f| (f.depends_on.clone(), f.deadline_ms)), Some((vec![3], Some(5))));
+        let (_, v) = encode(&Record::TaskV2(v2)).expect("encode");
+        assert_eq!((v[0], decode(&key, &v).expect("written as v3")), (TASK_RECORD_V3, Record::Task(want2)));
+        // Version 3: with a concurrency key.
         let mut new = want.clone();
-        new.flow =
-            Some(Box::new(minion_engine::Flow { depends_on: vec![3], deadline_ms: Some(5), ..Default::default() }));
+        new.flow = Some(Box::new(minion_engine::Flow {
+            depends_on: vec![3],
+            deadline_ms: Some(5),
+            ext: vec![minion_engine::FlowExt::ConcurrencyKey("tenant-a".into())],
+            ..Default::default()
+        }));
         let (k, v) = encode(&Record::Task(new.clone())).expect("encode");
-        assert_eq!((v[0], decode(&k, &v).expect("v2")), (TASK_RECORD_V2, Record::Task(new)));
+        assert_eq!((v[0], decode(&k, &v).expect("v3")), (TASK_RECORD_V3, Record::Task(new.clone())));
         let (_, v) = encode(&Record::TaskV1(v1)).expect("encode");
-        assert_eq!(decode(&k, &v).expect("written as v2"), Record::Task(want));
-        // A version-1 body under a version-2 header (and the reverse) is refused, not misread.
+        assert_eq!(decode(&k, &v).expect("written as v3"), Record::Task(want));
+        // A version-1 body under a version-2 header (and the reverse) is refused, not misread;
+        // so is a version-3 body (with a key) under a version-2 header.
         let mut wrong = old.clone();
         wrong[0] = TASK_RECORD_V2;
         assert!(decode(&key, &wrong).is_err());
+        let (_, keyed) = encode(&Record::Task(new)).expect("encode");
+        let mut wrong = keyed;
+        wrong[0] = TASK_RECORD_V2;
+        assert!(decode(&k, &wrong).is_err());
         let mut wrong = v.clone();
         wrong[0] = frame::FRAME_VERSION;
         assert!(decode(&k, &wrong).is_err());

@@ -81,6 +81,7 @@ fn token_detail(token: &Token, agents: &[String]) -> String {
 pub(super) fn audit_description(cmd: &Command) -> Result<(&'static str, String, String), Rejection> {
     Ok(match cmd {
         Command::SetQueue { name, config } => ("queue.set", name.clone(), format!("{config:?}")),
+        Command::SetLimits { queue, rules } => ("queue.limits", queue.clone(), format!("{rules:?}")),
         Command::Cancel { task_id, reason } => ("task.cancel", task_id.to_string(), reason.clone().unwrap_or_default()),
         Command::Retry { task_id } => ("task.retry", task_id.to_string(), String::new()),
         Command::CreateToken { token } => ("token.create", token.id.clone(), token_detail(token, &[])),

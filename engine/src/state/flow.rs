@@ -13,7 +13,8 @@ use std::collections::{BTreeSet, VecDeque};
 use super::{invalid, Fail, State, Step};
 use crate::command::{RejectCode, Rejection};
 use crate::config::limits;
-use crate::flow::{DepPolicy, DepRef, Flow, TaskFlow, DEADLINE_ERROR, DEPENDENCIES_MAX};
+use crate::flow::{DepPolicy, DepRef, Flow, FlowExt, TaskFlow, DEADLINE_ERROR, DEPENDENCIES_MAX};
+use crate::key_limits::validate_concurrency_key;
 use crate::record::{Key, Record, TaskRecord};
 use crate::store::Cold;
 use crate::task::{AttemptOutcome, TaskId, TaskState};
@@ -108,6 +109,13 @@ impl State {
                     }
                 }
             }
+            let keys = f.ext.iter().filter(|e| matches!(e, FlowExt::ConcurrencyKey(_))).count();
+            if keys > 1 {
+                return Err(invalid(format!("tasks[{i}]: one concurrency key per task")));
+            }
+            if let Some(k) = f.concurrency_key() {
+                validate_concurrency_key(k).map_err(|r| invalid(format!("tasks[{i}]: {}", r.message)))?;
+            }
             if f.deadline_in_ms.is_some_and(|d| d == 0 || d > limits::TTL_MS_MAX) {
                 return Err(invalid(format!(
                     "tasks[{i}]: deadline_in_ms must be between 1 and {}",
@@ -161,7 +169,13 @@ impl State {
             }
         }
         let deadline_ms = flow.deadline_ms.or_else(|| flow.deadline_in_ms.map(|d| now.saturating_add(d)));
-        let out = Flow { depends_on, on_dependency_failure: flow.on_dependency_failure, unfinished, deadline_ms };
+        let out = Flow {
+            depends_on,
+            on_dependency_failure: flow.on_dependency_failure,
+            unfinished,
+            deadline_ms,
+            ext: flow.ext.clone(),
+        };
         Ok(match failed {
             Some((dep, s)) if out.on_dependency_failure == DepPolicy::Cancel => {
                 Start::Cancelled(Flow { unfinished: Vec::new(), ..out }, failure_reason(dep, s))

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::ready::ReadyIndex;
 use crate::record::TaskRecord;
 use crate::task::{TaskId, TaskState, TimeMs};
 
@@ -18,9 +19,10 @@ pub(crate) type CapSet = Vec<String>;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Indexes {
-    /// Ready tasks per queue, grouped by the capability set they require: a claim looks only at
-    /// the groups the agent can serve, so tasks it cannot take never hide the ones it can.
-    pub ready: BTreeMap<String, BTreeMap<CapSet, BTreeSet<ReadyKey>>>,
+    /// Ready tasks per queue, grouped by the capability set they require (a claim looks only at
+    /// the groups the agent can serve, so tasks it cannot take never hide the ones it can), with
+    /// leased tasks counted per concurrency key.
+    pub ready: ReadyIndex,
     /// Ready tasks per queue by the time they became ready (for the oldest one's age).
     pub ready_since: BTreeMap<String, BTreeSet<(TimeMs, TaskId)>>,
     /// Delayed and failed tasks by the time they become ready.
@@ -49,18 +51,16 @@ impl Indexes {
         }
         match t.state {
             TaskState::Ready => {
-                self.ready
-                    .entry(t.queue.clone())
-                    .or_default()
-                    .entry(t.capability_set())
-                    .or_default()
-                    .insert(ready_key(t));
+                self.ready.insert(&t.queue, t.capability_set(), ready_key(t), t.concurrency_key());
                 self.ready_since.entry(t.queue.clone()).or_default().insert((t.run_at_ms, t.id));
             }
             TaskState::Delayed | TaskState::Failed => {
                 self.timers.insert((t.run_at_ms, t.id));
             }
             TaskState::Leased => {
+                if let Some(k) = t.concurrency_key() {
+                    self.ready.leased_changed(&t.queue, k, 1);
+                }
                 if let Some(l) = &t.lease {
                     self.leases.insert((l.expires_ms, t.id));
                     if let Some(d) = l.stall_deadline_ms {
@@ -95,18 +95,7 @@ impl Indexes {
         }
         match t.state {
             TaskState::Ready => {
-                if let Some(groups) = self.ready.get_mut(&t.queue) {
-                    let caps = t.capability_set();
-                    if let Some(set) = groups.get_mut(&caps) {
-                        set.remove(&ready_key(t));
-                        if set.is_empty() {
-                            groups.remove(&caps);
-                        }
-                    }
-                    if groups.is_empty() {
-                        self.ready.remove(&t.queue);
-                    }
-                }
+                self.ready.remove(&t.queue, &t.capability_set(), ready_key(t), t.concurrency_key());
                 if let Some(since) = self.ready_since.get_mut(&t.queue) {
                     since.remove(&(t.run_at_ms, t.id));
                     if since.is_empty() {
@@ -118,6 +107,9 @@ impl Indexes {
                 self.timers.remove(&(t.run_at_ms, t.id));
             }
             TaskState::Leased => {
+                if let Some(k) = t.concurrency_key() {
+                    self.ready.leased_changed(&t.queue, k, -1);
+                }
                 if let Some(l) = &t.lease {
                     self.leases.remove(&(l.expires_ms, t.id));
                     if let Some(d) = l.stall_deadline_ms {
@@ -135,19 +127,9 @@ impl Indexes {
     }
 
     /// The first `max` ready tasks of `queue` whose required capabilities `caps` covers, in
-    /// priority order. Looks at one entry per capability group it can serve, never at tasks it
-    /// cannot take.
+    /// priority order, within the queue's per-key limits.
     pub fn claimable(&self, queue: &str, caps: &[String], max: usize) -> Vec<ReadyKey> {
-        let Some(groups) = self.ready.get(queue) else { return Vec::new() };
-        let mut out: Vec<ReadyKey> = Vec::new();
-        for (set, keys) in groups {
-            if set.iter().all(|c| caps.contains(c)) {
-                out.extend(keys.iter().take(max));
-            }
-        }
-        out.sort_unstable();
-        out.truncate(max);
-        out
+        self.ready.claimable(queue, caps, max)
     }
 
     /// When the longest-waiting ready task of `queue` became ready.

@@ -28,6 +28,7 @@ impl State {
     pub fn validate_ram(&self) -> Result<(), String> {
         self.validate_deps()?;
         let mut rebuilt = Indexes::default();
+        rebuilt.ready.copy_limits(&self.idx.ready);
         let mut live_counts: BTreeMap<&str, StateCounts> = BTreeMap::new();
         for t in self.live.values() {
             rebuilt.insert(t);
@@ -178,6 +179,16 @@ impl State {
         .map_err(err)?;
         if queues != self.queues {
             return Err("queue records differ from RAM".into());
+        }
+        let mut limits = BTreeMap::new();
+        scan_all(cold, Kind::Limits, |r| {
+            if let Record::Limits(q, rules) = r {
+                limits.insert(q, crate::key_limits::KeyLimits::from_rules(&rules));
+            }
+        })
+        .map_err(err)?;
+        if &limits != self.idx.ready.all_limits() {
+            return Err("limit records differ from RAM".into());
         }
         if self.dirty_counts.is_empty() {
             let mut counts = BTreeMap::new();

@@ -7,6 +7,7 @@ use growable_bloom_filter::GrowableBloom;
 
 use super::State;
 use crate::dedup::Dedup;
+use crate::key_limits::KeyLimits;
 use crate::record::{Key, Kind, Record};
 use crate::store::{Cold, ColdError};
 
@@ -58,6 +59,11 @@ impl State {
         scan_all(cold, Kind::Queue, |r| {
             if let Record::Queue(q, c) = r {
                 s.queues.insert(q, c);
+            }
+        })?;
+        scan_all(cold, Kind::Limits, |r| {
+            if let Record::Limits(q, rules) = r {
+                s.idx.ready.set_limits(&q, KeyLimits::from_rules(&rules));
             }
         })?;
         scan_all(cold, Kind::Counts, |r| {

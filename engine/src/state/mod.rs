@@ -20,6 +20,7 @@ mod indexes;
 mod invariants;
 mod load;
 mod queries;
+mod ready;
 mod restore;
 mod tasks;
 mod warm;
@@ -31,15 +32,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{AuditEntry, Token};
 use crate::agent::Agent;
-use crate::command::{ApplyMeta, Command, Outcome, RejectCode, Rejection, Request, Response};
+use crate::command::{ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response};
 use crate::config::{limits, validate_queue_name, EngineConfig, QueueConfig};
 use crate::dedup::Dedup;
+use crate::key_limits::{KeyLimits, LimitRule};
 use crate::events::TaskEvent;
 use crate::record::{Effect, Key, Record, StateCounts, TaskRecord};
 use crate::store::{Cold, ColdError, Pending};
 use crate::task::{LeaseToken, TaskId, TaskState, TimeMs};
 
-pub use queries::{list, task_details, task_record, task_view, QueueStats, TaskFilter, LIST_LIMIT_MAX, LIST_SCAN_MAX};
+pub use queries::{list, LimitsView, task_details, task_record, task_view, QueueStats, TaskFilter, LIST_LIMIT_MAX, LIST_SCAN_MAX};
 pub use restore::RESTORE_RECORDS_MAX;
 
 use indexes::Indexes;
@@ -243,11 +245,13 @@ impl State {
                 self.submit(tasks, &[], Some(trace_parent), cold)
             }
             Command::SubmitFlow { tasks, flows, trace_parent } => {
-                if let Some(tp) = trace_parent {
-                    crate::command::validate_trace_parent(tp).map_err(invalid)?;
-                }
-                self.submit(tasks, flows, trace_parent.as_ref(), cold)
+                let flows: Vec<_> = flows.iter().map(|f| f.upgrade()).collect();
+                self.submit_flow(tasks, &flows, trace_parent.as_ref(), cold)
             }
+            Command::SubmitWith { tasks, flows, trace_parent } => {
+                self.submit_flow(tasks, flows, trace_parent.as_ref(), cold)
+            }
+            Command::SetLimits { queue, rules } => self.set_limits(queue, rules),
             Command::Reject { records } => self.reject(records, cold),
             Command::Claim { agent_id, queues, capabilities, max } => self.claim(agent_id, queues, capabilities, *max),
             Command::Progress { task_id, lease_token, percent, message } => {
@@ -311,6 +315,33 @@ impl State {
                 Ok(Outcome::Batch(outs))
             }
         }
+    }
+
+    fn submit_flow(
+        &mut self,
+        tasks: &[NewTask],
+        flows: &[crate::flow::TaskFlow],
+        trace_parent: Option<&String>,
+        cold: &dyn Cold,
+    ) -> Step<Outcome> {
+        if let Some(tp) = trace_parent {
+            crate::command::validate_trace_parent(tp).map_err(invalid)?;
+        }
+        self.submit(tasks, flows, trace_parent, cold)
+    }
+
+    /// Replace a queue's per-key concurrency limits (none: remove them).
+    fn set_limits(&mut self, queue: &str, rules: &[LimitRule]) -> Step<Outcome> {
+        validate_queue_name(queue)?;
+        let limits = KeyLimits::from_rules(rules);
+        limits.validate()?;
+        if limits.is_empty() {
+            self.pending.delete(Key::Limits(queue.to_string()));
+        } else {
+            self.pending.put(Record::Limits(queue.to_string(), limits.to_rules()));
+        }
+        self.idx.ready.set_limits(queue, limits);
+        Ok(Outcome::Done)
     }
 
     fn set_queue(&mut self, name: &str, config: &QueueConfig) -> Step<Outcome> {

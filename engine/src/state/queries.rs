@@ -1,7 +1,7 @@
 //! The read side: accessors over RAM, queue statistics, what is due, and ledger queries over the
 //! records (which need no RAM state and no lock: they read through [`Cold`]).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,16 @@ pub struct QueueStats {
     pub waiting: u64,
     /// Age of the longest-waiting ready task (0 when none is ready).
     pub oldest_ready_age_ms: u64,
+}
+
+/// A queue's per-key concurrency limits and where its keys stand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitsView {
+    pub limits: crate::key_limits::KeyLimits,
+    /// Leased tasks per concurrency key (keys with none left out).
+    pub leased: BTreeMap<String, u32>,
+    /// Keys with ready tasks that no claim may take now (at or over their limit).
+    pub keys_at_limit: usize,
 }
 
 /// A ledger query.
@@ -278,6 +288,14 @@ impl State {
     /// Effective settings of a queue (its overrides over the engine defaults).
     pub fn queue_settings(&self, queue: &str) -> EngineConfig {
         self.effective_config(queue)
+    }
+
+    pub fn queue_limits(&self, queue: &str) -> LimitsView {
+        LimitsView {
+            limits: self.idx.ready.limits(queue).cloned().unwrap_or_default(),
+            leased: self.idx.ready.leased_by_key(queue).cloned().unwrap_or_default(),
+            keys_at_limit: self.idx.ready.keys_at_limit(queue),
+        }
     }
 
     /// Every queue that has tasks or a configuration.

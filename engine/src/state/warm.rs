@@ -24,16 +24,22 @@ impl State {
 
     fn cold_keys_of(&self, cmd: &Command, out: &mut Vec<Key>) {
         match cmd {
-            Command::Submit { tasks } | Command::SubmitTraced { tasks, .. } | Command::SubmitFlow { tasks, .. } => {
+            Command::Submit { tasks }
+            | Command::SubmitTraced { tasks, .. }
+            | Command::SubmitFlow { tasks, .. }
+            | Command::SubmitWith { tasks, .. } => {
                 for t in tasks {
                     self.dedup_key(&t.queue, t.idempotency_key.as_deref(), out);
                 }
                 // The finished tasks a submit depends on are read for their state.
-                if let Command::SubmitFlow { flows, .. } = cmd {
-                    for d in flows.iter().flat_map(|f| &f.depends_on) {
-                        if let crate::flow::DepRef::Task(id) = d {
-                            self.finished_key(*id, out);
-                        }
+                let deps: Vec<&crate::flow::DepRef> = match cmd {
+                    Command::SubmitFlow { flows, .. } => flows.iter().flat_map(|f| &f.depends_on).collect(),
+                    Command::SubmitWith { flows, .. } => flows.iter().flat_map(|f| &f.depends_on).collect(),
+                    _ => Vec::new(),
+                };
+                for d in deps {
+                    if let crate::flow::DepRef::Task(id) = d {
+                        self.finished_key(*id, out);
                     }
                 }
             }

@@ -1,0 +1,115 @@
+//! Per-key concurrency limits of a queue: how many tasks with one concurrency key may be leased
+//! at once. A queue sets a limit for every key and overrides for single keys; a key with neither
+//! is unlimited. A limit of 0 holds the key's tasks back (ready, not claimable).
+//!
+//! Stored as a list of [`LimitRule`]s (one record per queue) so that later kinds of limits are new
+//! variants, not new record shapes; the engine works on the resolved [`KeyLimits`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::Rejection;
+use crate::flow::CONCURRENCY_KEY_BYTES_MAX;
+
+/// Keys with an override of their own, per queue.
+pub const KEY_OVERRIDES_MAX: usize = 10_000;
+/// Largest limit (far above any lease count a queue can reach).
+pub const KEY_LIMIT_MAX: u32 = 1_000_000;
+
+/// One rule as stored. Append variants only: the list is part of the record format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LimitRule {
+    /// Tasks with one key leased at once, for every key without a rule of its own.
+    KeyConcurrency(u32),
+    /// Tasks with this key leased at once.
+    KeyConcurrencyOf(String, u32),
+}
+
+/// A queue's limits, resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// The limit of every key without an override; `None`: unlimited.
+    pub per_key: Option<u32>,
+    pub overrides: BTreeMap<String, u32>,
+}
+
+impl KeyLimits {
+    /// The limit of `key`, `None` if it has none.
+    pub fn of(&self, key: &str) -> Option<u32> {
+        self.overrides.get(key).copied().or(self.per_key)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.per_key.is_none() && self.overrides.is_empty()
+    }
+
+    /// Whether one more task with `key` may be leased when `leased` are.
+    pub fn admits(&self, key: &str, leased: u32) -> bool {
+        self.of(key).is_none_or(|limit| leased < limit)
+    }
+
+    pub fn from_rules(rules: &[LimitRule]) -> KeyLimits {
+        let mut out = KeyLimits::default();
+        for r in rules {
+            match r {
+                LimitRule::KeyConcurrency(n) => out.per_key = Some(*n),
+                LimitRule::KeyConcurrencyOf(k, n) => {
+                    out.overrides.insert(k.clone(), *n);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn to_rules(&self) -> Vec<LimitRule> {
+        let mut out: Vec<LimitRule> = self.per_key.map(LimitRule::KeyConcurrency).into_iter().collect();
+        out.extend(self.overrides.iter().map(|(k, n)| LimitRule::KeyConcurrencyOf(k.clone(), *n)));
+        out
+    }
+
+    /// Refuse limits out of range, keys that no task could carry, too many overrides.
+    pub fn validate(&self) -> Result<(), Rejection> {
+        if self.overrides.len() > KEY_OVERRIDES_MAX {
+            return Err(Rejection::invalid(format!("at most {KEY_OVERRIDES_MAX} keys with limits of their own")));
+        }
+        let limits = self.per_key.into_iter().chain(self.overrides.values().copied());
+        if let Some(n) = limits.into_iter().find(|n| *n > KEY_LIMIT_MAX) {
+            return Err(Rejection::invalid(format!("a key's limit must be at most {KEY_LIMIT_MAX}, got {n}")));
+        }
+        for k in self.overrides.keys() {
+            validate_concurrency_key(k)?;
+        }
+        Ok(())
+    }
+}
+
+/// A concurrency key: 1 to [`CONCURRENCY_KEY_BYTES_MAX`] bytes.
+pub fn validate_concurrency_key(key: &str) -> Result<(), Rejection> {
+    if key.is_empty() || key.len() > CONCURRENCY_KEY_BYTES_MAX {
+        return Err(Rejection::invalid(format!("concurrency_key must be 1 to {CONCURRENCY_KEY_BYTES_MAX} bytes")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_round_trip_and_overrides_win() {
+        let l = KeyLimits { per_key: Some(2), overrides: BTreeMap::from([("big".to_string(), 5), ("off".into(), 0)]) };
+        assert_eq!(KeyLimits::from_rules(&l.to_rules()), l);
+        assert_eq!((l.of("big"), l.of("off"), l.of("other")), (Some(5), Some(0), Some(2)));
+        assert!(l.admits("other", 1) && !l.admits("other", 2) && !l.admits("off", 0));
+        assert!(KeyLimits::default().admits("any", u32::MAX));
+    }
+
+    #[test]
+    fn validate_refuses_what_no_task_could_use() {
+        let too_big = KeyLimits { per_key: Some(KEY_LIMIT_MAX + 1), ..Default::default() };
+        assert!(too_big.validate().is_err());
+        let empty_key = KeyLimits { overrides: BTreeMap::from([(String::new(), 1)]), ..Default::default() };
+        assert!(empty_key.validate().is_err());
+    }
+}
