@@ -67,10 +67,11 @@ pub enum FlowExt {
 }
 
 fn concurrency_key_of(ext: &[FlowExt]) -> Option<&str> {
-    ext.iter().map(|e| match e {
-        FlowExt::ConcurrencyKey(k) => k.as_str(),
-    })
-    .next()
+    ext.iter()
+        .map(|e| match e {
+            FlowExt::ConcurrencyKey(k) => k.as_str(),
+        })
+        .next()
 }
 
 /// What a submitted task asks for beyond [`crate::NewTask`] (kept apart from it: `NewTask` is part

@@ -35,10 +35,14 @@ pub use config::{EngineConfig, QueueConfig};
 pub use dedup::{DedupEntry, DedupKey, DedupStats};
 pub use dispatch::{Candidate, Dispatcher, Strategy};
 pub use events::{EventBody, TaskEvent};
-pub use flow::{DepPolicy, DepRef, Flow, FlowExt, TaskFlow, CONCURRENCY_KEY_BYTES_MAX, DEADLINE_ERROR, DEPENDENCIES_MAX};
+pub use flow::{
+    DepPolicy, DepRef, Flow, FlowExt, TaskFlow, CONCURRENCY_KEY_BYTES_MAX, DEADLINE_ERROR, DEPENDENCIES_MAX,
+};
 pub use key_limits::{KeyLimits, LimitRule};
 pub use memory::Memory;
 pub use record::{widen_counts, Effect, Key, Kind, Record, StateCounts, StateCounts8, TaskRecord};
-pub use state::{list, LimitsView, task_details, task_record, task_view, Counters, Meta, QueueStats, State, TaskFilter};
+pub use state::{
+    list, task_details, task_record, task_view, Counters, LimitsView, Meta, QueueStats, State, TaskFilter,
+};
 pub use store::{Cold, ColdError, MemStore};
 pub use task::{Attempt, AttemptOutcome, Lease, LeaseToken, ProgressEvent, Task, TaskId, TaskState, TimeMs};

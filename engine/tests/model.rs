@@ -350,7 +350,11 @@ fn run(ops: Vec<Op>) {
                             .collect(),
                         on_dependency_failure: if t.7 { DepPolicy::RunAnyway } else { DepPolicy::Cancel },
                         deadline_in_ms: t.8,
-                        ext: t.9.map(|k| FlowExt::ConcurrencyKey(CONCURRENCY_KEYS[k as usize].into())).into_iter().collect(),
+                        ext: t
+                            .9
+                            .map(|k| FlowExt::ConcurrencyKey(CONCURRENCY_KEYS[k as usize].into()))
+                            .into_iter()
+                            .collect(),
                         ..TaskFlow::default()
                     })
                     .collect();

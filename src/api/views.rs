@@ -3,8 +3,8 @@
 
 pub use minion_client::wire::*;
 use minion_engine::{
-    Attempt, AttemptOutcome, Cold, ColdError, DepPolicy, DepRef, EventBody, Flow, FlowExt, Lease, NewTask, ProgressEvent, Task,
-    TaskEvent, TaskFlow,
+    Attempt, AttemptOutcome, Cold, ColdError, DepPolicy, DepRef, EventBody, Flow, FlowExt, Lease, NewTask,
+    ProgressEvent, Task, TaskEvent, TaskFlow,
 };
 use serde_json::value::RawValue;
 

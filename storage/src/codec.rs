@@ -8,8 +8,8 @@
 
 use minion_engine::legacy::{upgrade_v2, TaskRecordV1, TaskRecordV2};
 use minion_engine::{
-    widen_counts, Agent, AuditEntry, DedupEntry, DedupKey, Key, Kind, LimitRule, Meta, ProgressEvent, QueueConfig, Record,
-    StateCounts, StateCounts8, TaskRecord, TaskState, Token,
+    widen_counts, Agent, AuditEntry, DedupEntry, DedupKey, Key, Kind, LimitRule, Meta, ProgressEvent, QueueConfig,
+    Record, StateCounts, StateCounts8, TaskRecord, TaskState, Token,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -35,13 +35,15 @@ use crate::agent::Agent;
 use crate::command::{ApplyMeta, Command, NewTask, Outcome, RejectCode, Rejection, Request, Response};
 use crate::config::{limits, validate_queue_name, EngineConfig, QueueConfig};
 use crate::dedup::Dedup;
-use crate::key_limits::{KeyLimits, LimitRule};
 use crate::events::TaskEvent;
+use crate::key_limits::{KeyLimits, LimitRule};
 use crate::record::{Effect, Key, Record, StateCounts, TaskRecord};
 use crate::store::{Cold, ColdError, Pending};
 use crate::task::{LeaseToken, TaskId, TaskState, TimeMs};
 
-pub use queries::{list, LimitsView, task_details, task_record, task_view, QueueStats, TaskFilter, LIST_LIMIT_MAX, LIST_SCAN_MAX};
+pub use queries::{
+    list, task_details, task_record, task_view, LimitsView, QueueStats, TaskFilter, LIST_LIMIT_MAX, LIST_SCAN_MAX,
+};
 pub use restore::RESTORE_RECORDS_MAX;
 
 use indexes::Indexes;
