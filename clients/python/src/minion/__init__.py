@@ -59,6 +59,7 @@ from .models import (
     ProgressEvent,
     Queue,
     QueueConfig,
+    QueueLimits,
     QueueStats,
     Submitted,
     Task,

@@ -17,6 +17,7 @@ from .models import (
     Heartbeat,
     Queue,
     QueueConfig,
+    QueueLimits,
     QueueStats,
     Submitted,
     Task,
@@ -63,6 +64,7 @@ def submit(
     on_dependency_failure: Optional[DependencyPolicy] = None,
     deadline_ms: Optional[int] = None,
     deadline_in_ms: Optional[int] = None,
+    concurrency_key: Optional[str] = None,
     traceparent: Optional[str] = None,
 ) -> Op[Submitted]:
     spec = TaskSpec(
@@ -81,6 +83,7 @@ def submit(
         on_dependency_failure=on_dependency_failure,
         deadline_ms=deadline_ms,
         deadline_in_ms=deadline_in_ms,
+        concurrency_key=concurrency_key,
     )
     headers = {"traceparent": traceparent} if traceparent else None
     call = Call("POST", "/v1/tasks", spec.to_json(), headers=headers, idempotent=idempotency_key is not None)
@@ -152,6 +155,19 @@ def set_queue(name: str, config: Union[QueueConfig, Mapping[str, Any]]) -> Op[Qu
     cfg = config if isinstance(config, QueueConfig) else QueueConfig.model_validate(dict(config))
     body = cfg.model_dump(mode="json", exclude_none=True)
     return Op(Call("PUT", f"/v1/queues/{_seg(name)}", body, idempotent=True), Queue.model_validate)
+
+
+def queue_limits(name: str) -> Op[QueueLimits]:
+    return Op(Call("GET", f"/v1/queues/{_seg(name)}/limits", idempotent=True), QueueLimits.model_validate)
+
+
+def set_queue_limits(
+    name: str, *, concurrency_per_key: Optional[int] = None, key_concurrency: Optional[Mapping[str, int]] = None
+) -> Op[QueueLimits]:
+    body: dict[str, Any] = {"key_concurrency": {str(k): int(n) for k, n in (key_concurrency or {}).items()}}
+    if concurrency_per_key is not None:
+        body["concurrency_per_key"] = int(concurrency_per_key)
+    return Op(Call("PUT", f"/v1/queues/{_seg(name)}/limits", body, idempotent=True), QueueLimits.model_validate)
 
 
 def agents(*, limit: Optional[int] = None, after: Optional[str] = None) -> Op[AgentPage]:

@@ -42,6 +42,7 @@ from .models import (
     Heartbeat,
     Queue,
     QueueConfig,
+    QueueLimits,
     QueueStats,
     Submitted,
     Task,
@@ -242,6 +243,7 @@ class AsyncClient:
         on_dependency_failure: Optional[DependencyPolicy] = None,
         deadline_ms: Optional[int] = None,
         deadline_in_ms: Optional[int] = None,
+        concurrency_key: Optional[str] = None,
         traceparent: Optional[str] = None,
     ) -> Submitted:
         """Submit one task; ``payload`` is any JSON value or a pydantic model.
@@ -256,6 +258,8 @@ class AsyncClient:
         dead, cancelled or rejected it is cancelled, or runs anyway with
         ``on_dependency_failure="run_anyway"``. ``deadline_ms`` (absolute) or ``deadline_in_ms``
         ends it ``dead`` with the error ``deadline`` if it has not finished by then.
+        ``concurrency_key`` puts it under the queue's per-key concurrency limit
+        (:meth:`set_queue_limits`): claims skip a key while that many of its tasks are leased.
         """
         return await self._run(
             ops.submit(
@@ -274,6 +278,7 @@ class AsyncClient:
                 on_dependency_failure=on_dependency_failure,
                 deadline_ms=deadline_ms,
                 deadline_in_ms=deadline_in_ms,
+                concurrency_key=concurrency_key,
                 traceparent=traceparent,
             )
         )
@@ -395,6 +400,24 @@ class AsyncClient:
         merged = dict(config.model_dump(exclude_none=True) if isinstance(config, QueueConfig) else config or {})
         merged.update(fields)
         return await self._run(ops.set_queue(name, merged))
+
+    async def queue_limits(self, name: str) -> QueueLimits:
+        """A queue's per-key concurrency limits, leased tasks per key and keys at their limit."""
+        return await self._run(ops.queue_limits(name))
+
+    async def set_queue_limits(
+        self,
+        name: str,
+        *,
+        concurrency_per_key: Optional[int] = None,
+        key_concurrency: Optional[Mapping[str, int]] = None,
+    ) -> QueueLimits:
+        """Replace a queue's per-key concurrency limits: ``concurrency_per_key`` for every key
+        without one of its own, ``key_concurrency`` for single keys (0 holds a key back). Called
+        with neither, it removes them."""
+        return await self._run(
+            ops.set_queue_limits(name, concurrency_per_key=concurrency_per_key, key_concurrency=key_concurrency)
+        )
 
     async def agents(self, *, limit: Optional[int] = None, after: Optional[str] = None) -> AgentPage:
         """One page of registered agents in id order."""

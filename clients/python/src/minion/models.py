@@ -159,6 +159,7 @@ class Task(_Response):
     depends_on: list[Dependency] = Field(default_factory=list)
     on_dependency_failure: Optional[DependencyPolicy] = None
     deadline_ms: Optional[int] = None
+    concurrency_key: Optional[str] = None
 
     @property
     def is_final(self) -> bool:
@@ -212,6 +213,8 @@ class TaskSpec(BaseModel):
     on_dependency_failure: Optional[DependencyPolicy] = None
     deadline_ms: Optional[int] = None
     deadline_in_ms: Optional[int] = None
+    #: Tasks of one queue with the same key share its per-key concurrency limit.
+    concurrency_key: Optional[str] = None
 
     def to_json(self) -> dict[str, Any]:
         """The request body: JSON-ready, unset fields left out (the payload is always sent)."""
@@ -268,6 +271,17 @@ class Queue(_Response):
     config: QueueConfig
     overrides: QueueConfig
     stats: QueueStats
+
+
+class QueueLimits(_Response):
+    """A queue's per-key concurrency limits (``GET /v1/queues/{name}/limits``) and where its keys
+    stand: leased tasks per key, and how many keys with ready tasks are at their limit."""
+
+    queue: str
+    concurrency_per_key: Optional[int] = None
+    key_concurrency: dict[str, int] = Field(default_factory=dict)
+    leased_by_key: dict[str, int] = Field(default_factory=dict)
+    keys_at_limit: int = 0
 
 
 class OutcomeStats(_Response):
