@@ -4,6 +4,7 @@
 import { $app, $nav, $who, PAGE_SIZE, QUEUE_FIELDS, STATES, STRATEGIES, absTime, ageEl, append, clear, cursorPager, dur, errorBox, flash, h, json, num, pagedTable, replace, session, table, timeEl, truncate } from './lib.js';
 import { api, follow, isAdmin, mayRead } from './api.js';
 import { taskColumns, tasksQuery } from './pages-tasks.js';
+import { limitsSection } from './pages-limits.js';
 import { signOut } from './app.js';
 
 // ---------------------------------------------------------------- pages
@@ -205,9 +206,11 @@ export async function queuePage(ctx, name) {
       { label: 'Effective', cls: 'num', cell: (r) => fmtSetting(q.config[r.k], r.unit) },
       { label: 'Override', cls: 'num', cell: (r) => (q.overrides[r.k] === null || q.overrides[r.k] === undefined ? h('span', { class: 'muted' }, 'default') : fmtSetting(q.overrides[r.k], r.unit)) },
     ], rows, { caption: 'Settings' });
-    replace(top, h('h2', null, 'Counts'), counts, h('h2', null, 'Settings'), settings, isAdmin() ? settingsForm(ctx, name, q, load) : null);
+    replace(top, h('h2', null, 'Counts'), counts, h('h2', null, 'Settings'), settings, isAdmin() ? settingsForm(ctx, name, q, load) : null, limits);
   };
+  const limits = h('div');
   await load();
+  limitsSection(ctx, name).then((el) => replace(limits, el));
   // Its tasks, filterable by state.
   const stateSel = h('select', { id: 'qstate' }, h('option', { value: '' }, 'any state'), STATES.map((s) => h('option', { value: s }, s)));
   const pager = cursorPager(ctx, async (after) => {

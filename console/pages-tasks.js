@@ -162,6 +162,7 @@ export function renderTask(body, t) {
       i ? ', ' : '', h('a', { href: `#/tasks/${d.id}` }, `#${d.id}`), ' ', d.state ? stateBadge(d.state) : h('span', { class: 'muted' }, 'removed')]),
     ` (on failure: ${t.on_dependency_failure})`)) : null,
     t.deadline_ms ? row('Deadline', timeEl(t.deadline_ms)) : null,
+    t.concurrency_key ? row('Concurrency key', h('code', { id: 'concurrency-key' }, t.concurrency_key)) : null,
     t.last_error ? row('Last error', h('span', { class: 'err-text' }, t.last_error)) : null,
     t.cancel_reason ? row('Cancel reason', t.cancel_reason) : null);
   const progressList = (t.progress || []).length

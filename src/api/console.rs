@@ -16,7 +16,7 @@ use super::AppState;
 const JS: &str = "text/javascript; charset=utf-8";
 
 /// (name, content type, compiled-in text). The scripts are ES modules that import each other.
-const FILES: [(&str, &str, &str); 8] = [
+const FILES: [(&str, &str, &str); 9] = [
     ("index.html", "text/html; charset=utf-8", include_str!("../../console/index.html")),
     ("app.css", "text/css; charset=utf-8", include_str!("../../console/app.css")),
     ("app.js", JS, include_str!("../../console/app.js")),
@@ -25,6 +25,7 @@ const FILES: [(&str, &str, &str); 8] = [
     ("pages-tasks.js", JS, include_str!("../../console/pages-tasks.js")),
     ("pages-ops.js", JS, include_str!("../../console/pages-ops.js")),
     ("pages-admin.js", JS, include_str!("../../console/pages-admin.js")),
+    ("pages-limits.js", JS, include_str!("../../console/pages-limits.js")),
 ];
 
 /// Scripts and styles only from this origin, connections only to it, no framing.

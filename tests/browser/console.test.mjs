@@ -447,6 +447,32 @@ describe('console without auth', () => {
     await context.close();
   });
 
+  test('an admin sets concurrency limits on a queue page and sees keys at their limit', async () => {
+    const a = await s.call('POST', '/v1/tasks', { queue: 'calls', kind: 'llm', concurrency_key: 'openai' });
+    await s.call('POST', '/v1/tasks', { queue: 'calls', kind: 'llm', concurrency_key: 'openai' });
+    const { context, page, errors } = await openPage();
+    await page.goto(`${s.base}/#/tasks/${a.id}`);
+    await page.locator('#concurrency-key', { hasText: 'openai' }).waitFor();
+    await page.goto(`${s.base}/#/queues/calls`);
+    await page.locator('#limits-summary', { hasText: 'No limit for every key' }).waitFor();
+    await page.locator('#limit-per-key').fill('1');
+    await page.locator('#limit-keys').fill('anthropic=4\nbroken line');
+    await page.getByRole('button', { name: 'Save limits' }).click();
+    await page.locator('#limits-form .msg.error', { hasText: 'line 2' }).waitFor();
+    assert.equal((await s.call('GET', '/v1/queues/calls/limits')).concurrency_per_key, null, 'nothing was sent');
+    await page.locator('#limit-keys').fill('anthropic=4');
+    await page.getByRole('button', { name: 'Save limits' }).click();
+    await page.locator('.flash .msg.ok', { hasText: 'Saved the concurrency limits of queue calls' }).waitFor();
+    const l = await s.call('GET', '/v1/queues/calls/limits');
+    assert.deepEqual([l.concurrency_per_key, l.key_concurrency], [1, { anthropic: 4 }]);
+    await s.call('POST', '/v1/claims', { agent_id: 'caller', queues: ['calls'], max: 5 });
+    await page.reload();
+    await page.locator('#limits-summary', { hasText: 'At most 1 leased per key, 1 key with a limit of its own; 1 key at the limit now.' }).waitFor();
+    await page.locator('#limits tbody tr', { hasText: 'openai' }).waitFor();
+    assert.deepEqual(errors, []);
+    await context.close();
+  });
+
   test('at 390 px the overview has no horizontal overflow', async () => {
     const { context, page, errors } = await openPage({ viewport: { width: 390, height: 844 } });
     for (const hash of ['#/', '#/dead', `#/tasks/${deadId}`]) {
