@@ -114,10 +114,18 @@ pub fn state_machine(data: &[u8]) {
                                     minion_engine::DepPolicy::Cancel
                                 },
                                 deadline_in_ms: (arg % 5 == 2).then_some(arg as u64 * 20),
+                                // Concurrency keys (now and then an empty one: refused).
+                                ext: match arg.wrapping_add(i as u8) % 5 {
+                                    0 | 1 => vec![],
+                                    4 if arg.is_multiple_of(8) => {
+                                        vec![minion_engine::FlowExt::ConcurrencyKey(String::new())]
+                                    }
+                                    k => vec![minion_engine::FlowExt::ConcurrencyKey(format!("key{}", k % 3))],
+                                },
                                 ..minion_engine::TaskFlow::default()
                             })
                             .collect();
-                        Command::SubmitFlow { tasks, flows, trace_parent: None }
+                        Command::SubmitWith { tasks, flows, trace_parent: None }
                     }
                     _ => Command::Submit { tasks },
                 }
@@ -168,7 +176,7 @@ pub fn state_machine(data: &[u8]) {
                 }],
             },
             15 if (op / 16) % 4 == 2 => {
-                // An administrative command, audited: tokens (some invalid), a cancel, a queue setting.
+                // An administrative command, audited: tokens (some invalid), a cancel, queue limits.
                 let id = format!("{:016x}", arg % 4);
                 let inner = match arg % 5 {
                     0 | 1 => Command::CreateToken {
@@ -188,7 +196,15 @@ pub fn state_machine(data: &[u8]) {
                     },
                     2 => Command::RevokeToken { id },
                     3 => Command::Cancel { task_id: task, reason: Some("fuzz".into()) },
-                    _ => Command::Tick,
+                    // Per-key limits: one for every key, one key held back, or none.
+                    _ => Command::SetLimits {
+                        queue: q,
+                        rules: match arg % 3 {
+                            0 => vec![],
+                            1 => vec![minion_engine::LimitRule::KeyConcurrency(1 + arg as u32 % 2)],
+                            _ => vec![minion_engine::LimitRule::KeyConcurrencyOf("key1".into(), 0)],
+                        },
+                    },
                 };
                 Command::Audited { actor: "fuzz".into(), cmd: Box::new(inner) }
             }

@@ -100,18 +100,26 @@ fn seeds_are_current() {
         tasks: vec![NewTask { queue: "q".into(), payload: "2".into(), ..NewTask::default() }],
         trace_parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
     };
-    let flow = Command::SubmitFlow {
+    let flow = Command::SubmitWith {
         tasks: vec![NewTask { queue: "q".into(), payload: "3".into(), ..NewTask::default() }],
         flows: vec![minion_engine::TaskFlow {
             depends_on: vec![minion_engine::DepRef::Task(1)],
             deadline_in_ms: Some(60_000),
+            ext: vec![minion_engine::FlowExt::ConcurrencyKey("tenant-a".into())],
             ..minion_engine::TaskFlow::default()
         }],
         trace_parent: None,
     };
+    let limits = Command::SetLimits {
+        queue: "q".into(),
+        rules: vec![
+            minion_engine::LimitRule::KeyConcurrency(1),
+            minion_engine::LimitRule::KeyConcurrencyOf("tenant-b".into(), 3),
+        ],
+    };
     let mut state = Memory::default();
     let mut frames: Vec<(String, Vec<u8>)> = Vec::new();
-    for (i, cmd) in [submit, claim, traced, flow].into_iter().enumerate() {
+    for (i, cmd) in [submit, claim, traced, flow, limits].into_iter().enumerate() {
         let req = Request { now_ms: 1_000, cmd };
         frames.push((format!("request-{i}"), frame::encode(&req).expect("encode")));
         let _ = state.apply(&req, minion_engine::ApplyMeta { log_index: i as u64 + 1 });
@@ -120,7 +128,7 @@ fn seeds_are_current() {
     frames.push(("task".into(), frame::encode(&task).expect("encode")));
     let record = state.record(1).expect("task 1");
     frames.push(("task-record".into(), frame::encode(&record).expect("encode")));
-    // A waiting task's record as stored (record version 2, with its flow).
+    // A waiting task's record as stored (record version 3, with its flow and concurrency key).
     let waiting = Record::Task(state.record(3).expect("task 3"));
     let (k, v) = minion_storage::codec::encode(&waiting).expect("encode");
     frames.push(("record-waiting".into(), [vec![k.len() as u8], k, v].concat()));
