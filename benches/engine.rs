@@ -6,7 +6,8 @@
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use minion_engine::dedup::Dedup;
 use minion_engine::{
-    ApplyMeta, Candidate, Command, DedupKey, Dispatcher, Memory, NewTask, Outcome, OutcomeStats, Request, Strategy,
+    ApplyMeta, Candidate, Command, DedupKey, Dispatcher, FlowExt, LimitRule, Memory, NewTask, Outcome, OutcomeStats,
+    Request, Strategy, TaskFlow,
 };
 
 fn task(i: u64, key: bool) -> NewTask {
@@ -83,6 +84,68 @@ fn bench_apply(c: &mut Criterion) {
     g.finish();
 }
 
+/// A state with `keys` concurrency keys at their limit (limit 1: one task of each leased, one
+/// ready and held back) and `free` ready tasks without a key.
+fn keys_at_limit(keys: u64, free: u64) -> Memory {
+    let mut s = Memory::default();
+    apply(&mut s, 1, Command::SetLimits { queue: "bench".into(), rules: vec![LimitRule::KeyConcurrency(1)] });
+    let keyed: Vec<NewTask> = (0..2 * keys).map(|i| task(i, false)).collect();
+    for (c, chunk) in keyed.chunks(10_000).enumerate() {
+        let flows = (0..chunk.len())
+            .map(|i| TaskFlow {
+                ext: vec![FlowExt::ConcurrencyKey(format!("key-{}", (c * 10_000 + i) as u64 % keys))],
+                ..TaskFlow::default()
+            })
+            .collect();
+        apply(&mut s, 1, Command::SubmitWith { tasks: chunk.to_vec(), flows, trace_parent: None });
+    }
+    let claim = |max| Command::Claim { agent_id: "held".into(), queues: vec!["bench".into()], capabilities: vec![], max };
+    let mut leased = 0;
+    while leased < keys {
+        let Outcome::Claimed(ts) = apply(&mut s, 1, claim(1_000)) else { panic!("claim") };
+        assert!(!ts.is_empty(), "every key gets one lease");
+        leased += ts.len() as u64;
+    }
+    let Outcome::Claimed(ts) = apply(&mut s, 1, claim(1)) else { panic!("claim") };
+    assert!(ts.is_empty(), "every key is at its limit");
+    let tasks: Vec<NewTask> = (0..free).map(|i| task(i, false)).collect();
+    for chunk in tasks.chunks(10_000) {
+        apply(&mut s, 2, Command::Submit { tasks: chunk.to_vec() });
+    }
+    s
+}
+
+/// Claim and complete one task without a key, `iters` times, in `s`.
+fn claim_complete(s: &mut Memory, iters: u64) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    for _ in 0..iters {
+        let Outcome::Claimed(ts) = apply(
+            s,
+            3,
+            Command::Claim { agent_id: "a".into(), queues: vec!["bench".into()], capabilities: vec![], max: 1 },
+        ) else {
+            panic!("claim")
+        };
+        let t = &ts[0];
+        let token = t.lease.as_ref().map(|l| l.token).unwrap_or(0);
+        black_box(apply(s, 3, Command::Complete { task_id: t.id, lease_token: token, result: None }));
+    }
+    started.elapsed()
+}
+
+fn bench_keys(c: &mut Criterion) {
+    let mut g = c.benchmark_group("keys");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(20);
+    for keys in [0u64, 10_000] {
+        g.bench_function(format!("claim_complete_one_with_{keys}_keys_at_limit"), |b| {
+            // Untimed: the keys at their limit, and `iters` ready tasks without a key.
+            b.iter_custom(|iters| claim_complete(&mut keys_at_limit(keys, iters), iters))
+        });
+    }
+    g.finish();
+}
+
 fn bench_dedup(c: &mut Criterion) {
     let mut g = c.benchmark_group("dedup");
     // A resubmitted key: the bloom filter says "maybe", the exact record answers.
@@ -143,5 +206,5 @@ fn bench_dispatch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_apply, bench_dedup, bench_dispatch);
+criterion_group!(benches, bench_apply, bench_keys, bench_dedup, bench_dispatch);
 criterion_main!(benches);

@@ -61,6 +61,7 @@ fn expected(role: &str, method: &str, path: &str) -> bool {
         "/v1/agents/{id}",
         "/v1/queues",
         "/v1/queues/{name}",
+        "/v1/queues/{name}/limits",
         "/v1/stats",
         "/v1/config",
         "/v1/autoscaler",
