@@ -99,7 +99,8 @@ fn keys_at_limit(keys: u64, free: u64) -> Memory {
             .collect();
         apply(&mut s, 1, Command::SubmitWith { tasks: chunk.to_vec(), flows, trace_parent: None });
     }
-    let claim = |max| Command::Claim { agent_id: "held".into(), queues: vec!["bench".into()], capabilities: vec![], max };
+    let claim =
+        |max| Command::Claim { agent_id: "held".into(), queues: vec!["bench".into()], capabilities: vec![], max };
     let mut leased = 0;
     while leased < keys {
         let Outcome::Claimed(ts) = apply(&mut s, 1, claim(1_000)) else { panic!("claim") };

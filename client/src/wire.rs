@@ -580,9 +580,21 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// A queue's per-key concurrency limits, as `PUT /v1/queues/{name}/limits` replaces them. A key
-/// with neither a limit of its own nor `concurrency_per_key` is unlimited; 0 holds a key's tasks
-/// back.
+/// `starts` task starts per `period_ms` (bursts of up to `starts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RateSpec {
+    /// 1 to 1,000,000.
+    pub starts: u32,
+    /// 1 ms to 31 days.
+    pub period_ms: u64,
+}
+
+/// A queue's limits, as `PUT /v1/queues/{name}/limits` replaces them. Concurrency: a key with
+/// neither a limit of its own nor `concurrency_per_key` is unlimited; 0 holds a key's tasks back.
+/// Rates: task starts per period in the whole queue (`rate`) and per key (`rate_per_key`,
+/// `key_rate`); a key with neither has no rate of its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -593,19 +605,42 @@ pub struct LimitsIn {
     /// Limits of single keys (they win over `concurrency_per_key`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub key_concurrency: BTreeMap<String, u32>,
+    /// Task starts in the whole queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateSpec>,
+    /// Task starts per concurrency key, for every key without a rate of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_key: Option<RateSpec>,
+    /// Rates of single keys (they win over `rate_per_key`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_rate: BTreeMap<String, RateSpec>,
 }
 
-/// A queue's per-key concurrency limits and where its keys stand.
+/// A queue's limits and where its keys stand.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LimitsOut {
     pub queue: String,
     pub concurrency_per_key: Option<u32>,
     pub key_concurrency: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub rate: Option<RateSpec>,
+    #[serde(default)]
+    pub rate_per_key: Option<RateSpec>,
+    #[serde(default)]
+    pub key_rate: BTreeMap<String, RateSpec>,
     /// Leased tasks per concurrency key (keys with none left out).
     pub leased_by_key: BTreeMap<String, u32>,
-    /// Keys with ready tasks that no claim may take now (at their limit).
+    /// Keys with ready tasks that no claim may take now (at their concurrency limit, or waiting
+    /// for their rate).
     pub keys_at_limit: u64,
+    /// Keys that have used up their rate for now.
+    #[serde(default)]
+    pub keys_rate_limited: u64,
+    /// When the queue's own rate allows its next start (engine clock, epoch ms), if it allows
+    /// none now.
+    #[serde(default)]
+    pub rate_limited_until_ms: Option<u64>,
 }
 
 /// An error response: `{"error": {"code", "message"}}`.

@@ -1,6 +1,8 @@
-//! Per-key concurrency limits of a queue: how many tasks with one concurrency key may be leased
-//! at once. A queue sets a limit for every key and overrides for single keys; a key with neither
-//! is unlimited. A limit of 0 holds the key's tasks back (ready, not claimable).
+//! A queue's limits. Concurrency: how many tasks with one concurrency key may be leased at once;
+//! a queue sets a limit for every key and overrides for single keys; a key with neither is
+//! unlimited, and a limit of 0 holds the key's tasks back (ready, not claimable). Rates: how many
+//! tasks may start per period, in the whole queue and per key (again for every key, with
+//! overrides); see [`crate::rate`].
 //!
 //! Stored as a list of [`LimitRule`]s (one record per queue) so that later kinds of limits are new
 //! variants, not new record shapes; the engine works on the resolved [`KeyLimits`].
@@ -11,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::Rejection;
 use crate::flow::CONCURRENCY_KEY_BYTES_MAX;
+use crate::rate::Rate;
 
 /// Keys with an override of their own, per queue.
 pub const KEY_OVERRIDES_MAX: usize = 10_000;
@@ -24,6 +27,12 @@ pub enum LimitRule {
     KeyConcurrency(u32),
     /// Tasks with this key leased at once.
     KeyConcurrencyOf(String, u32),
+    /// Task starts in the whole queue.
+    QueueRate(Rate),
+    /// Task starts per key, for every key without a rate of its own.
+    KeyRate(Rate),
+    /// Task starts with this key.
+    KeyRateOf(String, Rate),
 }
 
 /// A queue's limits, resolved.
@@ -32,6 +41,11 @@ pub struct KeyLimits {
     /// The limit of every key without an override; `None`: unlimited.
     pub per_key: Option<u32>,
     pub overrides: BTreeMap<String, u32>,
+    /// Task starts in the whole queue.
+    pub queue_rate: Option<Rate>,
+    /// Task starts per key, for every key without a rate of its own.
+    pub key_rate: Option<Rate>,
+    pub key_rates: BTreeMap<String, Rate>,
 }
 
 impl KeyLimits {
@@ -40,8 +54,17 @@ impl KeyLimits {
         self.overrides.get(key).copied().or(self.per_key)
     }
 
+    /// The rate of `key`, `None` if it has none.
+    pub fn rate_of(&self, key: &str) -> Option<Rate> {
+        self.key_rates.get(key).copied().or(self.key_rate)
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.per_key.is_none() && self.overrides.is_empty()
+        self.per_key.is_none()
+            && self.overrides.is_empty()
+            && self.queue_rate.is_none()
+            && self.key_rate.is_none()
+            && self.key_rates.is_empty()
     }
 
     /// Whether one more task with `key` may be leased when `leased` are.
@@ -57,6 +80,11 @@ impl KeyLimits {
                 LimitRule::KeyConcurrencyOf(k, n) => {
                     out.overrides.insert(k.clone(), *n);
                 }
+                LimitRule::QueueRate(r) => out.queue_rate = Some(*r),
+                LimitRule::KeyRate(r) => out.key_rate = Some(*r),
+                LimitRule::KeyRateOf(k, r) => {
+                    out.key_rates.insert(k.clone(), *r);
+                }
             }
         }
         out
@@ -65,13 +93,22 @@ impl KeyLimits {
     pub fn to_rules(&self) -> Vec<LimitRule> {
         let mut out: Vec<LimitRule> = self.per_key.map(LimitRule::KeyConcurrency).into_iter().collect();
         out.extend(self.overrides.iter().map(|(k, n)| LimitRule::KeyConcurrencyOf(k.clone(), *n)));
+        out.extend(self.queue_rate.map(LimitRule::QueueRate));
+        out.extend(self.key_rate.map(LimitRule::KeyRate));
+        out.extend(self.key_rates.iter().map(|(k, r)| LimitRule::KeyRateOf(k.clone(), *r)));
         out
     }
 
     /// Refuse limits out of range, keys that no task could carry, too many overrides.
     pub fn validate(&self) -> Result<(), Rejection> {
-        if self.overrides.len() > KEY_OVERRIDES_MAX {
+        if self.overrides.len() > KEY_OVERRIDES_MAX || self.key_rates.len() > KEY_OVERRIDES_MAX {
             return Err(Rejection::invalid(format!("at most {KEY_OVERRIDES_MAX} keys with limits of their own")));
+        }
+        for r in self.queue_rate.iter().chain(&self.key_rate).chain(self.key_rates.values()) {
+            r.validate()?;
+        }
+        for k in self.key_rates.keys() {
+            validate_concurrency_key(k)?;
         }
         let limits = self.per_key.into_iter().chain(self.overrides.values().copied());
         if let Some(n) = limits.into_iter().find(|n| *n > KEY_LIMIT_MAX) {
@@ -98,8 +135,16 @@ mod tests {
 
     #[test]
     fn rules_round_trip_and_overrides_win() {
-        let l = KeyLimits { per_key: Some(2), overrides: BTreeMap::from([("big".to_string(), 5), ("off".into(), 0)]) };
+        let rate = |starts| Rate { starts, period_ms: 1_000 };
+        let l = KeyLimits {
+            per_key: Some(2),
+            overrides: BTreeMap::from([("big".to_string(), 5), ("off".into(), 0)]),
+            queue_rate: Some(rate(100)),
+            key_rate: Some(rate(10)),
+            key_rates: BTreeMap::from([("big".to_string(), rate(50))]),
+        };
         assert_eq!(KeyLimits::from_rules(&l.to_rules()), l);
+        assert_eq!((l.rate_of("big"), l.rate_of("other")), (Some(rate(50)), Some(rate(10))));
         assert_eq!((l.of("big"), l.of("off"), l.of("other")), (Some(5), Some(0), Some(2)));
         assert!(l.admits("other", 1) && !l.admits("other", 2) && !l.admits("off", 0));
         assert!(KeyLimits::default().admits("any", u32::MAX));
@@ -111,5 +156,12 @@ mod tests {
         assert!(too_big.validate().is_err());
         let empty_key = KeyLimits { overrides: BTreeMap::from([(String::new(), 1)]), ..Default::default() };
         assert!(empty_key.validate().is_err());
+        let no_starts = KeyLimits { key_rate: Some(Rate { starts: 0, period_ms: 1 }), ..Default::default() };
+        assert!(no_starts.validate().is_err());
+        let empty_rate_key = KeyLimits {
+            key_rates: BTreeMap::from([(String::new(), Rate { starts: 1, period_ms: 1 })]),
+            ..Default::default()
+        };
+        assert!(empty_rate_key.validate().is_err());
     }
 }

@@ -19,6 +19,7 @@ pub mod flow;
 pub mod key_limits;
 pub mod legacy;
 pub mod memory;
+pub mod rate;
 pub mod record;
 pub mod state;
 pub mod store;

@@ -258,6 +258,8 @@ pub enum Key {
     TokenAgents(String),
     /// A queue's concurrency limits (appended last).
     Limits(String),
+    /// A rate bucket: (queue, concurrency key; `""` for the queue's own) (appended last).
+    Rate(String, String),
 }
 
 /// The kinds of key, for scans.
@@ -279,10 +281,11 @@ pub enum Kind {
     Audit,
     TokenAgents,
     Limits,
+    Rate,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Meta,
         Kind::Live,
         Kind::Done,
@@ -299,6 +302,7 @@ impl Kind {
         Kind::Audit,
         Kind::TokenAgents,
         Kind::Limits,
+        Kind::Rate,
     ];
 }
 
@@ -321,6 +325,7 @@ impl Key {
             Key::Audit(_) => Kind::Audit,
             Key::TokenAgents(_) => Kind::TokenAgents,
             Key::Limits(_) => Kind::Limits,
+            Key::Rate(..) => Kind::Rate,
         }
     }
 
@@ -344,6 +349,7 @@ impl Key {
             Kind::Audit => Key::Audit(0),
             Kind::TokenAgents => Key::TokenAgents(String::new()),
             Kind::Limits => Key::Limits(String::new()),
+            Kind::Rate => Key::Rate(String::new(), String::new()),
         }
     }
 
@@ -387,6 +393,9 @@ pub enum Record {
     Limits(String, Vec<crate::key_limits::LimitRule>),
     /// A task (appended last; replaces [`Record::TaskV2`]).
     Task(TaskRecord),
+    /// A rate bucket's theoretical arrival time in nanoseconds (see [`crate::rate`]) (appended
+    /// last).
+    Rate(String, String, u64),
 }
 
 impl Record {
@@ -397,6 +406,7 @@ impl Record {
             Record::TaskV1(t) => t.key(),
             Record::TaskV2(t) => t.key(),
             Record::Limits(q, _) => Key::Limits(q.clone()),
+            Record::Rate(q, k, _) => Key::Rate(q.clone(), k.clone()),
             Record::Payload(id, _) => Key::Payload(*id),
             Record::Progress(id, seq, _) => Key::Progress(*id, *seq),
             Record::Dedup(k, _) => Key::Dedup(k.clone()),

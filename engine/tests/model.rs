@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use minion_engine::backoff::retry_backoff_ms;
+use minion_engine::rate::Rate;
 use minion_engine::{
     Ack, ApplyMeta, Command, DepPolicy, DepRef, EngineConfig, FlowExt, LimitRule, Memory, NewTask, Outcome, Record,
     RejectCode, Request, TaskFlow, TaskState,
@@ -74,13 +75,38 @@ enum Op {
     Advance {
         ms: u64,
     },
-    /// Replace a queue's limits: one for every key, and one key's own.
+    /// Replace a queue's limits: one for every key, and one key's own; rates (starts, period
+    /// index) of the queue, of every key and of one key.
     SetLimits {
         queue: usize,
         per_key: Option<u32>,
         one: Option<(usize, u32)>,
+        rates: Rates,
     },
     Restart,
+}
+
+/// Rate periods the model uses (ms).
+const PERIODS: [u64; 3] = [300, 1_000, 2_500];
+
+/// (starts, index into [`PERIODS`]).
+type RateOp = (u32, usize);
+
+#[derive(Debug, Clone, Default)]
+struct Rates {
+    queue: Option<RateOp>,
+    per_key: Option<RateOp>,
+    one: Option<(usize, RateOp)>,
+}
+
+fn rates() -> impl Strategy<Value = Rates> {
+    let rate = || proptest::option::weighted(0.3, (1..4u32, 0..3usize));
+    (rate(), rate(), proptest::option::weighted(0.3, (0..3usize, (1..4u32, 0..3usize))))
+        .prop_map(|(queue, per_key, one)| Rates { queue, per_key, one })
+}
+
+fn to_rate((starts, period): RateOp) -> Rate {
+    Rate { starts, period_ms: PERIODS[period] }
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -115,8 +141,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Retry { pick }),
         3 => (0..1_500u64).prop_map(|ms| Op::Advance { ms }),
-        1 => (0..2usize, proptest::option::of(0..3u32), proptest::option::of((0..3usize, 0..3u32)))
-            .prop_map(|(queue, per_key, one)| Op::SetLimits { queue, per_key, one }),
+        1 => (0..2usize, proptest::option::of(0..3u32), proptest::option::of((0..3usize, 0..3u32)), rates())
+            .prop_map(|(queue, per_key, one, rates)| Op::SetLimits { queue, per_key, one, rates }),
         1 => Just(Op::Restart),
     ]
 }
@@ -155,6 +181,17 @@ struct Model {
     finished: std::collections::VecDeque<(u64, TaskState)>,
     /// Per queue: the limit of every key, and keys' own limits.
     limits: BTreeMap<String, (Option<u32>, BTreeMap<String, u32>)>,
+    /// Per queue: its rate, every key's, keys' own.
+    rates: BTreeMap<String, (Option<Rate>, Option<Rate>, BTreeMap<String, Rate>)>,
+    /// Token buckets (queue, key or "" for the queue): starts still allowed, in nanoseconds of
+    /// credit (a start costs one interval), as of `now`. A missing bucket is full.
+    buckets: BTreeMap<(String, String), i128>,
+}
+
+/// A token bucket's interval and capacity in nanoseconds: never faster than the rate.
+fn bucket_shape(r: Rate) -> (i128, i128) {
+    let interval = (r.period_ms as i128 * 1_000_000 + r.starts as i128 - 1) / r.starts as i128;
+    (interval, interval * r.starts as i128)
 }
 
 impl Model {
@@ -258,6 +295,68 @@ impl Model {
 }
 
 impl Model {
+    /// The rate of a bucket (key `""`: the queue's own).
+    fn rate_of(&self, queue: &str, key: &str) -> Option<Rate> {
+        let (q, per_key, own) = self.rates.get(queue)?;
+        if key.is_empty() {
+            *q
+        } else {
+            own.get(key).copied().or(*per_key)
+        }
+    }
+
+    /// Refill every bucket by `ms` (up to its capacity; full ones are dropped).
+    fn refill(&mut self, ms: u64) {
+        let rates: BTreeMap<(String, String), Rate> =
+            self.buckets.keys().filter_map(|(q, k)| Some(((q.clone(), k.clone()), self.rate_of(q, k)?))).collect();
+        self.buckets.retain(|b, level| {
+            let (_, capacity) = bucket_shape(rates[b]);
+            *level = (*level + ms as i128 * 1_000_000).min(capacity);
+            *level < capacity
+        });
+    }
+
+    /// Whether the buckets of `t`'s queue and key allow one more start; if so, take it.
+    fn take_start(&mut self, t: &MTask) -> bool {
+        let mut buckets = vec![(t.queue.clone(), String::new())];
+        buckets.extend(t.concurrency_key.iter().map(|k| (t.queue.clone(), k.clone())));
+        let rated: Vec<((String, String), Rate)> =
+            buckets.into_iter().filter_map(|b| Some((b.clone(), self.rate_of(&b.0, &b.1)?))).collect();
+        let allows = |m: &Model, b: &(String, String), r: Rate| {
+            let (interval, capacity) = bucket_shape(r);
+            m.buckets.get(b).copied().unwrap_or(capacity) >= interval
+        };
+        if !rated.iter().all(|(b, r)| allows(self, b, *r)) {
+            return false;
+        }
+        for (b, r) in rated {
+            let (interval, capacity) = bucket_shape(r);
+            *self.buckets.entry(b).or_insert(capacity) -= interval;
+        }
+        true
+    }
+
+    /// New rates: buckets whose rate is gone are dropped, the others keep their debt.
+    fn set_rates(&mut self, queue: &str, rates: Option<(Option<Rate>, Option<Rate>, BTreeMap<String, Rate>)>) {
+        let old: BTreeMap<(String, String), Rate> = self
+            .buckets
+            .keys()
+            .filter(|(q, _)| q == queue)
+            .filter_map(|(q, k)| Some(((q.clone(), k.clone()), self.rate_of(q, k)?)))
+            .collect();
+        match rates {
+            Some(r) => self.rates.insert(queue.to_string(), r),
+            None => self.rates.remove(queue),
+        };
+        for (b, before) in old {
+            let level = self.buckets.remove(&b).expect("bucket");
+            if let Some(after) = self.rate_of(&b.0, &b.1) {
+                let debt = bucket_shape(before).1 - level;
+                self.buckets.insert(b, bucket_shape(after).1 - debt);
+            }
+        }
+    }
+
     /// Whether a claim may lease one more task of `t`'s key (`extra` already taken by this claim).
     fn key_has_room(&self, t: &MTask, extra: &BTreeMap<(String, String), u32>) -> bool {
         let Some(k) = &t.concurrency_key else { return true };
@@ -308,6 +407,7 @@ fn run(ops: Vec<Op>) {
         let meta = ApplyMeta { log_index: index };
         if let Op::Advance { ms } = op {
             model.now += ms;
+            model.refill(ms);
         }
         if let Op::Restart = op {
             state = restart(&state);
@@ -472,7 +572,7 @@ fn run(ops: Vec<Op>) {
                     &mut state,
                     Command::Claim { agent_id, queues: queues.clone(), capabilities: caps.clone(), max },
                 );
-                let mut cands: Vec<&MTask> = model
+                let mut cands: Vec<MTask> = model
                     .tasks
                     .values()
                     .filter(|t| {
@@ -480,6 +580,7 @@ fn run(ops: Vec<Op>) {
                             && queues.contains(&t.queue)
                             && t.caps.iter().all(|c| caps.contains(c))
                     })
+                    .cloned()
                     .collect();
                 cands.sort_by_key(|t| (-(t.priority as i64), t.id));
                 // In priority order, skipping tasks whose key has no room left.
@@ -489,7 +590,7 @@ fn run(ops: Vec<Op>) {
                     if want.len() == max as usize {
                         break;
                     }
-                    if model.key_has_room(t, &taken) {
+                    if model.key_has_room(&t, &taken) && model.take_start(&t) {
                         if let Some(k) = &t.concurrency_key {
                             *taken.entry((t.queue.clone(), k.clone())).or_default() += 1;
                         }
@@ -619,18 +720,26 @@ fn run(ops: Vec<Op>) {
             Op::Advance { .. } => {
                 apply(&mut state, Command::Tick).expect("tick");
             }
-            Op::SetLimits { queue, per_key, one } => {
+            Op::SetLimits { queue, per_key, one, rates } => {
                 let queue = QUEUES[queue].to_string();
                 let own: BTreeMap<String, u32> =
                     one.map(|(k, n)| (CONCURRENCY_KEYS[k].to_string(), n)).into_iter().collect();
+                let (queue_rate, key_rate) = (rates.queue.map(to_rate), rates.per_key.map(to_rate));
+                let own_rates: BTreeMap<String, Rate> =
+                    rates.one.map(|(k, r)| (CONCURRENCY_KEYS[k].to_string(), to_rate(r))).into_iter().collect();
                 let mut rules: Vec<LimitRule> = per_key.map(LimitRule::KeyConcurrency).into_iter().collect();
                 rules.extend(own.iter().map(|(k, n)| LimitRule::KeyConcurrencyOf(k.clone(), *n)));
+                rules.extend(queue_rate.map(LimitRule::QueueRate));
+                rules.extend(key_rate.map(LimitRule::KeyRate));
+                rules.extend(own_rates.iter().map(|(k, r)| LimitRule::KeyRateOf(k.clone(), *r)));
                 apply(&mut state, Command::SetLimits { queue: queue.clone(), rules }).expect("set limits");
                 if per_key.is_none() && own.is_empty() {
                     model.limits.remove(&queue);
                 } else {
-                    model.limits.insert(queue, (per_key, own));
+                    model.limits.insert(queue.clone(), (per_key, own));
                 }
+                let no_rates = queue_rate.is_none() && key_rate.is_none() && own_rates.is_empty();
+                model.set_rates(&queue, (!no_rates).then_some((queue_rate, key_rate, own_rates)));
             }
             Op::Restart => unreachable!(),
         }
@@ -708,7 +817,7 @@ fn scripted_dependency_sequence() {
 fn scripted_concurrency_key_sequence() {
     let keyed = |k: u8, prio: i32| (0, prio, None, None, 1, false, vec![], false, None, Some(k));
     run(vec![
-        Op::SetLimits { queue: 0, per_key: Some(1), one: Some((1, 2)) },
+        Op::SetLimits { queue: 0, per_key: Some(1), one: Some((1, 2)), rates: Rates::default() },
         Op::Submit { tasks: vec![keyed(0, 0), keyed(0, 0), keyed(1, 0), keyed(1, 0), keyed(1, 0), keyed(2, 5)] },
         Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 3 },
         Op::Claim { agent: 1, queues: vec![0], caps: vec![], max: 3 },
@@ -716,7 +825,31 @@ fn scripted_concurrency_key_sequence() {
         Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
         Op::Complete { pick: 0, stale: false },
         Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
-        Op::SetLimits { queue: 0, per_key: None, one: None },
+        Op::SetLimits { queue: 0, per_key: None, one: None, rates: Rates::default() },
+        Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
+    ]);
+}
+
+/// A scripted sequence that always runs: a queue's rate and a key's rate hold claims back, a
+/// waiting key starts again when its rate allows (after a restart too), and changing the limits
+/// keeps what the buckets owe.
+#[test]
+fn scripted_rate_limit_sequence() {
+    let keyed = |k: u8| (0, 0, None, None, 1, false, vec![], false, None, Some(k));
+    let rates = Rates { queue: Some((3, 1)), per_key: Some((1, 1)), one: Some((1, (2, 0))) };
+    run(vec![
+        Op::SetLimits { queue: 0, per_key: None, one: None, rates: rates.clone() },
+        Op::Submit { tasks: vec![keyed(0), keyed(0), keyed(1), keyed(1), keyed(1), keyed(2)] },
+        // Key 0 once, key 1 twice (its own rate), then the queue's three are used up.
+        Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 3 },
+        Op::Claim { agent: 1, queues: vec![0], caps: vec![], max: 3 },
+        Op::Restart,
+        Op::Advance { ms: 340 },
+        Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
+        Op::SetLimits { queue: 0, per_key: None, one: None, rates: Rates { queue: Some((1, 1)), ..rates } },
+        Op::Advance { ms: 700 },
+        Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
+        Op::SetLimits { queue: 0, per_key: None, one: None, rates: Rates::default() },
         Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
     ]);
 }

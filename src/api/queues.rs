@@ -7,7 +7,8 @@ use super::{ApiResult, AppState};
 use crate::api::auth::Caller;
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
-use minion_client::wire::{LimitsIn, LimitsOut};
+use minion_client::wire::{LimitsIn, LimitsOut, RateSpec};
+use minion_engine::rate::Rate;
 use minion_engine::{Command, KeyLimits, QueueConfig};
 use serde_json::json;
 
@@ -114,7 +115,7 @@ pub(super) async fn put_queue(
     get,
     path = "/v1/queues/{name}/limits",
     tag = "queues",
-    summary = "A queue's per-key concurrency limits, leased tasks per key and keys at their limit",
+    summary = "A queue's concurrency and rate limits, leased tasks per key and keys at their limit",
     params(
         ("name" = String, Path, description = "queue name")
     ),
@@ -126,12 +127,18 @@ pub(super) async fn put_queue(
 pub(super) async fn get_limits(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<LimitsOut>> {
     minion_engine::config::validate_queue_name(&name)?;
     let v = s.state.read().engine.queue_limits(&name);
+    let spec = |r: Rate| RateSpec { starts: r.starts, period_ms: r.period_ms };
     Ok(Json(LimitsOut {
         queue: name,
         concurrency_per_key: v.limits.per_key,
         key_concurrency: v.limits.overrides,
+        rate: v.limits.queue_rate.map(spec),
+        rate_per_key: v.limits.key_rate.map(spec),
+        key_rate: v.limits.key_rates.into_iter().map(|(k, r)| (k, spec(r))).collect(),
         leased_by_key: v.leased,
         keys_at_limit: v.keys_at_limit as u64,
+        keys_rate_limited: v.keys_rate_limited as u64,
+        rate_limited_until_ms: v.queue_rate_limited_until_ms,
     }))
 }
 
@@ -139,7 +146,7 @@ pub(super) async fn get_limits(State(s): State<AppState>, Path(name): Path<Strin
     put,
     path = "/v1/queues/{name}/limits",
     tag = "queues",
-    summary = "Replace a queue's per-key concurrency limits (an empty object removes them)",
+    summary = "Replace a queue's concurrency and rate limits (an empty object removes them)",
     request_body = minion_client::wire::LimitsIn,
     params(
         ("name" = String, Path, description = "queue name")
@@ -156,7 +163,14 @@ pub(super) async fn put_limits(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<LimitsIn>,
 ) -> ApiResult<Json<LimitsOut>> {
-    let limits = KeyLimits { per_key: body.concurrency_per_key, overrides: body.key_concurrency };
+    let rate = |r: RateSpec| Rate { starts: r.starts, period_ms: r.period_ms };
+    let limits = KeyLimits {
+        per_key: body.concurrency_per_key,
+        overrides: body.key_concurrency,
+        queue_rate: body.rate.map(rate),
+        key_rate: body.rate_per_key.map(rate),
+        key_rates: body.key_rate.into_iter().map(|(k, r)| (k, rate(r))).collect(),
+    };
     let cmd = Command::SetLimits { queue: name.clone(), rules: limits.to_rules() };
     s.proposer.propose(audited(&caller, cmd)).await??;
     get_limits(State(s), Path(name)).await

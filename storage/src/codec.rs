@@ -40,6 +40,7 @@ fn kind_byte(kind: Kind) -> u8 {
         Kind::Audit => b'U',
         Kind::TokenAgents => b'W',
         Kind::Limits => b'R',
+        Kind::Rate => b'B',
     }
 }
 
@@ -69,6 +70,11 @@ pub fn encode_key(key: &Key) -> Vec<u8> {
             out.extend_from_slice(&seq.to_be_bytes());
         }
         Key::Dedup(k) => push_pair(&mut out, k),
+        Key::Rate(q, k) => {
+            out.extend_from_slice(q.as_bytes());
+            out.push(0);
+            out.extend_from_slice(k.as_bytes());
+        }
         Key::DedupExpiry(at, k) => {
             out.extend_from_slice(&at.to_be_bytes());
             push_pair(&mut out, k);
@@ -166,6 +172,10 @@ pub fn decode_key(b: &[u8]) -> Result<Key, FrameError> {
         Kind::Token => Key::Token(text(rest)?),
         Kind::TokenAgents => Key::TokenAgents(text(rest)?),
         Kind::Limits => Key::Limits(text(rest)?),
+        Kind::Rate => {
+            let DedupKey { queue, key } = pair(rest)?;
+            Key::Rate(queue, key)
+        }
     })
 }
 
@@ -192,6 +202,7 @@ pub fn encode(r: &Record) -> Result<(Vec<u8>, Vec<u8>), FrameError> {
         Record::Audit(e) => enc(e)?,
         Record::TokenAgents(_, patterns) => enc(patterns)?,
         Record::Limits(_, rules) => enc(rules)?,
+        Record::Rate(_, _, tat) => enc(tat)?,
     };
     Ok((encode_key(&r.key()), value))
 }
@@ -264,6 +275,7 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, FrameError> {
         }
         Key::TokenAgents(id) => Record::TokenAgents(id, dec::<Vec<String>>(value)?),
         Key::Limits(q) => Record::Limits(q, dec::<Vec<LimitRule>>(value)?),
+        Key::Rate(q, k) => Record::Rate(q, k, dec::<u64>(value)?),
     })
 }
 
@@ -296,6 +308,10 @@ mod tests {
             Key::Finished("qa".into(), TaskState::Succeeded, 1),
             Key::Agent("a".into()),
             Key::Agent("a-1".into()),
+            Key::Rate("q".into(), String::new()),
+            Key::Rate("q".into(), "a".into()),
+            Key::Rate("q".into(), "a\0b".into()),
+            Key::Rate("qa".into(), String::new()),
         ];
         for a in &keys {
             assert_eq!(&decode_key(&encode_key(a)).expect("decode"), a);
@@ -304,6 +320,14 @@ mod tests {
                     assert_eq!(a.cmp(b), encode_key(a).cmp(&encode_key(b)), "{a:?} vs {b:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn rate_buckets_round_trip() {
+        for r in [Record::Rate("q".into(), String::new(), 7), Record::Rate("q".into(), "tenant\0x".into(), u64::MAX)] {
+            let (k, v) = encode(&r).expect("encode");
+            assert_eq!(decode(&k, &v).expect("decode"), r);
         }
     }
 

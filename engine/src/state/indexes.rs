@@ -127,9 +127,9 @@ impl Indexes {
     }
 
     /// The first `max` ready tasks of `queue` whose required capabilities `caps` covers, in
-    /// priority order, within the queue's per-key limits.
-    pub fn claimable(&self, queue: &str, caps: &[String], max: usize) -> Vec<ReadyKey> {
-        self.ready.claimable(queue, caps, max)
+    /// priority order, within the queue's per-key limits and its rates at `now`.
+    pub fn claimable(&self, queue: &str, caps: &[String], max: usize, now: TimeMs) -> Vec<ReadyKey> {
+        self.ready.claimable(queue, caps, max, now)
     }
 
     /// When the longest-waiting ready task of `queue` became ready.

@@ -34,6 +34,7 @@ impl State {
             rebuilt.insert(t);
             live_counts.entry(t.queue.as_str()).or_default()[t.state.index()] += 1;
         }
+        rebuilt.ready.rethrottle_all(self.meta.clock);
         if rebuilt != self.idx {
             return Err("indexes differ from a rebuild from the live tasks".into());
         }
@@ -189,6 +190,16 @@ impl State {
         .map_err(err)?;
         if &limits != self.idx.ready.all_limits() {
             return Err("limit records differ from RAM".into());
+        }
+        let mut buckets = BTreeMap::new();
+        scan_all(cold, Kind::Rate, |r| {
+            if let Record::Rate(q, k, tat) = r {
+                buckets.insert((q, k), tat);
+            }
+        })
+        .map_err(err)?;
+        if &buckets != self.idx.ready.all_buckets() {
+            return Err("rate bucket records differ from RAM".into());
         }
         if self.dirty_counts.is_empty() {
             let mut counts = BTreeMap::new();

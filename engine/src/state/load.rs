@@ -63,9 +63,15 @@ impl State {
         })?;
         scan_all(cold, Kind::Limits, |r| {
             if let Record::Limits(q, rules) = r {
-                s.idx.ready.set_limits(&q, KeyLimits::from_rules(&rules));
+                s.idx.ready.set_limits(&q, KeyLimits::from_rules(&rules), s.meta.clock);
             }
         })?;
+        scan_all(cold, Kind::Rate, |r| {
+            if let Record::Rate(q, k, tat) = r {
+                s.idx.ready.load_bucket((q, k), tat);
+            }
+        })?;
+        s.idx.ready.rethrottle_all(s.meta.clock);
         scan_all(cold, Kind::Counts, |r| {
             if let Record::Counts(q, c) = r {
                 s.counts.insert(q, c);

@@ -332,7 +332,7 @@ impl State {
         self.submit(tasks, flows, trace_parent, cold)
     }
 
-    /// Replace a queue's per-key concurrency limits (none: remove them).
+    /// Replace a queue's limits (none: remove them).
     fn set_limits(&mut self, queue: &str, rules: &[LimitRule]) -> Step<Outcome> {
         validate_queue_name(queue)?;
         let limits = KeyLimits::from_rules(rules);
@@ -342,8 +342,19 @@ impl State {
         } else {
             self.pending.put(Record::Limits(queue.to_string(), limits.to_rules()));
         }
-        self.idx.ready.set_limits(queue, limits);
+        let buckets = self.idx.ready.set_limits(queue, limits, self.meta.clock);
+        self.store_buckets(buckets);
         Ok(Outcome::Done)
+    }
+
+    /// Store rate buckets that changed, forget full ones.
+    fn store_buckets(&mut self, changes: Vec<ready::BucketChange>) {
+        for ((queue, key), tat) in changes {
+            match tat {
+                Some(tat) => self.pending.put(Record::Rate(queue, key, tat)),
+                None => self.pending.delete(Key::Rate(queue, key)),
+            }
+        }
     }
 
     fn set_queue(&mut self, name: &str, config: &QueueConfig) -> Step<Outcome> {

@@ -40,8 +40,13 @@ pub struct LimitsView {
     pub limits: crate::key_limits::KeyLimits,
     /// Leased tasks per concurrency key (keys with none left out).
     pub leased: BTreeMap<String, u32>,
-    /// Keys with ready tasks that no claim may take now (at or over their limit).
+    /// Keys with ready tasks that no claim may take now (at or over their limit, or waiting for
+    /// their rate).
     pub keys_at_limit: usize,
+    /// Keys that have used up their rate for now.
+    pub keys_rate_limited: usize,
+    /// When the queue's own rate allows its next start, if it allows none now.
+    pub queue_rate_limited_until_ms: Option<TimeMs>,
 }
 
 /// A ledger query.
@@ -295,6 +300,8 @@ impl State {
             limits: self.idx.ready.limits(queue).cloned().unwrap_or_default(),
             leased: self.idx.ready.leased_by_key(queue).cloned().unwrap_or_default(),
             keys_at_limit: self.idx.ready.keys_at_limit(queue),
+            keys_rate_limited: self.idx.ready.keys_throttled(queue),
+            queue_rate_limited_until_ms: self.idx.ready.queue_throttled_until(queue),
         }
     }
 
@@ -335,15 +342,19 @@ impl State {
             || self.idx.leases.first().is_some_and(|(t, _)| *t <= now)
             || self.idx.stalls.first().is_some_and(|(t, _)| *t <= now)
             // A missed deadline may release a dependent that runs anyway.
-            || self.idx.deadlines.first().is_some_and(|(t, _)| *t <= now);
-        due_soon || queues.iter().any(|q| !self.idx.claimable(q, capabilities, 1).is_empty())
+            || self.idx.deadlines.first().is_some_and(|(t, _)| *t <= now)
+            // A rate-limited key may start again.
+            || self.idx.ready.next_wake().is_some_and(|t| t <= now);
+        due_soon || queues.iter().any(|q| !self.idx.claimable(q, capabilities, 1, now).is_empty())
     }
 
     /// The earliest time at which housekeeping has work: a timer, a lease expiry, a stall, a
-    /// deadline, a dedup expiry or a retention removal.
+    /// deadline, a rate-limited key or queue that may start again, a dedup expiry or a retention
+    /// removal.
     pub fn next_due(&self) -> Option<TimeMs> {
         [
             self.idx.timers.first().map(|(t, _)| *t),
+            self.idx.ready.next_wake(),
             self.idx.leases.first().map(|(t, _)| *t),
             self.idx.stalls.first().map(|(t, _)| *t),
             self.idx.deadlines.first().map(|(t, _)| *t),

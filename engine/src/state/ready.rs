@@ -8,11 +8,19 @@
 //! key still has room, so it looks at O(tasks taken + groups) entries whatever the number of keys
 //! at their limit. When a key reaches its limit its heads leave the claimable sets; when a lease
 //! of the key ends they come back.
+//!
+//! Rate limits work the same way: a key whose bucket has no start left at the engine's clock is
+//! *throttled* (its heads leave the claimable sets) until the time its next start is allowed,
+//! which [`ReadyIndex::next_wake`] offers to housekeeping and [`ReadyIndex::advance`] acts on. A
+//! queue's own bucket caps how many tasks one claim takes from the queue. Which buckets are
+//! throttled is a function of the buckets and the clock, so a rebuild at the same clock agrees.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use crate::key_limits::KeyLimits;
+use crate::rate::{full_at, Rate};
+use crate::task::TimeMs;
 
 use super::indexes::{CapSet, ReadyKey};
 
@@ -52,11 +60,160 @@ pub(crate) struct ReadyIndex {
     queues: BTreeMap<String, QueueReady>,
     /// Per-key concurrency limits of the queues that have any.
     limits: BTreeMap<String, KeyLimits>,
+    /// Rate buckets: (queue, key; `""` for the queue's own) → theoretical arrival time (ns).
+    buckets: BTreeMap<Bucket, u64>,
+    /// Buckets without a start left at the clock → when their next start is allowed.
+    throttled: BTreeMap<Bucket, TimeMs>,
+    /// The same, by time.
+    wakes: BTreeSet<(TimeMs, Bucket)>,
+    /// Buckets by the time they are full again (and are forgotten).
+    refills: BTreeSet<(TimeMs, Bucket)>,
 }
+
+/// A rate bucket: (queue, concurrency key), the key `""` for the queue's own bucket.
+pub(crate) type Bucket = (String, String);
+
+/// A bucket's new state, to store (`Some`) or forget (`None`: full).
+pub(crate) type BucketChange = (Bucket, Option<u64>);
 
 impl ReadyIndex {
     fn room(&self, queue: &str, key: &str, leased: u32) -> bool {
         self.limits.get(queue).is_none_or(|l| l.admits(key, leased))
+            && (self.throttled.is_empty() || !self.throttled.contains_key(&(queue.to_string(), key.to_string())))
+    }
+
+    fn rate(&self, bucket: &Bucket) -> Option<Rate> {
+        let l = self.limits.get(&bucket.0)?;
+        if bucket.1.is_empty() {
+            l.queue_rate
+        } else {
+            l.rate_of(&bucket.1)
+        }
+    }
+
+    /// Starts `bucket` allows at `now` (`u32::MAX`: no rate).
+    fn allowance(&self, bucket: &Bucket, now: TimeMs) -> u32 {
+        match self.rate(bucket) {
+            Some(r) => r.allowance(self.buckets.get(bucket).copied().unwrap_or(0), now),
+            None => u32::MAX,
+        }
+    }
+
+    /// Decide again whether `bucket` is throttled at `now`, and offer or withdraw its key's heads.
+    fn rethrottle(&mut self, bucket: &Bucket, now: TimeMs) {
+        let until = match (self.rate(bucket), self.buckets.get(bucket)) {
+            (Some(r), Some(tat)) if r.allowance(*tat, now) == 0 => Some(r.next_start(*tat)),
+            _ => None,
+        };
+        let before = match until {
+            Some(t) => self.throttled.insert(bucket.clone(), t),
+            None => self.throttled.remove(bucket),
+        };
+        if before == until {
+            return;
+        }
+        if let Some(t) = before {
+            self.wakes.remove(&(t, bucket.clone()));
+        }
+        if let Some(t) = until {
+            self.wakes.insert((t, bucket.clone()));
+        }
+        let (queue, key) = bucket;
+        if !key.is_empty() && before.is_some() != until.is_some() {
+            let room = self.room(queue, key, self.leased(queue, key));
+            if let Some(q) = self.queues.get_mut(queue) {
+                for g in q.groups.values_mut() {
+                    g.offer_head(key, room);
+                }
+            }
+        }
+    }
+
+    fn put_bucket(&mut self, bucket: Bucket, tat: u64) {
+        if let Some(old) = self.buckets.insert(bucket.clone(), tat) {
+            self.refills.remove(&(full_at(old), bucket.clone()));
+        }
+        self.refills.insert((full_at(tat), bucket));
+    }
+
+    fn forget_bucket(&mut self, bucket: &Bucket) {
+        if let Some(old) = self.buckets.remove(bucket) {
+            self.refills.remove(&(full_at(old), bucket.clone()));
+        }
+    }
+
+    /// A task of `queue` with `key` started at `now`: take a start from its queue's bucket and
+    /// its key's, if they have rates. Returns the buckets to store.
+    pub fn started(&mut self, queue: &str, key: Option<&str>, now: TimeMs) -> Vec<BucketChange> {
+        let Some(l) = self.limits.get(queue) else { return Vec::new() };
+        if l.queue_rate.is_none() && (l.key_rate.is_none() && l.key_rates.is_empty() || key.is_none()) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for bucket in [Some(String::new()), key.map(str::to_string)].into_iter().flatten() {
+            let bucket = (queue.to_string(), bucket);
+            let Some(r) = self.rate(&bucket) else { continue };
+            let tat = r.take(self.buckets.get(&bucket).copied().unwrap_or(0), now);
+            self.put_bucket(bucket.clone(), tat);
+            self.rethrottle(&bucket, now);
+            out.push((bucket, Some(tat)));
+        }
+        out
+    }
+
+    /// The clock reached `now`: buckets whose next start is due are no longer throttled, full
+    /// ones are forgotten (returned, to delete).
+    pub fn advance(&mut self, now: TimeMs) -> Vec<BucketChange> {
+        while let Some((at, bucket)) = self.wakes.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.rethrottle(&bucket, now);
+            // A bucket stays throttled only with a later wake (never the same one again).
+            self.wakes.remove(&(at, bucket));
+        }
+        let mut out = Vec::new();
+        while let Some((at, bucket)) = self.refills.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.forget_bucket(&bucket);
+            out.push((bucket, None));
+        }
+        out
+    }
+
+    /// The earliest time a throttled bucket allows a start again.
+    pub fn next_wake(&self) -> Option<TimeMs> {
+        self.wakes.first().map(|(t, _)| *t)
+    }
+
+    /// When `queue`'s own bucket allows its next start, if it allows none now.
+    pub fn queue_throttled_until(&self, queue: &str) -> Option<TimeMs> {
+        self.throttled.get(&(queue.to_string(), String::new())).copied()
+    }
+
+    /// Keys of `queue` waiting for their rate.
+    pub fn keys_throttled(&self, queue: &str) -> usize {
+        self.throttled.range((queue.to_string(), String::from("\0"))..).take_while(|((q, _), _)| q == queue).count()
+    }
+
+    /// Load a stored bucket (then [`ReadyIndex::rethrottle_all`]).
+    pub fn load_bucket(&mut self, bucket: Bucket, tat: u64) {
+        self.put_bucket(bucket, tat);
+    }
+
+    /// Decide for every bucket whether it is throttled at `now` (after loading).
+    pub fn rethrottle_all(&mut self, now: TimeMs) {
+        let all: Vec<Bucket> = self.buckets.keys().cloned().collect();
+        for b in all {
+            self.rethrottle(&b, now);
+        }
+    }
+
+    /// Every bucket (to compare with the records).
+    pub fn all_buckets(&self) -> &BTreeMap<Bucket, u64> {
+        &self.buckets
     }
 
     fn leased(&self, queue: &str, key: &str) -> u32 {
@@ -126,13 +283,34 @@ impl ReadyIndex {
         }
     }
 
-    /// Replace a queue's limits, re-deciding which keys' heads are claimable.
-    pub fn set_limits(&mut self, queue: &str, limits: KeyLimits) {
+    /// Replace a queue's limits at `now`, re-deciding which keys' heads are claimable. Buckets
+    /// of rates that are gone are forgotten (returned, to delete); the others keep their state.
+    pub fn set_limits(&mut self, queue: &str, limits: KeyLimits, now: TimeMs) -> Vec<BucketChange> {
         if limits.is_empty() {
             self.limits.remove(queue);
         } else {
             self.limits.insert(queue.to_string(), limits);
         }
+        let mine: Vec<Bucket> = self
+            .buckets
+            .range((queue.to_string(), String::new())..)
+            .take_while(|((q, _), _)| q == queue)
+            .map(|(b, _)| b.clone())
+            .collect();
+        let mut out = Vec::new();
+        for b in mine {
+            if self.rate(&b).is_none() {
+                self.forget_bucket(&b);
+                out.push((b.clone(), None));
+            }
+            self.rethrottle(&b, now);
+        }
+        self.reoffer_heads(queue);
+        out
+    }
+
+    /// Offer or withdraw the head of every key of `queue`, as its room says now.
+    fn reoffer_heads(&mut self, queue: &str) {
         let Some(q) = self.queues.get(queue) else { return };
         let keys: BTreeSet<String> = q.groups.values().flat_map(|g| g.chains.keys().cloned()).collect();
         for key in keys {
@@ -145,9 +323,13 @@ impl ReadyIndex {
         }
     }
 
-    /// An empty index with the same limits (for rebuilding it).
+    /// An empty index with the same limits and buckets (for rebuilding it; then
+    /// [`ReadyIndex::rethrottle_all`]).
     pub fn copy_limits(&mut self, from: &ReadyIndex) {
         self.limits = from.limits.clone();
+        for (b, tat) in &from.buckets {
+            self.put_bucket(b.clone(), *tat);
+        }
     }
 
     /// Every queue's limits.
@@ -164,17 +346,27 @@ impl ReadyIndex {
         self.queues.get(queue).map(|q| &q.leased)
     }
 
-    /// Keys of `queue` with ready tasks and no room (at or over their limit).
+    /// Keys of `queue` with ready tasks and no room (at or over their limit, or waiting for
+    /// their rate).
     pub fn keys_at_limit(&self, queue: &str) -> usize {
         let Some(q) = self.queues.get(queue) else { return 0 };
         let keys: BTreeSet<&String> = q.groups.values().flat_map(|g| g.chains.keys()).collect();
         keys.into_iter().filter(|k| !self.room(queue, k, self.leased(queue, k))).count()
     }
 
-    /// The first `max` tasks of `queue` a claim with capabilities `caps` may take, in priority
-    /// order, taking at most as many of one key as its limit has room for.
-    pub fn claimable(&self, queue: &str, caps: &[String], max: usize) -> Vec<ReadyKey> {
+    /// The first `max` tasks of `queue` a claim with capabilities `caps` may take at `now`, in
+    /// priority order, taking at most as many of one key as its limit has room for and as many
+    /// as the rates of the queue and the key allow.
+    pub fn claimable(&self, queue: &str, caps: &[String], max: usize, now: TimeMs) -> Vec<ReadyKey> {
         let Some(q) = self.queues.get(queue) else { return Vec::new() };
+        let rated = self
+            .limits
+            .get(queue)
+            .is_some_and(|l| l.queue_rate.is_some() || l.key_rate.is_some() || !l.key_rates.is_empty());
+        let max = if rated { max.min(self.allowance(&(queue.to_string(), String::new()), now) as usize) } else { max };
+        if max == 0 {
+            return Vec::new();
+        }
         let groups: Vec<&Group> =
             q.groups.iter().filter(|(set, _)| set.iter().all(|c| caps.contains(c))).map(|(_, g)| g).collect();
         // Candidates: (task, group, key); a key's next task joins when its head is taken.
@@ -182,13 +374,18 @@ impl ReadyIndex {
         for (gi, g) in groups.iter().enumerate() {
             next.extend(g.open.iter().take(max).map(|(rk, k)| (*rk, gi, k.as_deref())));
         }
-        let mut taken: BTreeMap<&str, u32> = BTreeMap::new();
+        // Per key: taken so far, and the starts its rate allows.
+        let mut taken: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
         let mut out = Vec::with_capacity(max.min(next.len()));
         while out.len() < max {
             let Some((rk, gi, key)) = next.pop_first() else { break };
             if let Some(k) = key {
-                let n = taken.entry(k).or_default();
-                if !self.room(queue, k, q.leased.get(k).copied().unwrap_or(0) + *n) {
+                let (n, allowed) = taken.entry(k).or_insert_with(|| {
+                    let allowed =
+                        if rated { self.allowance(&(queue.to_string(), k.to_string()), now) } else { u32::MAX };
+                    (0, allowed)
+                });
+                if *n >= *allowed || !self.room(queue, k, q.leased.get(k).copied().unwrap_or(0) + *n) {
                     continue;
                 }
                 *n += 1;
@@ -214,19 +411,19 @@ mod tests {
     #[test]
     fn a_key_at_its_limit_is_skipped_and_returns_when_a_lease_ends() {
         let mut ix = ReadyIndex::default();
-        ix.set_limits("q", KeyLimits { per_key: Some(1), ..Default::default() });
+        ix.set_limits("q", KeyLimits { per_key: Some(1), ..Default::default() }, 0);
         ix.insert("q", caps(), (0, 1), Some("a"));
         ix.insert("q", caps(), (0, 2), Some("a"));
         ix.insert("q", caps(), (0, 3), Some("b"));
         ix.insert("q", caps(), (0, 4), None);
         // One of each key, then the unkeyed task.
-        assert_eq!(ix.claimable("q", &[], 10), vec![(0, 1), (0, 3), (0, 4)]);
+        assert_eq!(ix.claimable("q", &[], 10, 0), vec![(0, 1), (0, 3), (0, 4)]);
         ix.remove("q", &caps(), (0, 1), Some("a"));
         ix.leased_changed("q", "a", 1);
-        assert_eq!(ix.claimable("q", &[], 10), vec![(0, 3), (0, 4)]);
+        assert_eq!(ix.claimable("q", &[], 10, 0), vec![(0, 3), (0, 4)]);
         assert_eq!(ix.keys_at_limit("q"), 1);
         ix.leased_changed("q", "a", -1);
-        assert_eq!(ix.claimable("q", &[], 10), vec![(0, 2), (0, 3), (0, 4)]);
+        assert_eq!(ix.claimable("q", &[], 10, 0), vec![(0, 2), (0, 3), (0, 4)]);
     }
 
     #[test]
@@ -235,22 +432,72 @@ mod tests {
         for id in 1..=5 {
             ix.insert("q", caps(), (0, id), Some("a"));
         }
-        ix.set_limits("q", KeyLimits { per_key: Some(2), ..Default::default() });
-        assert_eq!(ix.claimable("q", &[], 10), vec![(0, 1), (0, 2)]);
-        ix.set_limits("q", KeyLimits { per_key: Some(0), ..Default::default() });
-        assert!(ix.claimable("q", &[], 10).is_empty());
-        ix.set_limits("q", KeyLimits::default());
-        assert_eq!(ix.claimable("q", &[], 3), vec![(0, 1), (0, 2), (0, 3)]);
+        ix.set_limits("q", KeyLimits { per_key: Some(2), ..Default::default() }, 0);
+        assert_eq!(ix.claimable("q", &[], 10, 0), vec![(0, 1), (0, 2)]);
+        ix.set_limits("q", KeyLimits { per_key: Some(0), ..Default::default() }, 0);
+        assert!(ix.claimable("q", &[], 10, 0).is_empty());
+        ix.set_limits("q", KeyLimits::default(), 0);
+        assert_eq!(ix.claimable("q", &[], 3, 0), vec![(0, 1), (0, 2), (0, 3)]);
     }
 
     #[test]
     fn a_new_head_of_higher_priority_replaces_the_old_one() {
         let mut ix = ReadyIndex::default();
-        ix.set_limits("q", KeyLimits { per_key: Some(1), ..Default::default() });
+        ix.set_limits("q", KeyLimits { per_key: Some(1), ..Default::default() }, 0);
         ix.insert("q", caps(), (0, 1), Some("a"));
         ix.insert("q", caps(), (-5, 2), Some("a"));
-        assert_eq!(ix.claimable("q", &[], 10), vec![(-5, 2)]);
+        assert_eq!(ix.claimable("q", &[], 10, 0), vec![(-5, 2)]);
         ix.remove("q", &caps(), (-5, 2), Some("a"));
-        assert_eq!(ix.claimable("q", &[], 10), vec![(0, 1)]);
+        assert_eq!(ix.claimable("q", &[], 10, 0), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn a_key_out_of_starts_waits_for_its_rate_and_the_queue_rate_caps_a_claim() {
+        let mut ix = ReadyIndex::default();
+        let rate = |starts| Some(Rate { starts, period_ms: 1_000 });
+        ix.set_limits("q", KeyLimits { key_rate: rate(2), queue_rate: rate(3), ..Default::default() }, 0);
+        for id in 1..=4 {
+            ix.insert("q", caps(), (0, id), Some("a"));
+        }
+        ix.insert("q", caps(), (0, 5), Some("b"));
+        // Two of "a" (its rate), one of "b"; the queue allows three.
+        assert_eq!(ix.claimable("q", &[], 10, 0), vec![(0, 1), (0, 2), (0, 5)]);
+        for (id, key) in [(1, "a"), (2, "a")] {
+            ix.remove("q", &caps(), (0, id), Some(key));
+            ix.started("q", Some(key), 0);
+        }
+        assert_eq!(ix.keys_throttled("q"), 1);
+        assert_eq!(ix.claimable("q", &[], 10, 0), vec![(0, 5)]);
+        assert_eq!(ix.next_wake(), Some(500));
+        ix.remove("q", &caps(), (0, 5), Some("b"));
+        ix.started("q", Some("b"), 0);
+        assert_eq!(ix.queue_throttled_until("q"), Some(334));
+        assert!(ix.claimable("q", &[], 10, 0).is_empty());
+        // The queue's next start comes first, then "a"'s.
+        assert!(ix.advance(334).is_empty());
+        assert!(ix.claimable("q", &[], 10, 334).is_empty(), "a is still out of starts");
+        // "b" took one of its two starts: its bucket is full again after half the period.
+        assert_eq!(ix.advance(500), vec![(("q".to_string(), "b".to_string()), None)]);
+        assert_eq!(ix.claimable("q", &[], 10, 500), vec![(0, 3)], "one start of the queue is back");
+        let forgotten = ix.advance(1_001);
+        assert_eq!(forgotten.len(), 2, "{forgotten:?}");
+        assert!(ix.all_buckets().is_empty());
+        assert_eq!(ix.claimable("q", &[], 10, 1_001), vec![(0, 3), (0, 4)]);
+    }
+
+    #[test]
+    fn removing_a_rate_forgets_its_buckets_and_frees_its_keys() {
+        let mut ix = ReadyIndex::default();
+        let limits = KeyLimits { key_rate: Some(Rate { starts: 1, period_ms: 60_000 }), ..Default::default() };
+        ix.set_limits("q", limits, 0);
+        ix.insert("q", caps(), (0, 1), Some("a"));
+        ix.insert("q", caps(), (0, 2), Some("a"));
+        ix.remove("q", &caps(), (0, 1), Some("a"));
+        ix.started("q", Some("a"), 0);
+        assert!(ix.claimable("q", &[], 10, 0).is_empty());
+        let forgotten = ix.set_limits("q", KeyLimits::default(), 0);
+        assert_eq!(forgotten, vec![(("q".to_string(), "a".to_string()), None)]);
+        assert_eq!(ix.claimable("q", &[], 10, 0), vec![(0, 2)]);
+        assert_eq!(ix.next_wake(), None);
     }
 }

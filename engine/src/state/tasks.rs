@@ -333,12 +333,12 @@ impl State {
             return Ok(Outcome::Claimed(Vec::new()));
         }
         // Candidates from every named queue, merged in priority order.
+        let now = self.meta.clock;
         let unique: BTreeSet<&String> = queues.iter().collect();
         let mut candidates: Vec<ReadyKey> =
-            unique.into_iter().flat_map(|q| self.idx.claimable(q, &caps, max as usize)).collect();
+            unique.into_iter().flat_map(|q| self.idx.claimable(q, &caps, max as usize, now)).collect();
         candidates.sort_unstable();
         candidates.truncate(max as usize);
-        let now = self.meta.clock;
         let mut leased = Vec::with_capacity(candidates.len());
         for (_, id) in candidates {
             let token = self.meta.next_token;
@@ -363,6 +363,10 @@ impl State {
                 });
                 t.state = TaskState::Leased;
             });
+            if let Some((_, t)) = &done {
+                let buckets = self.idx.ready.started(&t.queue, t.concurrency_key(), now);
+                self.store_buckets(buckets);
+            }
             leased.extend(done.map(|(_, t)| t));
         }
         if incarnation != 0 && !leased.is_empty() {
