@@ -332,8 +332,8 @@ pub enum QueueCmd {
         #[arg(long)]
         stall_timeout_ms: Option<u64>,
     },
-    /// Show a queue's per-key concurrency limits, or replace them (with --per-key, --key or
-    /// --clear).
+    /// Show a queue's concurrency and rate limits, or replace them all with the ones given
+    /// (--per-key, --key, --rate, --rate-per-key, --key-rate) or none (--clear).
     Limits {
         #[command(flatten)]
         client: ClientArgs,
@@ -344,10 +344,43 @@ pub enum QueueCmd {
         /// One key's own limit, as KEY=N (repeatable).
         #[arg(long = "key", value_parser = parse_key_limit)]
         keys: Vec<(String, u32)>,
+        /// Task starts in the whole queue, as N/PERIOD (e.g. 100/1m; PERIOD in ms, s, m, h or d).
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<(u32, u64)>,
+        /// Task starts per concurrency key, for keys without a rate of their own, as N/PERIOD.
+        #[arg(long, value_parser = parse_rate)]
+        rate_per_key: Option<(u32, u64)>,
+        /// One key's own rate, as KEY=N/PERIOD (repeatable).
+        #[arg(long = "key-rate", value_parser = parse_key_rate)]
+        key_rates: Vec<(String, (u32, u64))>,
         /// Remove every limit of the queue.
-        #[arg(long, conflicts_with_all = ["per_key", "keys"])]
+        #[arg(long, conflicts_with_all = ["per_key", "keys", "rate", "rate_per_key", "key_rates"])]
         clear: bool,
     },
+}
+
+/// N/PERIOD → (starts, period in ms); PERIOD is a number with a unit (ms, s, m, h, d).
+fn parse_rate(s: &str) -> Result<(u32, u64), String> {
+    let (n, period) = s.split_once('/').ok_or_else(|| format!("{s:?} is not N/PERIOD (e.g. 10/1s)"))?;
+    let n = n.trim().parse::<u32>().map_err(|e| format!("{s:?}: starts: {e}"))?;
+    let period = period.trim();
+    let split = period.find(|c: char| !c.is_ascii_digit()).unwrap_or(period.len());
+    let (count, unit) = period.split_at(split);
+    let count: u64 = if count.is_empty() { 1 } else { count.parse().map_err(|e| format!("{s:?}: period: {e}"))? };
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: the period needs a unit: ms, s, m, h or d")),
+    };
+    Ok((n, count.saturating_mul(unit_ms)))
+}
+
+fn parse_key_rate(s: &str) -> Result<(String, (u32, u64)), String> {
+    let (k, r) = s.rsplit_once('=').ok_or_else(|| format!("{s:?} is not KEY=N/PERIOD"))?;
+    Ok((k.to_string(), parse_rate(r)?))
 }
 
 fn parse_key_limit(s: &str) -> Result<(String, u32), String> {

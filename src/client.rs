@@ -267,12 +267,23 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
                 println!("  {k:<20} {v}{}", if overridden { "  (set for this queue)" } else { "" });
             }
         }
-        QueueCmd::Limits { client, queue, per_key, keys, clear } => {
+        QueueCmd::Limits { client, queue, per_key, keys, rate, rate_per_key, key_rates, clear } => {
             let c = Client::new(&client)?;
             let path = format!("/v1/queues/{queue}/limits");
-            let out = if clear || per_key.is_some() || !keys.is_empty() {
+            let setting = per_key.is_some() || !keys.is_empty() || rate.is_some() || rate_per_key.is_some();
+            let out = if clear || setting || !key_rates.is_empty() {
+                let spec = |(starts, period_ms): (u32, u64)| json!({"starts": starts, "period_ms": period_ms});
                 let keys: serde_json::Map<String, Value> = keys.into_iter().map(|(k, n)| (k, json!(n))).collect();
-                c.put(&path, json!({ "concurrency_per_key": per_key, "key_concurrency": keys })).await?
+                let key_rates: serde_json::Map<String, Value> =
+                    key_rates.into_iter().map(|(k, r)| (k, spec(r))).collect();
+                let body = json!({
+                    "concurrency_per_key": per_key,
+                    "key_concurrency": keys,
+                    "rate": rate.map(spec),
+                    "rate_per_key": rate_per_key.map(spec),
+                    "key_rate": key_rates,
+                });
+                c.put(&path, body).await?
             } else {
                 c.get(&path, &[]).await?
             };
@@ -284,7 +295,20 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
             for (k, n) in out["key_concurrency"].as_object().into_iter().flatten() {
                 println!("  {:<24} {n}", format!("key {k}"));
             }
+            let rate = |r: &Value| match (r["starts"].as_u64(), r["period_ms"].as_u64()) {
+                (Some(n), Some(p)) => format!("{n} per {p} ms"),
+                _ => "-".to_string(),
+            };
+            println!("  {:<24} {}", "rate", rate(&out["rate"]));
+            println!("  {:<24} {}", "rate per key", rate(&out["rate_per_key"]));
+            for (k, r) in out["key_rate"].as_object().into_iter().flatten() {
+                println!("  {:<24} {}", format!("rate of {k}"), rate(r));
+            }
             println!("  {:<24} {}", "keys at their limit", s(&out["keys_at_limit"]));
+            println!("  {:<24} {}", "keys out of starts", s(&out["keys_rate_limited"]));
+            if let Some(until) = out["rate_limited_until_ms"].as_u64() {
+                println!("  {:<24} {until} (epoch ms)", "queue's next start at");
+            }
             for (k, n) in out["leased_by_key"].as_object().into_iter().flatten() {
                 println!("  {:<24} {n}", format!("leased with {k}"));
             }
