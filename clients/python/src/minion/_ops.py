@@ -18,6 +18,7 @@ from .models import (
     Queue,
     QueueConfig,
     QueueLimits,
+    Rate,
     QueueStats,
     Submitted,
     Task,
@@ -162,11 +163,24 @@ def queue_limits(name: str) -> Op[QueueLimits]:
 
 
 def set_queue_limits(
-    name: str, *, concurrency_per_key: Optional[int] = None, key_concurrency: Optional[Mapping[str, int]] = None
+    name: str,
+    *,
+    concurrency_per_key: Optional[int] = None,
+    key_concurrency: Optional[Mapping[str, int]] = None,
+    rate: Optional[Rate] = None,
+    rate_per_key: Optional[Rate] = None,
+    key_rate: Optional[Mapping[str, Rate]] = None,
 ) -> Op[QueueLimits]:
-    body: dict[str, Any] = {"key_concurrency": {str(k): int(n) for k, n in (key_concurrency or {}).items()}}
+    body: dict[str, Any] = {
+        "key_concurrency": {str(k): int(n) for k, n in (key_concurrency or {}).items()},
+        "key_rate": {str(k): r.model_dump() for k, r in (key_rate or {}).items()},
+    }
     if concurrency_per_key is not None:
         body["concurrency_per_key"] = int(concurrency_per_key)
+    if rate is not None:
+        body["rate"] = rate.model_dump()
+    if rate_per_key is not None:
+        body["rate_per_key"] = rate_per_key.model_dump()
     return Op(Call("PUT", f"/v1/queues/{_seg(name)}/limits", body, idempotent=True), QueueLimits.model_validate)
 
 

@@ -43,6 +43,7 @@ from .models import (
     Queue,
     QueueConfig,
     QueueLimits,
+    Rate,
     QueueStats,
     Submitted,
     Task,
@@ -402,7 +403,7 @@ class AsyncClient:
         return await self._run(ops.set_queue(name, merged))
 
     async def queue_limits(self, name: str) -> QueueLimits:
-        """A queue's per-key concurrency limits, leased tasks per key and keys at their limit."""
+        """A queue's concurrency and rate limits, leased tasks per key and keys at their limit."""
         return await self._run(ops.queue_limits(name))
 
     async def set_queue_limits(
@@ -411,12 +412,23 @@ class AsyncClient:
         *,
         concurrency_per_key: Optional[int] = None,
         key_concurrency: Optional[Mapping[str, int]] = None,
+        rate: Optional[Rate] = None,
+        rate_per_key: Optional[Rate] = None,
+        key_rate: Optional[Mapping[str, Rate]] = None,
     ) -> QueueLimits:
-        """Replace a queue's per-key concurrency limits: ``concurrency_per_key`` for every key
-        without one of its own, ``key_concurrency`` for single keys (0 holds a key back). Called
-        with neither, it removes them."""
+        """Replace a queue's limits: ``concurrency_per_key`` for every key without one of its own,
+        ``key_concurrency`` for single keys (0 holds a key back); task starts per period in the
+        whole queue (``rate``), per key (``rate_per_key``) and for single keys (``key_rate``).
+        Called with none, it removes them."""
         return await self._run(
-            ops.set_queue_limits(name, concurrency_per_key=concurrency_per_key, key_concurrency=key_concurrency)
+            ops.set_queue_limits(
+                name,
+                concurrency_per_key=concurrency_per_key,
+                key_concurrency=key_concurrency,
+                rate=rate,
+                rate_per_key=rate_per_key,
+                key_rate=key_rate,
+            )
         )
 
     async def agents(self, *, limit: Optional[int] = None, after: Optional[str] = None) -> AgentPage:

@@ -42,6 +42,7 @@ from .models import (
     Queue,
     QueueConfig,
     QueueLimits,
+    Rate,
     QueueStats,
     Submitted,
     Task,
@@ -400,7 +401,7 @@ class Client:
         return self._run(ops.set_queue(name, merged))
 
     def queue_limits(self, name: str) -> QueueLimits:
-        """A queue's per-key concurrency limits, leased tasks per key and keys at their limit."""
+        """A queue's concurrency and rate limits, leased tasks per key and keys at their limit."""
         return self._run(ops.queue_limits(name))
 
     def set_queue_limits(
@@ -409,12 +410,23 @@ class Client:
         *,
         concurrency_per_key: Optional[int] = None,
         key_concurrency: Optional[Mapping[str, int]] = None,
+        rate: Optional[Rate] = None,
+        rate_per_key: Optional[Rate] = None,
+        key_rate: Optional[Mapping[str, Rate]] = None,
     ) -> QueueLimits:
-        """Replace a queue's per-key concurrency limits: ``concurrency_per_key`` for every key
-        without one of its own, ``key_concurrency`` for single keys (0 holds a key back). Called
-        with neither, it removes them."""
+        """Replace a queue's limits: ``concurrency_per_key`` for every key without one of its own,
+        ``key_concurrency`` for single keys (0 holds a key back); task starts per period in the
+        whole queue (``rate``), per key (``rate_per_key``) and for single keys (``key_rate``).
+        Called with none, it removes them."""
         return self._run(
-            ops.set_queue_limits(name, concurrency_per_key=concurrency_per_key, key_concurrency=key_concurrency)
+            ops.set_queue_limits(
+                name,
+                concurrency_per_key=concurrency_per_key,
+                key_concurrency=key_concurrency,
+                rate=rate,
+                rate_per_key=rate_per_key,
+                key_rate=key_rate,
+            )
         )
 
     def agents(self, *, limit: Optional[int] = None, after: Optional[str] = None) -> AgentPage:

@@ -273,15 +273,44 @@ class Queue(_Response):
     stats: QueueStats
 
 
+class Rate(BaseModel):
+    """``starts`` task starts per ``period_ms`` (bursts of up to ``starts``), e.g.
+    ``Rate.per_minute(100)``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    starts: int
+    period_ms: int
+
+    @classmethod
+    def per_second(cls, starts: int) -> "Rate":
+        return cls(starts=starts, period_ms=1_000)
+
+    @classmethod
+    def per_minute(cls, starts: int) -> "Rate":
+        return cls(starts=starts, period_ms=60_000)
+
+    @classmethod
+    def per_hour(cls, starts: int) -> "Rate":
+        return cls(starts=starts, period_ms=3_600_000)
+
+
 class QueueLimits(_Response):
-    """A queue's per-key concurrency limits (``GET /v1/queues/{name}/limits``) and where its keys
-    stand: leased tasks per key, and how many keys with ready tasks are at their limit."""
+    """A queue's concurrency and rate limits (``GET /v1/queues/{name}/limits``) and where its
+    keys stand: leased tasks per key, how many keys with ready tasks are at their limit (or out of
+    starts), how many keys have used up their rate, and when the queue's own rate allows its next
+    start (epoch ms) if it allows none now."""
 
     queue: str
     concurrency_per_key: Optional[int] = None
     key_concurrency: dict[str, int] = Field(default_factory=dict)
+    rate: Optional[Rate] = None
+    rate_per_key: Optional[Rate] = None
+    key_rate: dict[str, Rate] = Field(default_factory=dict)
     leased_by_key: dict[str, int] = Field(default_factory=dict)
     keys_at_limit: int = 0
+    keys_rate_limited: int = 0
+    rate_limited_until_ms: Optional[int] = None
 
 
 class OutcomeStats(_Response):
