@@ -1,7 +1,8 @@
-// A queue's per-key concurrency limits: what they are, where the keys stand (leases per key, keys
-// at their limit), and, for admins, a form that replaces them.
+// A queue's limits: per-key concurrency and rates (task starts per period, for the queue and per
+// key), where the keys stand (leases per key, keys at their limit or out of starts), and, for
+// admins, a form that replaces them all.
 
-import { errorBox, flash, h, num, replace, table } from './lib.js';
+import { errorBox, flash, h, num, replace, table, timeEl } from './lib.js';
 import { api, isAdmin } from './api.js';
 
 // "key=n" per line, as the form shows and reads the keys' own limits.
@@ -17,6 +18,44 @@ export function parseKeyLimits(text) {
     out[key] = Number(n);
   }
   return out;
+}
+
+const UNITS = { ms: 1, s: 1000, m: 60000, h: 3600000, d: 86400000 };
+
+// "N/PERIOD" (e.g. 100/1m, 5/500ms), as the CLI reads it → {starts, period_ms}.
+export function parseRate(text) {
+  const m = /^(\d+)\s*\/\s*(\d*)\s*(ms|s|m|h|d)$/.exec(text.trim());
+  if (!m) throw new Error(`“${text.trim()}” is not a rate like 100/1m (units: ms, s, m, h, d)`);
+  return { starts: Number(m[1]), period_ms: Number(m[2] || '1') * UNITS[m[3]] };
+}
+
+// {starts, period_ms} → "N/PERIOD" in the largest unit that divides the period.
+export function formatRate(r) {
+  if (!r) return '';
+  const [unit, ms] = Object.entries(UNITS).reverse().find(([, ms]) => r.period_ms % ms === 0);
+  return `${r.starts}/${r.period_ms / ms}${unit}`;
+}
+
+// "key=N/PERIOD" per line.
+function parseKeyRates(text) {
+  const out = {};
+  for (const [i, raw] of text.split('\n').entries()) {
+    const line = raw.trim();
+    if (!line) continue;
+    const at = line.lastIndexOf('=');
+    const key = at > 0 ? line.slice(0, at).trim() : '';
+    if (!key) throw new Error(`line ${i + 1}: “${line}” is not key=N/PERIOD`);
+    try {
+      out[key] = parseRate(line.slice(at + 1));
+    } catch (e) {
+      throw new Error(`line ${i + 1}: ${e.message}`);
+    }
+  }
+  return out;
+}
+
+function rateText(r) {
+  return r ? `${num(r.starts)} per ${formatRate({ starts: 1, period_ms: r.period_ms }).slice(2)}` : '';
 }
 
 export async function limitsSection(ctx, name) {
@@ -39,15 +78,24 @@ export async function limitsSection(ctx, name) {
         : `At most ${num(l.concurrency_per_key)} leased per key`,
       own.length ? `, ${own.length} key${own.length === 1 ? '' : 's'} with a limit of ${own.length === 1 ? 'its' : 'their'} own` : '',
       `; ${num(l.keys_at_limit)} key${l.keys_at_limit === 1 ? '' : 's'} at the limit now.`);
-    const rows = [...new Set([...own.map(([k]) => k), ...leased.map(([k]) => k)])].sort().map((k) => ({
-      k, limit: l.key_concurrency[k] ?? l.concurrency_per_key, leased: l.leased_by_key[k] || 0,
+    const ownRates = Object.entries(l.key_rate || {});
+    const rates = h('p', { id: 'rates-summary' },
+      l.rate ? `At most ${rateText(l.rate)} in the queue` : 'No rate for the queue',
+      l.rate_per_key ? `, ${rateText(l.rate_per_key)} per key` : ', none per key',
+      ownRates.length ? `, ${ownRates.length} key${ownRates.length === 1 ? '' : 's'} with a rate of ${ownRates.length === 1 ? 'its' : 'their'} own` : '',
+      `; ${num(l.keys_rate_limited || 0)} key${l.keys_rate_limited === 1 ? '' : 's'} out of starts now`,
+      l.rate_limited_until_ms ? h('span', null, '; the queue starts its next task ', timeEl(l.rate_limited_until_ms)) : '',
+      '.');
+    const rows = [...new Set([...own.map(([k]) => k), ...ownRates.map(([k]) => k), ...leased.map(([k]) => k)])].sort().map((k) => ({
+      k, limit: l.key_concurrency[k] ?? l.concurrency_per_key, rate: (l.key_rate || {})[k] ?? l.rate_per_key, leased: l.leased_by_key[k] || 0,
     }));
     const keys = rows.length ? table([
       { label: 'Key', cell: (r) => h('code', null, r.k) },
       { label: 'Limit', cls: 'num', cell: (r) => (r.limit === null || r.limit === undefined ? '—' : num(r.limit)) },
+      { label: 'Rate', cell: (r) => rateText(r.rate) || '—' },
       { label: 'Leased', cls: 'num', cell: (r) => num(r.leased) },
-    ], rows, { caption: 'Keys with a limit of their own or leased tasks' }) : null;
-    replace(box, h('h2', null, 'Concurrency limits'), summary, keys, isAdmin() ? limitsForm(name, l, load) : null);
+    ], rows, { caption: 'Keys with limits of their own or leased tasks' }) : null;
+    replace(box, h('h2', null, 'Concurrency and rate limits'), summary, rates, keys, isAdmin() ? limitsForm(name, l, load) : null);
   };
   await load();
   return box;
@@ -57,13 +105,20 @@ function limitsForm(name, l, reload) {
   const perKey = h('input', { id: 'limit-per-key', type: 'number', min: '0', step: '1', inputmode: 'numeric', value: l.concurrency_per_key ?? '', placeholder: 'unlimited' });
   const own = h('textarea', { id: 'limit-keys', rows: '3', placeholder: 'openai=5' },
     Object.entries(l.key_concurrency || {}).map(([k, n]) => `${k}=${n}`).join('\n'));
+  const rate = h('input', { id: 'limit-rate', type: 'text', value: formatRate(l.rate), placeholder: 'none, or e.g. 100/1m' });
+  const ratePerKey = h('input', { id: 'limit-rate-per-key', type: 'text', value: formatRate(l.rate_per_key), placeholder: 'none, or e.g. 5/1s' });
+  const ownRates = h('textarea', { id: 'limit-key-rates', rows: '3', placeholder: 'openai=60/1m' },
+    Object.entries(l.key_rate || {}).map(([k, r]) => `${k}=${formatRate(r)}`).join('\n'));
   const result = h('div', { role: 'status', 'aria-live': 'polite' });
   const save = h('button', { type: 'submit', class: 'primary' }, 'Save limits');
   const form = h('form', { class: 'settings', id: 'limits-form', novalidate: true }, h('fieldset', null,
     h('legend', null, 'Change the limits (empty: none)'),
     h('div', { class: 'grid' },
       h('div', { class: 'field' }, h('label', { for: 'limit-per-key' }, 'Leased at once per key'), perKey),
-      h('div', { class: 'field' }, h('label', { for: 'limit-keys' }, 'Keys with their own limit (key=number per line)'), own)),
+      h('div', { class: 'field' }, h('label', { for: 'limit-keys' }, 'Keys with their own limit (key=number per line)'), own),
+      h('div', { class: 'field' }, h('label', { for: 'limit-rate' }, 'Task starts in the queue (N/period)'), rate),
+      h('div', { class: 'field' }, h('label', { for: 'limit-rate-per-key' }, 'Task starts per key (N/period)'), ratePerKey),
+      h('div', { class: 'field' }, h('label', { for: 'limit-key-rates' }, 'Keys with their own rate (key=N/period per line)'), ownRates)),
     h('div', { class: 'actions' }, save)), result);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -75,17 +130,24 @@ function limitsForm(name, l, reload) {
       return;
     }
     if (v !== '') body.concurrency_per_key = Number(v);
-    try {
-      body.key_concurrency = parseKeyLimits(own.value);
-    } catch (e) {
-      replace(result, h('p', { class: 'msg error', role: 'alert' }, e.message));
-      own.focus();
-      return;
+    for (const [input, read] of [
+      [own, () => { body.key_concurrency = parseKeyLimits(own.value); }],
+      [rate, () => { if (rate.value.trim()) body.rate = parseRate(rate.value); }],
+      [ratePerKey, () => { if (ratePerKey.value.trim()) body.rate_per_key = parseRate(ratePerKey.value); }],
+      [ownRates, () => { body.key_rate = parseKeyRates(ownRates.value); }],
+    ]) {
+      try {
+        read();
+      } catch (e) {
+        replace(result, h('p', { class: 'msg error', role: 'alert' }, e.message));
+        input.focus();
+        return;
+      }
     }
     save.disabled = true;
     try {
       await api('PUT', `/v1/queues/${encodeURIComponent(name)}/limits`, body);
-      flash('ok', `Saved the concurrency limits of queue ${name}.`);
+      flash('ok', `Saved the limits of queue ${name}.`);
       await reload();
     } catch (e) {
       if (e.name === 'AbortError') return;
