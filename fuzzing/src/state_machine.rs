@@ -2,6 +2,7 @@
 //! every invariant checked after every command, restarts (RAM rebuilt from the records, each sent
 //! through the codec first) and restores (the records streamed into a fresh engine) along the way.
 
+use minion_engine::rate::Rate;
 use minion_engine::{AgentSpec, ApplyMeta, Command, Memory, NewTask, Record, RejectedRecord, Request, TaskState};
 use minion_storage::codec;
 
@@ -196,13 +197,25 @@ pub fn state_machine(data: &[u8]) {
                     },
                     2 => Command::RevokeToken { id },
                     3 => Command::Cancel { task_id: task, reason: Some("fuzz".into()) },
-                    // Per-key limits: one for every key, one key held back, or none.
+                    // Limits: one for every key, one key held back, rates (of the queue, of
+                    // every key, of one key; some out of range: refused), or none.
                     _ => Command::SetLimits {
                         queue: q,
-                        rules: match arg % 3 {
+                        rules: match arg % 6 {
                             0 => vec![],
                             1 => vec![minion_engine::LimitRule::KeyConcurrency(1 + arg as u32 % 2)],
-                            _ => vec![minion_engine::LimitRule::KeyConcurrencyOf("key1".into(), 0)],
+                            2 => vec![minion_engine::LimitRule::KeyConcurrencyOf("key1".into(), 0)],
+                            3 => vec![minion_engine::LimitRule::QueueRate(Rate {
+                                starts: 1 + arg as u32 % 3,
+                                period_ms: 500,
+                            })],
+                            4 => vec![
+                                minion_engine::LimitRule::KeyRate(Rate { starts: 1, period_ms: 1 + arg as u64 * 37 }),
+                                minion_engine::LimitRule::KeyRateOf("key0".into(), Rate { starts: 2, period_ms: 300 }),
+                            ],
+                            _ => {
+                                vec![minion_engine::LimitRule::KeyRate(Rate { starts: arg as u32 % 2, period_ms: 100 })]
+                            }
                         },
                     },
                 };

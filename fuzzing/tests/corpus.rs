@@ -115,6 +115,12 @@ fn seeds_are_current() {
         rules: vec![
             minion_engine::LimitRule::KeyConcurrency(1),
             minion_engine::LimitRule::KeyConcurrencyOf("tenant-b".into(), 3),
+            minion_engine::LimitRule::QueueRate(minion_engine::rate::Rate { starts: 100, period_ms: 60_000 }),
+            minion_engine::LimitRule::KeyRate(minion_engine::rate::Rate { starts: 5, period_ms: 1_000 }),
+            minion_engine::LimitRule::KeyRateOf(
+                "tenant-b".into(),
+                minion_engine::rate::Rate { starts: 1, period_ms: 10 },
+            ),
         ],
     };
     let mut state = Memory::default();
