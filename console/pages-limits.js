@@ -5,19 +5,30 @@
 import { errorBox, flash, h, num, replace, table, timeEl } from './lib.js';
 import { api, isAdmin } from './api.js';
 
-// "key=n" per line, as the form shows and reads the keys' own limits.
-export function parseKeyLimits(text) {
+// "key=value" per line → {key: parse(value)}; an error names the line.
+function parseKeyLines(text, form, parse) {
   const out = {};
   for (const [i, raw] of text.split('\n').entries()) {
     const line = raw.trim();
     if (!line) continue;
     const at = line.lastIndexOf('=');
     const key = at > 0 ? line.slice(0, at).trim() : '';
-    const n = at > 0 ? line.slice(at + 1).trim() : '';
-    if (!key || !/^\d+$/.test(n)) throw new Error(`line ${i + 1}: “${line}” is not key=number`);
-    out[key] = Number(n);
+    if (!key) throw new Error(`line ${i + 1}: “${line}” is not ${form}`);
+    try {
+      out[key] = parse(line.slice(at + 1).trim(), line);
+    } catch (e) {
+      throw new Error(`line ${i + 1}: ${e.message}`);
+    }
   }
   return out;
+}
+
+// "key=n" per line, as the form shows and reads the keys' own limits.
+export function parseKeyLimits(text) {
+  return parseKeyLines(text, 'key=number', (n, line) => {
+    if (!/^\d+$/.test(n)) throw new Error(`“${line}” is not key=number`);
+    return Number(n);
+  });
 }
 
 const UNITS = { ms: 1, s: 1000, m: 60000, h: 3600000, d: 86400000 };
@@ -38,20 +49,7 @@ export function formatRate(r) {
 
 // "key=N/PERIOD" per line.
 function parseKeyRates(text) {
-  const out = {};
-  for (const [i, raw] of text.split('\n').entries()) {
-    const line = raw.trim();
-    if (!line) continue;
-    const at = line.lastIndexOf('=');
-    const key = at > 0 ? line.slice(0, at).trim() : '';
-    if (!key) throw new Error(`line ${i + 1}: “${line}” is not key=N/PERIOD`);
-    try {
-      out[key] = parseRate(line.slice(at + 1));
-    } catch (e) {
-      throw new Error(`line ${i + 1}: ${e.message}`);
-    }
-  }
-  return out;
+  return parseKeyLines(text, 'key=N/PERIOD', (r) => parseRate(r));
 }
 
 function rateText(r) {
