@@ -2,7 +2,8 @@
 //! a queue sets a limit for every key and overrides for single keys; a key with neither is
 //! unlimited, and a limit of 0 holds the key's tasks back (ready, not claimable). Rates: how many
 //! tasks may start per period, in the whole queue and per key (again for every key, with
-//! overrides); see [`crate::rate`].
+//! overrides); see [`crate::rate`]. Fairness: whether claims serve the queue's keys round robin
+//! within a priority instead of oldest first.
 //!
 //! Stored as a list of [`LimitRule`]s (one record per queue) so that later kinds of limits are new
 //! variants, not new record shapes; the engine works on the resolved [`KeyLimits`].
@@ -33,6 +34,8 @@ pub enum LimitRule {
     KeyRate(Rate),
     /// Task starts with this key.
     KeyRateOf(String, Rate),
+    /// Serve keys round robin within a priority (tasks without a key form one more key).
+    Fair,
 }
 
 /// A queue's limits, resolved.
@@ -46,6 +49,8 @@ pub struct KeyLimits {
     /// Task starts per key, for every key without a rate of its own.
     pub key_rate: Option<Rate>,
     pub key_rates: BTreeMap<String, Rate>,
+    /// Claims serve keys round robin within a priority.
+    pub fair: bool,
 }
 
 impl KeyLimits {
@@ -65,6 +70,12 @@ impl KeyLimits {
             && self.queue_rate.is_none()
             && self.key_rate.is_none()
             && self.key_rates.is_empty()
+            && !self.fair
+    }
+
+    /// Whether any start of the queue is rate limited.
+    pub fn has_rates(&self) -> bool {
+        self.queue_rate.is_some() || self.key_rate.is_some() || !self.key_rates.is_empty()
     }
 
     /// Whether one more task with `key` may be leased when `leased` are.
@@ -85,6 +96,7 @@ impl KeyLimits {
                 LimitRule::KeyRateOf(k, r) => {
                     out.key_rates.insert(k.clone(), *r);
                 }
+                LimitRule::Fair => out.fair = true,
             }
         }
         out
@@ -96,6 +108,7 @@ impl KeyLimits {
         out.extend(self.queue_rate.map(LimitRule::QueueRate));
         out.extend(self.key_rate.map(LimitRule::KeyRate));
         out.extend(self.key_rates.iter().map(|(k, r)| LimitRule::KeyRateOf(k.clone(), *r)));
+        out.extend(self.fair.then_some(LimitRule::Fair));
         out
     }
 
@@ -142,6 +155,7 @@ mod tests {
             queue_rate: Some(rate(100)),
             key_rate: Some(rate(10)),
             key_rates: BTreeMap::from([("big".to_string(), rate(50))]),
+            fair: true,
         };
         assert_eq!(KeyLimits::from_rules(&l.to_rules()), l);
         assert_eq!((l.rate_of("big"), l.rate_of("other")), (Some(rate(50)), Some(rate(10))));

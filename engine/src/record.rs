@@ -260,6 +260,8 @@ pub enum Key {
     Limits(String),
     /// A rate bucket: (queue, concurrency key; `""` for the queue's own) (appended last).
     Rate(String, String),
+    /// The key a fair queue served last (appended last).
+    Turn(String),
 }
 
 /// The kinds of key, for scans.
@@ -282,10 +284,11 @@ pub enum Kind {
     TokenAgents,
     Limits,
     Rate,
+    Turn,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Meta,
         Kind::Live,
         Kind::Done,
@@ -303,6 +306,7 @@ impl Kind {
         Kind::TokenAgents,
         Kind::Limits,
         Kind::Rate,
+        Kind::Turn,
     ];
 }
 
@@ -326,6 +330,7 @@ impl Key {
             Key::TokenAgents(_) => Kind::TokenAgents,
             Key::Limits(_) => Kind::Limits,
             Key::Rate(..) => Kind::Rate,
+            Key::Turn(_) => Kind::Turn,
         }
     }
 
@@ -350,6 +355,7 @@ impl Key {
             Kind::TokenAgents => Key::TokenAgents(String::new()),
             Kind::Limits => Key::Limits(String::new()),
             Kind::Rate => Key::Rate(String::new(), String::new()),
+            Kind::Turn => Key::Turn(String::new()),
         }
     }
 
@@ -396,6 +402,8 @@ pub enum Record {
     /// A rate bucket's theoretical arrival time in nanoseconds (see [`crate::rate`]) (appended
     /// last).
     Rate(String, String, u64),
+    /// The key a fair queue served last (`""`: a task without a key) (appended last).
+    Turn(String, String),
 }
 
 impl Record {
@@ -407,6 +415,7 @@ impl Record {
             Record::TaskV2(t) => t.key(),
             Record::Limits(q, _) => Key::Limits(q.clone()),
             Record::Rate(q, k, _) => Key::Rate(q.clone(), k.clone()),
+            Record::Turn(q, _) => Key::Turn(q.clone()),
             Record::Payload(id, _) => Key::Payload(*id),
             Record::Progress(id, seq, _) => Key::Progress(*id, *seq),
             Record::Dedup(k, _) => Key::Dedup(k.clone()),

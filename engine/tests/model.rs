@@ -82,6 +82,8 @@ enum Op {
         per_key: Option<u32>,
         one: Option<(usize, u32)>,
         rates: Rates,
+        /// Serve keys round robin within a priority.
+        fair: bool,
     },
     Restart,
 }
@@ -141,8 +143,14 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Retry { pick }),
         3 => (0..1_500u64).prop_map(|ms| Op::Advance { ms }),
-        1 => (0..2usize, proptest::option::of(0..3u32), proptest::option::of((0..3usize, 0..3u32)), rates())
-            .prop_map(|(queue, per_key, one, rates)| Op::SetLimits { queue, per_key, one, rates }),
+        1 => (
+            0..2usize,
+            proptest::option::of(0..3u32),
+            proptest::option::of((0..3usize, 0..3u32)),
+            rates(),
+            proptest::bool::weighted(0.5),
+        )
+            .prop_map(|(queue, per_key, one, rates, fair)| Op::SetLimits { queue, per_key, one, rates, fair }),
         1 => Just(Op::Restart),
     ]
 }
@@ -186,6 +194,8 @@ struct Model {
     /// Token buckets (queue, key or "" for the queue): starts still allowed, in nanoseconds of
     /// credit (a start costs one interval), as of `now`. A missing bucket is full.
     buckets: BTreeMap<(String, String), i128>,
+    /// Fair queues, each with the key it served last (`""`: a task without a key).
+    fair: BTreeMap<String, Option<String>>,
 }
 
 /// A token bucket's interval and capacity in nanoseconds: never faster than the rate.
@@ -316,24 +326,75 @@ impl Model {
         });
     }
 
-    /// Whether the buckets of `t`'s queue and key allow one more start; if so, take it.
-    fn take_start(&mut self, t: &MTask) -> bool {
+    /// The rated buckets of `t`'s queue and key.
+    fn rated_buckets(&self, t: &MTask) -> Vec<((String, String), Rate)> {
         let mut buckets = vec![(t.queue.clone(), String::new())];
         buckets.extend(t.concurrency_key.iter().map(|k| (t.queue.clone(), k.clone())));
-        let rated: Vec<((String, String), Rate)> =
-            buckets.into_iter().filter_map(|b| Some((b.clone(), self.rate_of(&b.0, &b.1)?))).collect();
-        let allows = |m: &Model, b: &(String, String), r: Rate| {
+        buckets.into_iter().filter_map(|b| Some((b.clone(), self.rate_of(&b.0, &b.1)?))).collect()
+    }
+
+    /// Whether the buckets of `t`'s queue and key allow one more start.
+    fn allows_start(&self, t: &MTask) -> bool {
+        self.rated_buckets(t).into_iter().all(|(b, r)| {
             let (interval, capacity) = bucket_shape(r);
-            m.buckets.get(b).copied().unwrap_or(capacity) >= interval
-        };
-        if !rated.iter().all(|(b, r)| allows(self, b, *r)) {
-            return false;
-        }
-        for (b, r) in rated {
+            self.buckets.get(&b).copied().unwrap_or(capacity) >= interval
+        })
+    }
+
+    /// Take a start of `t` from its buckets.
+    fn take_start(&mut self, t: &MTask) {
+        for (b, r) in self.rated_buckets(t) {
             let (interval, capacity) = bucket_shape(r);
             *self.buckets.entry(b).or_insert(capacity) -= interval;
         }
-        true
+    }
+
+    /// What a claim with `caps` takes from `queue`, at most `max`, in order: each step the
+    /// eligible task (ready, its key with room and starts left) of the highest priority and
+    /// lowest id; in a fair queue, of the highest priority and, among its keys (`""` for none),
+    /// the first after the key served last (wrapping around), that key's lowest id.
+    fn queue_claim_order(&mut self, queue: &str, caps: &[String], max: usize) -> Vec<u64> {
+        let saved = self.buckets.clone();
+        let ready: Vec<MTask> = self
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Ready && t.queue == queue && t.caps.iter().all(|c| caps.contains(c)))
+            .cloned()
+            .collect();
+        let fair = self.fair.contains_key(queue);
+        let mut turn = self.fair.get(queue).cloned().flatten();
+        let flow = |t: &MTask| t.concurrency_key.clone().unwrap_or_default();
+        let mut taken: BTreeMap<(String, String), u32> = BTreeMap::new();
+        let mut out: Vec<u64> = Vec::new();
+        while out.len() < max {
+            let eligible: Vec<&MTask> = ready
+                .iter()
+                .filter(|t| !out.contains(&t.id) && self.key_has_room(t, &taken) && self.allows_start(t))
+                .collect();
+            let Some(top) = eligible.iter().map(|t| t.priority).max() else { break };
+            let at_top: Vec<&MTask> = eligible.into_iter().filter(|t| t.priority == top).collect();
+            let t = if fair {
+                let flows: std::collections::BTreeSet<String> = at_top.iter().map(|t| flow(t)).collect();
+                let next = flows
+                    .iter()
+                    .find(|f| turn.as_ref().is_none_or(|t| *f > t))
+                    .or(flows.first())
+                    .expect("a key")
+                    .clone();
+                *at_top.iter().filter(|t| flow(t) == next).min_by_key(|t| t.id).expect("a task")
+            } else {
+                *at_top.iter().min_by_key(|t| t.id).expect("a task")
+            };
+            let t = t.clone();
+            self.take_start(&t);
+            if let Some(k) = &t.concurrency_key {
+                *taken.entry((t.queue.clone(), k.clone())).or_default() += 1;
+            }
+            turn = Some(flow(&t));
+            out.push(t.id);
+        }
+        self.buckets = saved;
+        out
     }
 
     /// New rates: buckets whose rate is gone are dropped, the others keep their debt.
@@ -572,29 +633,29 @@ fn run(ops: Vec<Op>) {
                     &mut state,
                     Command::Claim { agent_id, queues: queues.clone(), capabilities: caps.clone(), max },
                 );
-                let mut cands: Vec<MTask> = model
-                    .tasks
-                    .values()
-                    .filter(|t| {
-                        t.state == TaskState::Ready
-                            && queues.contains(&t.queue)
-                            && t.caps.iter().all(|c| caps.contains(c))
-                    })
-                    .cloned()
-                    .collect();
-                cands.sort_by_key(|t| (-(t.priority as i64), t.id));
-                // In priority order, skipping tasks whose key has no room left.
-                let mut taken: BTreeMap<(String, String), u32> = BTreeMap::new();
+                // Each queue's order, merged: the higher priority first, then the lower id.
+                let unique: std::collections::BTreeSet<String> = queues.iter().cloned().collect();
+                let lists: Vec<Vec<u64>> =
+                    unique.iter().map(|q| model.queue_claim_order(q, &caps, max as usize)).collect();
+                let mut at = vec![0; lists.len()];
                 let mut want: Vec<u64> = Vec::new();
-                for t in cands {
-                    if want.len() == max as usize {
-                        break;
-                    }
-                    if model.key_has_room(&t, &taken) && model.take_start(&t) {
-                        if let Some(k) = &t.concurrency_key {
-                            *taken.entry((t.queue.clone(), k.clone())).or_default() += 1;
-                        }
-                        want.push(t.id);
+                while want.len() < max as usize {
+                    let head = (0..lists.len())
+                        .filter_map(|i| {
+                            let id = *lists[i].get(at[i])?;
+                            Some(((-(model.tasks[&id].priority as i64), id), i))
+                        })
+                        .min();
+                    let Some(((_, id), i)) = head else { break };
+                    at[i] += 1;
+                    want.push(id);
+                }
+                for id in &want {
+                    let t = model.tasks[id].clone();
+                    assert!(model.allows_start(&t), "a claimed task had a start left");
+                    model.take_start(&t);
+                    if let Some(turn) = model.fair.get_mut(&t.queue) {
+                        *turn = Some(t.concurrency_key.clone().unwrap_or_default());
                     }
                 }
                 for id in &want {
@@ -607,7 +668,7 @@ fn run(ops: Vec<Op>) {
                 match got {
                     Ok(Outcome::Claimed(ts)) => {
                         let got: Vec<u64> = ts.iter().map(|t| t.id).collect();
-                        assert_eq!(got, want, "claim picks by priority, then id, within key limits");
+                        assert_eq!(got, want, "claim picks by priority, then id (keys in turn if fair), within limits");
                     }
                     other => panic!("claim: {other:?}"),
                 }
@@ -720,7 +781,7 @@ fn run(ops: Vec<Op>) {
             Op::Advance { .. } => {
                 apply(&mut state, Command::Tick).expect("tick");
             }
-            Op::SetLimits { queue, per_key, one, rates } => {
+            Op::SetLimits { queue, per_key, one, rates, fair } => {
                 let queue = QUEUES[queue].to_string();
                 let own: BTreeMap<String, u32> =
                     one.map(|(k, n)| (CONCURRENCY_KEYS[k].to_string(), n)).into_iter().collect();
@@ -732,6 +793,7 @@ fn run(ops: Vec<Op>) {
                 rules.extend(queue_rate.map(LimitRule::QueueRate));
                 rules.extend(key_rate.map(LimitRule::KeyRate));
                 rules.extend(own_rates.iter().map(|(k, r)| LimitRule::KeyRateOf(k.clone(), *r)));
+                rules.extend(fair.then_some(LimitRule::Fair));
                 apply(&mut state, Command::SetLimits { queue: queue.clone(), rules }).expect("set limits");
                 if per_key.is_none() && own.is_empty() {
                     model.limits.remove(&queue);
@@ -740,6 +802,11 @@ fn run(ops: Vec<Op>) {
                 }
                 let no_rates = queue_rate.is_none() && key_rate.is_none() && own_rates.is_empty();
                 model.set_rates(&queue, (!no_rates).then_some((queue_rate, key_rate, own_rates)));
+                if fair {
+                    model.fair.entry(queue.clone()).or_default();
+                } else {
+                    model.fair.remove(&queue);
+                }
             }
             Op::Restart => unreachable!(),
         }
@@ -817,7 +884,7 @@ fn scripted_dependency_sequence() {
 fn scripted_concurrency_key_sequence() {
     let keyed = |k: u8, prio: i32| (0, prio, None, None, 1, false, vec![], false, None, Some(k));
     run(vec![
-        Op::SetLimits { queue: 0, per_key: Some(1), one: Some((1, 2)), rates: Rates::default() },
+        Op::SetLimits { queue: 0, per_key: Some(1), one: Some((1, 2)), rates: Rates::default(), fair: false },
         Op::Submit { tasks: vec![keyed(0, 0), keyed(0, 0), keyed(1, 0), keyed(1, 0), keyed(1, 0), keyed(2, 5)] },
         Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 3 },
         Op::Claim { agent: 1, queues: vec![0], caps: vec![], max: 3 },
@@ -825,7 +892,7 @@ fn scripted_concurrency_key_sequence() {
         Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
         Op::Complete { pick: 0, stale: false },
         Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
-        Op::SetLimits { queue: 0, per_key: None, one: None, rates: Rates::default() },
+        Op::SetLimits { queue: 0, per_key: None, one: None, rates: Rates::default(), fair: false },
         Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
     ]);
 }
@@ -838,7 +905,7 @@ fn scripted_rate_limit_sequence() {
     let keyed = |k: u8| (0, 0, None, None, 1, false, vec![], false, None, Some(k));
     let rates = Rates { queue: Some((3, 1)), per_key: Some((1, 1)), one: Some((1, (2, 0))) };
     run(vec![
-        Op::SetLimits { queue: 0, per_key: None, one: None, rates: rates.clone() },
+        Op::SetLimits { queue: 0, per_key: None, one: None, rates: rates.clone(), fair: false },
         Op::Submit { tasks: vec![keyed(0), keyed(0), keyed(1), keyed(1), keyed(1), keyed(2)] },
         // Key 0 once, key 1 twice (its own rate), then the queue's three are used up.
         Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 3 },
@@ -846,10 +913,39 @@ fn scripted_rate_limit_sequence() {
         Op::Restart,
         Op::Advance { ms: 340 },
         Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
-        Op::SetLimits { queue: 0, per_key: None, one: None, rates: Rates { queue: Some((1, 1)), ..rates } },
+        Op::SetLimits { queue: 0, per_key: None, one: None, rates: Rates { queue: Some((1, 1)), ..rates }, fair: false },
         Op::Advance { ms: 700 },
         Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
-        Op::SetLimits { queue: 0, per_key: None, one: None, rates: Rates::default() },
+        Op::SetLimits { queue: 0, per_key: None, one: None, rates: Rates::default(), fair: false },
         Op::Claim { agent: 2, queues: vec![0], caps: vec![], max: 3 },
+    ]);
+}
+
+/// A scripted sequence that always runs: in a fair queue keys take turns within a priority
+/// (tasks without a key as one more key), the turn survives a restart and a claim over both
+/// queues, a key at its limit or out of starts loses its turns, and turning fairness off
+/// restores oldest first.
+#[test]
+fn scripted_fair_queue_sequence() {
+    let task = |q: usize, prio: i32, k: Option<u8>| (q, prio, None, None, 1, false, vec![], false, None, k);
+    let fair = |per_key, rates| Op::SetLimits { queue: 0, per_key, one: None, rates, fair: true };
+    let claim = |max| Op::Claim { agent: 0, queues: vec![0, 1], caps: vec![], max };
+    run(vec![
+        fair(None, Rates::default()),
+        Op::Submit { tasks: vec![task(0, 0, Some(0)); 3] },
+        Op::Submit { tasks: vec![task(0, 0, Some(1)), task(0, 0, None), task(0, 0, Some(2)), task(1, 0, None)] },
+        Op::Submit { tasks: vec![task(0, 2, Some(0)), task(0, 2, Some(0)), task(0, 2, Some(1))] },
+        claim(3),
+        Op::Restart,
+        claim(2),
+        fair(Some(1), Rates { per_key: Some((1, 1)), ..Rates::default() }),
+        Op::Submit { tasks: vec![task(0, 0, Some(1)), task(0, 0, Some(2)), task(0, 0, None)] },
+        claim(4),
+        Op::Advance { ms: 1_200 },
+        Op::Complete { pick: 0, stale: false },
+        Op::Complete { pick: 0, stale: false },
+        claim(4),
+        Op::SetLimits { queue: 0, per_key: None, one: None, rates: Rates::default(), fair: false },
+        claim(4),
     ]);
 }

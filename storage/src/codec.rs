@@ -41,6 +41,7 @@ fn kind_byte(kind: Kind) -> u8 {
         Kind::TokenAgents => b'W',
         Kind::Limits => b'R',
         Kind::Rate => b'B',
+        Kind::Turn => b'N',
     }
 }
 
@@ -89,9 +90,13 @@ pub fn encode_key(key: &Key) -> Vec<u8> {
             out.push(s.index() as u8);
             out.extend_from_slice(&id.to_be_bytes());
         }
-        Key::Queue(s) | Key::Counts(s) | Key::Agent(s) | Key::Token(s) | Key::TokenAgents(s) | Key::Limits(s) => {
-            out.extend_from_slice(s.as_bytes())
-        }
+        Key::Queue(s)
+        | Key::Counts(s)
+        | Key::Agent(s)
+        | Key::Token(s)
+        | Key::TokenAgents(s)
+        | Key::Limits(s)
+        | Key::Turn(s) => out.extend_from_slice(s.as_bytes()),
     }
     out
 }
@@ -172,6 +177,7 @@ pub fn decode_key(b: &[u8]) -> Result<Key, FrameError> {
         Kind::Token => Key::Token(text(rest)?),
         Kind::TokenAgents => Key::TokenAgents(text(rest)?),
         Kind::Limits => Key::Limits(text(rest)?),
+        Kind::Turn => Key::Turn(text(rest)?),
         Kind::Rate => {
             let DedupKey { queue, key } = pair(rest)?;
             Key::Rate(queue, key)
@@ -203,6 +209,7 @@ pub fn encode(r: &Record) -> Result<(Vec<u8>, Vec<u8>), FrameError> {
         Record::TokenAgents(_, patterns) => enc(patterns)?,
         Record::Limits(_, rules) => enc(rules)?,
         Record::Rate(_, _, tat) => enc(tat)?,
+        Record::Turn(_, key) => enc(key)?,
     };
     Ok((encode_key(&r.key()), value))
 }
@@ -276,6 +283,7 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, FrameError> {
         Key::TokenAgents(id) => Record::TokenAgents(id, dec::<Vec<String>>(value)?),
         Key::Limits(q) => Record::Limits(q, dec::<Vec<LimitRule>>(value)?),
         Key::Rate(q, k) => Record::Rate(q, k, dec::<u64>(value)?),
+        Key::Turn(q) => Record::Turn(q, dec::<String>(value)?),
     })
 }
 
@@ -324,8 +332,13 @@ mod tests {
     }
 
     #[test]
-    fn rate_buckets_round_trip() {
-        for r in [Record::Rate("q".into(), String::new(), 7), Record::Rate("q".into(), "tenant\0x".into(), u64::MAX)] {
+    fn rate_buckets_and_turns_round_trip() {
+        for r in [
+            Record::Rate("q".into(), String::new(), 7),
+            Record::Rate("q".into(), "tenant\0x".into(), u64::MAX),
+            Record::Turn("q".into(), String::new()),
+            Record::Turn("q".into(), "tenant-b".into()),
+        ] {
             let (k, v) = encode(&r).expect("encode");
             assert_eq!(decode(&k, &v).expect("decode"), r);
         }

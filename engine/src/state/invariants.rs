@@ -201,6 +201,16 @@ impl State {
         if &buckets != self.idx.ready.all_buckets() {
             return Err("rate bucket records differ from RAM".into());
         }
+        let mut turns = BTreeMap::new();
+        scan_all(cold, Kind::Turn, |r| {
+            if let Record::Turn(q, k) = r {
+                turns.insert(q, k);
+            }
+        })
+        .map_err(err)?;
+        if &turns != self.idx.ready.all_turns() {
+            return Err("fair-queue turn records differ from RAM".into());
+        }
         if self.dirty_counts.is_empty() {
             let mut counts = BTreeMap::new();
             scan_all(cold, Kind::Counts, |r| {

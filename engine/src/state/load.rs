@@ -72,6 +72,11 @@ impl State {
             }
         })?;
         s.idx.ready.rethrottle_all(s.meta.clock);
+        scan_all(cold, Kind::Turn, |r| {
+            if let Record::Turn(q, k) = r {
+                s.idx.ready.load_turn(q, k);
+            }
+        })?;
         scan_all(cold, Kind::Counts, |r| {
             if let Record::Counts(q, c) = r {
                 s.counts.insert(q, c);

@@ -14,10 +14,12 @@
 
 mod access;
 mod agents;
+mod fair;
 mod flow;
 mod housekeeping;
 mod indexes;
 mod invariants;
+mod key_budget;
 mod load;
 mod queries;
 mod ready;
@@ -341,6 +343,9 @@ impl State {
             self.pending.delete(Key::Limits(queue.to_string()));
         } else {
             self.pending.put(Record::Limits(queue.to_string(), limits.to_rules()));
+        }
+        if !limits.fair && self.idx.ready.turn(queue).is_some() {
+            self.pending.delete(Key::Turn(queue.to_string()));
         }
         let buckets = self.idx.ready.set_limits(queue, limits, self.meta.clock);
         self.store_buckets(buckets);

@@ -20,16 +20,22 @@ use std::ops::Bound;
 
 use crate::key_limits::KeyLimits;
 use crate::rate::{full_at, Rate};
-use crate::task::TimeMs;
+use crate::task::{TaskId, TimeMs};
 
 use super::indexes::{CapSet, ReadyKey};
+use super::key_budget::KeyBudget;
+
+/// A fair queue's claimable entries by (priority, key or `""` for a task without one, task).
+pub(super) type FairEntry = (i64, String, TaskId);
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Group {
+pub(super) struct Group {
     /// Claimable: every ready task without a key, and the head of each key with room.
     open: BTreeMap<ReadyKey, Option<String>>,
     /// Ready tasks with a key, per key, in claim order.
-    chains: BTreeMap<String, BTreeSet<ReadyKey>>,
+    pub(super) chains: BTreeMap<String, BTreeSet<ReadyKey>>,
+    /// In a fair queue: `open` by key within each priority, for round robin (see [`super::fair`]).
+    pub(super) fair: Option<BTreeSet<FairEntry>>,
 }
 
 impl Group {
@@ -37,13 +43,33 @@ impl Group {
         self.open.is_empty() && self.chains.is_empty()
     }
 
+    fn open_put(&mut self, rk: ReadyKey, key: Option<&str>) {
+        if let Some(f) = &mut self.fair {
+            f.insert((rk.0, key.unwrap_or_default().to_string(), rk.1));
+        }
+        self.open.insert(rk, key.map(str::to_string));
+    }
+
+    fn open_take(&mut self, rk: &ReadyKey) {
+        if let Some(key) = self.open.remove(rk) {
+            if let Some(f) = &mut self.fair {
+                f.remove(&(rk.0, key.unwrap_or_default(), rk.1));
+            }
+        }
+    }
+
+    /// Keep the fair view of `open` (or drop it).
+    fn set_fair(&mut self, fair: bool) {
+        self.fair = fair.then(|| self.open.iter().map(|(rk, k)| (rk.0, k.clone().unwrap_or_default(), rk.1)).collect());
+    }
+
     /// Put the head of `key`'s chain into the claimable set (`room`) or take it out.
     fn offer_head(&mut self, key: &str, room: bool) {
         let Some(head) = self.chains.get(key).and_then(|c| c.first()).copied() else { return };
         if room {
-            self.open.insert(head, Some(key.to_string()));
+            self.open_put(head, Some(key));
         } else {
-            self.open.remove(&head);
+            self.open_take(&head);
         }
     }
 }
@@ -68,6 +94,8 @@ pub(crate) struct ReadyIndex {
     wakes: BTreeSet<(TimeMs, Bucket)>,
     /// Buckets by the time they are full again (and are forgotten).
     refills: BTreeSet<(TimeMs, Bucket)>,
+    /// Fair queues: the key each served last (`""`: a task without a key).
+    turns: BTreeMap<String, String>,
 }
 
 /// A rate bucket: (queue, concurrency key), the key `""` for the queue's own bucket.
@@ -77,7 +105,7 @@ pub(crate) type Bucket = (String, String);
 pub(crate) type BucketChange = (Bucket, Option<u64>);
 
 impl ReadyIndex {
-    fn room(&self, queue: &str, key: &str, leased: u32) -> bool {
+    pub(super) fn room(&self, queue: &str, key: &str, leased: u32) -> bool {
         self.limits.get(queue).is_none_or(|l| l.admits(key, leased))
             && (self.throttled.is_empty() || !self.throttled.contains_key(&(queue.to_string(), key.to_string())))
     }
@@ -92,7 +120,7 @@ impl ReadyIndex {
     }
 
     /// Starts `bucket` allows at `now` (`u32::MAX`: no rate).
-    fn allowance(&self, bucket: &Bucket, now: TimeMs) -> u32 {
+    pub(super) fn allowance(&self, bucket: &Bucket, now: TimeMs) -> u32 {
         match self.rate(bucket) {
             Some(r) => r.allowance(self.buckets.get(bucket).copied().unwrap_or(0), now),
             None => u32::MAX,
@@ -146,7 +174,7 @@ impl ReadyIndex {
     /// its key's, if they have rates. Returns the buckets to store.
     pub fn started(&mut self, queue: &str, key: Option<&str>, now: TimeMs) -> Vec<BucketChange> {
         let Some(l) = self.limits.get(queue) else { return Vec::new() };
-        if l.queue_rate.is_none() && (l.key_rate.is_none() && l.key_rates.is_empty() || key.is_none()) {
+        if !l.has_rates() {
             return Vec::new();
         }
         let mut out = Vec::new();
@@ -222,9 +250,13 @@ impl ReadyIndex {
 
     pub fn insert(&mut self, queue: &str, caps: CapSet, rk: ReadyKey, key: Option<&str>) {
         let room = key.is_some_and(|k| self.room(queue, k, self.leased(queue, k)));
+        let fair = self.is_fair(queue);
         let group = self.queues.entry(queue.to_string()).or_default().groups.entry(caps).or_default();
+        if fair && group.fair.is_none() {
+            group.set_fair(true);
+        }
         let Some(key) = key else {
-            group.open.insert(rk, None);
+            group.open_put(rk, None);
             return;
         };
         let chain = group.chains.entry(key.to_string()).or_default();
@@ -232,9 +264,9 @@ impl ReadyIndex {
         chain.insert(rk);
         if room && old_head.is_none_or(|h| rk < h) {
             if let Some(h) = old_head {
-                group.open.remove(&h);
+                group.open_take(&h);
             }
-            group.open.insert(rk, Some(key.to_string()));
+            group.open_put(rk, Some(key));
         }
     }
 
@@ -242,7 +274,7 @@ impl ReadyIndex {
         let room = key.is_some_and(|k| self.room(queue, k, self.leased(queue, k)));
         let Some(q) = self.queues.get_mut(queue) else { return };
         let Some(group) = q.groups.get_mut(caps) else { return };
-        group.open.remove(&rk);
+        group.open_take(&rk);
         if let Some(key) = key {
             if let Some(chain) = group.chains.get_mut(key) {
                 let was_head = chain.first() == Some(&rk);
@@ -286,6 +318,14 @@ impl ReadyIndex {
     /// Replace a queue's limits at `now`, re-deciding which keys' heads are claimable. Buckets
     /// of rates that are gone are forgotten (returned, to delete); the others keep their state.
     pub fn set_limits(&mut self, queue: &str, limits: KeyLimits, now: TimeMs) -> Vec<BucketChange> {
+        if !limits.fair {
+            self.turns.remove(queue);
+        }
+        if let Some(q) = self.queues.get_mut(queue) {
+            for g in q.groups.values_mut().filter(|g| g.fair.is_some() != limits.fair) {
+                g.set_fair(limits.fair);
+            }
+        }
         if limits.is_empty() {
             self.limits.remove(queue);
         } else {
@@ -327,9 +367,40 @@ impl ReadyIndex {
     /// [`ReadyIndex::rethrottle_all`]).
     pub fn copy_limits(&mut self, from: &ReadyIndex) {
         self.limits = from.limits.clone();
+        self.turns = from.turns.clone();
         for (b, tat) in &from.buckets {
             self.put_bucket(b.clone(), *tat);
         }
+    }
+
+    fn is_fair(&self, queue: &str) -> bool {
+        self.limits.get(queue).is_some_and(|l| l.fair)
+    }
+
+    /// A claim leased a task of `queue` with `key`: in a fair queue, it is the key served last.
+    /// Returns whether that changed (the turn to store).
+    pub fn served(&mut self, queue: &str, key: Option<&str>) -> bool {
+        let key = key.unwrap_or_default();
+        if !self.is_fair(queue) || self.turns.get(queue).is_some_and(|k| k == key) {
+            return false;
+        }
+        self.turns.insert(queue.to_string(), key.to_string());
+        true
+    }
+
+    /// The key fair `queue` served last.
+    pub fn turn(&self, queue: &str) -> Option<&str> {
+        self.turns.get(queue).map(String::as_str)
+    }
+
+    /// Load a stored turn (after the queue's limits).
+    pub fn load_turn(&mut self, queue: String, key: String) {
+        self.turns.insert(queue, key);
+    }
+
+    /// Every fair queue's turn (to compare with the records).
+    pub fn all_turns(&self) -> &BTreeMap<String, String> {
+        &self.turns
     }
 
     /// Every queue's limits.
@@ -355,40 +426,35 @@ impl ReadyIndex {
     }
 
     /// The first `max` tasks of `queue` a claim with capabilities `caps` may take at `now`, in
-    /// priority order, taking at most as many of one key as its limit has room for and as many
-    /// as the rates of the queue and the key allow.
+    /// claim order (priority order; in a fair queue, keys round robin within a priority), taking
+    /// at most as many of one key as its limit has room for and as many as the rates of the queue
+    /// and the key allow.
     pub fn claimable(&self, queue: &str, caps: &[String], max: usize, now: TimeMs) -> Vec<ReadyKey> {
         let Some(q) = self.queues.get(queue) else { return Vec::new() };
-        let rated = self
-            .limits
-            .get(queue)
-            .is_some_and(|l| l.queue_rate.is_some() || l.key_rate.is_some() || !l.key_rates.is_empty());
+        let limits = self.limits.get(queue);
+        let rated = limits.is_some_and(KeyLimits::has_rates);
         let max = if rated { max.min(self.allowance(&(queue.to_string(), String::new()), now) as usize) } else { max };
         if max == 0 {
             return Vec::new();
         }
         let groups: Vec<&Group> =
             q.groups.iter().filter(|(set, _)| set.iter().all(|c| caps.contains(c))).map(|(_, g)| g).collect();
+        let mut budget = KeyBudget::new(self, queue, &q.leased, rated, now);
+        if limits.is_some_and(|l| l.fair) {
+            return super::fair::claim_order(&groups, self.turn(queue), max, &mut budget);
+        }
         // Candidates: (task, group, key); a key's next task joins when its head is taken.
         let mut next: BTreeSet<(ReadyKey, usize, Option<&str>)> = BTreeSet::new();
         for (gi, g) in groups.iter().enumerate() {
             next.extend(g.open.iter().take(max).map(|(rk, k)| (*rk, gi, k.as_deref())));
         }
-        // Per key: taken so far, and the starts its rate allows.
-        let mut taken: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
         let mut out = Vec::with_capacity(max.min(next.len()));
         while out.len() < max {
             let Some((rk, gi, key)) = next.pop_first() else { break };
             if let Some(k) = key {
-                let (n, allowed) = taken.entry(k).or_insert_with(|| {
-                    let allowed =
-                        if rated { self.allowance(&(queue.to_string(), k.to_string()), now) } else { u32::MAX };
-                    (0, allowed)
-                });
-                if *n >= *allowed || !self.room(queue, k, q.leased.get(k).copied().unwrap_or(0) + *n) {
+                if !budget.take(k) {
                     continue;
                 }
-                *n += 1;
                 let chain = &groups[gi].chains[k];
                 if let Some(after) = chain.range((Bound::Excluded(rk), Bound::Unbounded)).next() {
                     next.insert((*after, gi, key));

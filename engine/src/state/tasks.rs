@@ -335,10 +335,9 @@ impl State {
         // Candidates from every named queue, merged in priority order.
         let now = self.meta.clock;
         let unique: BTreeSet<&String> = queues.iter().collect();
-        let mut candidates: Vec<ReadyKey> =
-            unique.into_iter().flat_map(|q| self.idx.claimable(q, &caps, max as usize, now)).collect();
-        candidates.sort_unstable();
-        candidates.truncate(max as usize);
+        let lists: Vec<Vec<ReadyKey>> =
+            unique.into_iter().map(|q| self.idx.claimable(q, &caps, max as usize, now)).collect();
+        let candidates = merge_claim_orders(lists, max as usize);
         let mut leased = Vec::with_capacity(candidates.len());
         for (_, id) in candidates {
             let token = self.meta.next_token;
@@ -366,6 +365,10 @@ impl State {
             if let Some((_, t)) = &done {
                 let buckets = self.idx.ready.started(&t.queue, t.concurrency_key(), now);
                 self.store_buckets(buckets);
+                if self.idx.ready.served(&t.queue, t.concurrency_key()) {
+                    self.pending
+                        .put(Record::Turn(t.queue.clone(), t.concurrency_key().unwrap_or_default().to_string()));
+                }
             }
             leased.extend(done.map(|(_, t)| t));
         }
@@ -657,4 +660,17 @@ impl State {
         self.save(t.clone(), Some(&old));
         Ok(Outcome::Task(Box::new(t)))
     }
+}
+
+/// The queues' claim orders merged into one of at most `max` tasks: each queue's in its own order
+/// (a fair queue's is not by id), between queues the higher priority first, then the older task.
+fn merge_claim_orders(lists: Vec<Vec<ReadyKey>>, max: usize) -> Vec<ReadyKey> {
+    let mut at = vec![0; lists.len()];
+    let mut out = Vec::new();
+    while out.len() < max {
+        let Some(best) = (0..lists.len()).filter_map(|i| Some((*lists[i].get(at[i])?, i))).min() else { break };
+        out.push(best.0);
+        at[best.1] += 1;
+    }
+    out
 }
