@@ -332,8 +332,8 @@ pub enum QueueCmd {
         #[arg(long)]
         stall_timeout_ms: Option<u64>,
     },
-    /// Show a queue's concurrency and rate limits, or replace them all with the ones given
-    /// (--per-key, --key, --rate, --rate-per-key, --key-rate) or none (--clear).
+    /// Show a queue's concurrency and rate limits and fairness, or replace them all with the ones
+    /// given (--per-key, --key, --rate, --rate-per-key, --key-rate, --fair) or none (--clear).
     Limits {
         #[command(flatten)]
         client: ClientArgs,
@@ -353,8 +353,12 @@ pub enum QueueCmd {
         /// One key's own rate, as KEY=N/PERIOD (repeatable).
         #[arg(long = "key-rate", value_parser = parse_key_rate)]
         key_rates: Vec<(String, (u32, u64))>,
+        /// Serve the queue's concurrency keys round robin within a priority (tasks without a key
+        /// as one more key) instead of oldest first.
+        #[arg(long)]
+        fair: bool,
         /// Remove every limit of the queue.
-        #[arg(long, conflicts_with_all = ["per_key", "keys", "rate", "rate_per_key", "key_rates"])]
+        #[arg(long, conflicts_with_all = ["per_key", "keys", "rate", "rate_per_key", "key_rates", "fair"])]
         clear: bool,
     },
 }

@@ -267,10 +267,10 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
                 println!("  {k:<20} {v}{}", if overridden { "  (set for this queue)" } else { "" });
             }
         }
-        QueueCmd::Limits { client, queue, per_key, keys, rate, rate_per_key, key_rates, clear } => {
+        QueueCmd::Limits { client, queue, per_key, keys, rate, rate_per_key, key_rates, fair, clear } => {
             let c = Client::new(&client)?;
             let path = format!("/v1/queues/{queue}/limits");
-            let setting = per_key.is_some() || !keys.is_empty() || rate.is_some() || rate_per_key.is_some();
+            let setting = per_key.is_some() || !keys.is_empty() || rate.is_some() || rate_per_key.is_some() || fair;
             let out = if clear || setting || !key_rates.is_empty() {
                 let spec = |(starts, period_ms): (u32, u64)| json!({"starts": starts, "period_ms": period_ms});
                 let keys: serde_json::Map<String, Value> = keys.into_iter().map(|(k, n)| (k, json!(n))).collect();
@@ -282,6 +282,7 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
                     "rate": rate.map(spec),
                     "rate_per_key": rate_per_key.map(spec),
                     "key_rate": key_rates,
+                    "fair": fair,
                 });
                 c.put(&path, body).await?
             } else {
@@ -303,6 +304,10 @@ pub async fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
             println!("  {:<24} {}", "rate per key", rate(&out["rate_per_key"]));
             for (k, r) in out["key_rate"].as_object().into_iter().flatten() {
                 println!("  {:<24} {}", format!("rate of {k}"), rate(r));
+            }
+            println!("  {:<24} {}", "fair", s(&out["fair"]));
+            if let Some(k) = out["last_served_key"].as_str() {
+                println!("  {:<24} {}", "last served key", if k.is_empty() { "(no key)" } else { k });
             }
             println!("  {:<24} {}", "keys at their limit", s(&out["keys_at_limit"]));
             println!("  {:<24} {}", "keys out of starts", s(&out["keys_rate_limited"]));

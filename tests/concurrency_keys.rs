@@ -128,15 +128,7 @@ async fn the_cli_sets_and_shows_limits_and_submits_with_a_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = Server::start(dir.path(), &[]).await;
     let api = srv.client();
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
-            .args(args)
-            .args(["--server", &srv.base])
-            .output()
-            .expect("run minion");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let cli = |args: &[&str]| srv.cli_ok(args);
     let set = cli(&["queue", "limits", "q", "--per-key", "1", "--key", "openai=3"]);
     assert!(set.contains("concurrency per key      1") && set.contains("key openai"), "{set}");
     let out = cli(&["task", "submit", "--queue", "q", "--concurrency-key", "openai"]);

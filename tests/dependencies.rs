@@ -176,15 +176,7 @@ async fn the_cli_submits_with_dependencies_and_shows_them() {
     let srv = Server::start(dir.path(), &[]).await;
     let api = srv.client();
     let a = api.submit(json!({"queue": "q"})).await;
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
-            .args(args)
-            .args(["--server", &srv.base])
-            .output()
-            .expect("run minion");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let cli = |args: &[&str]| srv.cli_ok(args);
     let a_id = a.to_string();
     let out = cli(&[
         "task",

@@ -134,18 +134,7 @@ async fn bad_rates_are_refused_and_change_nothing() {
 async fn the_cli_sets_and_shows_rates() {
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = Server::start(dir.path(), &[]).await;
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_minion"))
-            .args(args)
-            .args(["--server", &srv.base])
-            .output()
-            .expect("run minion");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let cli = |args: &[&str]| srv.cli(args);
     let (ok, set, err) =
         cli(&["queue", "limits", "q", "--rate", "100/1m", "--rate-per-key", "5/500ms", "--key-rate", "slow=1/2h"]);
     assert!(ok, "{err}");

@@ -594,7 +594,9 @@ pub struct RateSpec {
 /// A queue's limits, as `PUT /v1/queues/{name}/limits` replaces them. Concurrency: a key with
 /// neither a limit of its own nor `concurrency_per_key` is unlimited; 0 holds a key's tasks back.
 /// Rates: task starts per period in the whole queue (`rate`) and per key (`rate_per_key`,
-/// `key_rate`); a key with neither has no rate of its own.
+/// `key_rate`); a key with neither has no rate of its own. Fairness (`fair`): claims serve the
+/// queue's keys round robin within a priority (tasks without a key as one more key) instead of
+/// oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -614,6 +616,9 @@ pub struct LimitsIn {
     /// Rates of single keys (they win over `rate_per_key`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub key_rate: BTreeMap<String, RateSpec>,
+    /// Serve keys round robin within a priority instead of oldest first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fair: bool,
 }
 
 /// A queue's limits and where its keys stand.
@@ -641,6 +646,13 @@ pub struct LimitsOut {
     /// none now.
     #[serde(default)]
     pub rate_limited_until_ms: Option<u64>,
+    /// Keys take turns within a priority.
+    #[serde(default)]
+    pub fair: bool,
+    /// In a fair queue, the key served last (`""`: a task without a key); the next claim starts
+    /// after it.
+    #[serde(default)]
+    pub last_served_key: Option<String>,
 }
 
 /// An error response: `{"error": {"code", "message"}}`.

@@ -115,7 +115,7 @@ pub(super) async fn put_queue(
     get,
     path = "/v1/queues/{name}/limits",
     tag = "queues",
-    summary = "A queue's concurrency and rate limits, leased tasks per key and keys at their limit",
+    summary = "A queue's concurrency and rate limits and fairness, leased tasks per key and keys at their limit",
     params(
         ("name" = String, Path, description = "queue name")
     ),
@@ -139,6 +139,8 @@ pub(super) async fn get_limits(State(s): State<AppState>, Path(name): Path<Strin
         keys_at_limit: v.keys_at_limit as u64,
         keys_rate_limited: v.keys_rate_limited as u64,
         rate_limited_until_ms: v.queue_rate_limited_until_ms,
+        fair: v.limits.fair,
+        last_served_key: v.last_served_key,
     }))
 }
 
@@ -146,7 +148,7 @@ pub(super) async fn get_limits(State(s): State<AppState>, Path(name): Path<Strin
     put,
     path = "/v1/queues/{name}/limits",
     tag = "queues",
-    summary = "Replace a queue's concurrency and rate limits (an empty object removes them)",
+    summary = "Replace a queue's concurrency and rate limits and fairness (an empty object removes them)",
     request_body = minion_client::wire::LimitsIn,
     params(
         ("name" = String, Path, description = "queue name")
@@ -170,6 +172,7 @@ pub(super) async fn put_limits(
         queue_rate: body.rate.map(rate),
         key_rate: body.rate_per_key.map(rate),
         key_rates: body.key_rate.into_iter().map(|(k, r)| (k, rate(r))).collect(),
+        fair: body.fair,
     };
     let cmd = Command::SetLimits { queue: name.clone(), rules: limits.to_rules() };
     s.proposer.propose(audited(&caller, cmd)).await??;

@@ -190,6 +190,24 @@ impl Server {
     pub fn client(&self) -> Api {
         Api { http: reqwest::Client::new(), base: self.base.clone() }
     }
+
+    /// Run the CLI against this server: (succeeded, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_minion"))
+            .args(args)
+            .args(["--server", &self.base])
+            .output()
+            .expect("run minion");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    }
+
+    /// Run the CLI against this server, which must succeed; its output.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.cli(args);
+        assert!(ok, "{args:?}: {err}");
+        out
+    }
 }
 
 impl Drop for Server {

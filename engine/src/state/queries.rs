@@ -47,6 +47,8 @@ pub struct LimitsView {
     pub keys_rate_limited: usize,
     /// When the queue's own rate allows its next start, if it allows none now.
     pub queue_rate_limited_until_ms: Option<TimeMs>,
+    /// A fair queue's key served last.
+    pub last_served_key: Option<String>,
 }
 
 /// A ledger query.
@@ -302,6 +304,7 @@ impl State {
             keys_at_limit: self.idx.ready.keys_at_limit(queue),
             keys_rate_limited: self.idx.ready.keys_throttled(queue),
             queue_rate_limited_until_ms: self.idx.ready.queue_throttled_until(queue),
+            last_served_key: self.idx.ready.turn(queue).map(str::to_string),
         }
     }
 
