@@ -197,13 +197,17 @@ pub fn state_machine(data: &[u8]) {
                     },
                     2 => Command::RevokeToken { id },
                     3 => Command::Cancel { task_id: task, reason: Some("fuzz".into()) },
-                    // Limits: one for every key, one key held back, rates (of the queue, of
-                    // every key, of one key; some out of range: refused), or none.
+                    // Limits: one for every key (half of them fair), one key held back, rates (of
+                    // the queue, of every key, of one key; some out of range: refused), or none.
                     _ => Command::SetLimits {
                         queue: q,
                         rules: match arg % 6 {
                             0 => vec![],
-                            1 => vec![minion_engine::LimitRule::KeyConcurrency(1 + arg as u32 % 2)],
+                            1 => {
+                                let mut rules = vec![minion_engine::LimitRule::KeyConcurrency(1 + arg as u32 % 2)];
+                                rules.extend(arg.is_multiple_of(2).then_some(minion_engine::LimitRule::Fair));
+                                rules
+                            }
                             2 => vec![minion_engine::LimitRule::KeyConcurrencyOf("key1".into(), 0)],
                             3 => vec![minion_engine::LimitRule::QueueRate(Rate {
                                 starts: 1 + arg as u32 % 3,

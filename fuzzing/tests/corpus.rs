@@ -121,6 +121,7 @@ fn seeds_are_current() {
                 "tenant-b".into(),
                 minion_engine::rate::Rate { starts: 1, period_ms: 10 },
             ),
+            minion_engine::LimitRule::Fair,
         ],
     };
     let mut state = Memory::default();

@@ -170,10 +170,12 @@ def set_queue_limits(
     rate: Optional[Rate] = None,
     rate_per_key: Optional[Rate] = None,
     key_rate: Optional[Mapping[str, Rate]] = None,
+    fair: bool = False,
 ) -> Op[QueueLimits]:
     body: dict[str, Any] = {
         "key_concurrency": {str(k): int(n) for k, n in (key_concurrency or {}).items()},
         "key_rate": {str(k): r.model_dump() for k, r in (key_rate or {}).items()},
+        "fair": bool(fair),
     }
     if concurrency_per_key is not None:
         body["concurrency_per_key"] = int(concurrency_per_key)

@@ -413,11 +413,13 @@ class Client:
         rate: Optional[Rate] = None,
         rate_per_key: Optional[Rate] = None,
         key_rate: Optional[Mapping[str, Rate]] = None,
+        fair: bool = False,
     ) -> QueueLimits:
         """Replace a queue's limits: ``concurrency_per_key`` for every key without one of its own,
         ``key_concurrency`` for single keys (0 holds a key back); task starts per period in the
-        whole queue (``rate``), per key (``rate_per_key``) and for single keys (``key_rate``).
-        Called with none, it removes them."""
+        whole queue (``rate``), per key (``rate_per_key``) and for single keys (``key_rate``);
+        ``fair``: claims serve the keys round robin within a priority (tasks without a key as one
+        more key) instead of oldest first. Called with none, it removes them."""
         return self._run(
             ops.set_queue_limits(
                 name,
@@ -426,6 +428,7 @@ class Client:
                 rate=rate,
                 rate_per_key=rate_per_key,
                 key_rate=key_rate,
+                fair=fair,
             )
         )
 

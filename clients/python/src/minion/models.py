@@ -299,7 +299,8 @@ class QueueLimits(_Response):
     """A queue's concurrency and rate limits (``GET /v1/queues/{name}/limits``) and where its
     keys stand: leased tasks per key, how many keys with ready tasks are at their limit (or out of
     starts), how many keys have used up their rate, and when the queue's own rate allows its next
-    start (epoch ms) if it allows none now."""
+    start (epoch ms) if it allows none now. In a ``fair`` queue keys take turns within a
+    priority; ``last_served_key`` is the key served last (``""``: a task without a key)."""
 
     queue: str
     concurrency_per_key: Optional[int] = None
@@ -311,6 +312,8 @@ class QueueLimits(_Response):
     keys_at_limit: int = 0
     keys_rate_limited: int = 0
     rate_limited_until_ms: Optional[int] = None
+    fair: bool = False
+    last_served_key: Optional[str] = None
 
 
 class OutcomeStats(_Response):
