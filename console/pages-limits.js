@@ -84,6 +84,11 @@ export async function limitsSection(ctx, name) {
       `; ${num(l.keys_rate_limited || 0)} key${l.keys_rate_limited === 1 ? '' : 's'} out of starts now`,
       l.rate_limited_until_ms ? h('span', null, '; the queue starts its next task ', timeEl(l.rate_limited_until_ms)) : '',
       '.');
+    const lastKey = l.last_served_key === '' ? 'a task without a key' : h('code', null, l.last_served_key);
+    const fairness = h('p', { id: 'fairness-summary' },
+      l.fair ? 'Fair: keys take turns within a priority' : 'Oldest first within a priority (not fair)',
+      l.fair && l.last_served_key !== null && l.last_served_key !== undefined ? h('span', null, '; served last: ', lastKey) : '',
+      '.');
     const rows = [...new Set([...own.map(([k]) => k), ...ownRates.map(([k]) => k), ...leased.map(([k]) => k)])].sort().map((k) => ({
       k, limit: l.key_concurrency[k] ?? l.concurrency_per_key, rate: (l.key_rate || {})[k] ?? l.rate_per_key, leased: l.leased_by_key[k] || 0,
     }));
@@ -93,7 +98,7 @@ export async function limitsSection(ctx, name) {
       { label: 'Rate', cell: (r) => rateText(r.rate) || '—' },
       { label: 'Leased', cls: 'num', cell: (r) => num(r.leased) },
     ], rows, { caption: 'Keys with limits of their own or leased tasks' }) : null;
-    replace(box, h('h2', null, 'Concurrency and rate limits'), summary, rates, keys, isAdmin() ? limitsForm(name, l, load) : null);
+    replace(box, h('h2', null, 'Concurrency and rate limits'), summary, rates, fairness, keys, isAdmin() ? limitsForm(name, l, load) : null);
   };
   await load();
   return box;
@@ -107,6 +112,8 @@ function limitsForm(name, l, reload) {
   const ratePerKey = h('input', { id: 'limit-rate-per-key', type: 'text', value: formatRate(l.rate_per_key), placeholder: 'none, or e.g. 5/1s' });
   const ownRates = h('textarea', { id: 'limit-key-rates', rows: '3', placeholder: 'openai=60/1m' },
     Object.entries(l.key_rate || {}).map(([k, r]) => `${k}=${formatRate(r)}`).join('\n'));
+  const fair = h('input', { id: 'limit-fair', type: 'checkbox' });
+  fair.checked = !!l.fair;
   const result = h('div', { role: 'status', 'aria-live': 'polite' });
   const save = h('button', { type: 'submit', class: 'primary' }, 'Save limits');
   const form = h('form', { class: 'settings', id: 'limits-form', novalidate: true }, h('fieldset', null,
@@ -116,7 +123,8 @@ function limitsForm(name, l, reload) {
       h('div', { class: 'field' }, h('label', { for: 'limit-keys' }, 'Keys with their own limit (key=number per line)'), own),
       h('div', { class: 'field' }, h('label', { for: 'limit-rate' }, 'Task starts in the queue (N/period)'), rate),
       h('div', { class: 'field' }, h('label', { for: 'limit-rate-per-key' }, 'Task starts per key (N/period)'), ratePerKey),
-      h('div', { class: 'field' }, h('label', { for: 'limit-key-rates' }, 'Keys with their own rate (key=N/period per line)'), ownRates)),
+      h('div', { class: 'field' }, h('label', { for: 'limit-key-rates' }, 'Keys with their own rate (key=N/period per line)'), ownRates),
+      h('div', { class: 'field check' }, fair, h('label', { for: 'limit-fair' }, 'Fair: keys take turns within a priority'))),
     h('div', { class: 'actions' }, save)), result);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -128,6 +136,7 @@ function limitsForm(name, l, reload) {
       return;
     }
     if (v !== '') body.concurrency_per_key = Number(v);
+    if (fair.checked) body.fair = true;
     for (const [input, read] of [
       [own, () => { body.key_concurrency = parseKeyLimits(own.value); }],
       [rate, () => { if (rate.value.trim()) body.rate = parseRate(rate.value); }],

@@ -447,7 +447,7 @@ describe('console without auth', () => {
     await context.close();
   });
 
-  test('an admin sets concurrency and rate limits on a queue page and sees keys at their limit', async () => {
+  test('an admin sets concurrency and rate limits and fairness on a queue page and sees keys at their limit', async () => {
     const a = await s.call('POST', '/v1/tasks', { queue: 'calls', kind: 'llm', concurrency_key: 'openai' });
     await s.call('POST', '/v1/tasks', { queue: 'calls', kind: 'llm', concurrency_key: 'openai' });
     const { context, page, errors } = await openPage();
@@ -467,19 +467,23 @@ describe('console without auth', () => {
     await page.locator('#limits-form .msg.error', { hasText: 'line 2: “fast” is not a rate' }).waitFor();
     assert.equal((await s.call('GET', '/v1/queues/calls/limits')).rate, null, 'nothing was sent');
     await page.locator('#limit-key-rates').fill('openai=10/1m');
+    await page.getByLabel('Fair: keys take turns within a priority').check();
     await page.getByRole('button', { name: 'Save limits' }).click();
     await page.locator('.flash .msg.ok', { hasText: 'Saved the limits of queue calls' }).waitFor();
     const l = await s.call('GET', '/v1/queues/calls/limits');
     assert.deepEqual([l.concurrency_per_key, l.key_concurrency], [1, { anthropic: 4 }]);
     assert.deepEqual([l.rate, l.rate_per_key, l.key_rate], [{ starts: 1, period_ms: 3600000 }, null, { openai: { starts: 10, period_ms: 60000 } }]);
+    assert.equal(l.fair, true);
     await s.call('POST', '/v1/claims', { agent_id: 'caller', queues: ['calls'], max: 5 });
     await page.reload();
     await page.locator('#limits-summary', { hasText: 'At most 1 leased per key, 1 key with a limit of its own; 1 key at the limit now.' }).waitFor();
     await page.locator('#rates-summary', { hasText: 'At most 1 per 1h in the queue, none per key, 1 key with a rate of its own; 0 keys out of starts now; the queue starts its next task in 59 min' }).waitFor();
+    await page.locator('#fairness-summary', { hasText: 'Fair: keys take turns within a priority; served last: openai.' }).waitFor();
     await page.locator('#limits tbody tr', { hasText: 'openai' }).waitFor();
     // The form shows the rates as they are, so saving it again keeps them.
     assert.equal(await page.locator('#limit-rate').inputValue(), '1/1h');
     assert.equal(await page.locator('#limit-key-rates').inputValue(), 'openai=10/1m');
+    assert.equal(await page.locator('#limit-fair').isChecked(), true);
     assert.deepEqual(errors, []);
     await context.close();
   });
