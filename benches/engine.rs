@@ -147,6 +147,40 @@ fn bench_keys(c: &mut Criterion) {
     g.finish();
 }
 
+/// A state with `n` ready tasks spread round robin over `keys` concurrency keys (no limits), in
+/// a fair queue or not.
+fn keyed_ready(keys: u64, n: u64, fair: bool) -> Memory {
+    let mut s = Memory::default();
+    if fair {
+        apply(&mut s, 1, Command::SetLimits { queue: "bench".into(), rules: vec![LimitRule::Fair] });
+    }
+    let tasks: Vec<NewTask> = (0..n).map(|i| task(i, false)).collect();
+    for (c, chunk) in tasks.chunks(10_000).enumerate() {
+        let flows = (0..chunk.len())
+            .map(|i| TaskFlow {
+                ext: vec![FlowExt::ConcurrencyKey(format!("key-{}", (c * 10_000 + i) as u64 % keys))],
+                ..TaskFlow::default()
+            })
+            .collect();
+        apply(&mut s, 1, Command::SubmitWith { tasks: chunk.to_vec(), flows, trace_parent: None });
+    }
+    s
+}
+
+fn bench_fair(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fair");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(20);
+    for (keys, fair) in [(10_000u64, false), (1, true), (10_000, true)] {
+        let name = format!("claim_complete_one_{}_{keys}_keys", if fair { "fair" } else { "oldest_first" });
+        g.bench_function(name, |b| {
+            // Untimed: `iters` ready tasks (plus 10k) over the keys.
+            b.iter_custom(|iters| claim_complete(&mut keyed_ready(keys, iters + 10_000, fair), iters))
+        });
+    }
+    g.finish();
+}
+
 fn bench_dedup(c: &mut Criterion) {
     let mut g = c.benchmark_group("dedup");
     // A resubmitted key: the bloom filter says "maybe", the exact record answers.
@@ -207,5 +241,5 @@ fn bench_dispatch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_apply, bench_keys, bench_dedup, bench_dispatch);
+criterion_group!(benches, bench_apply, bench_keys, bench_fair, bench_dedup, bench_dispatch);
 criterion_main!(benches);
