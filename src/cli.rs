@@ -50,6 +50,9 @@ pub enum Cmd {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Schedules: tasks created on a cron expression or a fixed interval.
+    #[command(subcommand)]
+    Schedule(crate::schedule_cli::ScheduleCmd),
     /// Backups: export the replicated state to a file, import one into an empty cluster.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
@@ -367,19 +370,24 @@ pub enum QueueCmd {
 fn parse_rate(s: &str) -> Result<(u32, u64), String> {
     let (n, period) = s.split_once('/').ok_or_else(|| format!("{s:?} is not N/PERIOD (e.g. 10/1s)"))?;
     let n = n.trim().parse::<u32>().map_err(|e| format!("{s:?}: starts: {e}"))?;
+    Ok((n, parse_period(period).map_err(|e| format!("{s:?}: {e}"))?))
+}
+
+/// A period in ms from a number (1 when left out) and a unit: ms, s, m, h or d (`30s`, `h`).
+pub(crate) fn parse_period(period: &str) -> Result<u64, String> {
     let period = period.trim();
     let split = period.find(|c: char| !c.is_ascii_digit()).unwrap_or(period.len());
     let (count, unit) = period.split_at(split);
-    let count: u64 = if count.is_empty() { 1 } else { count.parse().map_err(|e| format!("{s:?}: period: {e}"))? };
+    let count: u64 = if count.is_empty() { 1 } else { count.parse().map_err(|e| format!("period: {e}"))? };
     let unit_ms = match unit {
         "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("{s:?}: the period needs a unit: ms, s, m, h or d")),
+        _ => return Err("the period needs a unit: ms, s, m, h or d".to_string()),
     };
-    Ok((n, count.saturating_mul(unit_ms)))
+    Ok(count.saturating_mul(unit_ms))
 }
 
 fn parse_key_rate(s: &str) -> Result<(String, (u32, u64)), String> {

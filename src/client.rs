@@ -10,14 +10,14 @@ use crate::cli::{
 
 /// The CLI's view of the typed client: JSON in and out (for printing), errors as the server
 /// words them, failover over `--server a,b,c`; `http` and `base` stream backups.
-struct Client {
+pub(crate) struct Client {
     api: minion_client::Client,
     http: reqwest::Client,
     base: String,
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+    pub(crate) fn new(args: &ClientArgs) -> anyhow::Result<Client> {
         let mut headers = reqwest::header::HeaderMap::new();
         if args.stale {
             headers.insert(crate::api::cluster::HEADER_CONSISTENCY, reqwest::header::HeaderValue::from_static("stale"));
@@ -36,7 +36,7 @@ impl Client {
         Ok(self.api.json(method, path, body.as_ref(), retry).await?)
     }
 
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
         let mut full = path.to_string();
         for (i, (k, v)) in query.iter().enumerate() {
             full.push(if i == 0 { '?' } else { '&' });
@@ -47,15 +47,15 @@ impl Client {
         self.call(reqwest::Method::GET, &full, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
-    async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::DELETE, path, None).await
     }
 
-    async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.call(reqwest::Method::PUT, path, Some(body)).await
     }
 
@@ -72,12 +72,12 @@ impl Client {
     }
 }
 
-fn print_json(v: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),

@@ -20,6 +20,7 @@ pub mod node;
 pub mod peer;
 pub mod pool;
 pub mod proposer;
+pub mod schedule_cli;
 pub mod serve;
 pub mod stall;
 pub mod task_waits;

@@ -44,6 +44,7 @@ fn main() -> std::process::ExitCode {
             }
             Cmd::Task(cmd) => client::task(cmd).await,
             Cmd::Queue(cmd) => client::queue(cmd).await,
+            Cmd::Schedule(cmd) => minion::schedule_cli::run(cmd).await,
             Cmd::Config(cmd) => client::config(cmd).await,
             Cmd::Agent(cmd) => client::agent(cmd).await,
             Cmd::Autoscaler(cmd) => client::autoscaler(cmd).await,

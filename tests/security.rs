@@ -62,6 +62,8 @@ fn expected(role: &str, method: &str, path: &str) -> bool {
         "/v1/queues",
         "/v1/queues/{name}",
         "/v1/queues/{name}/limits",
+        "/v1/schedules",
+        "/v1/schedules/{name}",
         "/v1/stats",
         "/v1/config",
         "/v1/autoscaler",

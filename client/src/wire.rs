@@ -655,6 +655,100 @@ pub struct LimitsOut {
     pub last_served_key: Option<String>,
 }
 
+/// What a schedule does with runs missed while no leader fired them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum MissedPolicy {
+    /// Fire the latest missed run if it is at most 60 s old; skip the others.
+    #[default]
+    Skip,
+    /// Fire the latest `catch_up` missed runs, oldest first; skip older ones.
+    CatchUp,
+}
+
+/// The task each run of a schedule submits: a submit's fields without an idempotency key (each
+/// run gets `schedule:{name}:{time}`), a run time, a delay or dependencies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledTask {
+    pub queue: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// Any JSON (`null` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
+    pub payload: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    pub priority: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_timeout_ms: Option<u64>,
+}
+
+/// A schedule as `PUT /v1/schedules/{name}` sets it: exactly one of `cron` (5 fields, or 6 with
+/// seconds first; in `timezone`, default UTC) and `every_ms` (from the time it is set).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleIn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// 1 s to 366 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_ms: Option<u64>,
+    pub task: ScheduledTask,
+    #[serde(default)]
+    pub missed: MissedPolicy,
+    /// With `missed: catch_up`: how many missed runs to fire at most (1 to 1,000; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<u32>,
+    /// A paused schedule fires nothing until it is set again without `paused`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// A schedule and where it stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScheduleOut {
+    pub name: String,
+    pub cron: Option<String>,
+    pub timezone: Option<String>,
+    pub every_ms: Option<u64>,
+    pub task: ScheduledTask,
+    pub missed: MissedPolicy,
+    pub catch_up: Option<u32>,
+    pub paused: bool,
+    /// When it was last set (epoch ms; an interval counts from here).
+    pub set_ms: u64,
+    /// Its next due time (epoch ms), unless paused or it has none left.
+    pub next_ms: Option<u64>,
+    /// The due time of the last run fired, and the task it created.
+    pub last_run_ms: Option<u64>,
+    pub last_task_id: Option<u64>,
+    /// Runs fired, and runs skipped (missed and not fired).
+    pub fired: u64,
+    pub skipped: u64,
+    /// Why the last run's task could not be submitted, if it could not.
+    pub last_error: Option<String>,
+}
+
+/// Every schedule, by name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleOut>,
+}
+
 /// An error response: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -204,6 +204,14 @@ pub enum Command {
         queue: String,
         rules: Vec<crate::key_limits::LimitRule>,
     },
+    /// Create or replace a schedule (appended last).
+    PutSchedule {
+        def: crate::schedule::ScheduleDef,
+    },
+    /// Delete a schedule (appended last).
+    DeleteSchedule {
+        name: String,
+    },
 }
 
 /// One acknowledgement in a [`Command::Acknowledge`]: what `Complete` or `Fail` would say alone.
@@ -285,6 +293,8 @@ impl Command {
             Command::Retry { .. } => "retry",
             Command::SetQueue { .. } => "set_queue",
             Command::SetLimits { .. } => "set_limits",
+            Command::PutSchedule { .. } => "put_schedule",
+            Command::DeleteSchedule { .. } => "delete_schedule",
             Command::Configure { .. } => "configure",
             Command::RegisterAgent { .. } => "register_agent",
             Command::DrainAgent { .. } => "drain_agent",

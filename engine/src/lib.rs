@@ -21,6 +21,7 @@ pub mod legacy;
 pub mod memory;
 pub mod rate;
 pub mod record;
+pub mod schedule;
 pub mod state;
 pub mod store;
 pub mod task;

@@ -262,6 +262,8 @@ pub enum Key {
     Rate(String, String),
     /// The key a fair queue served last (appended last).
     Turn(String),
+    /// A schedule, by name (appended last).
+    Schedule(String),
 }
 
 /// The kinds of key, for scans.
@@ -285,10 +287,11 @@ pub enum Kind {
     Limits,
     Rate,
     Turn,
+    Schedule,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Meta,
         Kind::Live,
         Kind::Done,
@@ -307,6 +310,7 @@ impl Kind {
         Kind::Limits,
         Kind::Rate,
         Kind::Turn,
+        Kind::Schedule,
     ];
 }
 
@@ -331,6 +335,7 @@ impl Key {
             Key::Limits(_) => Kind::Limits,
             Key::Rate(..) => Kind::Rate,
             Key::Turn(_) => Kind::Turn,
+            Key::Schedule(_) => Kind::Schedule,
         }
     }
 
@@ -356,6 +361,7 @@ impl Key {
             Kind::Limits => Key::Limits(String::new()),
             Kind::Rate => Key::Rate(String::new(), String::new()),
             Kind::Turn => Key::Turn(String::new()),
+            Kind::Schedule => Key::Schedule(String::new()),
         }
     }
 
@@ -404,6 +410,8 @@ pub enum Record {
     Rate(String, String, u64),
     /// The key a fair queue served last (`""`: a task without a key) (appended last).
     Turn(String, String),
+    /// A schedule and where it stands (appended last).
+    Schedule(Box<crate::schedule::Schedule>),
 }
 
 impl Record {
@@ -416,6 +424,7 @@ impl Record {
             Record::Limits(q, _) => Key::Limits(q.clone()),
             Record::Rate(q, k, _) => Key::Rate(q.clone(), k.clone()),
             Record::Turn(q, _) => Key::Turn(q.clone()),
+            Record::Schedule(s) => Key::Schedule(s.def.name.clone()),
             Record::Payload(id, _) => Key::Payload(*id),
             Record::Progress(id, seq, _) => Key::Progress(*id, *seq),
             Record::Dedup(k, _) => Key::Dedup(k.clone()),

@@ -217,6 +217,8 @@ pub fn permits(role: Role, method: &Method, route: &str) -> bool {
         | "/v1/queues"
         | "/v1/queues/{name}"
         | "/v1/queues/{name}/limits"
+        | "/v1/schedules"
+        | "/v1/schedules/{name}"
         | "/v1/stats"
         | "/v1/config"
         | "/v1/autoscaler/decisions"
@@ -347,7 +349,7 @@ fn check_scope(
                 None => caller.check_unrestricted("list with queue=<a queue it may use>"),
             }
         }
-        "/v1/changes" | "/v1/dedup" | "/v1/queues" | "/v1/stats" => {
+        "/v1/changes" | "/v1/dedup" | "/v1/queues" | "/v1/stats" | "/v1/schedules" | "/v1/schedules/{name}" => {
             caller.check_unrestricted("this call spans every queue")
         }
         _ => Ok(()),

@@ -18,6 +18,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod queues;
 pub mod router;
+pub mod schedules;
 pub mod settings;
 pub mod tasks;
 pub mod views;

@@ -1,8 +1,9 @@
 //! The routes of the v1 API and the layers every request passes.
 
+use super::schedules::{delete_schedule, get_schedule, put_schedule};
 use super::AppState;
 use super::{adapters, agents, feed, health, leases, queues, tasks};
-use super::{admin, backup, cluster, events, settings};
+use super::{admin, backup, cluster, events, schedules, settings};
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{self};
 use axum::routing::{delete, get, post, put};
@@ -34,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues", get(queues::list_queues))
         .route("/v1/queues/{name}", get(queues::get_queue).put(queues::put_queue))
         .route("/v1/queues/{name}/limits", get(queues::get_limits).put(queues::put_limits))
+        .route("/v1/schedules", get(schedules::list_schedules))
+        .route("/v1/schedules/{name}", get(get_schedule).put(put_schedule).delete(delete_schedule))
         .route("/v1/stats", get(health::stats))
         .route("/v1/config", get(settings::get_config).put(settings::put_config))
         .route("/v1/autoscaler", get(queues::autoscaler))

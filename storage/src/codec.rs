@@ -42,6 +42,7 @@ fn kind_byte(kind: Kind) -> u8 {
         Kind::Limits => b'R',
         Kind::Rate => b'B',
         Kind::Turn => b'N',
+        Kind::Schedule => b'S',
     }
 }
 
@@ -96,7 +97,8 @@ pub fn encode_key(key: &Key) -> Vec<u8> {
         | Key::Token(s)
         | Key::TokenAgents(s)
         | Key::Limits(s)
-        | Key::Turn(s) => out.extend_from_slice(s.as_bytes()),
+        | Key::Turn(s)
+        | Key::Schedule(s) => out.extend_from_slice(s.as_bytes()),
     }
     out
 }
@@ -178,6 +180,7 @@ pub fn decode_key(b: &[u8]) -> Result<Key, FrameError> {
         Kind::TokenAgents => Key::TokenAgents(text(rest)?),
         Kind::Limits => Key::Limits(text(rest)?),
         Kind::Turn => Key::Turn(text(rest)?),
+        Kind::Schedule => Key::Schedule(text(rest)?),
         Kind::Rate => {
             let DedupKey { queue, key } = pair(rest)?;
             Key::Rate(queue, key)
@@ -210,6 +213,7 @@ pub fn encode(r: &Record) -> Result<(Vec<u8>, Vec<u8>), FrameError> {
         Record::Limits(_, rules) => enc(rules)?,
         Record::Rate(_, _, tat) => enc(tat)?,
         Record::Turn(_, key) => enc(key)?,
+        Record::Schedule(s) => enc(s)?,
     };
     Ok((encode_key(&r.key()), value))
 }
@@ -284,6 +288,13 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, FrameError> {
         Key::Limits(q) => Record::Limits(q, dec::<Vec<LimitRule>>(value)?),
         Key::Rate(q, k) => Record::Rate(q, k, dec::<u64>(value)?),
         Key::Turn(q) => Record::Turn(q, dec::<String>(value)?),
+        Key::Schedule(name) => {
+            let s: minion_engine::schedule::Schedule = dec(value)?;
+            if s.def.name != name {
+                return Err(mismatch("another schedule"));
+            }
+            Record::Schedule(Box::new(s))
+        }
     })
 }
 

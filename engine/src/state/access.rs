@@ -63,6 +63,15 @@ impl State {
     }
 }
 
+fn schedule_detail(def: &crate::schedule::ScheduleDef) -> String {
+    let when = match (&def.cron, def.every_ms) {
+        (Some(c), _) => format!("cron={c:?} timezone={}", def.timezone.as_deref().unwrap_or("UTC")),
+        (None, Some(ms)) => format!("every_ms={ms}"),
+        (None, None) => String::new(),
+    };
+    format!("{when} queue={} missed={:?} paused={}", def.task.queue, def.missed, def.paused)
+}
+
 /// How the audit trail names an administrative command: action, target, detail. Anything else is
 /// refused inside `Audited`.
 fn token_detail(token: &Token, agents: &[String]) -> String {
@@ -82,6 +91,8 @@ pub(super) fn audit_description(cmd: &Command) -> Result<(&'static str, String, 
     Ok(match cmd {
         Command::SetQueue { name, config } => ("queue.set", name.clone(), format!("{config:?}")),
         Command::SetLimits { queue, rules } => ("queue.limits", queue.clone(), format!("{rules:?}")),
+        Command::PutSchedule { def } => ("schedule.set", def.name.clone(), schedule_detail(def)),
+        Command::DeleteSchedule { name } => ("schedule.delete", name.clone(), String::new()),
         Command::Cancel { task_id, reason } => ("task.cancel", task_id.to_string(), reason.clone().unwrap_or_default()),
         Command::Retry { task_id } => ("task.retry", task_id.to_string(), String::new()),
         Command::CreateToken { token } => ("token.create", token.id.clone(), token_detail(token, &[])),

@@ -1,6 +1,6 @@
 //! Housekeeping due at the engine's clock, run at the start of every apply: expire leases and
-//! stalls, promote due timers, let rate-limited keys start again, expire idempotency keys, remove
-//! finished tasks past retention.
+//! stalls, promote due timers, let rate-limited keys start again, fire due schedules, expire
+//! idempotency keys, remove finished tasks past retention.
 //! The last two read their on-disk indexes in pages and do at most
 //! [`limits::SWEEP_PER_ENTRY_MAX`] removals per applied entry; the rest go on the next one.
 
@@ -45,6 +45,9 @@ impl State {
         }
         let buckets = self.idx.ready.advance(now);
         self.store_buckets(buckets);
+        if self.next_schedule_due().is_some_and(|at| at <= now) {
+            self.fire_schedules(cold)?;
+        }
         if self.dedup.head.is_some_and(|h| h <= now) {
             self.expire_keys(now, cold)?;
         }

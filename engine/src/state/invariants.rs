@@ -13,7 +13,7 @@ use crate::agent::AgentStatus;
 use crate::dedup::DedupKey;
 use crate::record::{Key, Kind, Record, StateCounts};
 use crate::store::Cold;
-use crate::task::{TaskId, TaskState};
+use crate::task::{TaskId, TaskState, TimeMs};
 
 impl State {
     /// Check every invariant of RAM; returns the first violation.
@@ -200,6 +200,21 @@ impl State {
         .map_err(err)?;
         if &buckets != self.idx.ready.all_buckets() {
             return Err("rate bucket records differ from RAM".into());
+        }
+        let mut schedules = BTreeMap::new();
+        scan_all(cold, Kind::Schedule, |r| {
+            if let Record::Schedule(sc) = r {
+                schedules.insert(sc.def.name.clone(), *sc);
+            }
+        })
+        .map_err(err)?;
+        if schedules != self.schedules {
+            return Err("schedule records differ from RAM".into());
+        }
+        let due: BTreeSet<(TimeMs, String)> =
+            self.schedules.values().filter_map(|sc| Some((sc.next_ms?, sc.def.name.clone()))).collect();
+        if due != self.schedule_due {
+            return Err("the schedules' due-time index differs from the schedules".into());
         }
         let mut turns = BTreeMap::new();
         scan_all(cold, Kind::Turn, |r| {

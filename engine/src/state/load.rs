@@ -82,6 +82,11 @@ impl State {
                 s.counts.insert(q, c);
             }
         })?;
+        scan_all(cold, Kind::Schedule, |r| {
+            if let Record::Schedule(sc) = r {
+                s.load_schedule(*sc);
+            }
+        })?;
         scan_all(cold, Kind::Agent, |r| {
             if let Record::Agent(a) = r {
                 s.agents.insert(a.id.clone(), a);

@@ -24,6 +24,7 @@ mod load;
 mod queries;
 mod ready;
 mod restore;
+mod schedules;
 mod tasks;
 mod warm;
 
@@ -140,6 +141,9 @@ pub struct State {
     /// token id → the agent-id patterns it may act as (tokens bound to some agents only).
     token_agents: BTreeMap<String, Arc<Vec<String>>>,
     audit: BTreeMap<u64, AuditEntry>,
+    schedules: BTreeMap<String, crate::schedule::Schedule>,
+    /// Schedules by their next due time.
+    schedule_due: BTreeSet<(TimeMs, String)>,
     dedup: Dedup,
     /// Tasks with waiters that finished in this apply, and how (settled at its end).
     settled: std::collections::VecDeque<(TaskId, TaskState)>,
@@ -256,6 +260,8 @@ impl State {
                 self.submit_flow(tasks, flows, trace_parent.as_ref(), cold)
             }
             Command::SetLimits { queue, rules } => self.set_limits(queue, rules),
+            Command::PutSchedule { def } => self.put_schedule(def),
+            Command::DeleteSchedule { name } => self.delete_schedule(name),
             Command::Reject { records } => self.reject(records, cold),
             Command::Claim { agent_id, queues, capabilities, max } => self.claim(agent_id, queues, capabilities, *max),
             Command::Progress { task_id, lease_token, percent, message } => {

@@ -308,6 +308,15 @@ impl State {
         }
     }
 
+    /// Every schedule, by name.
+    pub fn schedules(&self) -> impl Iterator<Item = &crate::schedule::Schedule> {
+        self.schedules.values()
+    }
+
+    pub fn schedule(&self, name: &str) -> Option<&crate::schedule::Schedule> {
+        self.schedules.get(name)
+    }
+
     /// Every queue that has tasks or a configuration.
     pub fn queue_names(&self) -> BTreeSet<String> {
         let mut names: BTreeSet<String> = self.queues.keys().cloned().collect();
@@ -363,6 +372,7 @@ impl State {
             self.idx.deadlines.first().map(|(t, _)| *t),
             self.retention_head,
             self.dedup.head,
+            self.next_schedule_due(),
         ]
         .into_iter()
         .flatten()

@@ -260,7 +260,7 @@ impl State {
         Ok(Outcome::Submitted(out))
     }
 
-    fn validate_new(&self, t: &NewTask) -> Result<(), Rejection> {
+    pub(super) fn validate_new(&self, t: &NewTask) -> Result<(), Rejection> {
         validate_queue_name(&t.queue)?;
         if t.kind.len() > limits::KIND_BYTES_MAX {
             return Err(Rejection::invalid(format!("kind is longer than {} bytes", limits::KIND_BYTES_MAX)));
