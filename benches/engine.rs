@@ -84,21 +84,26 @@ fn bench_apply(c: &mut Criterion) {
     g.finish();
 }
 
-/// A state with `keys` concurrency keys at their limit (limit 1: one task of each leased, one
-/// ready and held back) and `free` ready tasks without a key.
-fn keys_at_limit(keys: u64, free: u64) -> Memory {
-    let mut s = Memory::default();
-    apply(&mut s, 1, Command::SetLimits { queue: "bench".into(), rules: vec![LimitRule::KeyConcurrency(1)] });
-    let keyed: Vec<NewTask> = (0..2 * keys).map(|i| task(i, false)).collect();
-    for (c, chunk) in keyed.chunks(10_000).enumerate() {
+/// Submit `n` ready tasks spread round robin over `keys` concurrency keys.
+fn submit_keyed(s: &mut Memory, n: u64, keys: u64) {
+    let tasks: Vec<NewTask> = (0..n).map(|i| task(i, false)).collect();
+    for (c, chunk) in tasks.chunks(10_000).enumerate() {
         let flows = (0..chunk.len())
             .map(|i| TaskFlow {
                 ext: vec![FlowExt::ConcurrencyKey(format!("key-{}", (c * 10_000 + i) as u64 % keys))],
                 ..TaskFlow::default()
             })
             .collect();
-        apply(&mut s, 1, Command::SubmitWith { tasks: chunk.to_vec(), flows, trace_parent: None });
+        apply(s, 1, Command::SubmitWith { tasks: chunk.to_vec(), flows, trace_parent: None });
     }
+}
+
+/// A state with `keys` concurrency keys at their limit (limit 1: one task of each leased, one
+/// ready and held back) and `free` ready tasks without a key.
+fn keys_at_limit(keys: u64, free: u64) -> Memory {
+    let mut s = Memory::default();
+    apply(&mut s, 1, Command::SetLimits { queue: "bench".into(), rules: vec![LimitRule::KeyConcurrency(1)] });
+    submit_keyed(&mut s, 2 * keys, keys);
     let claim =
         |max| Command::Claim { agent_id: "held".into(), queues: vec!["bench".into()], capabilities: vec![], max };
     let mut leased = 0;
@@ -154,16 +159,7 @@ fn keyed_ready(keys: u64, n: u64, fair: bool) -> Memory {
     if fair {
         apply(&mut s, 1, Command::SetLimits { queue: "bench".into(), rules: vec![LimitRule::Fair] });
     }
-    let tasks: Vec<NewTask> = (0..n).map(|i| task(i, false)).collect();
-    for (c, chunk) in tasks.chunks(10_000).enumerate() {
-        let flows = (0..chunk.len())
-            .map(|i| TaskFlow {
-                ext: vec![FlowExt::ConcurrencyKey(format!("key-{}", (c * 10_000 + i) as u64 % keys))],
-                ..TaskFlow::default()
-            })
-            .collect();
-        apply(&mut s, 1, Command::SubmitWith { tasks: chunk.to_vec(), flows, trace_parent: None });
-    }
+    submit_keyed(&mut s, n, keys);
     s
 }
 
