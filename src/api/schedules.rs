@@ -8,9 +8,9 @@ use crate::api::auth::Caller;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use minion_client::wire::{MissedPolicy, ScheduleIn, ScheduleList, ScheduleOut, ScheduledTask};
+use minion_client::wire::{MissedPolicy, ScheduleIn, ScheduleList, ScheduleOut, ScheduledTask, TaskIn};
 use minion_engine::schedule::{Missed, Schedule, ScheduleDef};
-use minion_engine::{Command, NewTask};
+use minion_engine::Command;
 use serde_json::value::RawValue;
 
 /// The engine's definition of a schedule from the wire's.
@@ -26,17 +26,17 @@ fn def(name: String, s: ScheduleIn) -> ApiResult<ScheduleDef> {
         cron: s.cron,
         every_ms: s.every_ms,
         timezone: s.timezone,
-        task: NewTask {
+        task: super::views::new_task(TaskIn {
             queue: t.queue,
             kind: t.kind,
-            payload: t.payload.map(|p| p.get().to_string()).unwrap_or_else(|| "null".into()),
+            payload: t.payload,
             capabilities: t.capabilities,
             priority: t.priority,
             max_attempts: t.max_attempts,
             lease_ms: t.lease_ms,
             stall_timeout_ms: t.stall_timeout_ms,
-            ..NewTask::default()
-        },
+            ..TaskIn::default()
+        }),
         missed,
         paused: s.paused,
     })
