@@ -67,6 +67,8 @@ export async function api(method, path, body, opts = {}) {
 
 export const isAdmin = () => !!session.me && session.me.role === 'admin';
 export const mayRead = () => !!session.me && (session.me.role === 'admin' || session.me.role === 'reader');
+// A token limited to some queues (calls that span every queue are refused to it).
+export const restricted = () => !!session.me && ['queues', 'deny'].some((k) => (session.me[k] || []).length > 0);
 
 // ---------------------------------------------------------------- server-sent events
 

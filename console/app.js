@@ -11,6 +11,7 @@ import { $app, $flash, TOKEN_KEY, append, clear, errorBox, flash, h, replace, se
 import { api, token } from './api.js';
 import { deadPage, taskPage, tasksPage } from './pages-tasks.js';
 import { settingsPage, tokensPage } from './pages-admin.js';
+import { schedulesPage } from './pages-schedules.js';
 import { adaptersPage, agentsPage, auditPage, autoscalerPage, clusterPage, notFound, overviewPage, queuePage, renderChrome } from './pages-ops.js';
 
 // ---------------------------------------------------------------- sign in / out
@@ -83,6 +84,7 @@ const ROUTES = [
   [/^\/cluster$/, (ctx) => clusterPage(ctx)],
   [/^\/autoscaler$/, (ctx, m, p) => autoscalerPage(ctx, p)],
   [/^\/adapters$/, (ctx) => adaptersPage(ctx)],
+  [/^\/schedules$/, (ctx) => schedulesPage(ctx)],
   [/^\/audit$/, (ctx) => auditPage(ctx)],
   [/^\/tokens$/, (ctx) => tokensPage(ctx)],
   [/^\/settings$/, (ctx) => settingsPage(ctx)],

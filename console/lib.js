@@ -92,6 +92,20 @@ export function dur(ms) {
   return `${Math.floor(hr / 24)} d ${hr % 24} h`;
 }
 
+const UNITS = { ms: 1, s: 1000, m: 60000, h: 3600000, d: 86400000 };
+
+// "PERIOD" as the CLI reads it (500ms, 10s, 1m, 2h, 1d; "m" alone is 1m) → ms, or null.
+export function periodMs(text) {
+  const m = /^(\d*)\s*(ms|s|m|h|d)$/.exec(text.trim());
+  return m ? Number(m[1] || '1') * UNITS[m[2]] : null;
+}
+
+// ms → "PERIOD" in the largest unit that divides it.
+export function formatPeriod(ms) {
+  const [unit, size] = Object.entries(UNITS).reverse().find(([, u]) => ms % u === 0);
+  return `${ms / size}${unit}`;
+}
+
 export function rel(ms) {
   const d = Date.now() - ms;
   if (Math.abs(d) < 1000) return 'just now';

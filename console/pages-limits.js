@@ -2,7 +2,7 @@
 // key), where the keys stand (leases per key, keys at their limit or out of starts), and, for
 // admins, a form that replaces them all.
 
-import { errorBox, flash, h, num, replace, table, timeEl } from './lib.js';
+import { errorBox, flash, formatPeriod, h, num, periodMs, replace, table, timeEl } from './lib.js';
 import { api, isAdmin } from './api.js';
 
 // "key=value" per line → {key: parse(value)}; an error names the line.
@@ -31,20 +31,18 @@ export function parseKeyLimits(text) {
   });
 }
 
-const UNITS = { ms: 1, s: 1000, m: 60000, h: 3600000, d: 86400000 };
-
 // "N/PERIOD" (e.g. 100/1m, 5/500ms), as the CLI reads it → {starts, period_ms}.
 export function parseRate(text) {
-  const m = /^(\d+)\s*\/\s*(\d*)\s*(ms|s|m|h|d)$/.exec(text.trim());
-  if (!m) throw new Error(`“${text.trim()}” is not a rate like 100/1m (units: ms, s, m, h, d)`);
-  return { starts: Number(m[1]), period_ms: Number(m[2] || '1') * UNITS[m[3]] };
+  const m = /^(\d+)\s*\/\s*(.*)$/.exec(text.trim());
+  const period = m && periodMs(m[2]);
+  if (period === null || period === undefined) throw new Error(`“${text.trim()}” is not a rate like 100/1m (units: ms, s, m, h, d)`);
+  return { starts: Number(m[1]), period_ms: period };
 }
 
 // {starts, period_ms} → "N/PERIOD" in the largest unit that divides the period.
 export function formatRate(r) {
   if (!r) return '';
-  const [unit, ms] = Object.entries(UNITS).reverse().find(([, ms]) => r.period_ms % ms === 0);
-  return `${r.starts}/${r.period_ms / ms}${unit}`;
+  return `${r.starts}/${formatPeriod(r.period_ms)}`;
 }
 
 // "key=N/PERIOD" per line.
@@ -53,7 +51,7 @@ function parseKeyRates(text) {
 }
 
 function rateText(r) {
-  return r ? `${num(r.starts)} per ${formatRate({ starts: 1, period_ms: r.period_ms }).slice(2)}` : '';
+  return r ? `${num(r.starts)} per ${formatPeriod(r.period_ms)}` : '';
 }
 
 export async function limitsSection(ctx, name) {

@@ -2,7 +2,7 @@
 // adapters, audit.
 
 import { $app, $nav, $who, PAGE_SIZE, QUEUE_FIELDS, STATES, STRATEGIES, absTime, ageEl, append, clear, cursorPager, dur, errorBox, flash, h, json, num, pagedTable, replace, session, table, timeEl, truncate } from './lib.js';
-import { api, follow, isAdmin, mayRead } from './api.js';
+import { api, follow, isAdmin, mayRead, restricted } from './api.js';
 import { taskColumns, tasksQuery } from './pages-tasks.js';
 import { limitsSection } from './pages-limits.js';
 import { signOut } from './app.js';
@@ -18,6 +18,8 @@ export const NAV = [
   ['#/cluster', 'Cluster', /^\/cluster/, () => mayRead()],
   ['#/autoscaler', 'Autoscaler', /^\/autoscaler/, () => session.me.role !== 'producer'],
   ['#/adapters', 'Adapters', /^\/adapters/, () => mayRead()],
+  // Schedules may name any queue: readers and admins without queue restrictions.
+  ['#/schedules', 'Schedules', /^\/schedules/, () => mayRead() && !restricted()],
   ['#/audit', 'Audit', /^\/audit/, () => isAdmin()],
   ['#/tokens', 'Tokens', /^\/tokens/, () => isAdmin()],
   ['#/settings', 'Settings', /^\/settings/, () => mayRead()],

@@ -12,6 +12,10 @@ use minion_engine::{
 };
 use proptest::prelude::*;
 
+#[path = "model_parts/schedules.rs"]
+mod schedules;
+use schedules::{gen_schedule, GenSchedule, MSchedule};
+
 const QUEUES: [&str; 2] = ["alpha", "beta"];
 const CAPS: [&str; 2] = ["gpu", "ssd"];
 const LEASE_MS: u64 = 1_000;
@@ -85,6 +89,11 @@ enum Op {
         /// Serve keys round robin within a priority.
         fair: bool,
     },
+    /// Create or replace a schedule.
+    PutSchedule(GenSchedule),
+    DeleteSchedule {
+        name: usize,
+    },
     Restart,
 }
 
@@ -143,6 +152,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Retry { pick }),
         3 => (0..1_500u64).prop_map(|ms| Op::Advance { ms }),
+        // Downtime: many due times of every schedule pass at once.
+        1 => (60_000..400_000u64).prop_map(|ms| Op::Advance { ms }),
+        1 => gen_schedule().prop_map(Op::PutSchedule),
+        1 => (0..schedules::NAMES.len()).prop_map(|name| Op::DeleteSchedule { name }),
         1 => (
             0..2usize,
             proptest::option::of(0..3u32),
@@ -196,6 +209,7 @@ struct Model {
     buckets: BTreeMap<(String, String), i128>,
     /// Fair queues, each with the key it served last (`""`: a task without a key).
     fair: BTreeMap<String, Option<String>>,
+    schedules: BTreeMap<String, MSchedule>,
 }
 
 /// A token bucket's interval and capacity in nanoseconds: never faster than the rate.
@@ -272,6 +286,48 @@ impl Model {
                 } else if t.pending.is_empty() {
                     t.state = if t.run_at > now { TaskState::Delayed } else { TaskState::Ready };
                 }
+            }
+        }
+    }
+
+    /// Fire the due schedules, earliest due time first (then by name): each submits one task
+    /// per run, with the next ids.
+    fn fire_schedules(&mut self) {
+        let now = self.now;
+        loop {
+            let due = self.schedules.iter().filter_map(|(name, s)| Some((s.next?, name.clone()))).min();
+            let Some((_, name)) = due.filter(|(at, _)| *at <= now) else { return };
+            let s = self.schedules.get_mut(&name).expect("schedule");
+            let runs = s.fire(now);
+            let g = s.gen.clone();
+            for t in runs {
+                let id = self.next_id;
+                self.next_id += 1;
+                let s = self.schedules.get_mut(&name).expect("schedule");
+                s.fired += 1;
+                s.last_run = Some(t);
+                s.last_task = Some(id);
+                self.tasks.insert(
+                    id,
+                    MTask {
+                        id,
+                        queue: QUEUES[g.queue].into(),
+                        priority: g.priority,
+                        caps: if g.cap { vec![CAPS[g.queue].to_string()] } else { vec![] },
+                        state: TaskState::Ready,
+                        run_at: now,
+                        lease: None,
+                        attempts: 0,
+                        limit: g.max_attempts,
+                        max_attempts: g.max_attempts,
+                        progress: 0,
+                        finished: None,
+                        pending: Vec::new(),
+                        run_anyway: false,
+                        deadline: None,
+                        concurrency_key: None,
+                    },
+                );
             }
         }
     }
@@ -476,6 +532,7 @@ fn run(ops: Vec<Op>) {
             continue;
         }
         model.advance();
+        model.fire_schedules();
         let now = model.now;
         let apply = |state: &mut Memory, cmd: Command| state.apply(&Request { now_ms: now, cmd }, meta);
         match op {
@@ -808,6 +865,21 @@ fn run(ops: Vec<Op>) {
                     model.fair.remove(&queue);
                 }
             }
+            Op::PutSchedule(g) => {
+                let def = g.def(QUEUES[g.queue], CAPS[g.queue]);
+                apply(&mut state, Command::PutSchedule { def: def.clone() }).expect("put schedule");
+                let old = model.schedules.get(&def.name);
+                let s = MSchedule::new(g, now, old);
+                model.schedules.insert(def.name, s);
+            }
+            Op::DeleteSchedule { name } => {
+                let name = schedules::NAMES[name].to_string();
+                let got = apply(&mut state, Command::DeleteSchedule { name: name.clone() });
+                match model.schedules.remove(&name) {
+                    Some(_) => assert!(matches!(got, Ok(Outcome::Done)), "delete schedule: {got:?}"),
+                    None => assert_eq!(got.expect_err("no such schedule").code, RejectCode::NotFound),
+                }
+            }
             Op::Restart => unreachable!(),
         }
         model.settle();
@@ -822,6 +894,13 @@ fn run(ops: Vec<Op>) {
         let ids: Vec<u64> = (1..model.next_id).filter(|id| state.task(*id).is_some()).collect();
         assert_eq!(ids, model.tasks.keys().copied().collect::<Vec<_>>(), "retention removed exactly the model's");
         assert_eq!(state.state.task_count(), model.tasks.len() as u64);
+        let names: Vec<&str> = state.state.schedules().map(|s| s.def.name.as_str()).collect();
+        assert_eq!(names, model.schedules.keys().map(String::as_str).collect::<Vec<_>>(), "schedules");
+        for (name, m) in &model.schedules {
+            let s = state.state.schedule(name).expect("schedule");
+            let got = (s.next_ms, s.last_run_ms, s.last_task_id, s.fired, s.skipped, s.last_error.as_deref());
+            assert_eq!(got, (m.next, m.last_run, m.last_task, m.fired, m.skipped, None), "schedule {name}");
+        }
         let ids: Vec<u64> = (1..model.next_id).filter(|id| state.task(*id).is_some()).collect();
         assert_eq!(ids, model.tasks.keys().copied().collect::<Vec<_>>(), "retention removed exactly the model's");
     }
@@ -953,5 +1032,39 @@ fn scripted_fair_queue_sequence() {
         claim(4),
         Op::SetLimits { queue: 0, per_key: None, one: None, rates: Rates::default(), fair: false },
         claim(4),
+    ]);
+}
+
+/// A scripted sequence that always runs: an interval and a cron schedule in a time zone fire
+/// across a restart, downtime skips (and then catches up) missed runs, a replaced schedule keeps
+/// its counts, a paused one fires nothing, and deleting one twice is refused the second time.
+#[test]
+fn scripted_schedule_sequence() {
+    use schedules::When;
+    let sched = |name, when, catch_up, paused| GenSchedule {
+        name,
+        when,
+        queue: name,
+        priority: 0,
+        cap: false,
+        max_attempts: 1,
+        catch_up,
+        paused,
+    };
+    run(vec![
+        Op::PutSchedule(sched(0, When::Every(1_000), None, false)),
+        Op::PutSchedule(sched(1, When::Cron(1), Some(3), false)),
+        Op::Advance { ms: 1_000 },
+        Op::Advance { ms: 1_400 },
+        Op::Restart,
+        Op::Claim { agent: 0, queues: vec![0, 1], caps: vec![], max: 3 },
+        Op::Advance { ms: 250_000 },
+        Op::PutSchedule(sched(0, When::Every(1_700), Some(2), false)),
+        Op::Advance { ms: 120_000 },
+        Op::PutSchedule(sched(1, When::Cron(0), None, true)),
+        Op::Advance { ms: 10_000 },
+        Op::DeleteSchedule { name: 0 },
+        Op::DeleteSchedule { name: 0 },
+        Op::Advance { ms: 5_000 },
     ]);
 }

@@ -16,7 +16,7 @@ use super::AppState;
 const JS: &str = "text/javascript; charset=utf-8";
 
 /// (name, content type, compiled-in text). The scripts are ES modules that import each other.
-const FILES: [(&str, &str, &str); 9] = [
+const FILES: [(&str, &str, &str); 10] = [
     ("index.html", "text/html; charset=utf-8", include_str!("../../console/index.html")),
     ("app.css", "text/css; charset=utf-8", include_str!("../../console/app.css")),
     ("app.js", JS, include_str!("../../console/app.js")),
@@ -26,6 +26,7 @@ const FILES: [(&str, &str, &str); 9] = [
     ("pages-ops.js", JS, include_str!("../../console/pages-ops.js")),
     ("pages-admin.js", JS, include_str!("../../console/pages-admin.js")),
     ("pages-limits.js", JS, include_str!("../../console/pages-limits.js")),
+    ("pages-schedules.js", JS, include_str!("../../console/pages-schedules.js")),
 ];
 
 /// Scripts and styles only from this origin, connections only to it, no framing.

@@ -133,6 +133,7 @@ describe('console without auth', () => {
     const sub = await s.call('POST', '/v1/tasks', { queue: 'video', kind: 'encode', payload: { file: 'a.mp4' } });
     runningId = sub.id;
     await s.call('PUT', '/v1/adapters/kafka-orders', { kind: 'kafka', running: true, ingested: 10, rejected: 1, lag: 3, last_error: null });
+    await s.call('PUT', '/v1/schedules/nightly-digest', { cron: '0 0 2 * * *', timezone: 'Europe/Berlin', task: { queue: 'emails', kind: 'digest' } });
   });
 
   after(async () => {
@@ -153,6 +154,7 @@ describe('console without auth', () => {
       ['#/autoscaler', 'Autoscaler', 'render'],
       ['#/autoscaler?pool=render', 'Autoscaler', 'Decisions of render'],
       ['#/adapters', 'Adapters', 'kafka-orders'],
+      ['#/schedules', 'Schedules', 'nightly-digest'],
       ['#/audit', 'Audit trail', 'queue.set'],
       ['#/nowhere', 'Not found', 'No page at'],
     ];
@@ -382,7 +384,7 @@ describe('console without auth', () => {
 
   test('text meets WCAG AA contrast (4.5:1) on every page', async () => {
     const { context, page, errors } = await openPage();
-    for (const route of ['#/', '#/tasks', `#/tasks/${deadId}`, '#/dead', '#/agents', '#/cluster', '#/autoscaler', '#/adapters', '#/audit']) {
+    for (const route of ['#/', '#/tasks', `#/tasks/${deadId}`, '#/dead', '#/agents', '#/cluster', '#/autoscaler', '#/adapters', '#/schedules', '#/audit']) {
       await page.goto(`${s.base}/${route}`);
       await page.locator('main h1').first().waitFor();
       await page.waitForTimeout(300);
@@ -488,6 +490,60 @@ describe('console without auth', () => {
     await context.close();
   });
 
+  test('an admin creates a schedule from the form, sees it fire, pauses, resumes and deletes it', async () => {
+    const { context, page, errors } = await openPage();
+    await page.goto(`${s.base}/#/schedules`);
+    await page.locator('#schedules tbody tr, table.schedules tbody tr', { hasText: 'nightly-digest' }).first().waitFor();
+    await page.locator('#sched-name').fill('heartbeat');
+    await page.locator('#sched-mode').selectOption('every');
+    await page.locator('#sched-when').fill('1 minute');
+    await page.locator('#sched-queue').fill('pings');
+    await page.locator('#sched-payload').fill('{"n": 1}');
+    await page.getByRole('button', { name: 'Save schedule' }).click();
+    await page.locator('#schedule-form .msg.error', { hasText: 'is not a period' }).waitFor();
+    await page.locator('#sched-when').fill('1s');
+    await page.locator('#sched-payload').fill('{n: 1}');
+    await page.getByRole('button', { name: 'Save schedule' }).click();
+    await page.locator('#schedule-form .msg.error', { hasText: 'Payload: not JSON' }).waitFor();
+    // The server's refusal shows as it is: a cron expression that is not one.
+    await page.locator('#sched-mode').selectOption('cron');
+    await page.locator('#sched-when').fill('every day');
+    await page.locator('#sched-payload').fill('{"n": 1}');
+    await page.getByRole('button', { name: 'Save schedule' }).click();
+    await page.locator('#schedule-form .msg.error', { hasText: 'is not a cron expression' }).waitFor();
+    assert.equal((await s.call('GET', '/v1/schedules')).schedules.some((x) => x.name === 'heartbeat'), false, 'nothing was saved');
+    await page.locator('#sched-mode').selectOption('every');
+    await page.locator('#sched-when').fill('1s');
+    await page.getByRole('button', { name: 'Save schedule' }).click();
+    await page.locator('.flash .msg.ok', { hasText: 'Saved schedule heartbeat' }).waitFor();
+    const saved = await s.call('GET', '/v1/schedules/heartbeat');
+    assert.deepEqual([saved.every_ms, saved.task.queue, saved.task.payload, saved.missed, saved.paused], [1000, 'pings', { n: 1 }, 'skip', false]);
+    // It fires: the page (refreshed every 5 s) links the last run's task.
+    const row = page.locator('table.schedules tbody tr', { hasText: 'heartbeat' });
+    await row.locator('a[href^="#/tasks/"]').waitFor({ timeout: 15000 });
+    const fired = await s.call('GET', '/v1/schedules/heartbeat');
+    assert.ok(fired.fired >= 1 && fired.last_task_id, 'fired');
+    assert.equal((await s.call('GET', `/v1/tasks/${fired.last_task_id}`)).idempotency_key, `schedule:heartbeat:${fired.last_run_ms}`);
+    await row.getByRole('button', { name: 'Pause' }).click();
+    await row.locator('.badge', { hasText: 'paused' }).waitFor();
+    assert.equal((await s.call('GET', '/v1/schedules/heartbeat')).paused, true);
+    await row.getByRole('button', { name: 'Resume' }).click();
+    await row.getByRole('button', { name: 'Pause' }).waitFor();
+    const resumed = await s.call('GET', '/v1/schedules/heartbeat');
+    assert.deepEqual([resumed.paused, resumed.every_ms, resumed.task.payload], [false, 1000, { n: 1 }], 'resumed as it was');
+    // Edit fills the form with the schedule as it is.
+    await page.locator('table.schedules tbody tr', { hasText: 'nightly-digest' }).getByRole('button', { name: 'Edit' }).click();
+    assert.deepEqual([await page.locator('#sched-when').inputValue(), await page.locator('#sched-timezone').inputValue(), await page.locator('#sched-kind').inputValue()],
+      ['0 0 2 * * *', 'Europe/Berlin', 'digest']);
+    page.once('dialog', (d) => d.accept());
+    await row.getByRole('button', { name: 'Delete' }).click();
+    await page.locator('.flash .msg.ok', { hasText: 'Deleted schedule heartbeat' }).waitFor();
+    assert.equal((await s.call('GET', '/v1/schedules')).schedules.some((x) => x.name === 'heartbeat'), false);
+    assert.equal((await s.call('GET', `/v1/tasks/${fired.last_task_id}`)).id, fired.last_task_id, 'its tasks stay');
+    assert.deepEqual(errors.filter((e) => !/status of 400/.test(e)), []);
+    await context.close();
+  });
+
   test('at 390 px the overview has no horizontal overflow', async () => {
     const { context, page, errors } = await openPage({ viewport: { width: 390, height: 844 } });
     for (const hash of ['#/', '#/dead', `#/tasks/${deadId}`]) {
@@ -584,6 +640,11 @@ describe('console with auth on', () => {
     await page.goto(`${s.base}/#/agents`);
     await page.locator('h1', { hasText: 'Agents' }).waitFor();
     assert.equal(await page.locator('button[data-drain]').count(), 0);
+    await s.call('PUT', '/v1/schedules/hourly', { every_ms: 3600000, task: { queue: 'orders' } });
+    await page.goto(`${s.base}/#/schedules`);
+    await page.locator('table.schedules tbody tr', { hasText: 'hourly' }).waitFor();
+    assert.equal(await page.locator('#schedule-form').count(), 0);
+    assert.equal(await page.locator('button[data-pause], button[data-delete], button[data-edit]').count(), 0);
     // every read page still renders for the reader
     for (const [hash, h1] of [['#/', 'Overview'], ['#/tasks', 'Tasks'], ['#/cluster', 'Cluster'], ['#/autoscaler', 'Autoscaler'], ['#/adapters', 'Adapters'], ['#/audit', 'Audit trail']]) {
       await page.goto(`${s.base}/${hash}`);
@@ -667,7 +728,7 @@ describe('console with auth on', () => {
       producer: ['Overview', 'Tasks', 'Dead letters'],
       worker: ['Overview', 'Tasks', 'Dead letters', 'Autoscaler'],
       metrics: ['Overview', 'Autoscaler'],
-      reader: ['Overview', 'Tasks', 'Dead letters', 'Agents', 'Cluster', 'Autoscaler', 'Adapters', 'Settings'],
+      reader: ['Overview', 'Tasks', 'Dead letters', 'Agents', 'Cluster', 'Autoscaler', 'Adapters', 'Schedules', 'Settings'],
     };
     for (const [role, links] of Object.entries(want)) {
       const tok = (await s.call('POST', '/v1/tokens', { name: `nav-${role}`, role })).token;

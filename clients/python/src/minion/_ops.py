@@ -20,6 +20,7 @@ from .models import (
     QueueLimits,
     Rate,
     QueueStats,
+    Schedule,
     Submitted,
     Task,
     TaskPage,
@@ -184,6 +185,53 @@ def set_queue_limits(
     if rate_per_key is not None:
         body["rate_per_key"] = rate_per_key.model_dump()
     return Op(Call("PUT", f"/v1/queues/{_seg(name)}/limits", body, idempotent=True), QueueLimits.model_validate)
+
+
+def schedules() -> Op[list[Schedule]]:
+    return Op(
+        Call("GET", "/v1/schedules", idempotent=True), lambda v: [Schedule.model_validate(s) for s in v["schedules"]]
+    )
+
+
+def schedule(name: str) -> Op[Schedule]:
+    return Op(Call("GET", f"/v1/schedules/{_seg(name)}", idempotent=True), Schedule.model_validate)
+
+
+def set_schedule(
+    name: str,
+    queue: str,
+    payload: Any = None,
+    *,
+    cron: Optional[str] = None,
+    timezone: Optional[str] = None,
+    every_ms: Optional[int] = None,
+    kind: Optional[str] = None,
+    priority: Optional[int] = None,
+    capabilities: Optional[Sequence[str]] = None,
+    max_attempts: Optional[int] = None,
+    lease_ms: Optional[int] = None,
+    stall_timeout_ms: Optional[int] = None,
+    catch_up: Optional[int] = None,
+    paused: bool = False,
+) -> Op[Schedule]:
+    task: dict[str, Any] = {"queue": queue, "payload": _jsonable(payload)}
+    optional = {
+        "kind": kind,
+        "priority": priority,
+        "capabilities": list(capabilities) if capabilities is not None else None,
+        "max_attempts": max_attempts,
+        "lease_ms": lease_ms,
+        "stall_timeout_ms": stall_timeout_ms,
+    }
+    task.update({k: v for k, v in optional.items() if v is not None})
+    body: dict[str, Any] = {"task": task, "missed": "skip" if catch_up is None else "catch_up", "paused": paused}
+    when = {"cron": cron, "timezone": timezone, "every_ms": every_ms, "catch_up": catch_up}
+    body.update({k: v for k, v in when.items() if v is not None})
+    return Op(Call("PUT", f"/v1/schedules/{_seg(name)}", body, idempotent=True), Schedule.model_validate)
+
+
+def delete_schedule(name: str) -> Op[None]:
+    return Op(Call("DELETE", f"/v1/schedules/{_seg(name)}", idempotent=True), lambda v: None)
 
 
 def agents(*, limit: Optional[int] = None, after: Optional[str] = None) -> Op[AgentPage]:

@@ -43,6 +43,7 @@ from .models import (
     QueueConfig,
     QueueLimits,
     Rate,
+    Schedule,
     QueueStats,
     Submitted,
     Task,
@@ -431,6 +432,61 @@ class Client:
                 fair=fair,
             )
         )
+
+    def schedules(self) -> list[Schedule]:
+        """Every schedule, by name, with its next due time, last run and counts."""
+        return self._run(ops.schedules())
+
+    def schedule(self, name: str) -> Schedule:
+        """One schedule (:class:`NotFound` if there is none by that name)."""
+        return self._run(ops.schedule(name))
+
+    def set_schedule(
+        self,
+        name: str,
+        queue: str,
+        payload: Any = None,
+        *,
+        cron: Optional[str] = None,
+        timezone: Optional[str] = None,
+        every_ms: Optional[int] = None,
+        kind: Optional[str] = None,
+        priority: Optional[int] = None,
+        capabilities: Optional[Sequence[str]] = None,
+        max_attempts: Optional[int] = None,
+        lease_ms: Optional[int] = None,
+        stall_timeout_ms: Optional[int] = None,
+        catch_up: Optional[int] = None,
+        paused: bool = False,
+    ) -> Schedule:
+        """Create or replace a schedule that submits a task to ``queue`` with ``payload`` (and the
+        task fields given) on ``cron`` (5 fields, or 6 with seconds first; in ``timezone``, an IANA
+        name, default UTC) or every ``every_ms`` from now. Runs missed while no leader could fire
+        them are skipped, or with ``catch_up=N`` at most N of them are fired. Each run's task has
+        the idempotency key ``schedule:{name}:{due ms}``, so a failover never fires one twice.
+        A replaced schedule keeps its counts; ``paused`` fires nothing until set again."""
+        return self._run(
+            ops.set_schedule(
+                name,
+                queue,
+                payload,
+                cron=cron,
+                timezone=timezone,
+                every_ms=every_ms,
+                kind=kind,
+                priority=priority,
+                capabilities=capabilities,
+                max_attempts=max_attempts,
+                lease_ms=lease_ms,
+                stall_timeout_ms=stall_timeout_ms,
+                catch_up=catch_up,
+                paused=paused,
+            )
+        )
+
+    def delete_schedule(self, name: str) -> None:
+        """Delete a schedule; the tasks it created stay."""
+        self._run(ops.delete_schedule(name))
 
     def agents(self, *, limit: Optional[int] = None, after: Optional[str] = None) -> AgentPage:
         """One page of registered agents in id order."""

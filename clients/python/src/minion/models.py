@@ -36,6 +36,8 @@ __all__ = [
     "Event",
     "EventType",
     "Token",
+    "ScheduledTask",
+    "Schedule",
 ]
 
 
@@ -314,6 +316,43 @@ class QueueLimits(_Response):
     rate_limited_until_ms: Optional[int] = None
     fair: bool = False
     last_served_key: Optional[str] = None
+
+
+class ScheduledTask(_Response):
+    """The template of the tasks a schedule creates (each with the idempotency key
+    ``schedule:{name}:{due time in epoch ms}``)."""
+
+    queue: str
+    kind: str = ""
+    payload: Any = None
+    capabilities: list[str] = Field(default_factory=list)
+    priority: int = 0
+    max_attempts: Optional[int] = None
+    lease_ms: Optional[int] = None
+    stall_timeout_ms: Optional[int] = None
+
+
+class Schedule(_Response):
+    """A schedule (``GET /v1/schedules/{name}``): a ``cron`` expression in ``timezone`` or a fixed
+    interval ``every_ms``, what to do with runs missed while no leader could fire them
+    (``missed``: ``skip`` or ``catch_up`` at most ``catch_up``), and where it stands: the next due
+    time, the last run fired and the task it created, counts, and the last submit error."""
+
+    name: str
+    cron: Optional[str] = None
+    timezone: Optional[str] = None
+    every_ms: Optional[int] = None
+    task: ScheduledTask
+    missed: Literal["skip", "catch_up"] = "skip"
+    catch_up: Optional[int] = None
+    paused: bool = False
+    set_ms: int = 0
+    next_ms: Optional[int] = None
+    last_run_ms: Optional[int] = None
+    last_task_id: Optional[int] = None
+    fired: int = 0
+    skipped: int = 0
+    last_error: Optional[str] = None
 
 
 class OutcomeStats(_Response):
