@@ -58,7 +58,7 @@ fn harness() -> &'static Harness {
 }
 
 /// Routes a fuzzed body is sent to: every route that reads a body, and the ledger query.
-const ROUTES: [(&str, &str); 16] = [
+const ROUTES: [(&str, &str); 18] = [
     ("POST", "/v1/tasks"),
     ("POST", "/v1/rejections"),
     ("POST", "/v1/claims"),
@@ -75,6 +75,8 @@ const ROUTES: [(&str, &str); 16] = [
     ("PUT", "/v1/adapters/fuzz"),
     ("GET", "/v1/tasks?"),
     ("GET", "/v1/changes?"),
+    ("PUT", "/v1/queues/q/limits"),
+    ("PUT", "/v1/schedules/s"),
 ];
 
 pub fn http_request(data: &[u8]) {

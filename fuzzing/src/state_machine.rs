@@ -63,6 +63,33 @@ fn restore(into: &mut Memory, from: &Memory, now: u64, index: &mut u64) -> Vec<m
     out
 }
 
+/// A schedule: an interval, a cron expression with seconds in a time zone, or one of the kinds
+/// the engine refuses (a bad expression, an unknown zone, a too short interval, no catch-up).
+fn schedule(arg: u8, queue: &str) -> minion_engine::schedule::ScheduleDef {
+    use minion_engine::schedule::Missed;
+    let (cron, every_ms, timezone) = match arg % 6 {
+        0 => (None, Some(1_000 + arg as u64 * 13), None),
+        1 => (Some(format!("*/{} * * * * *", 1 + arg % 7)), None, Some("Europe/Berlin".to_string())),
+        2 => (Some("0 30 9 * * Mon-Fri".to_string()), None, None),
+        3 => (Some("61 * * * *".to_string()), None, None),
+        4 => (Some("* * * * *".to_string()), None, Some("Mars/Olympus".to_string())),
+        _ => (None, Some(arg as u64), None),
+    };
+    minion_engine::schedule::ScheduleDef {
+        name: format!("s{}", arg % 3),
+        cron,
+        every_ms,
+        timezone,
+        task: NewTask { queue: queue.to_string(), payload: "1".into(), ..NewTask::default() },
+        missed: match arg % 4 {
+            0 => Missed::Skip,
+            3 => Missed::CatchUp(0),
+            n => Missed::CatchUp(n as u32 * 50),
+        },
+        paused: arg.is_multiple_of(11),
+    }
+}
+
 pub fn state_machine(data: &[u8]) {
     let mut s = Memory::default();
     let mut now = 1_000_000u64;
@@ -177,9 +204,10 @@ pub fn state_machine(data: &[u8]) {
                 }],
             },
             15 if (op / 16) % 4 == 2 => {
-                // An administrative command, audited: tokens (some invalid), a cancel, queue limits.
+                // An administrative command, audited: tokens (some invalid), a cancel, queue
+                // limits, schedules.
                 let id = format!("{:016x}", arg % 4);
-                let inner = match arg % 5 {
+                let inner = match arg % 7 {
                     0 | 1 => Command::CreateToken {
                         token: minion_engine::Token {
                             id: if arg % 10 == 1 { "bad".into() } else { id },
@@ -197,6 +225,8 @@ pub fn state_machine(data: &[u8]) {
                     },
                     2 => Command::RevokeToken { id },
                     3 => Command::Cancel { task_id: task, reason: Some("fuzz".into()) },
+                    5 => Command::PutSchedule { def: schedule(arg, &q) },
+                    6 => Command::DeleteSchedule { name: format!("s{}", arg % 3) },
                     // Limits: one for every key (half of them fair), one key held back, rates (of
                     // the queue, of every key, of one key; some out of range: refused), or none.
                     _ => Command::SetLimits {

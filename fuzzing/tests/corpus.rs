@@ -206,7 +206,7 @@ fn seeds_are_current() {
     for (name, bytes) in frames {
         want.push(("decode_frames", name, bytes));
     }
-    let bodies: [(u8, &str, &str); 10] = [
+    let bodies: [(u8, &str, &str); 13] = [
         (0, "submit", r#"{"queue":"q","payload":{"x":1},"idempotency_key":"k1","priority":3}"#),
         (0, "batch", r#"{"tasks":[{"queue":"q","payload":1},{"queue":"r","delay_ms":100}]}"#),
         (
@@ -221,6 +221,13 @@ fn seeds_are_current() {
         (10, "agent", r#"{"id":"b","capabilities":["gpu"],"max_concurrency":2}"#),
         (14, "list", "queue=q&state=ready&limit=10"),
         (0, "malformed", r#"{"queue":"q","payload":"#),
+        (16, "limits", r#"{"concurrency_per_key":2,"rate":{"starts":10,"period_ms":1000},"fair":true}"#),
+        (
+            17,
+            "schedule-cron",
+            r#"{"cron":"*/5 * * * * *","timezone":"Europe/Berlin","task":{"queue":"q","payload":1},"missed":"catch_up","catch_up":3}"#,
+        ),
+        (17, "schedule-every", r#"{"every_ms":1000,"task":{"queue":"q","kind":"k","priority":2},"paused":true}"#),
     ];
     for (route, name, body) in bodies {
         let mut v = vec![route];
@@ -240,6 +247,17 @@ fn seeds_are_current() {
         "state_machine",
         "audited".into(),
         vec![0, 1, 8, 0, 47, 1, 0, 0, 47, 1, 2, 0, 47, 1, 3, 1, 31, 1, 4, 0, 15, 0, 0, 0],
+    ));
+    // Schedules: an interval, a cron in a time zone catching up, weekdays; refused ones (a bad
+    // expression, an unknown zone, a too short interval); ticks fire them across a restart; a
+    // delete.
+    want.push((
+        "state_machine",
+        "schedules".into(),
+        vec![
+            47, 0, 12, 0, 47, 0, 61, 0, 47, 0, 26, 0, 47, 0, 33, 0, 47, 0, 40, 0, 47, 0, 47, 0, 11, 255, 0, 0, 11, 255,
+            0, 0, 15, 0, 0, 0, 11, 255, 0, 0, 47, 0, 6, 0, 11, 255, 0, 0,
+        ],
     ));
     want.push((
         "state_machine",
