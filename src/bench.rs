@@ -46,6 +46,9 @@ pub enum Mode {
     /// Pairs of a task and one that depends on it: latency from completing the first to an
     /// agent's claim of the second (one pair at a time).
     DependencyRelease,
+    /// A schedule fires every second while an agent long-polls its queue: lateness of each run
+    /// from its due time to its task's creation and to the agent's claim.
+    ScheduleJitter,
     /// `GET /v1/tasks/{id}` of tasks picked at random among ids 1 to `--records` (reads of a
     /// retained ledger: finished tasks come from disk or the state store's cache).
     Read,
@@ -117,6 +120,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.mode == Mode::DependencyRelease {
         return crate::bench_deps::run(&api, &args).await;
+    }
+    if args.mode == Mode::ScheduleJitter {
+        return crate::bench_schedule::run(&api, &args).await;
     }
     let stats = api
         .json(Method::GET, "/v1/stats", None, Retry::Safe)
@@ -214,7 +220,8 @@ async fn run_one(api: &Client, args: &BenchArgs, clients: usize) -> anyhow::Resu
                     | Mode::IngestKafka
                     | Mode::IngestRedis
                     | Mode::ProgressEvents
-                    | Mode::DependencyRelease => Ok(0),
+                    | Mode::DependencyRelease
+                    | Mode::ScheduleJitter => Ok(0),
                 };
                 match ok {
                     Ok(n) => {

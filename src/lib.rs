@@ -9,6 +9,7 @@ pub mod backup_file;
 pub mod bench;
 pub mod bench_deps;
 pub mod bench_progress;
+pub mod bench_schedule;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -298,15 +298,23 @@ impl Node {
         Some((id, node))
     }
 
-    /// Leader housekeeping: when something is due (a timer, a lease expiry, a dedup or retention
-    /// expiry), propose a `Tick` so every replica applies it at the same log position.
+    /// Leader housekeeping: when something is due (a timer, a lease expiry, a schedule's run, a
+    /// dedup or retention expiry), propose a `Tick` so every replica applies it at the same log
+    /// position. It wakes at the next due time, or after `tick_interval_ms` at the latest (so a
+    /// timer that comes due on a follower that becomes leader waits at most that long, and work
+    /// still due after a tick, such as a long sweep done in parts, is retried at that pace).
     async fn run_housekeeping(self) {
-        let mut interval = tokio::time::interval(Duration::from_millis(self.config.tick_interval_ms));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tick = self.config.tick_interval_ms;
         loop {
-            interval.tick().await;
             let due = self.state.read().engine.next_due();
             // The bounded clock: after a clock stepped back, the engine's timers still come due.
+            let now = self.clock.now();
+            let wait = match due {
+                Some(t) if t > now => (t - now).min(tick),
+                _ => tick,
+            };
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let due = self.state.read().engine.next_due();
             if due.is_some_and(|t| t <= self.clock.now()) && self.proposer.is_leader() {
                 if let Err(e) = self.proposer.propose(Command::Tick).await {
                     tracing::debug!(error = %e, "housekeeping tick not applied");
