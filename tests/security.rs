@@ -94,6 +94,8 @@ fn expected(role: &str, method: &str, path: &str) -> bool {
                     | ("POST", "/v1/tasks/{id}/complete")
                     | ("POST", "/v1/tasks/{id}/fail")
                     | ("POST", "/v1/tasks/{id}/extend")
+                    | ("POST", "/v1/tasks/{id}/children")
+                    | ("POST", "/v1/tasks/{id}/wait-children")
                     | ("POST", "/v1/acks")
                     | ("POST", "/v1/agents")
                     | ("POST", "/v1/agents/{id}/heartbeat")

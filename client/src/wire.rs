@@ -230,6 +230,25 @@ pub struct ExtendIn {
     pub lease_ms: Option<u64>,
 }
 
+/// Children submitted by a leased task, under its lease (`POST /v1/tasks/{id}/children`): one
+/// atomic batch, whose members may depend on each other by idempotency key as in a submit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChildrenIn {
+    /// The parent's current lease token.
+    pub lease_token: u64,
+    pub tasks: Vec<TaskIn>,
+}
+
+/// A parent's lease token (`POST /v1/tasks/{id}/wait-children`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WaitChildrenIn {
+    pub lease_token: u64,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -326,6 +345,8 @@ pub enum TaskState {
     Rejected,
     /// Waiting for the tasks it depends on to finish.
     Waiting,
+    /// Gave its lease back to wait for its children; ready again once they have all finished.
+    WaitingChildren,
 }
 
 impl TaskState {
@@ -380,9 +401,16 @@ pub struct TaskOut {
     /// The concurrency key it was submitted with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    /// The task that submitted it under its lease (children only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<u64>,
+    /// Its children, in the order submitted, each as it is now (with its result once it
+    /// succeeded); absent for a task without children.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<DependencyOut>,
 }
 
-/// A task's dependency, as the task's view and its claim show it.
+/// A task's dependency or child, as the task's view and its claim show it.
 #[derive(Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DependencyOut {

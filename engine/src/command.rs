@@ -212,6 +212,12 @@ pub enum Command {
     DeleteSchedule {
         name: String,
     },
+    /// A leased parent gives its lease back to wait for its unfinished children (appended last);
+    /// with none unfinished it keeps the lease and the answer says so.
+    WaitChildren {
+        task_id: TaskId,
+        lease_token: LeaseToken,
+    },
 }
 
 /// One acknowledgement in a [`Command::Acknowledge`]: what `Complete` or `Fail` would say alone.
@@ -295,6 +301,7 @@ impl Command {
             Command::SetLimits { .. } => "set_limits",
             Command::PutSchedule { .. } => "put_schedule",
             Command::DeleteSchedule { .. } => "delete_schedule",
+            Command::WaitChildren { .. } => "wait_children",
             Command::Configure { .. } => "configure",
             Command::RegisterAgent { .. } => "register_agent",
             Command::DrainAgent { .. } => "drain_agent",

@@ -12,13 +12,20 @@
 //! how many tasks with one key are leased at once ([`crate::limits`]). Claims skip keys at their
 //! limit.
 //!
+//! **Parent and children.** A leased task may submit children under its lease; each child
+//! names its parent ([`FlowExt::Parent`]) and the parent lists its children
+//! ([`FlowExt::Children`]). The parent may give its lease back to wait for its unfinished
+//! children (`waiting_children`); it is ready again, with the children's outcomes in its view,
+//! once all of them have finished, however they ended. Cancelling a task cancels its unfinished
+//! descendants. A parent that finishes first leaves its children running.
+//!
 //! **Deadline.** A task may carry a deadline across all its attempts, apart from its lease: one
 //! not finished by then is `dead` with the error `deadline` (a leased one loses its lease, its
 //! attempt ending `deadline_exceeded`).
 
 use serde::{Deserialize, Serialize};
 
-use crate::task::{TaskId, TimeMs};
+use crate::task::{LeaseToken, TaskId, TimeMs};
 
 /// Dependencies one task may name.
 pub const DEPENDENCIES_MAX: usize = 1_000;
@@ -54,6 +61,9 @@ pub enum DepRef {
     Batch(u32),
 }
 
+/// Children one task may have.
+pub const CHILDREN_MAX: usize = 1_000;
+
 /// Longest concurrency key.
 pub const CONCURRENCY_KEY_BYTES_MAX: usize = 256;
 
@@ -64,14 +74,27 @@ pub const CONCURRENCY_KEY_BYTES_MAX: usize = 256;
 pub enum FlowExt {
     /// Tasks with the same key in one queue share the queue's per-key concurrency limit.
     ConcurrencyKey(String),
+    /// On a child: the task that submitted it under its lease.
+    Parent(TaskId),
+    /// On a parent: its children, in the order they were submitted.
+    Children(Vec<TaskId>),
+    /// In a submit only, with [`FlowExt::Parent`]: the parent's lease token, which the child is
+    /// submitted under (checked, never stored).
+    ParentLease(LeaseToken),
 }
 
 fn concurrency_key_of(ext: &[FlowExt]) -> Option<&str> {
-    ext.iter()
-        .map(|e| match e {
-            FlowExt::ConcurrencyKey(k) => k.as_str(),
-        })
-        .next()
+    ext.iter().find_map(|e| match e {
+        FlowExt::ConcurrencyKey(k) => Some(k.as_str()),
+        _ => None,
+    })
+}
+
+fn parent_of(ext: &[FlowExt]) -> Option<TaskId> {
+    ext.iter().find_map(|e| match e {
+        FlowExt::Parent(p) => Some(*p),
+        _ => None,
+    })
 }
 
 /// What a submitted task asks for beyond [`crate::NewTask`] (kept apart from it: `NewTask` is part
@@ -95,6 +118,18 @@ impl TaskFlow {
     pub fn concurrency_key(&self) -> Option<&str> {
         concurrency_key_of(&self.ext)
     }
+
+    pub fn parent(&self) -> Option<TaskId> {
+        parent_of(&self.ext)
+    }
+
+    /// The parent's lease token the child is submitted under.
+    pub fn parent_lease(&self) -> Option<LeaseToken> {
+        self.ext.iter().find_map(|e| match e {
+            FlowExt::ParentLease(t) => Some(*t),
+            _ => None,
+        })
+    }
 }
 
 /// A task's coordination settings and state, kept in its record (`None` there for a task
@@ -115,5 +150,31 @@ pub struct Flow {
 impl Flow {
     pub fn concurrency_key(&self) -> Option<&str> {
         concurrency_key_of(&self.ext)
+    }
+
+    pub fn parent(&self) -> Option<TaskId> {
+        parent_of(&self.ext)
+    }
+
+    /// Its children, in the order they were submitted.
+    pub fn children(&self) -> &[TaskId] {
+        self.ext
+            .iter()
+            .find_map(|e| match e {
+                FlowExt::Children(c) => Some(c.as_slice()),
+                _ => None,
+            })
+            .unwrap_or(&[])
+    }
+
+    /// Add a child to the list.
+    pub fn add_child(&mut self, child: TaskId) {
+        match self.ext.iter_mut().find_map(|e| match e {
+            FlowExt::Children(c) => Some(c),
+            _ => None,
+        }) {
+            Some(c) => c.push(child),
+            None => self.ext.push(FlowExt::Children(vec![child])),
+        }
     }
 }

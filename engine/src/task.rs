@@ -32,10 +32,13 @@ pub enum TaskState {
     /// Submitted with dependencies that have not all finished; becomes ready (or delayed) when
     /// they have (appended last: states are part of the log format and of index keys).
     Waiting,
+    /// Gave its lease back to wait for its unfinished children; ready again once they have all
+    /// finished (appended last).
+    WaitingChildren,
 }
 
 impl TaskState {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     pub const ALL: [TaskState; TaskState::COUNT] = [
         TaskState::Ready,
         TaskState::Delayed,
@@ -46,6 +49,7 @@ impl TaskState {
         TaskState::Cancelled,
         TaskState::Rejected,
         TaskState::Waiting,
+        TaskState::WaitingChildren,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +63,7 @@ impl TaskState {
             TaskState::Cancelled => "cancelled",
             TaskState::Rejected => "rejected",
             TaskState::Waiting => "waiting",
+            TaskState::WaitingChildren => "waiting_children",
         }
     }
 
@@ -69,6 +74,11 @@ impl TaskState {
     /// Terminal states are subject to retention and accept no agent operation.
     pub fn is_terminal(self) -> bool {
         matches!(self, TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled | TaskState::Rejected)
+    }
+
+    /// Waiting for other tasks to finish: its dependencies or its children.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, TaskState::Waiting | TaskState::WaitingChildren)
     }
 
     /// Its position in [`TaskState::ALL`].
@@ -103,6 +113,9 @@ pub enum AttemptOutcome {
     /// The task's deadline passed while it was leased (appended last: outcomes are part of the
     /// record format).
     DeadlineExceeded,
+    /// The agent gave the lease back to wait for the task's children; not counted (appended
+    /// last).
+    WaitingChildren,
 }
 
 impl AttemptOutcome {
@@ -117,6 +130,7 @@ impl AttemptOutcome {
             AttemptOutcome::Stalled => "stalled",
             AttemptOutcome::Released => "released",
             AttemptOutcome::DeadlineExceeded => "deadline_exceeded",
+            AttemptOutcome::WaitingChildren => "waiting_children",
         }
     }
 }

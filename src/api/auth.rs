@@ -204,6 +204,8 @@ pub fn permits(role: Role, method: &Method, route: &str) -> bool {
         | "/v1/tasks/{id}/complete"
         | "/v1/tasks/{id}/fail"
         | "/v1/tasks/{id}/extend"
+        | "/v1/tasks/{id}/children"
+        | "/v1/tasks/{id}/wait-children"
         | "/v1/acks"
             if post =>
         {

@@ -27,9 +27,10 @@ use super::{ApiError, ApiResult, AppState};
 use crate::api::auth::Caller;
 
 /// Every event name a stream may send for a task.
-const NAMES: [&str; 11] = [
+const NAMES: [&str; 12] = [
     "submitted",
     "waiting",
+    "waiting_children",
     "ready",
     "delayed",
     "leased",

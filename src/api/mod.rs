@@ -6,6 +6,7 @@ pub mod agents;
 pub mod answer;
 pub mod auth;
 pub mod backup;
+pub mod children;
 pub mod cluster;
 pub mod console;
 pub mod error;

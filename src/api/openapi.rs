@@ -22,6 +22,8 @@ use utoipa::OpenApi;
         super::leases::complete,
         super::leases::fail,
         super::leases::extend,
+        super::children::spawn_children,
+        super::children::wait_children,
         super::leases::acknowledge,
         super::leases::claim,
         super::agents::register_agent,

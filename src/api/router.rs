@@ -3,7 +3,7 @@
 use super::schedules::{delete_schedule, get_schedule, put_schedule};
 use super::AppState;
 use super::{adapters, agents, feed, health, leases, queues, tasks};
-use super::{admin, backup, cluster, events, schedules, settings};
+use super::{admin, backup, children, cluster, events, schedules, settings};
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{self};
 use axum::routing::{delete, get, post, put};
@@ -27,6 +27,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/acks", post(leases::acknowledge))
         .route("/v1/tasks/{id}/fail", post(leases::fail))
         .route("/v1/tasks/{id}/extend", post(leases::extend))
+        .route("/v1/tasks/{id}/children", post(children::spawn_children))
+        .route("/v1/tasks/{id}/wait-children", post(children::wait_children))
         .route("/v1/claims", post(leases::claim))
         .route("/v1/agents", post(agents::register_agent).get(agents::list_agents))
         .route("/v1/agents/{id}", get(agents::get_agent).delete(agents::deregister_agent))

@@ -73,10 +73,11 @@ pub fn task_flows(tasks: &[TaskIn]) -> Result<Vec<TaskFlow>, String> {
         .collect()
 }
 
-/// A task's dependencies as its view shows them: each as it is now, read from the records.
-pub fn dependencies_out(cold: &dyn Cold, flow: &Flow) -> Result<Vec<DependencyOut>, ColdError> {
-    let mut out = Vec::with_capacity(flow.depends_on.len());
-    for &dep in &flow.depends_on {
+/// Tasks a task's view lists (its dependencies, its children): each as it is now, read from the
+/// records.
+pub fn related_out(cold: &dyn Cold, ids: &[u64]) -> Result<Vec<DependencyOut>, ColdError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for &dep in ids {
         let rec = minion_engine::task_record(cold, dep)?;
         out.push(DependencyOut {
             id: dep,
@@ -94,9 +95,11 @@ pub fn flow_out(out: &mut TaskOut, cold: &dyn Cold, flow: Option<&Flow>) -> Resu
     out.deadline_ms = f.deadline_ms;
     out.concurrency_key = f.concurrency_key().map(str::to_string);
     if !f.depends_on.is_empty() {
-        out.depends_on = dependencies_out(cold, f)?;
+        out.depends_on = related_out(cold, &f.depends_on)?;
         out.on_dependency_failure = Some(policy_out(f.on_dependency_failure));
     }
+    out.parent_id = f.parent();
+    out.children = related_out(cold, f.children())?;
     Ok(())
 }
 
@@ -144,6 +147,7 @@ pub fn state_out(s: minion_engine::TaskState) -> TaskState {
         S::Cancelled => TaskState::Cancelled,
         S::Rejected => TaskState::Rejected,
         S::Waiting => TaskState::Waiting,
+        S::WaitingChildren => TaskState::WaitingChildren,
     }
 }
 
@@ -209,6 +213,8 @@ pub fn task_out(t: &Task, trace_parent: Option<String>) -> TaskOut {
         on_dependency_failure: None,
         deadline_ms: None,
         concurrency_key: None,
+        parent_id: None,
+        children: Vec::new(),
     }
 }
 

@@ -174,7 +174,8 @@ impl State {
             on_dependency_failure: flow.on_dependency_failure,
             unfinished,
             deadline_ms,
-            ext: flow.ext.clone(),
+            // The parent's lease token was checked at submit; it is not kept.
+            ext: flow.ext.iter().filter(|e| !matches!(e, FlowExt::ParentLease(_))).cloned().collect(),
         };
         Ok(match failed {
             Some((dep, s)) if out.on_dependency_failure == DepPolicy::Cancel => {
@@ -201,7 +202,9 @@ impl State {
                 self.idx.waiters.get(&dep).map(|s| s.iter().copied().collect()).unwrap_or_default();
             for d in dependents {
                 let Some(t) = self.live.get(&d) else { continue };
+                // A parent waiting for its children resumes however they ended.
                 let cancel = how != TaskState::Succeeded
+                    && t.state == TaskState::Waiting
                     && t.flow.as_ref().is_some_and(|f| f.on_dependency_failure == DepPolicy::Cancel);
                 let cfg = self.effective_config(&t.queue);
                 let now = self.meta.clock;

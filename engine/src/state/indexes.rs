@@ -43,7 +43,7 @@ impl Indexes {
             if let Some(at) = f.deadline_ms {
                 self.deadlines.insert((at, t.id));
             }
-            if t.state == TaskState::Waiting {
+            if t.state.is_waiting() {
                 for u in &f.unfinished {
                     self.waiters.entry(*u).or_default().insert(t.id);
                 }
@@ -68,8 +68,9 @@ impl Indexes {
                     }
                 }
             }
-            // Waiting tasks wait for their dependencies, not for a time: no index.
+            // Waiting tasks wait for their dependencies or children, not for a time: no index.
             TaskState::Waiting
+            | TaskState::WaitingChildren
             | TaskState::Succeeded
             | TaskState::Dead
             | TaskState::Cancelled
@@ -82,7 +83,7 @@ impl Indexes {
             if let Some(at) = f.deadline_ms {
                 self.deadlines.remove(&(at, t.id));
             }
-            if t.state == TaskState::Waiting {
+            if t.state.is_waiting() {
                 for u in &f.unfinished {
                     if let Some(set) = self.waiters.get_mut(u) {
                         set.remove(&t.id);
@@ -117,8 +118,9 @@ impl Indexes {
                     }
                 }
             }
-            // Waiting tasks wait for their dependencies, not for a time: no index.
+            // Waiting tasks wait for their dependencies or children, not for a time: no index.
             TaskState::Waiting
+            | TaskState::WaitingChildren
             | TaskState::Succeeded
             | TaskState::Dead
             | TaskState::Cancelled

@@ -23,8 +23,9 @@ impl State {
     /// - ids, lease tokens, incarnations and audit numbers are below their counters;
     /// - counts of live states equal the live tasks;
     /// - every agent's in-flight count equals the leases its incarnation holds;
-    /// - a task is waiting iff it has unfinished dependencies, each of them an unfinished task
-    ///   (the reverse edges and the deadlines are indexes, checked with the others).
+    /// - a task is waiting iff it has unfinished dependencies (or, waiting for its children,
+    ///   unfinished children), each of them an unfinished task (the reverse edges and the
+    ///   deadlines are indexes, checked with the others).
     pub fn validate_ram(&self) -> Result<(), String> {
         self.validate_deps()?;
         let mut rebuilt = Indexes::default();
@@ -394,17 +395,22 @@ fn check_task_history(t: &crate::record::TaskRecord) -> Result<(), String> {
     Ok(())
 }
 
-/// A task waits iff it has unfinished dependencies, and those are among its dependencies.
+/// A task waits iff it has unfinished tasks to wait for, and those are among its dependencies
+/// (`waiting`) or its children (`waiting_children`); no task has more children than allowed.
 fn check_flow(t: &crate::record::TaskRecord) -> Result<(), String> {
     let (unfinished, all) = match &t.flow {
+        Some(f) if t.state == TaskState::WaitingChildren => (f.unfinished.as_slice(), f.children()),
         Some(f) => (f.unfinished.as_slice(), f.depends_on.as_slice()),
         None => (&[][..], &[][..]),
     };
-    if (t.state == TaskState::Waiting) == unfinished.is_empty() {
+    if t.state.is_waiting() == unfinished.is_empty() {
         return Err(format!("task {}: {} while waiting on {unfinished:?}", t.id, t.state.as_str()));
     }
     if unfinished.iter().any(|u| !all.contains(u)) {
         return Err(format!("task {}: waiting on {unfinished:?}, not all among {all:?}", t.id));
+    }
+    if t.flow.as_ref().is_some_and(|f| f.children().len() > crate::flow::CHILDREN_MAX) {
+        return Err(format!("task {}: more than {} children", t.id, crate::flow::CHILDREN_MAX));
     }
     Ok(())
 }

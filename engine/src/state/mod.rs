@@ -14,6 +14,7 @@
 
 mod access;
 mod agents;
+mod children;
 mod fair;
 mod flow;
 mod housekeeping;
@@ -274,6 +275,7 @@ impl State {
             Command::Fail { task_id, lease_token, error } => self.fail(*task_id, *lease_token, error, cold),
             Command::Extend { task_id, lease_token, lease_ms } => self.extend(*task_id, *lease_token, *lease_ms, cold),
             Command::Release { task_id, lease_token } => self.release(*task_id, *lease_token, cold),
+            Command::WaitChildren { task_id, lease_token } => self.wait_children(*task_id, *lease_token, cold),
             Command::Cancel { task_id, reason } => self.cancel(*task_id, reason.as_deref(), cold),
             Command::Retry { task_id } => self.retry(*task_id, cold),
             Command::SetQueue { name, config } => self.set_queue(name, config),
@@ -443,7 +445,7 @@ impl State {
         t.updated_ms = self.meta.clock;
         let r = f(&mut t);
         // Only a waiting task waits for anything (whatever took it out of `waiting`).
-        if t.state != TaskState::Waiting {
+        if !t.state.is_waiting() {
             if let Some(flow) = t.flow.as_mut() {
                 flow.unfinished.clear();
             }

@@ -30,6 +30,9 @@ pub struct QueueStats {
     pub rejected: u64,
     /// Waiting for their dependencies to finish.
     pub waiting: u64,
+    /// Parents waiting for their children to finish.
+    #[serde(default)]
+    pub waiting_children: u64,
     /// Age of the longest-waiting ready task (0 when none is ready).
     pub oldest_ready_age_ms: u64,
 }
@@ -343,6 +346,7 @@ impl State {
             cancelled: c[TaskState::Cancelled.index()],
             rejected: c[TaskState::Rejected.index()],
             waiting: c[TaskState::Waiting.index()],
+            waiting_children: c[TaskState::WaitingChildren.index()],
             oldest_ready_age_ms: oldest.map(|t| now.saturating_sub(t)).unwrap_or(0),
         }
     }

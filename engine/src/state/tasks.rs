@@ -45,6 +45,7 @@ impl State {
         }
         let order = super::flow::creation_order(flows, tasks.len())?;
         self.check_flows(flows, cold)?;
+        self.check_parents(flows, cold)?;
         let now = self.meta.clock;
         // Ids in batch order: a duplicate names the earlier task, a new task takes the next id.
         let first_new = self.meta.next_id;
@@ -81,6 +82,9 @@ impl State {
             let (nt, id) = (&tasks[i], ids[i]);
             let start = self.start_of(id, flows.get(i), &ids, &fresh, cold)?;
             self.create(nt, id, start, trace);
+            if let Some(parent) = flows.get(i).and_then(TaskFlow::parent) {
+                self.add_child(parent, id);
+            }
         }
         Ok(Outcome::Submitted(out))
     }
@@ -392,7 +396,7 @@ impl State {
     }
 
     /// The live task, if `token` is its current lease.
-    fn check_lease(&self, id: TaskId, token: LeaseToken, cold: &dyn Cold) -> Step<&TaskRecord> {
+    pub(super) fn check_lease(&self, id: TaskId, token: LeaseToken, cold: &dyn Cold) -> Step<&TaskRecord> {
         let Some(t) = self.live.get(&id) else { return Err(self.not_live(id, cold)) };
         match &t.lease {
             Some(l) if t.state == TaskState::Leased && l.token == token => Ok(t),
@@ -603,7 +607,16 @@ impl State {
         if reason.is_some_and(|r| r.len() > limits::ERROR_BYTES_MAX) {
             return Err(invalid(format!("reason is longer than {} bytes", limits::ERROR_BYTES_MAX)));
         }
-        let cfg = self.effective_config(&t.queue);
+        let children = t.flow.as_ref().map(|f| f.children().to_vec()).unwrap_or_default();
+        let done = self.cancel_live(id, reason.map(str::to_string));
+        let t = done.ok_or_else(|| Fail::Reject(Rejection::not_found(id)))?;
+        self.cancel_descendants(id, children, cold)?;
+        Ok(Outcome::Task(Box::new(t)))
+    }
+
+    /// Cancel a live task (ending its lease, if it has one); the task after the change.
+    pub(super) fn cancel_live(&mut self, id: TaskId, reason: Option<String>) -> Option<TaskRecord> {
+        let cfg = self.effective_config(&self.live.get(&id)?.queue);
         let now = self.meta.clock;
         self.lease_ended(id, None);
         let done = self.update(id, |t| {
@@ -615,11 +628,11 @@ impl State {
             }
             t.lease = None;
             t.state = TaskState::Cancelled;
-            t.cancel_reason = reason.map(str::to_string);
+            t.cancel_reason = reason;
             t.finished_ms = Some(now);
             t.purge_after_ms = Some(now.saturating_add(cfg.retention_ms));
         });
-        done.map(|(_, t)| Outcome::Task(Box::new(t))).ok_or_else(|| Fail::Reject(Rejection::not_found(id)))
+        done.map(|(_, t)| t)
     }
 
     /// Manual retry of a failed (waiting for its backoff), dead or cancelled task.
