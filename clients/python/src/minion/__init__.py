@@ -39,6 +39,8 @@ from .errors import (
     Unavailable,
     UnsupportedMediaType,
     WaitTimeout,
+    WaitingForChildren,
+    ChildFailed,
     WrongState,
 )
 from .events import AsyncEventStream, EventStream
@@ -139,4 +141,6 @@ __all__ = [
     "ConnectionFailed",
     "LeaseLost",
     "WaitTimeout",
+    "WaitingForChildren",
+    "ChildFailed",
 ]

@@ -234,6 +234,20 @@ def delete_schedule(name: str) -> Op[None]:
     return Op(Call("DELETE", f"/v1/schedules/{_seg(name)}", idempotent=True), lambda v: None)
 
 
+def spawn_children(task_id: int, lease_token: int, tasks: Iterable[TaskLike]) -> Op[list[Submitted]]:
+    specs = [t if isinstance(t, TaskSpec) else TaskSpec.model_validate(dict(t)) for t in tasks]
+    body = {"lease_token": int(lease_token), "tasks": [s.to_json() for s in specs]}
+    # Safe to repeat only when every child has an idempotency key (ctx.spawn gives each one).
+    idempotent = all(s.idempotency_key for s in specs)
+    call = Call("POST", f"/v1/tasks/{int(task_id)}/children", body, idempotent=idempotent)
+    return Op(call, lambda v: [Submitted.model_validate(t) for t in v["tasks"]])
+
+
+def wait_children(task_id: int, lease_token: int) -> Op[Task]:
+    body = {"lease_token": int(lease_token)}
+    return Op(Call("POST", f"/v1/tasks/{int(task_id)}/wait-children", body), _task)
+
+
 def agents(*, limit: Optional[int] = None, after: Optional[str] = None) -> Op[AgentPage]:
     params = {"limit": limit, "after": after}
     return Op(Call("GET", "/v1/agents", params=params, idempotent=True), AgentPage.model_validate)

@@ -10,12 +10,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from . import _ops as ops
 from ._handlers import MESSAGE_BYTES_MAX, split_utf8
-from .errors import ConnectionFailed, LeaseLost, NotFound, RateLimited, StaleLease, Unavailable, WrongState
-from .models import Task
+from .errors import (
+    ChildFailed,
+    ConnectionFailed,
+    LeaseLost,
+    NotFound,
+    RateLimited,
+    StaleLease,
+    Unavailable,
+    WaitingForChildren,
+    WrongState,
+)
+from .models import Task, TaskSpec, TaskState
 
 if TYPE_CHECKING:
     from .async_client import AsyncClient
@@ -42,6 +52,8 @@ class LeaseState:
         self.token = task.lease.token
         self.lost_reason: Optional[str] = None
         self.lost_flag = threading.Event()
+        #: Given back on purpose (the task waits for its children): not lost.
+        self.given_back = False
         self._on_lost = on_lost
 
     @property
@@ -50,7 +62,7 @@ class LeaseState:
 
     def lose(self, reason: str) -> None:
         """Record that the lease is gone (once) and let the worker stop the handler."""
-        if self.lost_flag.is_set():
+        if self.lost_flag.is_set() or self.given_back:
             return
         self.lost_reason = reason
         self.lost_flag.set()
@@ -70,6 +82,7 @@ class BaseContext:
         self._client = client
         self.task: Task = lease.task
         self.agent_id = agent_id
+        self._spawned = 0
 
     @property
     def task_id(self) -> int:
@@ -116,6 +129,42 @@ class BaseContext:
     def cancel_reason(self) -> Optional[str]:
         """Why the lease was lost, once it is."""
         return self._lease.lost_reason
+
+    def _child_spec(self, queue: str, payload: Any, fields: dict[str, Any]) -> TaskSpec:
+        """The n-th child of this run, with the idempotency key ``child:{task id}:{n}`` unless one
+        is given: the same spawn in the run after a resume names the same child."""
+        self._spawned += 1
+        fields.setdefault("idempotency_key", f"child:{self.task.id}:{self._spawned}")
+        return TaskSpec(queue=queue, payload=payload, **fields)
+
+    async def _spawn(self, specs: list[TaskSpec]) -> list[int]:
+        if self._lease.lost:
+            raise LeaseLost(self.task.id, self._lease.lost_reason or "lost")
+        out = await self._client._run(ops.spawn_children(self.task.id, self._lease.token, specs))
+        return [s.id for s in out]
+
+    async def _gather(self, children: Sequence[int], return_exceptions: bool) -> list[Any]:
+        if self._lease.lost:
+            raise LeaseLost(self.task.id, self._lease.lost_reason or "lost")
+        t = await self._client._run(ops.wait_children(self.task.id, self._lease.token))
+        if t.state == TaskState.WAITING_CHILDREN:
+            # The lease is given back: the lease keeper must not count its refusals as a loss.
+            self._lease.given_back = True
+            raise WaitingForChildren(self.task.id, sum(1 for c in t.children if not (c.state and c.state.is_final)))
+        by_id = {c.id: c for c in t.children}
+        out: list[Any] = []
+        for cid in children:
+            c = by_id.get(int(cid))
+            if c is None:
+                raise ValueError(f"task {cid} is not a child of task {self.task.id}")
+            if c.state == TaskState.SUCCEEDED:
+                out.append(c.result)
+                continue
+            failed = ChildFailed(c.id, c.state.value if c.state else None, c.last_error)
+            if not return_exceptions:
+                raise failed
+            out.append(failed)
+        return out
 
     async def _report(self, percent: Optional[int], message: Optional[str]) -> bool:
         """Send progress (split into ≤ 4,096-byte messages); False when the lease is gone."""
@@ -174,6 +223,23 @@ class Context(BaseContext):
         if text:
             await self.progress(None, text)
 
+    async def spawn(self, queue: str, payload: Any = None, **fields: Any) -> int:
+        """Submit a child task under this task's lease (any :class:`~minion.TaskSpec` field as a
+        keyword: ``kind``, ``priority``, ``depends_on``, ...); returns its id. Unless given one,
+        the child's idempotency key is ``child:{task id}:{n}`` for the n-th spawn of this run, so
+        the run after a resume (see :meth:`gather`) gets the same children back."""
+        return (await self._spawn([self._child_spec(queue, payload, dict(fields))]))[0]
+
+    async def gather(self, children: Sequence[int], *, return_exceptions: bool = False) -> list[Any]:
+        """The results of ``children``, in order, once all of this task's children have finished.
+
+        If some are unfinished the task gives its lease back and waits (``waiting_children``):
+        this raises :class:`~minion.WaitingForChildren`, the handler stops, and it runs again
+        from the start when the last child finishes (its spawns then return the same children,
+        and ``gather`` their results). A child that did not succeed raises
+        :class:`~minion.ChildFailed`, or with ``return_exceptions=True`` stands in its place."""
+        return await self._gather(children, return_exceptions)
+
 
 class SyncContext(BaseContext):
     """The context of a plain ``def`` handler (run in a thread of its own).
@@ -230,3 +296,12 @@ class SyncContext(BaseContext):
         """Send partial output as progress messages (split at 4,096 bytes)."""
         if text:
             self.progress(None, text)
+
+    def spawn(self, queue: str, payload: Any = None, **fields: Any) -> int:
+        """Submit a child task under this task's lease; see :meth:`Context.spawn`."""
+        spec = self._child_spec(queue, payload, dict(fields))
+        return asyncio.run_coroutine_threadsafe(self._spawn([spec]), self._loop).result()[0]
+
+    def gather(self, children: Sequence[int], *, return_exceptions: bool = False) -> list[Any]:
+        """The children's results once all have finished; see :meth:`Context.gather`."""
+        return asyncio.run_coroutine_threadsafe(self._gather(children, return_exceptions), self._loop).result()

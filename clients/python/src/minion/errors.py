@@ -9,9 +9,11 @@ catching ``MinionError`` always works. Transport failures (no node could be reac
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 __all__ = [
+    "WaitingForChildren",
+    "ChildFailed",
     "MinionError",
     "InvalidJson",
     "InvalidRequest",
@@ -260,6 +262,32 @@ class LeaseLost(Exception):
         super().__init__(f"task {task_id}: lease lost ({reason})")
         self.task_id = task_id
         self.reason = reason
+
+
+class WaitingForChildren(BaseException):
+    """Raised by ``ctx.gather`` when some children are unfinished: the task gave its lease back
+    and waits (``waiting_children``); the handler stops here and nothing is reported. Once every
+    child has finished the task is claimed again and the handler runs again from the start: its
+    ``ctx.spawn`` calls return the children spawned before (same order, same idempotency keys)
+    and ``ctx.gather`` returns their results. A ``BaseException``, like
+    :class:`asyncio.CancelledError`, so that ``except Exception`` in a handler does not stop it."""
+
+    def __init__(self, task_id: int, unfinished: int) -> None:
+        super().__init__(f"task {task_id}: waiting for {unfinished} unfinished child(ren)")
+        self.task_id = task_id
+        self.unfinished = unfinished
+
+
+class ChildFailed(Exception):
+    """A child that did not succeed, as ``ctx.gather`` reports it (raised, or returned in its place
+    with ``return_exceptions=True``): ``child_id``, its ``state`` (``dead``, ``cancelled``, or
+    ``None`` once retention removed it) and ``error``."""
+
+    def __init__(self, child_id: int, state: Optional[str], error: Optional[str]) -> None:
+        super().__init__(f"child task {child_id} is {state or 'gone'}" + (f": {error}" if error else ""))
+        self.child_id = child_id
+        self.state = state
+        self.error = error
 
 
 class WaitTimeout(TimeoutError):

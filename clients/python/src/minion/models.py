@@ -57,6 +57,7 @@ class TaskState(str, Enum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"
     WAITING = "waiting"
+    WAITING_CHILDREN = "waiting_children"
 
     def __str__(self) -> str:
         return self.value
@@ -122,8 +123,8 @@ DependencyPolicy = Literal["cancel", "run_anyway"]
 
 
 class Dependency(_Response):
-    """A task another one depends on, as it is now (``Task.depends_on``); ``state`` is ``None``
-    once retention removed it."""
+    """A task another one depends on (``Task.depends_on``) or a child (``Task.children``), as it
+    is now; ``state`` is ``None`` once retention removed it."""
 
     id: int
     state: Optional[TaskState] = None
@@ -162,6 +163,10 @@ class Task(_Response):
     on_dependency_failure: Optional[DependencyPolicy] = None
     deadline_ms: Optional[int] = None
     concurrency_key: Optional[str] = None
+    #: The task that submitted it under its lease (``ctx.spawn``).
+    parent_id: Optional[int] = None
+    #: Its children, in the order submitted, as they are now.
+    children: list[Dependency] = Field(default_factory=list)
 
     @property
     def is_final(self) -> bool:

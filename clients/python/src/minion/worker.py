@@ -51,6 +51,7 @@ from .errors import (
     Forbidden,
     InvalidRequest,
     LeaseLost,
+    WaitingForChildren,
     MinionError,
     NotFound,
     RateLimited,
@@ -490,6 +491,9 @@ class Worker:
                 return None
             raise
         except LeaseLost:
+            return None
+        except WaitingForChildren as w:
+            log.info("agent %s: task %s: %s", self.agent_id, task.id, w)
             return None
         except Exception as err:
             if lease.lost:
