@@ -89,6 +89,18 @@ enum Op {
         /// Serve keys round robin within a priority.
         fair: bool,
     },
+    /// A leased task submits `n` children into `queue` under its lease (or a stale token).
+    Spawn {
+        pick: usize,
+        n: usize,
+        queue: usize,
+        stale: bool,
+    },
+    /// A leased task gives its lease back to wait for its unfinished children.
+    WaitChildren {
+        pick: usize,
+        stale: bool,
+    },
     /// Create or replace a schedule.
     PutSchedule(GenSchedule),
     DeleteSchedule {
@@ -155,6 +167,9 @@ fn op() -> impl Strategy<Value = Op> {
         // Downtime: many due times of every schedule pass at once.
         1 => (60_000..400_000u64).prop_map(|ms| Op::Advance { ms }),
         1 => gen_schedule().prop_map(Op::PutSchedule),
+        2 => (any::<usize>(), 1..4usize, 0..2usize, proptest::bool::weighted(0.1))
+            .prop_map(|(pick, n, queue, stale)| Op::Spawn { pick, n, queue, stale }),
+        1 => (any::<usize>(), proptest::bool::weighted(0.1)).prop_map(|(pick, stale)| Op::WaitChildren { pick, stale }),
         1 => (0..schedules::NAMES.len()).prop_map(|name| Op::DeleteSchedule { name }),
         1 => (
             0..2usize,
@@ -189,6 +204,8 @@ struct MTask {
     /// Dead with the error `deadline` unless finished by then.
     deadline: Option<u64>,
     concurrency_key: Option<String>,
+    /// Its children, in the order submitted.
+    children: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -275,17 +292,35 @@ impl Model {
             let waiting: Vec<u64> = self
                 .tasks
                 .values()
-                .filter(|t| t.state == TaskState::Waiting && t.pending.contains(&dep))
+                .filter(|t| t.state.is_waiting() && t.pending.contains(&dep))
                 .map(|t| t.id)
                 .collect();
             for id in waiting {
                 let t = self.tasks.get_mut(&id).expect("task");
                 t.pending.retain(|d| *d != dep);
-                if how != TaskState::Succeeded && !t.run_anyway {
+                // A parent waiting for its children resumes however they ended.
+                if how != TaskState::Succeeded && !t.run_anyway && t.state == TaskState::Waiting {
                     self.finish(id, TaskState::Cancelled);
                 } else if t.pending.is_empty() {
                     t.state = if t.run_at > now { TaskState::Delayed } else { TaskState::Ready };
                 }
+            }
+        }
+    }
+
+    /// Cancel the unfinished descendants of `root`, breadth first, also below finished children
+    /// (a task retention removed hides its own children, in the engine too).
+    fn cancel_descendants(&mut self, root: u64) {
+        let mut next: std::collections::VecDeque<u64> = self.tasks[&root].children.clone().into();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(c) = next.pop_front() {
+            if !seen.insert(c) {
+                continue;
+            }
+            let Some(t) = self.tasks.get(&c) else { continue };
+            next.extend(t.children.iter().copied());
+            if !t.state.is_terminal() {
+                self.finish(c, TaskState::Cancelled);
             }
         }
     }
@@ -326,6 +361,7 @@ impl Model {
                         run_anyway: false,
                         deadline: None,
                         concurrency_key: None,
+                        children: Vec::new(),
                     },
                 );
             }
@@ -667,6 +703,7 @@ fn run(ops: Vec<Op>) {
                             run_anyway: tasks[i].7,
                             deadline: tasks[i].8.map(|d| now + d),
                             concurrency_key: tasks[i].9.map(|k| CONCURRENCY_KEYS[k as usize].to_string()),
+                            children: Vec::new(),
                             pending: if cancelled { Vec::new() } else { deps },
                         },
                     );
@@ -816,6 +853,86 @@ fn run(ops: Vec<Op>) {
                 } else {
                     got.expect("cancel");
                     model.finish(id, TaskState::Cancelled);
+                    model.cancel_descendants(id);
+                }
+            }
+            Op::Spawn { pick: i, n, queue, stale } => {
+                let Some(parent) = pick(&leased_ids(&model), i) else { continue };
+                let token = model.tasks[&parent].lease.expect("lease").0 + if stale { 1_000_000 } else { 0 };
+                let tasks: Vec<NewTask> = (0..n)
+                    .map(|_| NewTask {
+                        queue: QUEUES[queue].into(),
+                        kind: "child".into(),
+                        payload: "null".into(),
+                        max_attempts: Some(2),
+                        ..NewTask::default()
+                    })
+                    .collect();
+                let flows = vec![
+                    TaskFlow {
+                        ext: vec![FlowExt::Parent(parent), FlowExt::ParentLease(token)],
+                        ..TaskFlow::default()
+                    };
+                    n
+                ];
+                let got = apply(&mut state, Command::SubmitWith { tasks, flows, trace_parent: None });
+                if stale {
+                    assert_eq!(got.expect_err("a stale parent lease").code, RejectCode::StaleLease);
+                    continue;
+                }
+                got.expect("spawn");
+                for _ in 0..n {
+                    let id = model.next_id;
+                    model.next_id += 1;
+                    model.tasks.get_mut(&parent).expect("parent").children.push(id);
+                    model.tasks.insert(
+                        id,
+                        MTask {
+                            id,
+                            queue: QUEUES[queue].into(),
+                            priority: 0,
+                            caps: vec![],
+                            state: TaskState::Ready,
+                            run_at: now,
+                            lease: None,
+                            attempts: 0,
+                            limit: 2,
+                            max_attempts: 2,
+                            progress: 0,
+                            finished: None,
+                            pending: Vec::new(),
+                            run_anyway: false,
+                            deadline: None,
+                            concurrency_key: None,
+                            children: Vec::new(),
+                        },
+                    );
+                }
+            }
+            Op::WaitChildren { pick: i, stale } => {
+                let Some(id) = pick(&leased_ids(&model), i) else { continue };
+                let token = model.tasks[&id].lease.expect("lease").0 + if stale { 1_000_000 } else { 0 };
+                let got = apply(&mut state, Command::WaitChildren { task_id: id, lease_token: token });
+                if stale {
+                    assert_eq!(got.expect_err("stale token must be refused").code, RejectCode::StaleLease);
+                    continue;
+                }
+                let got = got.expect("wait for children");
+                let unfinished: Vec<u64> = model.tasks[&id]
+                    .children
+                    .iter()
+                    .copied()
+                    .filter(|c| model.tasks.get(c).is_some_and(|t| !t.state.is_terminal()))
+                    .collect();
+                let Outcome::Task(t) = got else { panic!("wait answer: {got:?}") };
+                if unfinished.is_empty() {
+                    assert_eq!(t.state, TaskState::Leased, "nothing to wait for: still leased");
+                } else {
+                    let m = model.tasks.get_mut(&id).expect("task");
+                    m.state = TaskState::WaitingChildren;
+                    m.lease = None;
+                    m.limit += 1;
+                    m.pending = unfinished;
                 }
             }
             Op::Retry { pick: i } => {
@@ -890,6 +1007,10 @@ fn run(ops: Vec<Op>) {
             assert_eq!(t.lease.as_ref().map(|l| (l.token, l.expires_ms)), m.lease, "lease of task {id}");
             assert_eq!(t.attempt_count(), m.attempts, "attempts of task {id}");
             assert_eq!(t.progress.len(), m.progress, "progress of task {id}");
+            assert_eq!(t.attempt_limit, m.limit, "attempt limit of task {id}");
+            let rec = state.record(*id).expect("record");
+            let children = rec.flow.as_ref().map(|f| f.children().to_vec()).unwrap_or_default();
+            assert_eq!(children, m.children, "children of task {id}");
         }
         let ids: Vec<u64> = (1..model.next_id).filter(|id| state.task(*id).is_some()).collect();
         assert_eq!(ids, model.tasks.keys().copied().collect::<Vec<_>>(), "retention removed exactly the model's");
@@ -1066,5 +1187,31 @@ fn scripted_schedule_sequence() {
         Op::DeleteSchedule { name: 0 },
         Op::DeleteSchedule { name: 0 },
         Op::Advance { ms: 5_000 },
+    ]);
+}
+
+/// A scripted sequence that always runs: a parent spawns children (and a stale spawn is refused),
+/// waits for them across a restart, is ready again once the last one ends however it ended; a
+/// child spawns a grandchild and finishes first, and cancelling the root cancels the grandchild.
+#[test]
+fn scripted_parent_and_children_sequence() {
+    let task = |q| (q, 0, None, None, 2, false, vec![], false, None, None);
+    run(vec![
+        Op::Submit { tasks: vec![task(0)] },
+        Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 1 },
+        Op::Spawn { pick: 0, n: 2, queue: 1, stale: false },
+        Op::Spawn { pick: 0, n: 1, queue: 1, stale: true },
+        Op::WaitChildren { pick: 0, stale: false },
+        Op::Restart,
+        Op::Claim { agent: 1, queues: vec![1], caps: vec![], max: 2 },
+        Op::Spawn { pick: 0, n: 1, queue: 0, stale: false },
+        Op::Complete { pick: 0, stale: false },
+        Op::Fail { pick: 0, stale: false },
+        Op::Advance { ms: 1_200 },
+        Op::Claim { agent: 1, queues: vec![1], caps: vec![], max: 2 },
+        Op::Fail { pick: 0, stale: false },
+        Op::Claim { agent: 0, queues: vec![0], caps: vec![], max: 2 },
+        Op::WaitChildren { pick: 0, stale: false },
+        Op::Cancel { pick: 0 },
     ]);
 }

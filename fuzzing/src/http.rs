@@ -58,7 +58,7 @@ fn harness() -> &'static Harness {
 }
 
 /// Routes a fuzzed body is sent to: every route that reads a body, and the ledger query.
-const ROUTES: [(&str, &str); 18] = [
+const ROUTES: [(&str, &str); 20] = [
     ("POST", "/v1/tasks"),
     ("POST", "/v1/rejections"),
     ("POST", "/v1/claims"),
@@ -77,6 +77,8 @@ const ROUTES: [(&str, &str); 18] = [
     ("GET", "/v1/changes?"),
     ("PUT", "/v1/queues/q/limits"),
     ("PUT", "/v1/schedules/s"),
+    ("POST", "/v1/tasks/1/children"),
+    ("POST", "/v1/tasks/1/wait-children"),
 ];
 
 pub fn http_request(data: &[u8]) {

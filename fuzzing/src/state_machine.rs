@@ -173,6 +173,23 @@ pub fn state_machine(data: &[u8]) {
                 message: None,
             },
             7 => Command::Extend { task_id: task, lease_token: token(&s, task, arg), lease_ms: Some(500 + arg as u64) },
+            // Children under a lease (real half of the time), and a parent waiting for them.
+            8 if (op / 16) % 4 == 1 => Command::SubmitWith {
+                tasks: (0..1 + arg % 3)
+                    .map(|_| NewTask { queue: q.clone(), payload: "1".into(), ..NewTask::default() })
+                    .collect(),
+                flows: (0..1 + arg % 3)
+                    .map(|_| minion_engine::TaskFlow {
+                        ext: vec![
+                            minion_engine::FlowExt::Parent(task),
+                            minion_engine::FlowExt::ParentLease(token(&s, task, arg)),
+                        ],
+                        ..minion_engine::TaskFlow::default()
+                    })
+                    .collect(),
+                trace_parent: None,
+            },
+            8 if (op / 16) % 4 == 2 => Command::WaitChildren { task_id: task, lease_token: token(&s, task, arg) },
             8 => Command::Release { task_id: task, lease_token: token(&s, task, arg) },
             9 => Command::Cancel { task_id: task, reason: None },
             10 => Command::Retry { task_id: task },

@@ -206,7 +206,7 @@ fn seeds_are_current() {
     for (name, bytes) in frames {
         want.push(("decode_frames", name, bytes));
     }
-    let bodies: [(u8, &str, &str); 13] = [
+    let bodies: [(u8, &str, &str); 15] = [
         (0, "submit", r#"{"queue":"q","payload":{"x":1},"idempotency_key":"k1","priority":3}"#),
         (0, "batch", r#"{"tasks":[{"queue":"q","payload":1},{"queue":"r","delay_ms":100}]}"#),
         (
@@ -228,6 +228,12 @@ fn seeds_are_current() {
             r#"{"cron":"*/5 * * * * *","timezone":"Europe/Berlin","task":{"queue":"q","payload":1},"missed":"catch_up","catch_up":3}"#,
         ),
         (17, "schedule-every", r#"{"every_ms":1000,"task":{"queue":"q","kind":"k","priority":2},"paused":true}"#),
+        (
+            18,
+            "children",
+            r#"{"lease_token":1,"tasks":[{"queue":"q","idempotency_key":"a"},{"queue":"q","depends_on":["a"]}]}"#,
+        ),
+        (19, "wait-children", r#"{"lease_token":1}"#),
     ];
     for (route, name, body) in bodies {
         let mut v = vec![route];
@@ -257,6 +263,17 @@ fn seeds_are_current() {
         vec![
             47, 0, 12, 0, 47, 0, 61, 0, 47, 0, 26, 0, 47, 0, 33, 0, 47, 0, 40, 0, 47, 0, 47, 0, 11, 255, 0, 0, 11, 255,
             0, 0, 15, 0, 0, 0, 11, 255, 0, 0, 47, 0, 6, 0, 11, 255, 0, 0,
+        ],
+    ));
+    // A parent: submitted, claimed, two children under its real lease (and one under a made-up
+    // token), waits for them; they are claimed and completed, it is claimed again; a cancel of
+    // the root cascades.
+    want.push((
+        "state_machine",
+        "children".into(),
+        vec![
+            0, 0, 0, 0, 2, 0, 0, 0, 24, 0, 2, 1, 24, 0, 3, 1, 40, 0, 2, 1, 2, 0, 0, 0, 4, 0, 0, 2, 4, 0, 0, 3, 2, 0, 0,
+            0, 24, 0, 2, 1, 9, 0, 0, 1,
         ],
     ));
     want.push((
