@@ -17,7 +17,7 @@ export class ApiError extends Error {
 }
 
 export const TOKEN_KEY = 'minion.console.token';
-export const STATES = ['waiting', 'ready', 'delayed', 'leased', 'failed', 'succeeded', 'dead', 'cancelled', 'rejected'];
+export const STATES = ['waiting', 'waiting_children', 'ready', 'delayed', 'leased', 'failed', 'succeeded', 'dead', 'cancelled', 'rejected'];
 export const FINAL = new Set(['succeeded', 'dead', 'cancelled', 'rejected']);
 export const RETRYABLE = new Set(['dead', 'cancelled', 'failed']);
 export const STRATEGIES = ['round_robin', 'least_loaded', 'random', 'capability_best', 'latency_based', 'weighted_round_robin'];

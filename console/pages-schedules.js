@@ -128,7 +128,7 @@ export async function schedulesPage(ctx) {
     { label: 'Last run', cell: (s) => h('span', null, timeEl(s.last_run_ms), s.last_task_id ? h('a', { href: `#/tasks/${s.last_task_id}` }, ` #${s.last_task_id}`) : null) },
     { label: 'Fired', cls: 'num', cell: (s) => num(s.fired) },
     { label: 'Skipped', cls: 'num', cell: (s) => num(s.skipped) },
-    { label: 'Last error', cls: 'wrap', cell: (s) => (s.last_error ? h('span', { class: 'error-text' }, s.last_error) : h('span', { class: 'muted' }, 'none')) },
+    { label: 'Last error', cls: 'wrap', cell: (s) => (s.last_error ? h('span', { class: 'err-text' }, s.last_error) : h('span', { class: 'muted' }, 'none')) },
     ...(admin ? [{ label: 'Actions', cell: actions }] : []),
   ];
 

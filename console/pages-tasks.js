@@ -161,6 +161,9 @@ export function renderTask(body, t) {
     (t.depends_on || []).length ? row('Depends on', h('span', { id: 'depends-on' }, t.depends_on.map((d, i) => [
       i ? ', ' : '', h('a', { href: `#/tasks/${d.id}` }, `#${d.id}`), ' ', d.state ? stateBadge(d.state) : h('span', { class: 'muted' }, 'removed')]),
     ` (on failure: ${t.on_dependency_failure})`)) : null,
+    t.parent_id ? row('Parent', h('a', { id: 'parent', href: `#/tasks/${t.parent_id}` }, `#${t.parent_id}`)) : null,
+    (t.children || []).length ? row(`Children (${t.children.length})`, h('span', { id: 'children' }, t.children.map((d, i) => [
+      i ? ', ' : '', h('a', { href: `#/tasks/${d.id}` }, `#${d.id}`), ' ', d.state ? stateBadge(d.state) : h('span', { class: 'muted' }, 'removed')]))) : null,
     t.deadline_ms ? row('Deadline', timeEl(t.deadline_ms)) : null,
     t.concurrency_key ? row('Concurrency key', h('code', { id: 'concurrency-key' }, t.concurrency_key)) : null,
     t.last_error ? row('Last error', h('span', { class: 'err-text' }, t.last_error)) : null,

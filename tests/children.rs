@@ -135,6 +135,9 @@ async fn cancelling_a_task_cancels_its_unfinished_descendants() {
     let grandchild = ids(&v)[0];
     assert_eq!(api.complete(&ta, json!("a done")).await.0, 200);
     let leaf = api.claim("l", &["leaf"], 1, 0).await.remove(0);
+    // The leaf's agent follows its task's events.
+    let url = format!("{}/v1/tasks/{grandchild}/events", api.base);
+    let mut events = common::sse::SseReader::open(&api.http, &url, None).await;
 
     let (s, v) = api.post(&format!("/v1/tasks/{root_id}/cancel"), json!({"reason": "user stopped it"})).await;
     assert_eq!((s, v["state"].as_str()), (200, Some("cancelled")), "{v}");
@@ -144,6 +147,8 @@ async fn cancelling_a_task_cancels_its_unfinished_descendants() {
         assert_eq!(got["state"], "cancelled", "{got}");
         assert_eq!(got["cancel_reason"], format!("task {root_id}, which it descends from, was cancelled"), "{got}");
     }
+    let seen = events.until("cancelled", 10).await;
+    assert_eq!(seen.last().map(|e| e.name.as_str()), Some("cancelled"), "{seen:?}");
     // The agents holding leases learn it on their next call.
     let (s, v) = api.complete(&tb, json!(1)).await;
     assert_eq!(s, 409, "{v}");

@@ -332,6 +332,25 @@ describe('console without auth', () => {
     await context.close();
   });
 
+  test("a parent waiting for its children links them, and each child links its parent", async () => {
+    const { id: parent } = await s.call('POST', '/v1/tasks', { queue: 'fanout', kind: 'plan' });
+    const lease = (await s.call('POST', '/v1/claims', { agent_id: 'planner', queues: ['fanout'], max: 1 })).tasks[0].lease.token;
+    const kids = (await s.call('POST', `/v1/tasks/${parent}/children`, { lease_token: lease, tasks: [{ queue: 'fanout-work' }, { queue: 'fanout-work' }] })).tasks.map((t) => t.id);
+    await s.call('POST', `/v1/tasks/${parent}/wait-children`, { lease_token: lease });
+    const { context, page, errors } = await openPage();
+    await page.goto(`${s.base}/#/tasks/${parent}`);
+    await page.locator('.badge.state-waiting_children').first().waitFor();
+    await page.getByText('Children (2)').waitFor();
+    for (const k of kids) await page.locator('#children a', { hasText: `#${k}` }).waitFor();
+    await page.locator('#children a', { hasText: `#${kids[0]}` }).click();
+    await page.locator('h1', { hasText: `Task #${kids[0]}` }).waitFor();
+    await page.locator('#parent', { hasText: `#${parent}` }).waitFor();
+    await page.goto(`${s.base}/#/tasks?state=waiting_children`);
+    await page.getByRole('link', { name: `#${parent}` }).first().waitFor();
+    assert.deepEqual(errors, []);
+    await context.close();
+  });
+
   test('task search filters and pages (50 rows a page)', async () => {
     const tasks = [];
     for (let i = 0; i < 55; i++) tasks.push({ queue: 'many', kind: i % 5 === 0 ? 'fifth' : 'other', payload: { i } });
