@@ -270,6 +270,13 @@ pub enum TaskCmd {
         /// Tasks with one key share the queue's per-key concurrency limit (`minion queue limits`).
         #[arg(long)]
         concurrency_key: Option<String>,
+        /// Submit it as a child of this leased task, under its lease (`--lease-token`; a
+        /// `minion worker --exec` command finds both in MINION_TASK_ID and MINION_LEASE_TOKEN).
+        #[arg(long, requires = "lease_token")]
+        parent: Option<u64>,
+        /// The parent's current lease token.
+        #[arg(long, requires = "parent")]
+        lease_token: Option<u64>,
     },
     /// Show a task with its attempts and progress history.
     Get {

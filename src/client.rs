@@ -99,6 +99,13 @@ fn print_task(t: &Value) {
         let list: Vec<String> = deps.iter().map(|d| format!("{} ({})", s(&d["id"]), s(&d["state"]))).collect();
         println!("  depends on: {}  on failure: {}", list.join(", "), s(&t["on_dependency_failure"]));
     }
+    if !t["parent_id"].is_null() {
+        println!("  parent: {}", s(&t["parent_id"]));
+    }
+    if let Some(children) = t["children"].as_array() {
+        let list: Vec<String> = children.iter().map(|d| format!("{} ({})", s(&d["id"]), s(&d["state"]))).collect();
+        println!("  children: {}", list.join(", "));
+    }
     if !t["deadline_ms"].is_null() {
         println!("  deadline_ms: {}", s(&t["deadline_ms"]));
     }
@@ -143,6 +150,8 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
             on_dependency_failure,
             deadline_in_ms,
             concurrency_key,
+            parent,
+            lease_token,
         } => {
             let payload: Value = serde_json::from_str(&payload).map_err(|e| anyhow!("--payload is not JSON: {e}"))?;
             let c = Client::new(&client)?;
@@ -156,7 +165,15 @@ pub async fn task(cmd: TaskCmd) -> anyhow::Result<()> {
             if !depends_on.is_empty() {
                 body["depends_on"] = json!(depends_on);
             }
-            let out = c.post("/v1/tasks", body).await?;
+            let out = match (parent, lease_token) {
+                (Some(p), Some(token)) => {
+                    let out = c
+                        .post(&format!("/v1/tasks/{p}/children"), json!({"lease_token": token, "tasks": [body]}))
+                        .await?;
+                    out["tasks"][0].clone()
+                }
+                _ => c.post("/v1/tasks", body).await?,
+            };
             if client.json {
                 return print_json(&out);
             }

@@ -132,6 +132,7 @@ impl Worker {
             .env("MINION_TASK_KIND", &task.kind)
             .env("MINION_QUEUE", &task.queue)
             .env("MINION_ATTEMPT", task.attempts.len().to_string())
+            .env("MINION_LEASE_TOKEN", task.lease_token().unwrap_or(0).to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

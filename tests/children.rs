@@ -196,3 +196,25 @@ async fn children_under_a_stale_lease_or_a_task_not_leased_or_too_many_are_refus
     let (s, v) = spawn(&api, &parent, json!([{"queue": "c"}])).await;
     assert_eq!(s, 400, "{v}");
 }
+
+#[tokio::test]
+async fn the_cli_submits_a_child_under_a_lease_and_shows_parent_and_children() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = Server::start(dir.path(), &[]).await;
+    let api = srv.client();
+    let p = api.submit(json!({"queue": "p"})).await;
+    let parent = api.claim("a", &["p"], 1, 0).await.remove(0);
+    let (p_s, t_s) = (p.to_string(), token(&parent).to_string());
+    let out = srv.cli_ok(&["task", "submit", "--queue", "c", "--parent", &p_s, "--lease-token", &t_s, "--json"]);
+    let child: Value = serde_json::from_str(&out).expect("json");
+    let child = child["id"].as_u64().expect("id");
+    assert_eq!(api.task(child).await["parent_id"].as_u64(), Some(p));
+    let shown = srv.cli_ok(&["task", "get", &p_s]);
+    assert!(shown.contains(&format!("children: {child} (ready)")), "{shown}");
+    assert!(srv.cli_ok(&["task", "get", &child.to_string()]).contains(&format!("parent: {p}")));
+    let wrong = (token(&parent) + 5).to_string();
+    let (ok, _, err) = srv.cli(&["task", "submit", "--queue", "c", "--parent", &p_s, "--lease-token", &wrong]);
+    assert!(!ok && err.contains("stale_lease"), "{err}");
+    let (ok, _, err) = srv.cli(&["task", "submit", "--queue", "c", "--parent", &p_s]);
+    assert!(!ok && err.contains("--lease-token"), "{err}");
+}
