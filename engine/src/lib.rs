@@ -42,7 +42,7 @@ pub use flow::{
 };
 pub use key_limits::{KeyLimits, LimitRule};
 pub use memory::Memory;
-pub use record::{widen_counts, Effect, Key, Kind, Record, StateCounts, StateCounts8, TaskRecord};
+pub use record::{widen_counts, Effect, Key, Kind, Record, StateCounts, StateCounts8, StateCounts9, TaskRecord};
 pub use state::{
     list, task_details, task_record, task_view, Counters, LimitsView, Meta, QueueStats, State, TaskFilter,
 };

@@ -22,8 +22,11 @@ pub type StateCounts = [u64; TaskState::COUNT];
 /// Task counts as releases before the `waiting` state wrote them (eight states).
 pub type StateCounts8 = [u64; 8];
 
-/// Counts written before the `waiting` state: the same eight states first, none waiting.
-pub fn widen_counts(c: &StateCounts8) -> StateCounts {
+/// Task counts as releases before the `waiting_children` state wrote them (nine states).
+pub type StateCounts9 = [u64; 9];
+
+/// Counts written before later states were appended: the same states first, none in the new ones.
+pub fn widen_counts<const N: usize>(c: &[u64; N]) -> StateCounts {
     let mut out = StateCounts::default();
     out[..c.len()].copy_from_slice(c);
     out
@@ -396,8 +399,9 @@ pub enum Record {
     /// A token's agent-id patterns (token id, patterns), for a token bound to some agents
     /// (appended last: records travel in restore commands).
     TokenAgents(String, Vec<String>),
-    /// Task counts by state of one queue (appended last; replaces [`Record::Counts8`]).
-    Counts(String, StateCounts),
+    /// Counts of the nine states before `waiting_children`, as the releases between wrote them
+    /// into restore streams in the log; read only (applied as [`Record::Counts`]), never written.
+    Counts9(String, StateCounts9),
     /// A task as record version 2 wrote it into restore streams in the log; read only (applied
     /// as [`Record::Task`]), never written.
     TaskV2(crate::legacy::TaskRecordV2),
@@ -412,6 +416,8 @@ pub enum Record {
     Turn(String, String),
     /// A schedule and where it stands (appended last).
     Schedule(Box<crate::schedule::Schedule>),
+    /// Task counts by state of one queue (appended last; replaces [`Record::Counts9`]).
+    Counts(String, StateCounts),
 }
 
 impl Record {
@@ -432,7 +438,7 @@ impl Record {
             Record::Retention(at, id) => Key::Retention(*at, *id),
             Record::Finished(q, s, id) => Key::Finished(q.clone(), *s, *id),
             Record::Queue(q, _) => Key::Queue(q.clone()),
-            Record::Counts(q, _) | Record::Counts8(q, _) => Key::Counts(q.clone()),
+            Record::Counts(q, _) | Record::Counts8(q, _) | Record::Counts9(q, _) => Key::Counts(q.clone()),
             Record::Agent(a) => Key::Agent(a.id.clone()),
             Record::Token(t) => Key::Token(t.id.clone()),
             Record::Audit(e) => Key::Audit(e.seq),

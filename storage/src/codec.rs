@@ -9,7 +9,7 @@
 use minion_engine::legacy::{upgrade_v2, TaskRecordV1, TaskRecordV2};
 use minion_engine::{
     widen_counts, Agent, AuditEntry, DedupEntry, DedupKey, Key, Kind, LimitRule, Meta, ProgressEvent, QueueConfig,
-    Record, StateCounts, StateCounts8, TaskRecord, TaskState, Token,
+    Record, StateCounts, StateCounts8, StateCounts9, TaskRecord, TaskState, Token,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -206,6 +206,7 @@ pub fn encode(r: &Record) -> Result<(Vec<u8>, Vec<u8>), FrameError> {
         Record::Queue(_, c) => enc(c)?,
         Record::Counts(_, c) => enc(c)?,
         Record::Counts8(_, c) => enc(&widen_counts(c))?,
+        Record::Counts9(_, c) => enc(&widen_counts(c))?,
         Record::Agent(a) => enc(a)?,
         Record::Token(t) => enc(t)?,
         Record::Audit(e) => enc(e)?,
@@ -259,9 +260,11 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, FrameError> {
         Key::Queue(q) => Record::Queue(q, dec::<QueueConfig>(value)?),
         // Nine counts since the `waiting` state, eight before: the two never decode as each other
         // (postcard writes a fixed array as its elements alone, and leftover bytes are refused).
-        Key::Counts(q) => match dec::<StateCounts>(value) {
-            Ok(c) => Record::Counts(q, c),
-            Err(_) => Record::Counts(q, widen_counts(&dec::<StateCounts8>(value)?)),
+        // Counts of earlier releases had fewer states (the new ones come last).
+        Key::Counts(q) => match (dec::<StateCounts>(value), dec::<StateCounts9>(value)) {
+            (Ok(c), _) => Record::Counts(q, c),
+            (_, Ok(c)) => Record::Counts(q, widen_counts(&c)),
+            _ => Record::Counts(q, widen_counts(&dec::<StateCounts8>(value)?)),
         },
         Key::Agent(id) => {
             let a: Agent = dec(value)?;
@@ -365,20 +368,25 @@ mod tests {
     }
 
     #[test]
-    fn counts_of_eight_states_read_as_nine_and_nine_are_written() {
+    fn counts_of_eight_and_nine_states_read_as_ten_and_ten_are_written() {
         let eight: StateCounts8 = [1, 2, 3, 4, 5, 6, 7, 300];
         let key = encode_key(&Key::Counts("q".into()));
         let old_value = frame::encode(&eight).expect("encode");
-        let want = Record::Counts("q".into(), [1, 2, 3, 4, 5, 6, 7, 300, 0]);
+        let want = Record::Counts("q".into(), [1, 2, 3, 4, 5, 6, 7, 300, 0, 0]);
         assert_eq!(decode(&key, &old_value).expect("old counts"), want);
         let (k, v) = encode(&Record::Counts8("q".into(), eight)).expect("encode");
         assert_eq!((k.clone(), decode(&k, &v).expect("decode")), (key.clone(), want));
-        let nine = Record::Counts("q".into(), [0, 0, 0, 0, 0, 0, 0, 0, 9]);
-        let (k, v) = encode(&nine).expect("encode");
-        assert_eq!(decode(&k, &v).expect("decode"), nine);
-        // Neither a short nor a long count list passes as either width.
+        let nine: StateCounts9 = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+        let want = Record::Counts("q".into(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]);
+        assert_eq!(decode(&key, &frame::encode(&nine).expect("encode")).expect("nine"), want);
+        let (k, v) = encode(&Record::Counts9("q".into(), nine)).expect("encode");
+        assert_eq!(decode(&k, &v).expect("decode"), want);
+        let ten = Record::Counts("q".into(), [0, 0, 0, 0, 0, 0, 0, 0, 0, 10]);
+        let (k, v) = encode(&ten).expect("encode");
+        assert_eq!(decode(&k, &v).expect("decode"), ten);
+        // Neither a short nor a long count list passes as any width.
         assert!(decode(&key, &frame::encode(&[1u64; 7]).expect("encode")).is_err());
-        assert!(decode(&key, &frame::encode(&[1u64; 10]).expect("encode")).is_err());
+        assert!(decode(&key, &frame::encode(&[1u64; 11]).expect("encode")).is_err());
     }
 
     #[test]

@@ -68,6 +68,7 @@ impl State {
                     self.pending.put(Record::Audit(e));
                 }
                 Record::Counts8(q, c) => self.pending.put(Record::Counts(q.clone(), widen_counts(c))),
+                Record::Counts9(q, c) => self.pending.put(Record::Counts(q.clone(), widen_counts(c))),
                 Record::TaskV1(t) => self.pending.put(Record::Task(t.clone().upgrade())),
                 Record::TaskV2(t) => self.pending.put(Record::Task(crate::legacy::upgrade_v2(t.clone()))),
                 other => self.pending.put(other.clone()),
