@@ -208,6 +208,31 @@ struct MTask {
     children: Vec<u64>,
 }
 
+impl MTask {
+    /// A plain task, ready at `now` (a schedule's run, a child).
+    fn ready(id: u64, queue: &str, priority: i32, caps: Vec<String>, max_attempts: u32, now: u64) -> MTask {
+        MTask {
+            id,
+            queue: queue.into(),
+            priority,
+            caps,
+            state: TaskState::Ready,
+            run_at: now,
+            lease: None,
+            attempts: 0,
+            limit: max_attempts,
+            max_attempts,
+            progress: 0,
+            finished: None,
+            pending: Vec::new(),
+            run_anyway: false,
+            deadline: None,
+            concurrency_key: None,
+            children: Vec::new(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Model {
     tasks: BTreeMap<u64, MTask>,
@@ -342,28 +367,8 @@ impl Model {
                 s.fired += 1;
                 s.last_run = Some(t);
                 s.last_task = Some(id);
-                self.tasks.insert(
-                    id,
-                    MTask {
-                        id,
-                        queue: QUEUES[g.queue].into(),
-                        priority: g.priority,
-                        caps: if g.cap { vec![CAPS[g.queue].to_string()] } else { vec![] },
-                        state: TaskState::Ready,
-                        run_at: now,
-                        lease: None,
-                        attempts: 0,
-                        limit: g.max_attempts,
-                        max_attempts: g.max_attempts,
-                        progress: 0,
-                        finished: None,
-                        pending: Vec::new(),
-                        run_anyway: false,
-                        deadline: None,
-                        concurrency_key: None,
-                        children: Vec::new(),
-                    },
-                );
+                let caps = if g.cap { vec![CAPS[g.queue].to_string()] } else { vec![] };
+                self.tasks.insert(id, MTask::ready(id, QUEUES[g.queue], g.priority, caps, g.max_attempts, now));
             }
         }
     }
@@ -885,28 +890,7 @@ fn run(ops: Vec<Op>) {
                     let id = model.next_id;
                     model.next_id += 1;
                     model.tasks.get_mut(&parent).expect("parent").children.push(id);
-                    model.tasks.insert(
-                        id,
-                        MTask {
-                            id,
-                            queue: QUEUES[queue].into(),
-                            priority: 0,
-                            caps: vec![],
-                            state: TaskState::Ready,
-                            run_at: now,
-                            lease: None,
-                            attempts: 0,
-                            limit: 2,
-                            max_attempts: 2,
-                            progress: 0,
-                            finished: None,
-                            pending: Vec::new(),
-                            run_anyway: false,
-                            deadline: None,
-                            concurrency_key: None,
-                            children: Vec::new(),
-                        },
-                    );
+                    model.tasks.insert(id, MTask::ready(id, QUEUES[queue], 0, vec![], 2, now));
                 }
             }
             Op::WaitChildren { pick: i, stale } => {
