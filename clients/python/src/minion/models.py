@@ -268,6 +268,7 @@ class QueueStats(_Response):
     cancelled: int = 0
     rejected: int = 0
     waiting: int = 0
+    waiting_children: int = 0
     oldest_ready_age_ms: int = 0
 
 
