@@ -167,14 +167,14 @@ impl Flow {
             .unwrap_or(&[])
     }
 
-    /// Add a child to the list.
-    pub fn add_child(&mut self, child: TaskId) {
+    /// Add children to the list.
+    pub fn add_children(&mut self, children: Vec<TaskId>) {
         match self.ext.iter_mut().find_map(|e| match e {
             FlowExt::Children(c) => Some(c),
             _ => None,
         }) {
-            Some(c) => c.push(child),
-            None => self.ext.push(FlowExt::Children(vec![child])),
+            Some(c) => c.extend(children),
+            None => self.ext.push(FlowExt::Children(children)),
         }
     }
 }

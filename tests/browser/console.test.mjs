@@ -512,7 +512,7 @@ describe('console without auth', () => {
   test('an admin creates a schedule from the form, sees it fire, pauses, resumes and deletes it', async () => {
     const { context, page, errors } = await openPage();
     await page.goto(`${s.base}/#/schedules`);
-    await page.locator('#schedules tbody tr, table.schedules tbody tr', { hasText: 'nightly-digest' }).first().waitFor();
+    await page.locator('table.schedules tbody tr', { hasText: 'nightly-digest' }).waitFor();
     await page.locator('#sched-name').fill('heartbeat');
     await page.locator('#sched-mode').selectOption('every');
     await page.locator('#sched-when').fill('1 minute');

@@ -44,9 +44,9 @@ impl State {
         Ok(())
     }
 
-    /// Add a new child to its parent's list.
-    pub(super) fn add_child(&mut self, parent: TaskId, child: TaskId) {
-        self.update(parent, |t| t.flow.get_or_insert_with(Default::default).add_child(child));
+    /// Add new children (in id order) to their parent's list.
+    pub(super) fn add_children(&mut self, parent: TaskId, children: Vec<TaskId>) {
+        self.update(parent, |t| t.flow.get_or_insert_with(Default::default).add_children(children));
     }
 
     /// A leased parent gives its lease back to wait for its unfinished children; with none

@@ -412,5 +412,8 @@ fn check_flow(t: &crate::record::TaskRecord) -> Result<(), String> {
     if t.flow.as_ref().is_some_and(|f| f.children().len() > crate::flow::CHILDREN_MAX) {
         return Err(format!("task {}: more than {} children", t.id, crate::flow::CHILDREN_MAX));
     }
+    if t.flow.as_ref().is_some_and(|f| f.ext.iter().any(|e| matches!(e, crate::flow::FlowExt::ParentLease(_)))) {
+        return Err(format!("task {}: a parent's lease token is stored", t.id));
+    }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The task lifecycle: submit, claim, progress, complete, fail, extend, release, cancel, retry,
 //! and recording ingest rejections.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::flow::Start;
 use super::indexes::ReadyKey;
@@ -75,6 +75,7 @@ impl State {
         }
         // Then the new tasks, each after the batch members it depends on.
         let fresh = first_new..self.meta.next_id;
+        let mut children: BTreeMap<TaskId, Vec<TaskId>> = BTreeMap::new();
         for i in order {
             if out[i].duplicate {
                 continue;
@@ -83,8 +84,13 @@ impl State {
             let start = self.start_of(id, flows.get(i), &ids, &fresh, cold)?;
             self.create(nt, id, start, trace);
             if let Some(parent) = flows.get(i).and_then(TaskFlow::parent) {
-                self.add_child(parent, id);
+                children.entry(parent).or_default().push(id);
             }
+        }
+        // One change of each parent for the whole batch (its record lists every child).
+        for (parent, mut ids) in children {
+            ids.sort_unstable();
+            self.add_children(parent, ids);
         }
         Ok(Outcome::Submitted(out))
     }
