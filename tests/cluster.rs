@@ -162,6 +162,7 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
         extra: vec!["--join".into(), "--cluster-secret".into(), "another-secret-0123456789".into()],
         env: Vec::new(),
         log: other_dir.join("n5.log"),
+        netns: None,
     };
     wrong_secret.base = format!("http://127.0.0.1:{}", wrong_secret.port);
     wrong_secret.launch();
@@ -180,6 +181,7 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
         extra: vec!["--cluster-secret".into(), SECRET.into()],
         env: Vec::new(),
         log: other_dir.join("n6.log"),
+        netns: None,
     };
     lone.base = format!("http://127.0.0.1:{}", lone.port);
     lone.spawn().await;

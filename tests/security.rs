@@ -420,6 +420,7 @@ async fn the_api_serves_tls_and_refuses_plaintext() {
             .collect(),
         env: Vec::new(),
         log: dir.path().join("server.log"),
+        netns: None,
     };
     srv.base = format!("https://127.0.0.1:{}", srv.port);
     srv.launch();

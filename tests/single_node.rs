@@ -386,17 +386,6 @@ async fn engine_settings_come_from_the_file_once_then_only_from_the_api() {
     assert!(log.contains("engine settings differ from the cluster's"), "the node says its file differs");
 }
 
-/// Run the server under libfaketime with the offset (`+0`, `+1d`, …) read from `offset_file` on
-/// every call, and the monotonic clock left real.
-fn under_faketime(srv: &mut Server, offset_file: &std::path::Path) {
-    srv.env = vec![
-        ("LD_PRELOAD".into(), common::faketime_library()),
-        ("FAKETIME_TIMESTAMP_FILE".into(), offset_file.display().to_string()),
-        ("FAKETIME_NO_CACHE".into(), "1".into()),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-    ];
-}
-
 /// Defect: the engine's clock took the largest time any leader proposed. A wall clock stepped a
 /// day ahead expired every lease at once; run ahead and then corrected, the engine sat ahead with
 /// nothing expiring until real time caught up. Now a proposal's time stays within
@@ -408,7 +397,7 @@ async fn a_stepped_wall_clock_moves_engine_time_by_at_most_the_bound() {
     let offset = dir.path().join("clock-offset");
     std::fs::write(&offset, "+0").expect("offset");
     let mut srv = Server::new(dir.path(), &["--clock-step-max-ms", "1000"]);
-    under_faketime(&mut srv, &offset);
+    srv.under_faketime(&offset);
     srv.spawn().await;
     let api = srv.client();
     let (s, _) =

@@ -159,7 +159,10 @@ pub fn check(history: &[Op], ledger: &Ledger) -> Vec<Anomaly> {
             out.push(Anomaly::new(
                 Kind::LostLease,
                 Some(g.task),
-                format!("attempt {} (token {}) to {} was acknowledged, the ledger lacks it", g.attempt, g.token, g.agent),
+                format!(
+                    "attempt {} (token {}) to {} was acknowledged, the ledger lacks it",
+                    g.attempt, g.token, g.agent
+                ),
             ));
         }
     }

@@ -31,7 +31,9 @@ pub enum Verdict {
     Linearizable,
     /// No order explains the history. `stuck` describes the longest explained prefix and what
     /// could not follow it.
-    Violation { stuck: String },
+    Violation {
+        stuck: String,
+    },
     /// The search visited `budget` configurations without deciding.
     Undecided,
 }
@@ -80,7 +82,8 @@ pub fn check<M: Model>(model: &M, init: M::State, mut entries: Vec<Entry<M::Op>>
                 .filter(|i| !is_done(*i) && entries[*i].invoked <= horizon && entries[*i].completed.is_some())
                 .map(|i| &entries[i].op)
                 .collect();
-            best = (depth, format!("after {depth} operations the state is {state:?}; none of {candidates:?} can follow"));
+            best =
+                (depth, format!("after {depth} operations the state is {state:?}; none of {candidates:?} can follow"));
         }
     }
     Verdict::Violation { stuck: best.1 }

@@ -49,11 +49,23 @@ pub struct TaskState {
 #[derive(Debug)]
 pub enum TaskOp {
     Create,
-    Lease { token: u64, attempt: u32 },
+    Lease {
+        token: u64,
+        attempt: u32,
+    },
     /// `ok: false`: refused.
-    Complete { token: u64, ok: bool },
-    Fail { token: u64, ok: bool },
-    Progress { token: u64, ok: bool },
+    Complete {
+        token: u64,
+        ok: bool,
+    },
+    Fail {
+        token: u64,
+        ok: bool,
+    },
+    Progress {
+        token: u64,
+        ok: bool,
+    },
     Read(Option<View>),
 }
 
@@ -91,8 +103,11 @@ impl Model for TaskModel {
                 TaskOp::Create => Some(s),
                 TaskOp::Lease { token, attempt } => (s.class == Class::Waiting && s.attempts + 1 == *attempt)
                     .then_some(TaskState { class: Class::Leased, attempts: *attempt, token: Some(*token) }),
-                TaskOp::Complete { token, ok: true } => Self::holds(&s, *token)
-                    .then_some(TaskState { class: Class::Succeeded, attempts: s.attempts, token: None }),
+                TaskOp::Complete { token, ok: true } => Self::holds(&s, *token).then_some(TaskState {
+                    class: Class::Succeeded,
+                    attempts: s.attempts,
+                    token: None,
+                }),
                 TaskOp::Fail { token, ok: true } => Self::holds(&s, *token).then(|| self.end_attempt(&s)),
                 TaskOp::Progress { token, ok: true } => Self::holds(&s, *token).then_some(s),
                 TaskOp::Complete { token, ok: false }

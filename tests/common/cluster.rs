@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::netns::Netns;
 use super::{eventually, free_port, free_port_on, Api, Server};
 
 pub const SECRET: &str = "test-cluster-secret-0123456789";
@@ -132,14 +133,34 @@ impl Drop for Proxy {
 
 pub struct Cluster {
     pub nodes: Vec<Server>,
+    /// Loopback mode: a proxy in front of each node's peer port (empty in namespaces).
     pub proxies: Vec<Proxy>,
+    /// Namespace mode: each node in a network namespace of its own.
+    pub net: Option<Netns>,
+    /// Every node under libfaketime, its wall-clock offset in `<dir>/n<i>.clock`.
+    pub faketime: bool,
     pub dir: PathBuf,
+}
+
+/// How [`Cluster::start_with`] lays the nodes out.
+#[derive(Clone, Copy, Default)]
+pub struct Layout {
+    pub namespaces: bool,
+    pub faketime: bool,
 }
 
 impl Cluster {
     /// Start `n` nodes: node 1 forms the cluster, the others join and are promoted to voters.
     pub async fn start(dir: &Path, n: usize, extra: &[&str]) -> Cluster {
-        let mut c = Cluster { nodes: Vec::new(), proxies: Vec::new(), dir: dir.to_path_buf() };
+        Self::start_with(Layout::default(), dir, n, extra).await
+    }
+
+    /// The same, optionally with each node in a network namespace of its own (see [`Netns`])
+    /// and under libfaketime.
+    pub async fn start_with(layout: Layout, dir: &Path, n: usize, extra: &[&str]) -> Cluster {
+        let net = layout.namespaces.then(Netns::new);
+        let mut c =
+            Cluster { nodes: Vec::new(), proxies: Vec::new(), net, faketime: layout.faketime, dir: dir.to_path_buf() };
         for i in 0..n {
             c.add_process(i, extra, i > 0).await;
         }
@@ -153,14 +174,33 @@ impl Cluster {
 
     /// Create (not start) node `index` with its proxy, and launch it.
     pub async fn add_process(&mut self, index: usize, extra: &[&str], join: bool) {
-        let ip = node_ip(index);
-        let real = SocketAddr::from((ip, free_port_on(ip)));
-        let proxy = Proxy::start(real).await;
         let node_dir = self.dir.join(format!("n{}", index + 1));
         std::fs::create_dir_all(&node_dir).expect("node dir");
-        let port = free_port();
+        let (ip, netns) = match &self.net {
+            Some(net) => (net.ip(index), Some(net.add_node(index))),
+            None => (node_ip(index), None),
+        };
+        // In a namespace of its own every port is free, and peers reach the node directly.
+        let (real, port) = match netns {
+            Some(_) => (SocketAddr::from((ip, 7001)), 7000),
+            None => (SocketAddr::from((ip, free_port_on(ip))), free_port()),
+        };
+        let advertised = match netns {
+            Some(_) => real,
+            None => {
+                let proxy = Proxy::start(real).await;
+                let addr = proxy.addr;
+                self.proxies.push(proxy);
+                addr
+            }
+        };
+        let host = if netns.is_some() { ip } else { Ipv4Addr::LOCALHOST };
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        args.extend(["--advertise-raft".into(), proxy.addr.to_string(), "--cluster-secret".into(), SECRET.into()]);
+        args.extend(["--advertise-raft".into(), advertised.to_string(), "--cluster-secret".into(), SECRET.into()]);
+        if netns.is_some() {
+            // Off loopback authentication would be on; these addresses exist only in the test.
+            args.extend(["--auth".into(), "off".into()]);
+        }
         if join {
             args.push("--join".into());
         }
@@ -170,19 +210,42 @@ impl Cluster {
             raft_listen: real.to_string(),
             node_id: index as u64 + 1,
             data_dir: node_dir.join("data"),
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://{host}:{port}"),
             extra: args,
             env: Vec::new(),
             log: node_dir.join("server.log"),
+            netns,
         };
+        if self.faketime {
+            let clock = self.clock_file(index);
+            std::fs::write(&clock, "+0").expect("clock offset");
+            s.under_faketime(&clock);
+        }
         s.launch();
         self.nodes.push(s);
-        self.proxies.push(proxy);
+    }
+
+    fn clock_file(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("n{}.clock", index + 1))
+    }
+
+    /// Step node `index`'s wall clock to `offset` from real time (`+0` puts it right).
+    pub fn step_clock(&self, index: usize, offset: &str) {
+        assert!(self.faketime, "the cluster runs without libfaketime");
+        std::fs::write(self.clock_file(index), offset).expect("clock offset");
+    }
+
+    /// The peer address node `index` advertises.
+    pub fn raft_addr(&self, index: usize) -> String {
+        match &self.net {
+            Some(_) => self.nodes[index].raft_listen.clone(),
+            None => self.proxies[index].addr.to_string(),
+        }
     }
 
     /// Add node `index` through node 1's API (any node would do) and wait until it has caught up.
     pub async fn join(&self, index: usize, voter: bool) {
-        let body = json!({"node_id": index + 1, "raft_addr": self.proxies[index].addr.to_string(), "voter": voter});
+        let body = json!({"node_id": index + 1, "raft_addr": self.raft_addr(index), "voter": voter});
         let (s, v) = self.any_api().post("/v1/cluster/members", body).await;
         assert_eq!(s, 201, "adding node {}: {v}", index + 1);
     }
@@ -231,6 +294,16 @@ impl Cluster {
 
     /// Cut the listed groups from each other (traffic inside a group flows).
     pub fn partition(&self, groups: &[&[usize]]) {
+        if let Some(net) = &self.net {
+            for (n, g) in groups.iter().enumerate() {
+                let others: Vec<usize> =
+                    groups.iter().enumerate().filter(|(m, _)| *m != n).flat_map(|(_, o)| o.iter().copied()).collect();
+                for i in g.iter() {
+                    net.deafen(*i, &others);
+                }
+            }
+            return;
+        }
         for (n, g) in groups.iter().enumerate() {
             let others: Vec<IpAddr> = groups
                 .iter()
@@ -245,6 +318,12 @@ impl Cluster {
     }
 
     pub fn heal(&self) {
+        if let Some(net) = &self.net {
+            for i in 0..self.nodes.len() {
+                net.deafen(i, &[]);
+                net.shape(i, None);
+            }
+        }
         for p in &self.proxies {
             p.block(&[]);
         }

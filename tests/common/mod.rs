@@ -29,6 +29,7 @@ pub fn free_port_on(ip: std::net::Ipv4Addr) -> u16 {
 }
 
 pub mod cluster;
+pub mod netns;
 pub mod sse;
 
 pub struct Server {
@@ -43,6 +44,8 @@ pub struct Server {
     /// Environment of the process beyond the log filter (e.g. libfaketime's).
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
+    /// The network namespace to run in (`ip netns exec`); `None`: this one.
+    pub netns: Option<String>,
 }
 
 impl Server {
@@ -66,16 +69,26 @@ impl Server {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
             log: dir.join("server.log"),
+            netns: None,
         }
     }
 
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_minion"));
+        let mut cmd = match &self.netns {
+            None => Command::new(env!("CARGO_BIN_EXE_minion")),
+            // `ip netns exec` enters the namespace and execs the binary: the child's pid is the
+            // server's, so signals reach it.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_minion")]);
+                c
+            }
+        };
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(self.base.rsplit("://").next().unwrap_or_default())
             .arg("--raft-listen")
             .arg(&self.raft_listen)
             .arg("--node-id")
@@ -645,6 +658,19 @@ pub async fn pool_workers(api: &Api) -> usize {
 }
 
 /// libfaketime's multi-threaded preload library (Debian's `faketime` package; `.ci/run` installs it).
+impl Server {
+    /// Run under libfaketime with the wall-clock offset (`+0`, `+1d`, `-30s`, …) read from
+    /// `offset_file` on every call, and the monotonic clock left real (as NTP steps a clock).
+    pub fn under_faketime(&mut self, offset_file: &Path) {
+        self.env = vec![
+            ("LD_PRELOAD".into(), faketime_library()),
+            ("FAKETIME_TIMESTAMP_FILE".into(), offset_file.display().to_string()),
+            ("FAKETIME_NO_CACHE".into(), "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ];
+    }
+}
+
 pub fn faketime_library() -> String {
     ["x86_64-linux-gnu", "aarch64-linux-gnu"]
         .iter()
