@@ -43,30 +43,7 @@ export out
 started=$(date +%s)
 printf '%s\n' "${jobs[@]}" | xargs -P "$PAR" -I{} bash -c 'run_one {}'
 echo "wall time: $(( $(date +%s) - started )) s, logs in $out"
-grep -h '^FIGURES ' "$out"/*.log | sed 's/^FIGURES //' | python3 -c '
-import json, sys
-runs = [json.loads(l) for l in sys.stdin]
-faults, rec = {}, {}
-for r in runs:
-    for k, n in r["faults"].items():
-        faults[k] = faults.get(k, 0) + n
-    for k, v in r["recovery_ms"].items():
-        rec.setdefault(k, []).extend(v)
-def pct(v, p):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
-print(f"{len(runs)} runs, {sum(faults.values())} faults ({sum(r[\"leader_faults\"] for r in runs)} on the leader)")
-print()
-print("| fault | injected | recovery p50 (ms) | recovery p99 (ms) | max (ms) |")
-print("|---|--:|--:|--:|--:|")
-for k in sorted(faults):
-    print(f"| {k} | {faults[k]:,} | {pct(rec[k], 50):,} | {pct(rec[k], 99):,} | {max(rec[k]):,} |")
-tot = lambda f: sum(r[f] for r in runs)
-print()
-print("| operations | acknowledged | unknown outcome | tasks | anomalies | undecided |")
-print("|--:|--:|--:|--:|--:|--:|")
-print(f"| {tot(\"ops\"):,} | {tot(\"acknowledged\"):,} | {tot(\"unknown\"):,} | {tot(\"tasks\"):,} | {tot(\"anomalies\")} | {tot(\"undecided\")} |")
-'
+grep -h '^FIGURES ' "$out"/*.log | sed 's/^FIGURES //' | python3 scripts/reliability_table.py
 if grep -l '^FAIL\|panicked' "$out"/*.log >/dev/null 2>&1; then
     echo "some runs failed:"; grep -l 'panicked' "$out"/*.log || true
     exit 1
