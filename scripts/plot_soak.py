@@ -1,4 +1,5 @@
-"""Plot a soak run's samples (scripts/soak.sh): data-dir size, RSS and ledger size over time."""
+"""Plot a soak run's samples (scripts/soak.sh): per node, data-dir size and RSS over time; and
+the ledger, dedup keys and the dedup bloom filter's capacity."""
 import csv
 import sys
 
@@ -8,25 +9,39 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 src, out, title = sys.argv[1], sys.argv[2], sys.argv[3]
-rows = [r for r in csv.DictReader(open(src)) if r["rss_bytes"]]
-t = [int(r["seconds"]) / 60 for r in rows]
-mib = lambda k: [int(r[k]) / 2**20 for r in rows]  # noqa: E731
-tasks = [int(r["tasks_in_ledger"]) if r["tasks_in_ledger"] else None for r in rows]
-fig, ax = plt.subplots(figsize=(9, 4.5))
-ax.plot(t, mib("data_dir_bytes"), label="data directory (MiB)")
-ax.plot(t, mib("rss_bytes"), label="server RSS (MiB)")
-ax.set_xlabel("minutes")
+rows = [r for r in csv.DictReader(open(src)) if r["rss_bytes"] and r["rss_bytes"] != "0"]
+nodes = sorted({r.get("node", "1") for r in rows})
+num = lambda r, k: int(r[k]) if r.get(k) else None  # noqa: E731
+fig, (ax, bx) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+for n in nodes:
+    rs = [r for r in rows if r.get("node", "1") == n]
+    t = [int(r["seconds"]) / 60 for r in rs]
+    ax.plot(t, [num(r, "data_dir_bytes") / 2**20 for r in rs], label=f"node {n} data directory")
+    ax.plot(t, [num(r, "rss_bytes") / 2**20 for r in rs], linestyle="--", label=f"node {n} RSS")
 ax.set_ylabel("MiB")
-ax2 = ax.twinx()
-ax2.plot(t, tasks, color="grey", linestyle=":", label="tasks in the ledger")
-ax2.set_ylabel("tasks")
-lines = ax.get_legend_handles_labels()
-lines2 = ax2.get_legend_handles_labels()
-ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left")
+ax.legend(loc="upper left", fontsize=8, ncol=2)
 ax.set_title(title)
+first = [r for r in rows if r.get("node", "1") == nodes[0]]
+t = [int(r["seconds"]) / 60 for r in first]
+for k, label in [("tasks_in_ledger", "tasks in the ledger"), ("dedup_keys", "dedup keys"),
+                 ("bloom_capacity", "bloom filter capacity (keys)")]:
+    if k in first[0]:
+        bx.plot(t, [num(r, k) for r in first], label=f"{label} (node {nodes[0]})")
+bx.set_xlabel("minutes")
+bx.legend(loc="upper left", fontsize=8)
 fig.tight_layout()
 fig.savefig(out, dpi=110)
-last = rows[-1]
-print(f"wrote {out}: {len(rows)} samples; last: data dir {int(last['data_dir_bytes'])/2**20:.1f} MiB, "
-      f"RSS {int(last['rss_bytes'])/2**20:.1f} MiB; max data dir {max(mib('data_dir_bytes')):.1f} MiB, "
-      f"max RSS {max(mib('rss_bytes')):.1f} MiB")
+for n in nodes:
+    rs = [r for r in rows if r.get("node", "1") == n]
+    mib = lambda k: [num(r, k) / 2**20 for r in rs]  # noqa: E731
+    late = [r for r in rs if int(r["seconds"]) >= 600]
+    lmib = lambda k: [num(r, k) / 2**20 for r in late] or [0]  # noqa: E731
+    print(f"node {n}: {len(rs)} samples; data dir max {max(mib('data_dir_bytes')):.1f} MiB "
+          f"(after minute 10: {min(lmib('data_dir_bytes')):.1f}–{max(lmib('data_dir_bytes')):.1f}); "
+          f"RSS max {max(mib('rss_bytes')):.1f} MiB (after minute 10: "
+          f"{min(lmib('rss_bytes')):.1f}–{max(lmib('rss_bytes')):.1f}); last RSS {mib('rss_bytes')[-1]:.1f} MiB")
+caps = [num(r, "bloom_capacity") for r in first if r.get("bloom_capacity")]
+keys = [num(r, "dedup_keys") for r in first if r.get("dedup_keys")]
+if caps:
+    print(f"bloom capacity: min {min(caps):,} max {max(caps):,} last {caps[-1]:,}; dedup keys max {max(keys):,}")
+print(f"wrote {out}")

@@ -89,6 +89,9 @@ pub struct BenchArgs {
     /// Stop each run once this many tasks are done (0: run for `--duration-secs` only).
     #[arg(long, default_value_t = 0)]
     pub tasks_max: u64,
+    /// Submit with an idempotency key each (`lifecycle` mode): exercises the dedup store.
+    #[arg(long)]
+    pub idempotency_keys: bool,
     /// Directory in which to measure fdatasync latency (the server's data disk).
     #[arg(long, default_value = ".")]
     pub fsync_probe_dir: std::path::PathBuf,
@@ -185,7 +188,7 @@ async fn run_one(api: &Client, args: &BenchArgs, clients: usize) -> anyhow::Resu
         let tasks_max = args.tasks_max;
         let queue = format!("{}-{:?}-{clients}", args.queue, args.mode).to_lowercase();
         let payload = payload.clone();
-        let (mode, batch, records) = (args.mode, args.batch, args.records);
+        let (mode, batch, records, idempotency_keys) = (args.mode, args.batch, args.records, args.idempotency_keys);
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(c as u64);
         // With a rate: this client's requests are due every `every`, starting staggered.
         let every = (args.rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 / args.rate));
@@ -206,7 +209,10 @@ async fn run_one(api: &Client, args: &BenchArgs, clients: usize) -> anyhow::Resu
                         let list = (0..batch).map(|_| task(&queue, &payload, None)).collect();
                         api.submit_batch(list).await.map(|_| batch as u64).map_err(Into::into)
                     }
-                    Mode::Lifecycle => lifecycle(&api, &queue, &agent, &payload).await,
+                    Mode::Lifecycle => {
+                        let key = idempotency_keys.then(|| format!("{agent}-{ops}-{errors}"));
+                        lifecycle(&api, &queue, &agent, &payload, key).await
+                    }
                     Mode::Read => {
                         let id = rand::Rng::gen_range(&mut rng, 1..=records.max(1));
                         api.task(id).await.map(|_| 1).map_err(Into::into)
@@ -291,8 +297,14 @@ fn ok_result() -> Box<RawValue> {
 }
 
 /// Submit → claim → complete. Counts one completed task.
-async fn lifecycle(api: &Client, queue: &str, agent: &str, payload: &RawValue) -> anyhow::Result<u64> {
-    api.submit(&task(queue, payload, None)).await?;
+async fn lifecycle(
+    api: &Client,
+    queue: &str,
+    agent: &str,
+    payload: &RawValue,
+    key: Option<String>,
+) -> anyhow::Result<u64> {
+    api.submit(&task(queue, payload, key)).await?;
     let claimed = api.claim(&claim_in(agent, queue, 1)).await?;
     let Some(t) = claimed.first() else { bail!("claim returned nothing") };
     api.complete(t.id, t.lease_token().unwrap_or(0), Some(ok_result())).await?;

@@ -208,6 +208,9 @@ pub struct ServeArgs {
     /// A leader whose log write stalls keeps followers from electing for up to this long (0: never).
     #[arg(long, env = "MINION_DISK_STALL_GRACE_MS")]
     pub disk_stall_grace_ms: Option<u64>,
+    /// Refuse writes while the data directory's disk has less free than this (MiB; 0: never).
+    #[arg(long, env = "MINION_DISK_RESERVE_MB")]
+    pub disk_reserve_mb: Option<u64>,
     /// Dispatch strategy of queues that set none.
     #[arg(long, env = "MINION_DEFAULT_STRATEGY")]
     pub default_strategy: Option<String>,

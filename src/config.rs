@@ -128,6 +128,9 @@ pub struct Config {
     /// While the leader's log write has stalled for up to this long, it keeps its followers from
     /// electing another leader (docs/cluster.md); 0: never.
     pub disk_stall_grace_ms: u64,
+    /// Below this much free space (MiB) on the data directory's file system the node refuses
+    /// writes (`507 disk_full`) until space returns; 0: no reserve.
+    pub disk_reserve_mb: u64,
     /// Log entries the change feed (`GET /v1/changes`) keeps; readers further behind backfill.
     pub feed_retained_entries: u64,
     /// Engine defaults, replicated to the state machine at start.
@@ -214,6 +217,7 @@ impl Default for Config {
             agent_forget_ms: 86_400_000,
             clock_step_max_ms: 1_000,
             disk_stall_grace_ms: 5_000,
+            disk_reserve_mb: 64,
             feed_retained_entries: 100_000,
             engine: EngineConfig::default(),
             export_postgres: None,
@@ -288,6 +292,9 @@ impl Config {
         }
         if let Some(v) = args.disk_stall_grace_ms {
             cfg.disk_stall_grace_ms = v;
+        }
+        if let Some(v) = args.disk_reserve_mb {
+            cfg.disk_reserve_mb = v;
         }
         if let Some(v) = &args.default_strategy {
             cfg.engine.strategy = minion_engine::Strategy::parse(v).ok_or_else(|| {
@@ -381,6 +388,7 @@ impl Config {
         range("agent_heartbeat_timeout_ms", self.agent_heartbeat_timeout_ms, 200, 3_600_000)?;
         range("clock_step_max_ms", self.clock_step_max_ms, 10, 3_600_000)?;
         range("disk_stall_grace_ms", self.disk_stall_grace_ms, 0, 600_000)?;
+        range("disk_reserve_mb", self.disk_reserve_mb, 0, 1 << 30)?;
         range("commit_timeout_ms", self.commit_timeout_ms, 100, 600_000)?;
         range("election_timeout_ms", self.election_timeout_ms, 100, 60_000)?;
         range("storage_cache_bytes", self.storage_cache_bytes, 1 << 20, 1 << 40)?;

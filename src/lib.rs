@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod disk_space;
 pub mod dispatch;
 pub mod ingest;
 pub mod metrics;

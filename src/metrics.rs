@@ -92,6 +92,9 @@ pub fn render(handle: &PrometheusHandle, node: &Node) -> String {
         counter!("minion_dedup_bloom_negatives_total").absolute(d.bloom_negatives);
         counter!("minion_dedup_bloom_false_positives_total").absolute(d.bloom_false_positives);
         gauge!("minion_dedup_keys").set(engine.dedup_keys() as f64);
+        let (items, capacity) = engine.dedup_bloom();
+        gauge!("minion_dedup_bloom_items").set(items as f64);
+        gauge!("minion_dedup_bloom_capacity").set(capacity as f64);
         gauge!("minion_ledger_tasks").set(engine.task_count() as f64);
         gauge!("minion_live_tasks").set(engine.live_count() as f64);
     }

@@ -29,6 +29,24 @@ async fn partitions_one_way_bridges_and_flapping_links() {
     assert_clean(&run(s).await);
 }
 
+/// Membership changes while a node is cut off (the old leader, most often, replaced through the
+/// new one), and rolling restarts of every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_replaced_during_partitions_and_rolling_restarts() {
+    let kinds = [Nemesis::ReplaceInPartition, Nemesis::Rolling];
+    let Some(s) = in_namespaces("membership", &kinds, seed(505), rounds(3)) else { return };
+    assert_clean(&run(s).await);
+}
+
+/// Each node on a file system of its own, frozen for up to four seconds at a time (within the
+/// five-second `disk_stall_grace_ms`): writes wait for the disk, nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_disks() {
+    let kinds = [Nemesis::DiskStall];
+    let Some(s) = in_namespaces("disk-stall", &kinds, seed(606), rounds(3)) else { return };
+    assert_clean(&run(s).await);
+}
+
 /// Delay (where the kernel has netem), loss and a slow link. Without netem the delay is left out,
 /// saying so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -63,6 +81,9 @@ async fn every_nemesis_mixed() {
         Nemesis::Loss,
         Nemesis::Slow,
         Nemesis::Clock,
+        Nemesis::ReplaceInPartition,
+        Nemesis::Rolling,
+        Nemesis::DiskStall,
     ]);
     let Some(s) = in_namespaces("mixed", &kinds, seed(303), rounds(3)) else { return };
     assert_clean(&run(s).await);
@@ -94,7 +115,7 @@ async fn the_nemesis_cuts_and_slows_real_traffic() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout = Layout { namespaces: true, faketime: false };
+    let layout = Layout { namespaces: true, ..Layout::default() };
     let c = Cluster::start_with(layout, dir.path(), 3, &["--commit-timeout-ms", "2000"]).await;
     let leader = c.leader(30).await;
     let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();

@@ -126,6 +126,12 @@ impl Dedup {
     pub fn has_bloom(&self) -> bool {
         self.bloom.is_some()
     }
+
+    /// The filter's items and capacity (it grows by adding sub-filters; a rebuild after many
+    /// expiries starts it over at the live keys): (0, 0) before it is built.
+    pub fn bloom_size(&self) -> (u64, u64) {
+        self.bloom.as_ref().map_or((0, 0), |b| (b.len() as u64, b.capacity() as u64))
+    }
 }
 
 #[cfg(test)]

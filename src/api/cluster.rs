@@ -69,7 +69,15 @@ pub async fn route_to_leader(State(s): State<AppState>, req: Request, next: Next
     if leader == me {
         if req.method() == Method::GET {
             match tokio::time::timeout(commit_timeout, s.node.raft.ensure_linearizable()).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => {
+                    if let Err(e) = s.node.wait_logged_before_start_applied(commit_timeout).await {
+                        return unavailable(
+                            "commit_timeout",
+                            format!("entries logged before this leader restarted are not applied yet ({e}); retry"),
+                        )
+                        .into_response();
+                    }
+                }
                 Ok(Err(e)) => {
                     return unavailable("not_leader", format!("could not confirm leadership for a read: {e}"))
                         .into_response()

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod children;
 pub mod cluster;
 pub mod console;
+pub mod disk;
 pub mod error;
 pub mod events;
 pub mod extract;

@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .merge(super::console::routes())
         .fallback(super::middleware::fallback)
         .layer(middleware::from_fn_with_state(state.clone(), cluster::route_to_leader))
+        .layer(middleware::from_fn_with_state(state.clone(), super::disk::refuse_writes_when_low))
         .layer(middleware::from_fn_with_state(state.clone(), crate::api::auth::authenticate))
         .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(middleware::from_fn(crate::tracing_setup::http_span))

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::disks::LoopFs;
 use super::netns::Netns;
 use super::{eventually, free_port, free_port_on, Api, Server};
 
@@ -133,12 +134,15 @@ impl Drop for Proxy {
 
 pub struct Cluster {
     pub nodes: Vec<Server>,
+    /// Each node's own file system (layout `disks`), unmounted after the nodes stop.
+    pub disks: Vec<Option<LoopFs>>,
     /// Loopback mode: a proxy in front of each node's peer port (empty in namespaces).
     pub proxies: Vec<Proxy>,
     /// Namespace mode: each node in a network namespace of its own.
     pub net: Option<Netns>,
     /// Every node under libfaketime, its wall-clock offset in `<dir>/n<i>.clock`.
     pub faketime: bool,
+    own_disks: bool,
     pub dir: PathBuf,
 }
 
@@ -147,6 +151,8 @@ pub struct Cluster {
 pub struct Layout {
     pub namespaces: bool,
     pub faketime: bool,
+    /// Each node's data directory on a loop-mounted ext4 of its own (root), which can be frozen.
+    pub disks: bool,
 }
 
 impl Cluster {
@@ -159,8 +165,15 @@ impl Cluster {
     /// and under libfaketime.
     pub async fn start_with(layout: Layout, dir: &Path, n: usize, extra: &[&str]) -> Cluster {
         let net = layout.namespaces.then(Netns::new);
-        let mut c =
-            Cluster { nodes: Vec::new(), proxies: Vec::new(), net, faketime: layout.faketime, dir: dir.to_path_buf() };
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            disks: Vec::new(),
+            proxies: Vec::new(),
+            net,
+            faketime: layout.faketime,
+            own_disks: layout.disks,
+            dir: dir.to_path_buf(),
+        };
         for i in 0..n {
             c.add_process(i, extra, i > 0).await;
         }
@@ -195,6 +208,14 @@ impl Cluster {
             }
         };
         let host = if netns.is_some() { ip } else { Ipv4Addr::LOCALHOST };
+        let disk = self
+            .own_disks
+            .then(|| LoopFs::mount(&self.dir.join(format!("n{}.img", index + 1)), &node_dir.join("disk")));
+        let data_dir = match &disk {
+            Some(d) => d.0.join("data"),
+            None => node_dir.join("data"),
+        };
+        self.disks.push(disk);
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         args.extend(["--advertise-raft".into(), advertised.to_string(), "--cluster-secret".into(), SECRET.into()]);
         if netns.is_some() {
@@ -209,7 +230,7 @@ impl Cluster {
             port,
             raft_listen: real.to_string(),
             node_id: index as u64 + 1,
-            data_dir: node_dir.join("data"),
+            data_dir,
             base: format!("http://{host}:{port}"),
             extra: args,
             env: Vec::new(),

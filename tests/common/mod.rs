@@ -29,6 +29,7 @@ pub fn free_port_on(ip: std::net::Ipv4Addr) -> u16 {
 }
 
 pub mod cluster;
+pub mod disks;
 pub mod netns;
 pub mod sse;
 

@@ -48,6 +48,14 @@ pub enum Nemesis {
     Clock,
     /// `kill -9` a follower for good and `replace` it with a new node.
     Replace,
+    /// Cut a node (the leader 70% of the time) from the others; while it is cut off, once the
+    /// others have a leader, `kill -9` it and `replace` it with a new node; then heal.
+    ReplaceInPartition,
+    /// Restart every member in turn (SIGTERM, start, wait until it serves), the leader last.
+    Rolling,
+    /// Freeze a node's file system (`fsfreeze`: every write and sync blocks) for the hold, which
+    /// stays within `disk_stall_grace_ms`.
+    DiskStall,
 }
 
 impl Nemesis {
@@ -109,6 +117,38 @@ async fn recovery(c: &Cluster, w: &Workload, members: &[usize], round: usize, fr
     from.elapsed()
 }
 
+/// Start a new node, have `via` replace `victim` by it, and point the workload at it.
+async fn replace(c: &mut Cluster, w: &Workload, members: &mut Vec<usize>, victim: usize, via: usize) {
+    let new = c.nodes.len();
+    c.add_process(new, &ARGS, true).await;
+    c.nodes[new].wait_up().await;
+    let body = json!({"node_id": new + 1, "raft_addr": c.raft_addr(new)});
+    let (st, v) = c.api(via).post(&format!("/v1/cluster/members/{}/replace", victim + 1), body).await;
+    assert_eq!(st, 200, "replacing node {} by node {} through node {}: {v}", victim + 1, new + 1, via + 1);
+    eprintln!("node {} replaced by node {}", victim + 1, new + 1);
+    members.retain(|m| *m != victim);
+    members.push(new);
+    let mut bases = w.bases.lock().expect("lock");
+    bases.retain(|b| *b != c.nodes[victim].base);
+    bases.push(c.nodes[new].base.clone());
+}
+
+/// The leader among `among`, as one of them reports it once it has a quorum's acknowledgement.
+async fn common_leader(c: &Cluster, among: &[usize]) -> usize {
+    crate::common::eventually(30, "a leader among the connected nodes", || async {
+        for i in among {
+            if let Some(v) = c.node_info(*i, false).await {
+                let acked = v["millis_since_quorum_ack"].as_u64().is_some_and(|ms| ms < 1_000);
+                if v["state"] == "leader" && acked {
+                    return Some(*i);
+                }
+            }
+        }
+        None
+    })
+    .await
+}
+
 pub async fn run(s: Setup<'_>) -> Run {
     let seed = s.seed;
     eprintln!(
@@ -120,7 +160,11 @@ pub async fn run(s: Setup<'_>) -> Run {
     }
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout = Layout { namespaces: s.namespaces, faketime: s.kinds.contains(&Nemesis::Clock) };
+    let layout = Layout {
+        namespaces: s.namespaces,
+        faketime: s.kinds.contains(&Nemesis::Clock),
+        disks: s.kinds.contains(&Nemesis::DiskStall),
+    };
     let mut c = Cluster::start_with(layout, dir.path(), s.nodes, &ARGS).await;
     let mut members: Vec<usize> = (0..s.nodes).collect();
     let mut w = Workload::new(c.nodes.iter().map(|n| n.base.clone()).collect());
@@ -135,11 +179,12 @@ pub async fn run(s: Setup<'_>) -> Run {
         let kind = s.kinds[rng.gen_range(0..s.kinds.len())];
         let leader = c.leader(30).await;
         let followers: Vec<usize> = members.iter().copied().filter(|m| *m != leader).collect();
-        let victim = if followers.is_empty() || (rng.gen_bool(0.7) && kind != Nemesis::Replace) {
-            leader
-        } else {
-            followers[rng.gen_range(0..followers.len())]
-        };
+        let victim =
+            if followers.is_empty() || (rng.gen_bool(0.7) && kind != Nemesis::Replace && kind != Nemesis::Rolling) {
+                leader
+            } else {
+                followers[rng.gen_range(0..followers.len())]
+            };
         leader_faults += usize::from(victim == leader);
         let hold = Duration::from_millis(rng.gen_range(1_500..4_000));
         let others: Vec<usize> = members.iter().copied().filter(|m| *m != victim).collect();
@@ -216,17 +261,30 @@ pub async fn run(s: Setup<'_>) -> Run {
             }
             Nemesis::Replace => {
                 c.nodes[victim].kill9();
-                let new = c.nodes.len();
-                c.add_process(new, &ARGS, true).await;
-                c.nodes[new].wait_up().await;
-                let body = json!({"node_id": new + 1, "raft_addr": c.raft_addr(new)});
-                let (st, v) = c.api(leader).post(&format!("/v1/cluster/members/{}/replace", victim + 1), body).await;
-                assert_eq!(st, 200, "replacing node {} by node {}: {v}", victim + 1, new + 1);
-                members.retain(|m| *m != victim);
-                members.push(new);
-                let mut bases = w.bases.lock().expect("lock");
-                bases.retain(|b| *b != c.nodes[victim].base);
-                bases.push(c.nodes[new].base.clone());
+                replace(&mut c, &w, &mut members, victim, leader).await;
+                Instant::now()
+            }
+            Nemesis::ReplaceInPartition => {
+                c.partition(&[&[victim], &others]);
+                // The others' leader (a cut-off leader is not counted: no quorum acknowledges it).
+                let acting = common_leader(&c, &others).await;
+                c.nodes[victim].kill9();
+                replace(&mut c, &w, &mut members, victim, acting).await;
+                c.heal();
+                Instant::now()
+            }
+            Nemesis::Rolling => {
+                let mut order: Vec<usize> = members.iter().copied().filter(|m| *m != leader).collect();
+                order.push(leader);
+                for m in order {
+                    c.nodes[m].restart().await;
+                }
+                Instant::now()
+            }
+            Nemesis::DiskStall => {
+                let frozen = c.disks[victim].as_ref().expect("the node's own disk").freeze();
+                tokio::time::sleep(hold).await;
+                drop(frozen);
                 Instant::now()
             }
         };

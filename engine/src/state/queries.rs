@@ -269,6 +269,10 @@ impl State {
     pub fn dedup_stats(&self) -> DedupStats {
         self.dedup.stats
     }
+    /// The dedup bloom filter's (items, capacity).
+    pub fn dedup_bloom(&self) -> (u64, u64) {
+        self.dedup.bloom_size()
+    }
     /// Idempotency keys in the exact store.
     pub fn dedup_keys(&self) -> u64 {
         self.meta.dedup_keys
