@@ -77,6 +77,14 @@ impl Node {
         let clock = Arc::new(crate::clock::LeaderClock::new(config.clock_step_max_ms, state.read().engine.clock()));
         let storage = Arc::new(opened.handle);
         let log = opened.log_store.clone();
+        // What the log holds at start (read before raft runs: its metrics are not filled in yet).
+        let read_floor = {
+            use openraft::storage::RaftLogStorage;
+            let mut store = opened.log_store.clone();
+            let last = store.get_log_state().await.map_err(|e| anyhow!("reading the log: {e}"))?.last_log_id;
+            let vote = store.read_vote().await.map_err(|e| anyhow!("reading the vote: {e}"))?;
+            (vote.map_or(0, |v| v.leader_id().term), last.map_or(0, |l| l.index))
+        };
         let raft_config = openraft::Config {
             cluster_name: "minion".into(),
             heartbeat_interval: (config.election_timeout_ms / 4).max(20),
@@ -114,10 +122,6 @@ impl Node {
         let raft = Raft::new(config.node_id, Arc::new(raft_config), network, opened.log_store, opened.state_machine)
             .await
             .context("starting raft")?;
-        let read_floor = {
-            let m = raft.metrics().borrow().clone();
-            (m.current_term, m.last_log_index.unwrap_or(0))
-        };
 
         if !raft.is_initialized().await.map_err(|e| anyhow!("raft: {e}"))? {
             if config.join {
