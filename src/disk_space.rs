@@ -1,9 +1,11 @@
-//! A reserve of free disk space (measured here; `api::disk` refuses the writes): when the file system holding the data directory has less free
-//! than `disk_reserve_mb`, the node refuses new writes (`507 disk_full`) before they reach the
-//! log, and takes them again once space returns, by itself. Reads go on; entries the leader
-//! already replicates still land in the reserve. (Elasticsearch's flood-stage watermark and etcd's
-//! space quota do the same.) Only a disk that fills past the reserve makes a write fail, and a
-//! failed write stops the node (it restarts from what was synced; docs/durability.md).
+//! A reserve of free disk space (measured here; `api::disk` refuses the requests): when the file
+//! system holding the data directory has less free than `disk_reserve_mb`, the node refuses new
+//! work (`507 disk_full`) before it reaches the log, and takes it again once space returns, by
+//! itself. Reads, finishing work and entries the leader replicates go on into the reserve
+//! (Elasticsearch's flood-stage watermark and etcd's space quota work alike). Only a disk that
+//! fills past the reserve makes a write fail, and a failed write stops the node (it restarts from
+//! what was synced; docs/reliability.md#full-disks). Ingest adapters submit without HTTP and are
+//! not held back by the reserve.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

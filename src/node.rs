@@ -46,9 +46,6 @@ pub struct Node {
     pub election_hold: Arc<std::sync::Mutex<Option<Instant>>>,
     /// Free space on the data directory's disk, against the reserve.
     pub disk: Arc<crate::disk_space::DiskSpace>,
-    /// The term and last log index this process found at start: reads as leader in that term wait
-    /// until the index is applied (see [`Node::wait_logged_before_start_applied`]).
-    pub read_floor: (u64, u64),
 }
 
 impl Node {
@@ -77,14 +74,27 @@ impl Node {
         let clock = Arc::new(crate::clock::LeaderClock::new(config.clock_step_max_ms, state.read().engine.clock()));
         let storage = Arc::new(opened.handle);
         let log = opened.log_store.clone();
-        // What the log holds at start (read before raft runs: its metrics are not filled in yet).
-        let read_floor = {
+        // Defect (found by the history checker, `tests/network_faults.rs`): openraft restores a
+        // node whose saved vote is committed for itself as leader at once, without an election,
+        // with the commit index it last recorded — which Minion records lazily, with the
+        // checkpoint. Its read index could then be behind entries it had acknowledged before the
+        // crash, and a linearizable read answered 404 for an acknowledged task (and after a power
+        // loss its log might lack an entry a quorum of followers holds). Its vote is saved again
+        // as not committed: the node stands for election like any other (one missing entries
+        // cannot win), and the new leader's first entry of its term is in every read index.
+        {
             use openraft::storage::RaftLogStorage;
             let mut store = opened.log_store.clone();
-            let last = store.get_log_state().await.map_err(|e| anyhow!("reading the log: {e}"))?.last_log_id;
             let vote = store.read_vote().await.map_err(|e| anyhow!("reading the vote: {e}"))?;
-            (vote.map_or(0, |v| v.leader_id().term), last.map_or(0, |l| l.index))
-        };
+            if let Some(v) = vote.filter(|v| v.is_committed() && v.leader_id().voted_for() == Some(config.node_id)) {
+                let term = v.leader_id().term;
+                store
+                    .save_vote(&openraft::Vote::new(term, config.node_id))
+                    .await
+                    .map_err(|e| anyhow!("saving the vote: {e}"))?;
+                tracing::info!(term, "led before this start: standing for election instead of resuming as leader");
+            }
+        }
         let raft_config = openraft::Config {
             cluster_name: "minion".into(),
             heartbeat_interval: (config.election_timeout_ms / 4).max(20),
@@ -179,7 +189,6 @@ impl Node {
             clock,
             election_hold: Default::default(),
             disk: Default::default(),
-            read_floor,
         };
         if sole_voter {
             node.on_leadership_gained().await?;
@@ -311,32 +320,6 @@ impl Node {
     }
 
     /// The current leader and how to reach it, as this node knows them.
-    /// Defect (found by the history checker, `tests/network_faults.rs`): openraft restores a node
-    /// that led before a restart as leader at once, without an election, with the commit index it
-    /// last recorded — which Minion records lazily, with the checkpoint. Its read index (the larger
-    /// of that and its first entry of the term) could then be behind entries it had acknowledged
-    /// before the crash, and a linearizable read answered 404 for an acknowledged task. Reads
-    /// served as leader now also wait until every entry this process found in its log at start is
-    /// applied (by then they are committed: a leader commits only through a quorum). Only in the
-    /// term it restarted in: a leader elected later has its own first entry of the term in its
-    /// read index, and the tail it found at start may have been replaced.
-    pub async fn wait_logged_before_start_applied(&self, timeout: Duration) -> Result<(), String> {
-        let (term, floor) = self.read_floor;
-        let (now, applied) = {
-            let m = self.raft.metrics().borrow().clone();
-            (m.current_term, m.last_applied.map_or(0, |l| l.index))
-        };
-        if now != term || applied >= floor {
-            return Ok(());
-        }
-        self.raft
-            .wait(Some(timeout))
-            .applied_index_at_least(Some(floor), "entries logged before the start applied")
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
     pub fn leader(&self) -> Option<(NodeId, RaftNode)> {
         let m = self.raft.metrics().borrow().clone();
         let id = m.current_leader?;

@@ -14,17 +14,24 @@ use serde_json::json;
 
 const MIB: u64 = 1 << 20;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn below_its_disk_reserve_a_node_refuses_writes_and_takes_them_again_when_space_returns() {
+/// A node whose data directory is on a 96 MiB tmpfs of its own (its log outside it), started
+/// with `disk_reserve_mb`; `None` without root.
+async fn node_on_a_small_disk(reserve_mb: &str) -> Option<(tempfile::TempDir, Tmpfs, Server)> {
     if !root() {
         eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let disk = Tmpfs::mount(&dir.path().join("disk"), 96);
-    let mut srv = Server::new(&disk.0, &["--disk-reserve-mb", "24"]);
+    let mut srv = Server::new(&disk.0, &["--disk-reserve-mb", reserve_mb]);
     srv.log = dir.path().join("server.log");
     srv.spawn().await;
+    Some((dir, disk, srv))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_its_disk_reserve_a_node_refuses_new_work_and_takes_it_again_when_space_returns() {
+    let Some((_dir, disk, mut srv)) = node_on_a_small_disk("24").await else { return };
     let api = srv.client();
     let mut acked = Vec::new();
     for n in 0..50 {
@@ -45,13 +52,22 @@ async fn below_its_disk_reserve_a_node_refuses_writes_and_takes_them_again_when_
     assert_eq!(v["error"]["code"], "disk_full", "{v}");
     let message = v["error"]["message"].as_str().expect("message");
     assert!(message.contains("reserve") && message.contains("24 MiB"), "the error says why: {message}");
-    // Claims are writes too; reads go on.
-    let (s, _) = api.post("/v1/claims", json!({"agent_id": "a", "queues": ["q"], "max": 1})).await;
-    assert_eq!(s, 507);
-    let (s, t) = api.get(&format!("/v1/tasks/{}", acked[0].0)).await;
-    assert_eq!((s, t["state"].as_str()), (200, Some("ready")), "{t}");
+    let (s, v) = api
+        .req(reqwest::Method::PUT, "/v1/schedules/nightly", Some(json!({"every_ms": 60_000, "task": {"queue": "q"}})))
+        .await;
+    assert_eq!(s, 507, "a schedule is new work: {v}");
     let (_, stats) = api.get("/v1/stats").await;
     assert_eq!(stats["tasks"], 50, "nothing was written: {stats}");
+    // Finishing work goes on (refusing it would let leases expire), and so do reads.
+    let leased = api.claim("a", &["q"], 1, 0).await;
+    let token = leased[0]["lease"]["token"].clone();
+    let (s, v) = api.post(&format!("/v1/tasks/{}/complete", leased[0]["id"]), json!({"lease_token": token})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, t) = api.get(&format!("/v1/tasks/{}", acked[1].0)).await;
+    assert_eq!((s, t["state"].as_str()), (200, Some("ready")), "{t}");
+    let (s, _) =
+        api.post(&format!("/v1/tasks/{}/children", leased[0]["id"]), json!({"lease_token": token, "tasks": []})).await;
+    assert_eq!(s, 507, "spawning children is new work");
     let log = std::fs::read_to_string(&srv.log).expect("log");
     assert!(log.contains("disk space below the reserve"), "the node says why in its log");
 
@@ -75,16 +91,8 @@ async fn below_its_disk_reserve_a_node_refuses_writes_and_takes_them_again_when_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_that_fills_up_stops_the_node_and_loses_no_acknowledged_write() {
-    if !root() {
-        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let disk = Tmpfs::mount(&dir.path().join("disk"), 96);
     // No reserve: the disk fills under the node's writes.
-    let mut srv = Server::new(&disk.0, &["--disk-reserve-mb", "0"]);
-    srv.log = dir.path().join("server.log");
-    srv.spawn().await;
+    let Some((_dir, disk, mut srv)) = node_on_a_small_disk("0").await else { return };
     let filler = disk.fill("filler", 6 * MIB);
     let blob = "x".repeat(60_000);
     let mut acked = Vec::new();

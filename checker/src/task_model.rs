@@ -14,6 +14,11 @@ use crate::leases;
 use crate::linear::{self, Entry, Model, Verdict};
 use crate::report::{Anomaly, Kind};
 
+/// Error codes of a refused complete, fail or progress that mean the token was not the task's
+/// current lease (the engine checks the lease before the request's other fields, so e.g. an
+/// `invalid_request` says the opposite, and a 413 or 429 nothing).
+pub const LEASE_REFUSALS: [&str; 3] = ["stale_lease", "wrong_state", "not_found"];
+
 /// Configurations one task's search may visit before it is reported undecided.
 pub const BUDGET: usize = 200_000;
 
@@ -157,6 +162,12 @@ pub fn check(history: &[Op], ledger: &Ledger) -> Linear {
     for op in history {
         let ok = match &op.outcome {
             Outcome::Ok(_) => Some(true),
+            // The refusals that say the token was not the current lease.
+            Outcome::Failed(code) if LEASE_REFUSALS.contains(&code.as_str()) => Some(false),
+            // Any other refusal (a malformed request, a limit) says nothing about the lease.
+            Outcome::Failed(_) if !matches!(op.call, Call::Submit { .. } | Call::Claim { .. } | Call::Read { .. }) => {
+                continue
+            }
             Outcome::Failed(_) => Some(false),
             Outcome::Unknown => None,
         };

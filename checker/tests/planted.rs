@@ -267,3 +267,17 @@ fn running_out_of_attempts_ends_dead() {
     wrong[3] = read(1, Some(view("failed", 1, None)), 60);
     assert!(kinds(&wrong, &[t]).contains(&Kind::NotLinearizable));
 }
+
+#[test]
+fn only_lease_refusals_say_the_token_was_not_current() {
+    // A complete refused as malformed while the lease was current, then completed: clean.
+    let mut h = clean();
+    h.insert(5, op(Call::Complete { task: 1, token: 5 }, 44, 46, Outcome::Failed("invalid_request".into())));
+    let r = check(&h, &clean_ledger());
+    assert!(r.valid(), "{}", r.describe());
+    // The same refusal as stale_lease cannot be: the lease was current.
+    h[5].outcome = refused();
+    h.insert(6, read(1, Some(view("leased", 1, Some(5))), 47));
+    h.sort_by_key(|o| o.invoked);
+    assert!(kinds(&h, &clean_ledger()).contains(&Kind::NotLinearizable));
+}

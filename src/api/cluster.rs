@@ -57,8 +57,10 @@ async fn known_leader(node: &Node, wait: Duration) -> Option<(NodeId, RaftNode)>
 /// Middleware: serve here if this node leads (after read-index for reads), forward otherwise.
 pub async fn route_to_leader(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let me = s.config.node_id;
-    let stale = req.method() == Method::GET
-        && req.headers().get(HEADER_CONSISTENCY).and_then(|v| v.to_str().ok()).is_some_and(|v| v == "stale");
+    // axum answers HEAD with the GET handler: a read too.
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    let stale =
+        read && req.headers().get(HEADER_CONSISTENCY).and_then(|v| v.to_str().ok()).is_some_and(|v| v == "stale");
     if local_route(req.uri().path()) || stale {
         return stamp(next.run(req).await, me);
     }
@@ -67,17 +69,9 @@ pub async fn route_to_leader(State(s): State<AppState>, req: Request, next: Next
         return unavailable("no_leader", "no leader is known (an election may be in progress); retry").into_response();
     };
     if leader == me {
-        if req.method() == Method::GET {
+        if read {
             match tokio::time::timeout(commit_timeout, s.node.raft.ensure_linearizable()).await {
-                Ok(Ok(_)) => {
-                    if let Err(e) = s.node.wait_logged_before_start_applied(commit_timeout).await {
-                        return unavailable(
-                            "commit_timeout",
-                            format!("entries logged before this leader restarted are not applied yet ({e}); retry"),
-                        )
-                        .into_response();
-                    }
-                }
+                Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     return unavailable("not_leader", format!("could not confirm leadership for a read: {e}"))
                         .into_response()

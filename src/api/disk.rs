@@ -8,19 +8,30 @@ use axum::response::{IntoResponse, Response};
 use super::{ApiError, AppState};
 use crate::disk_space::MIB;
 
-/// Writes that go on while the disk is low: membership changes (replacing or removing a node is
-/// how an operator gets out of trouble).
-fn exempt(path: &str) -> bool {
-    !path.starts_with("/v1/") || path.starts_with("/v1/cluster/")
+/// What a node below its reserve refuses: new work and bulk writes (submits, children, retries,
+/// rejection records, schedules, backups and restores). Finishing work goes on — claims,
+/// completions, failures, progress, extensions, heartbeats — since refusing it would let leases
+/// expire and waste attempts, and so do settings, tokens and membership changes (revoking a
+/// token or replacing a node must stay possible).
+fn refused_when_low(method: &Method, path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match (method.as_str(), segments.as_slice()) {
+        ("POST", ["", "v1", "tasks"]) => true,
+        ("POST", ["", "v1", "tasks", _, "children" | "retry"]) => true,
+        ("POST", ["", "v1", "rejections"]) => true,
+        ("PUT", ["", "v1", "schedules", _]) => true,
+        ("GET", ["", "v1", "admin", "backup"]) | ("POST", ["", "v1", "admin", "restore"]) => true,
+        _ => false,
+    }
 }
 
-/// Middleware: refuse writes while this node's disk is below the reserve.
+/// Middleware, on the node that serves the request (after routing to the leader): refuse new
+/// work while its disk is below the reserve.
 pub async fn refuse_writes_when_low(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if write && s.node.disk.low() && !exempt(req.uri().path()) {
+    if s.node.disk.low() && refused_when_low(req.method(), req.uri().path()) {
         let free = s.node.disk.free_bytes();
         let msg = format!(
-            "node {} has {} MiB free on its data directory's disk, below the reserve of {} MiB (disk_reserve_mb): writes are refused until space returns; nothing was written",
+            "node {} has {} MiB free on its data directory's disk, below the reserve of {} MiB (disk_reserve_mb): new work is refused until space returns; nothing was written",
             s.config.node_id,
             free / MIB,
             s.config.disk_reserve_mb
@@ -37,10 +48,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn membership_changes_are_exempt() {
-        assert!(exempt("/v1/cluster/members"));
-        assert!(exempt("/metrics"));
-        assert!(!exempt("/v1/tasks"));
-        assert!(!exempt("/v1/claims"));
+    fn new_work_is_refused_and_finishing_work_is_not() {
+        for (m, p) in [
+            (Method::POST, "/v1/tasks"),
+            (Method::POST, "/v1/tasks/7/children"),
+            (Method::POST, "/v1/tasks/7/retry"),
+            (Method::PUT, "/v1/schedules/nightly"),
+            (Method::GET, "/v1/admin/backup"),
+            (Method::POST, "/v1/admin/restore"),
+        ] {
+            assert!(refused_when_low(&m, p), "{m} {p}");
+        }
+        for (m, p) in [
+            (Method::GET, "/v1/tasks"),
+            (Method::POST, "/v1/claims"),
+            (Method::POST, "/v1/tasks/7/complete"),
+            (Method::POST, "/v1/tasks/7/fail"),
+            (Method::POST, "/v1/acks"),
+            (Method::POST, "/v1/agents/a/heartbeat"),
+            (Method::DELETE, "/v1/tokens/3"),
+            (Method::POST, "/v1/cluster/members/2/replace"),
+            (Method::DELETE, "/v1/schedules/nightly"),
+        ] {
+            assert!(!refused_when_low(&m, p), "{m} {p}");
+        }
     }
 }
