@@ -15,14 +15,15 @@ use crate::disk_space::MIB;
 /// token or replacing a node must stay possible).
 fn refused_when_low(method: &Method, path: &str) -> bool {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    match (method.as_str(), segments.as_slice()) {
-        ("POST", ["", "v1", "tasks"]) => true,
-        ("POST", ["", "v1", "tasks", _, "children" | "retry"]) => true,
-        ("POST", ["", "v1", "rejections"]) => true,
-        ("PUT", ["", "v1", "schedules", _]) => true,
-        ("GET", ["", "v1", "admin", "backup"]) | ("POST", ["", "v1", "admin", "restore"]) => true,
-        _ => false,
-    }
+    matches!(
+        (method.as_str(), segments.as_slice()),
+        ("POST", ["", "v1", "tasks"])
+            | ("POST", ["", "v1", "tasks", _, "children" | "retry"])
+            | ("POST", ["", "v1", "rejections"])
+            | ("PUT", ["", "v1", "schedules", _])
+            | ("GET", ["", "v1", "admin", "backup"])
+            | ("POST", ["", "v1", "admin", "restore"])
+    )
 }
 
 /// Middleware, on the node that serves the request (after routing to the leader): refuse new
