@@ -298,6 +298,9 @@ describe('console without auth', () => {
   });
 
   test("a running task's progress appears live on its page", async () => {
+    // The agent registered in before() never heartbeats: on a loaded machine the tests before
+    // this one can outlast its 15 s heartbeat timeout, so it registers again (as an agent would).
+    await s.call('POST', '/v1/agents', { id: 'worker-1', name: 'Worker <one>', capabilities: ['gpu', 'ffmpeg'], max_concurrency: 4 });
     const claim = await s.call('POST', '/v1/claims', { agent_id: 'worker-1', queues: ['video'], max: 1 });
     const t = claim.tasks.find((x) => x.id === runningId);
     assert.ok(t);
