@@ -86,13 +86,9 @@ pub struct Setup<'a> {
     pub stale_reads: bool,
 }
 
-/// What a run saw, for the figures and for assertions.
+/// What a run's assertions need (the figures go to the `FIGURES` line).
 pub struct Run {
     pub report: minion_checker::Report,
-    pub faults: BTreeMap<String, usize>,
-    pub recovery_ms: BTreeMap<String, Vec<u64>>,
-    pub tasks: usize,
-    pub leader_faults: usize,
     pub isolated_acked: Vec<String>,
 }
 
@@ -323,7 +319,7 @@ pub async fn run(s: Setup<'_>) -> Run {
             report.describe()
         );
     }
-    Run { report, faults, recovery_ms, tasks: tasks.len(), leader_faults, isolated_acked }
+    Run { report, isolated_acked }
 }
 
 /// The assertions every fault run makes.
