@@ -2,7 +2,9 @@
 //! what must hold whatever the input:
 //!
 //! - [`decode_frames`]: every decoder of stored or received bytes (log entries and WAL records,
-//!   raft messages, records and their keys, snapshot and backup files, old-format state images)
+//!   raft messages and peers' answers, records and their keys, snapshot and backup files,
+//!   old-format state images, the checkpoint, vote and applied-marker files, a log directory
+//!   whose segment file is the input)
 //!   either decodes or returns an error, and what decodes re-encodes to the same value;
 //! - [`http_request`]: a request body (or query) through the real router of a real single node
 //!   never gets a 5xx other than 503, and the engine's invariants hold after it;
@@ -83,6 +85,72 @@ pub fn decode_frames(data: &[u8]) {
     if let Ok(m) = frame::decode::<openraft_msgs::Snapshot>(data) {
         frame::encode(&m).expect("a snapshot chunk re-encodes");
     }
+    // A peer's answers to those messages.
+    stable::<Result<openraft_msgs::AppendAnswer, openraft_msgs::Refusal>>(data);
+    stable::<Result<openraft_msgs::VoteAnswer, openraft_msgs::Refusal>>(data);
+    stable::<Result<openraft_msgs::SnapshotAnswer, openraft_msgs::SnapshotRefusal>>(data);
+    stored_files(data);
+}
+
+/// Types without `PartialEq`: what decodes re-encodes, and the re-encoding is a fixed point.
+fn stable<T: serde::Serialize + serde::de::DeserializeOwned>(data: &[u8]) {
+    if let Ok(v) = frame::decode::<T>(data) {
+        let once = frame::encode(&v).expect("a decoded value re-encodes");
+        let twice = frame::encode(&frame::decode::<T>(&once).expect("re-decodes")).expect("re-encodes");
+        assert_eq!(once, twice, "re-encoding is stable");
+    }
+}
+
+/// The small files a node reads at start (checkpoint, vote, applied marker, snapshot metadata) and
+/// a write-ahead log directory whose one segment file is `data`.
+fn stored_files(data: &[u8]) {
+    roundtrip::<minion_storage::checkpoint::Checkpoint>(data);
+    roundtrip::<minion_storage::state_store::AppliedMarker>(data);
+    if let Ok(m) = frame::decode::<minion_storage::state_store::AppliedMarker>(data) {
+        let _ = minion_raft::state_machine::Applied::from_marker(&m);
+    }
+    // The vote file: a frame around raft's postcard encoding.
+    if let Ok(inner) = frame::decode::<Vec<u8>>(data) {
+        if let Ok(v) = postcard::from_bytes::<openraft::Vote<minion_raft::NodeId>>(&inner) {
+            let again = postcard::to_allocvec(&v).expect("a vote re-encodes");
+            assert_eq!(postcard::from_bytes::<openraft::Vote<minion_raft::NodeId>>(&again).expect("re-decodes"), v);
+        }
+    }
+    if let Ok(m) = postcard::from_bytes::<openraft_msgs::SnapshotMeta>(data) {
+        let once = postcard::to_allocvec(&m).expect("snapshot metadata re-encodes");
+        let back: openraft_msgs::SnapshotMeta = postcard::from_bytes(&once).expect("re-decodes");
+        assert_eq!(postcard::to_allocvec(&back).expect("re-encodes"), once);
+    }
+    wal_directory(data);
+}
+
+/// Open a log directory holding `data` as its one segment: opening either fails with an error or
+/// keeps a prefix of whole records (cutting a torn tail), every entry it kept reads back, and a
+/// second open finds nothing more to repair.
+fn wal_directory(data: &[u8]) {
+    use minion_storage::vfs::{OpenMode, SharedVfs};
+    use minion_storage::wal::{Wal, WalOptions};
+    let fs = minion_storage::sim::SimFs::with_dirs(&["/w"]);
+    let vfs: SharedVfs = std::sync::Arc::new(fs);
+    let dir = std::path::Path::new("/w/log");
+    vfs.create_dir_all(dir).expect("mkdir");
+    let file = vfs.open(&dir.join(format!("{:020}.wal", 0)), OpenMode::CreateNew).expect("create");
+    file.write_all_at(data, 0).expect("write");
+    drop(file);
+    let opts = WalOptions { segment_bytes: 1 << 20, fsync: true };
+    let Ok((wal, _)) = Wal::open(vfs.clone(), dir, opts, None) else { return };
+    let reader = wal.reader();
+    let (first, next) = (reader.first_index(), wal.next_index());
+    for index in first..next {
+        let (pos, _) = reader.read(index).expect("a kept entry reads").expect("a kept entry is there");
+        assert_eq!(pos.index, index, "entries are at their own index");
+    }
+    let last = reader.last_pos();
+    drop((reader, wal));
+    let (wal, report) = Wal::open(vfs, dir, opts, None).expect("what opened once opens again");
+    assert_eq!(report.torn_bytes, 0, "the first open left nothing to cut");
+    let reader = wal.reader();
+    assert_eq!((reader.first_index(), wal.next_index(), reader.last_pos()), (first, next, last));
 }
 
 /// The peer messages `minion_raft::peer` decodes.
@@ -90,4 +158,10 @@ mod openraft_msgs {
     pub type Append = minion_raft::staging::WireAppend;
     pub type Vote = openraft::raft::VoteRequest<minion_raft::NodeId>;
     pub type Snapshot = openraft::raft::InstallSnapshotRequest<minion_raft::TypeConfig>;
+    pub type AppendAnswer = openraft::raft::AppendEntriesResponse<minion_raft::NodeId>;
+    pub type VoteAnswer = openraft::raft::VoteResponse<minion_raft::NodeId>;
+    pub type SnapshotAnswer = openraft::raft::InstallSnapshotResponse<minion_raft::NodeId>;
+    pub type Refusal = openraft::error::RaftError<minion_raft::NodeId>;
+    pub type SnapshotRefusal = openraft::error::RaftError<minion_raft::NodeId, openraft::error::InstallSnapshotError>;
+    pub type SnapshotMeta = openraft::SnapshotMeta<minion_raft::NodeId, minion_raft::Node>;
 }

@@ -162,6 +162,44 @@ fn seeds_are_current() {
             &postcard::to_allocvec(&restore).expect("encode"),
         ),
     ));
+    // The files a node reads at start, and a peer's answers.
+    let checkpoint = minion_storage::checkpoint::Checkpoint {
+        log_durable: Some(4),
+        state_durable: Some(3),
+        state_valid: true,
+        committed: Some(minion_storage::wal::LogPos { index: 4, term: 1, node: 1 }),
+        clean: true,
+    };
+    frames.push(("checkpoint".into(), frame::encode(&checkpoint).expect("encode")));
+    let log_id = openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 4);
+    let applied = minion_raft::state_machine::Applied { last_applied: Some(log_id), ..Default::default() };
+    frames.push(("applied-marker".into(), frame::encode(&applied.marker().expect("marker")).expect("encode")));
+    let vote = openraft::Vote::<minion_raft::NodeId>::new_committed(1, 1);
+    frames.push(("vote".into(), frame::encode(&postcard::to_allocvec(&vote).expect("encode")).expect("encode")));
+    let meta = openraft::SnapshotMeta::<minion_raft::NodeId, minion_raft::Node> {
+        last_log_id: Some(log_id),
+        snapshot_id: "1-1-4".into(),
+        ..Default::default()
+    };
+    frames.push(("snapshot-meta".into(), postcard::to_allocvec(&meta).expect("encode")));
+    let answer: Result<
+        openraft::raft::VoteResponse<minion_raft::NodeId>,
+        openraft::error::RaftError<minion_raft::NodeId>,
+    > = Ok(openraft::raft::VoteResponse { vote, vote_granted: true, last_log_id: Some(log_id) });
+    frames.push(("vote-answer".into(), frame::encode(&answer).expect("encode")));
+    // A log segment file of three entries.
+    let fs = minion_storage::sim::SimFs::with_dirs(&["/w"]);
+    let vfs: minion_storage::vfs::SharedVfs = std::sync::Arc::new(fs.clone());
+    let opts = minion_storage::wal::WalOptions::default();
+    let (mut wal, _) = minion_storage::wal::Wal::open(vfs, std::path::Path::new("/w/log"), opts, None).expect("open");
+    let payload = postcard::to_allocvec(&restore).expect("encode");
+    let entries: Vec<(minion_storage::wal::LogPos, &[u8])> =
+        (0..3).map(|index| (minion_storage::wal::LogPos { index, term: 1, node: 1 }, payload.as_slice())).collect();
+    wal.append(&entries).expect("append");
+    wal.sync().expect("sync");
+    drop(wal);
+    let segment = std::path::Path::new("/w/log").join(format!("{:020}.wal", 0));
+    frames.push(("wal-segment".into(), fs.contents(&segment).expect("segment file")));
     // A snapshot (backup) file of the state's records.
     let fs = minion_storage::sim::SimFs::with_dirs(&["/s"]);
     let vfs: minion_storage::vfs::SharedVfs = std::sync::Arc::new(fs.clone());
