@@ -3,9 +3,10 @@
 //!
 //! - [`decode_frames`]: every decoder of stored or received bytes (log entries and WAL records,
 //!   raft messages and peers' answers, records and their keys, snapshot and backup files,
-//!   old-format state images, the checkpoint, vote and applied-marker files, a log directory
-//!   whose segment file is the input)
-//!   either decodes or returns an error, and what decodes re-encodes to the same value;
+//!   old-format state images, the checkpoint, vote and applied-marker files, state blocks, a log
+//!   directory whose segment file is the input, a Kafka or Redis record as ingest maps it), on
+//!   the raw input and with its checksums made right ([`seal`]), either decodes or returns an
+//!   error, and what decodes re-encodes to the same value;
 //! - [`http_request`]: a request body (or query) through the real router of a real single node
 //!   never gets a 5xx other than 503, and the engine's invariants hold after it;
 //! - [`state_machine`]: a command sequence decoded from the bytes, with restarts (RAM rebuilt from
@@ -17,6 +18,7 @@
 
 pub mod http;
 pub mod mem_file;
+pub mod seal;
 pub mod state_machine;
 
 use minion_engine::legacy::{LegacyImage, LegacyImageV1};
@@ -35,75 +37,53 @@ fn roundtrip<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std
     }
 }
 
-/// Decoders of untrusted bytes.
+/// Decoders of untrusted bytes, each on the raw input and on the input with its checksums made
+/// right ([`seal`]).
 pub fn decode_frames(data: &[u8]) {
+    let sealed = seal::frame(data);
+    for d in [data, sealed.as_slice()] {
+        framed(d);
+    }
+    stored_record(data);
+    for d in [data.to_vec(), seal::wal_record(data)] {
+        if let Ok((pos, payload)) = wal::decode_record(&d) {
+            assert_eq!(wal::encode_record(pos, &payload), d, "a WAL record re-encodes to the same bytes");
+        }
+    }
+    for d in [data.to_vec(), seal::snapshot(data)] {
+        snapshot_file(&d);
+    }
+    // A log entry's payload and snapshot metadata are postcard inside checked containers.
+    if let Ok(e) = postcard::from_bytes::<Entry>(data) {
+        postcard::to_allocvec(&e).expect("a log payload re-encodes");
+    }
+    if let Ok(m) = postcard::from_bytes::<openraft_msgs::SnapshotMeta>(data) {
+        let once = postcard::to_allocvec(&m).expect("snapshot metadata re-encodes");
+        let back: openraft_msgs::SnapshotMeta = postcard::from_bytes(&once).expect("re-decodes");
+        assert_eq!(postcard::to_allocvec(&back).expect("re-encodes"), once);
+    }
+    for d in [data.to_vec(), seal::wal_segment(data)] {
+        wal_directory(&d);
+    }
+    ingest_record(data);
+}
+
+/// Everything that reads one CRC frame: values, raft messages and answers, the small files a
+/// node reads at start, a state block (the same layout).
+fn framed(data: &[u8]) {
     roundtrip::<Request>(data);
     roundtrip::<Task>(data);
     roundtrip::<TaskRecord>(data);
     roundtrip::<Record>(data);
     roundtrip::<LegacyImage>(data);
     roundtrip::<LegacyImageV1>(data);
-    // A stored record: the first byte says where the key ends.
-    if let Some((&n, rest)) = data.split_first() {
-        let (k, v) = rest.split_at((n as usize).min(rest.len()));
-        if let Ok(r) = codec::decode(k, v) {
-            let (k2, v2) = codec::encode(&r).expect("a decoded record re-encodes");
-            assert_eq!(k2, k, "a record's key re-encodes to the same bytes");
-            assert_eq!(codec::decode(&k2, &v2).expect("re-decodes"), r);
-        }
-        if let Ok(key) = codec::decode_key(k) {
-            assert_eq!(codec::encode_key(&key), k, "a key re-encodes to the same bytes");
-        }
-    }
-    // A write-ahead log record.
-    if let Ok((pos, payload)) = wal::decode_record(data) {
-        assert_eq!(wal::encode_record(pos, &payload), data, "a WAL record re-encodes to the same bytes");
-    }
-    // A snapshot or backup file, read block by block.
-    if let Ok(mut r) =
-        SnapshotReader::from_file(std::path::Path::new("fuzz"), Box::new(mem_file::MemFile(data.to_vec())))
-    {
-        while let Ok(Some(chunk)) = r.next_chunk() {
-            for (k, v) in chunk {
-                let _ = codec::decode(&k, &v);
-            }
-        }
-    }
-    // Types without PartialEq: decoding must not panic, and must re-encode.
-    if let Ok(e) = frame::decode::<Entry>(data) {
-        frame::encode(&e).expect("an entry re-encodes");
-    }
-    if let Ok(e) = postcard::from_bytes::<Entry>(data) {
-        postcard::to_allocvec(&e).expect("a log payload re-encodes");
-    }
-    if let Ok(m) = frame::decode::<openraft_msgs::Append>(data) {
-        frame::encode(&m).expect("an append re-encodes");
-    }
-    if let Ok(m) = frame::decode::<openraft_msgs::Vote>(data) {
-        frame::encode(&m).expect("a vote re-encodes");
-    }
-    if let Ok(m) = frame::decode::<openraft_msgs::Snapshot>(data) {
-        frame::encode(&m).expect("a snapshot chunk re-encodes");
-    }
-    // A peer's answers to those messages.
+    stable::<Entry>(data);
+    stable::<openraft_msgs::Append>(data);
+    stable::<openraft_msgs::Vote>(data);
+    stable::<openraft_msgs::Snapshot>(data);
     stable::<Result<openraft_msgs::AppendAnswer, openraft_msgs::Refusal>>(data);
     stable::<Result<openraft_msgs::VoteAnswer, openraft_msgs::Refusal>>(data);
     stable::<Result<openraft_msgs::SnapshotAnswer, openraft_msgs::SnapshotRefusal>>(data);
-    stored_files(data);
-}
-
-/// Types without `PartialEq`: what decodes re-encodes, and the re-encoding is a fixed point.
-fn stable<T: serde::Serialize + serde::de::DeserializeOwned>(data: &[u8]) {
-    if let Ok(v) = frame::decode::<T>(data) {
-        let once = frame::encode(&v).expect("a decoded value re-encodes");
-        let twice = frame::encode(&frame::decode::<T>(&once).expect("re-decodes")).expect("re-encodes");
-        assert_eq!(once, twice, "re-encoding is stable");
-    }
-}
-
-/// The small files a node reads at start (checkpoint, vote, applied marker, snapshot metadata) and
-/// a write-ahead log directory whose one segment file is `data`.
-fn stored_files(data: &[u8]) {
     roundtrip::<minion_storage::checkpoint::Checkpoint>(data);
     roundtrip::<minion_storage::state_store::AppliedMarker>(data);
     if let Ok(m) = frame::decode::<minion_storage::state_store::AppliedMarker>(data) {
@@ -116,12 +96,92 @@ fn stored_files(data: &[u8]) {
             assert_eq!(postcard::from_bytes::<openraft::Vote<minion_raft::NodeId>>(&again).expect("re-decodes"), v);
         }
     }
-    if let Ok(m) = postcard::from_bytes::<openraft_msgs::SnapshotMeta>(data) {
-        let once = postcard::to_allocvec(&m).expect("snapshot metadata re-encodes");
-        let back: openraft_msgs::SnapshotMeta = postcard::from_bytes(&once).expect("re-decodes");
-        assert_eq!(postcard::to_allocvec(&back).expect("re-encodes"), once);
+    if let Ok(entries) = minion_storage::block::decode(data) {
+        assert_eq!(minion_storage::block::encode(&entries), data, "a block re-encodes to the same bytes");
+        for (k, v) in entries {
+            let _ = codec::decode(k, v);
+        }
     }
-    wal_directory(data);
+}
+
+/// A stored record: the first byte says where the key ends; the value raw and sealed.
+fn stored_record(data: &[u8]) {
+    let Some((&n, rest)) = data.split_first() else { return };
+    let (k, v) = rest.split_at((n as usize).min(rest.len()));
+    for v in [v.to_vec(), seal::frame(v)] {
+        if let Ok(r) = codec::decode(k, &v) {
+            let (k2, v2) = codec::encode(&r).expect("a decoded record re-encodes");
+            assert_eq!(k2, k, "a record's key re-encodes to the same bytes");
+            assert_eq!(codec::decode(&k2, &v2).expect("re-decodes"), r);
+        }
+    }
+    if let Ok(key) = codec::decode_key(k) {
+        assert_eq!(codec::encode_key(&key), k, "a key re-encodes to the same bytes");
+    }
+}
+
+/// A snapshot or backup file, read block by block.
+fn snapshot_file(data: &[u8]) {
+    let file = Box::new(mem_file::MemFile(data.to_vec()));
+    if let Ok(mut r) = SnapshotReader::from_file(std::path::Path::new("fuzz"), file) {
+        while let Ok(Some(chunk)) = r.next_chunk() {
+            for (k, v) in chunk {
+                let _ = codec::decode(&k, &v);
+            }
+        }
+    }
+}
+
+/// A Kafka or Redis Streams record as ingest maps it: the first byte picks the format (and
+/// whether the record has a value), `name=value` lines up to the first NUL are its attributes
+/// (headers, stream fields), the rest is its value. It becomes a task the API reads back as
+/// sent, or a rejection with a reason keyed by the record's position.
+fn ingest_record(data: &[u8]) {
+    use minion_adapters::ingest::{map_record, Format, Mapped, Mapping, Record as SourceRecord};
+    let Some((&b, rest)) = data.split_first() else { return };
+    let (attrs, value) = match rest.iter().position(|&c| c == 0) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (&[][..], rest),
+    };
+    let attrs = attrs
+        .split(|&c| c == b'\n')
+        .filter_map(|line| {
+            let i = line.iter().position(|&c| c == b'=')?;
+            Some((String::from_utf8_lossy(&line[..i]).into_owned(), line[i + 1..].to_vec()))
+        })
+        .collect();
+    let mut mapping = Mapping::new("fuzz");
+    mapping.format = match b & 3 {
+        0 => Format::Auto,
+        1 => Format::Envelope,
+        2 => Format::Json,
+        _ => Format::Raw,
+    };
+    mapping.max_record_bytes = 4_096;
+    let rec = SourceRecord { position: "fuzz@1".into(), value: (b & 4 == 0).then(|| value.to_vec()), attrs };
+    match map_record(&rec, &mapping) {
+        Mapped::Task(task, position) => {
+            assert_eq!(position, rec.position);
+            let wire = serde_json::to_vec(&task).expect("a mapped task serializes");
+            let back: minion_client::wire::TaskIn =
+                serde_json::from_slice(&wire).expect("the API reads what ingest sends");
+            assert_eq!(serde_json::to_vec(&back).expect("re-serializes"), wire, "the task survives the wire");
+        }
+        Mapped::Rejected(r) => {
+            assert!(!r.reason.is_empty(), "a rejection says why");
+            assert_eq!(r.idempotency_key.as_deref(), Some(rec.position.as_str()), "a rejection is keyed by position");
+            serde_json::to_vec(&r).expect("a rejection serializes");
+        }
+    }
+}
+
+/// Types without `PartialEq`: what decodes re-encodes, and the re-encoding is a fixed point.
+fn stable<T: serde::Serialize + serde::de::DeserializeOwned>(data: &[u8]) {
+    if let Ok(v) = frame::decode::<T>(data) {
+        let once = frame::encode(&v).expect("a decoded value re-encodes");
+        let twice = frame::encode(&frame::decode::<T>(&once).expect("re-decodes")).expect("re-encodes");
+        assert_eq!(once, twice, "re-encoding is stable");
+    }
 }
 
 /// Open a log directory holding `data` as its one segment: opening either fails with an error or

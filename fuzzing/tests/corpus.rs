@@ -215,6 +215,18 @@ fn seeds_are_current() {
     w.write_chunk(&kvs).expect("write");
     w.finish().expect("finish");
     frames.push(("snapshot".into(), fs.contents(path).expect("file")));
+    // A state block of those records (keys ascending, as the store writes them).
+    let mut sorted = kvs.clone();
+    sorted.sort();
+    frames.push(("block".into(), minion_storage::block::encode(&sorted)));
+    // Ingest records: format byte (0 auto, 1 envelope, 2 json, 3 raw; +4: no value), attributes
+    // up to the first NUL, then the value.
+    frames.push((
+        "ingest-envelope".into(),
+        b"\x01priority=5\ncapabilities=gpu\0{\"payload\":{\"n\":1},\"queue\":\"q\",\"kind\":\"k\",\"delay_ms\":10}"
+            .to_vec(),
+    ));
+    frames.push(("ingest-raw".into(), b"\x03kind=resize\0\xff\xfehello".to_vec()));
     // The state image of releases before the record store, both layouts.
     let legacy = minion_engine::legacy::LegacyImageV1 {
         meta: minion_engine::legacy::LegacyMeta {
