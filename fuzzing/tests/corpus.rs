@@ -290,6 +290,21 @@ fn seeds_are_current() {
         v.extend_from_slice(body.as_bytes());
         want.push(("http_request", name.to_string(), v));
     }
+    // Whole requests through the router with authentication on.
+    let admin = minion_fuzzing::http::ADMIN_TOKEN;
+    let raw: [(&str, String); 6] = [
+        ("raw-submit", format!("POST /v1/tasks\nauthorization: Bearer {admin}\ncontent-type: application/json\nidempotency-key: r1\n\n{{\"queue\":\"q\",\"payload\":7}}")),
+        ("raw-get", format!("GET /v1/tasks/1?consistency=linearizable\nauthorization: Bearer {admin}\n\n")),
+        ("raw-token", format!("POST /v1/tokens\nauthorization: Bearer {admin}\ncontent-type: application/json\n\n{{\"role\":\"producer\",\"queues\":[\"q*\"]}}")),
+        ("raw-bad-token", "GET /v1/queues\nauthorization: Bearer mn_1_secret\n\n".to_string()),
+        ("raw-path", format!("DELETE /v1/agents/%FF%00..%2F\nauthorization: Bearer {admin}\n\n")),
+        ("raw-wait", format!("GET /v1/tasks/2/wait?timeout_ms=0\nauthorization: Bearer {admin}\n\n")),
+    ];
+    for (name, text) in raw {
+        let mut v = vec![minion_fuzzing::http::RAW];
+        v.extend_from_slice(text.as_bytes());
+        want.push(("http_request", name.to_string(), v));
+    }
     // Submit, claim, complete with the real token, restart, tick; and a longer mixed run.
     want.push((
         "state_machine",
