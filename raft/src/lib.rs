@@ -11,6 +11,7 @@ mod apply_reads;
 pub mod checkpointer;
 pub mod identity;
 pub mod log_store;
+pub mod log_tail;
 pub mod network;
 pub mod open;
 pub mod peer;

@@ -12,7 +12,6 @@
 //! covers ([`crate::PurgeBounds`]), so the state can always be rebuilt from the snapshot and the
 //! log.
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::PathBuf;
@@ -28,6 +27,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, RaftLogReader, StorageIOError, Vote};
 
 use crate::checkpointer::Checkpointer;
+use crate::log_tail::Tail;
 use crate::{log_id, log_pos, Entry, LogId, NodeId, PurgeBounds, StorageError, TypeConfig};
 
 /// Operations queued for the log thread at most.
@@ -46,12 +46,6 @@ enum LogOp {
     Vote(Vec<u8>, Done),
     /// Retry a physical purge (the bounds moved).
     PurgeAgain,
-}
-
-#[derive(Default)]
-struct Tail {
-    entries: BTreeMap<u64, (Entry, usize)>,
-    bytes: usize,
 }
 
 struct Shared {
@@ -120,7 +114,7 @@ impl LogStore {
         let shared = Arc::new(Shared {
             purged: Mutex::new(reader.purged().map(|p| log_id(&p))),
             reader,
-            tail: RwLock::default(),
+            tail: RwLock::new(Tail::new(TAIL_BYTES_MAX)),
             committed: Mutex::new(committed.map(|p| log_id(&p))),
             synced: AtomicU64::new(last),
             appended: AtomicU64::new(last),
@@ -389,7 +383,7 @@ impl LogStore {
             return Ok(Vec::new());
         }
         let tail = crate::poison::or_stop(self.shared.tail.read(), "log");
-        let tail_start = tail.entries.keys().next().copied().unwrap_or(u64::MAX);
+        let tail_start = tail.first().unwrap_or(u64::MAX);
         let mut out = Vec::with_capacity((end - start) as usize);
         if start < tail_start {
             let disk_end = end.min(tail_start);
@@ -403,10 +397,10 @@ impl LogStore {
                 return Ok(out);
             }
             let tail = crate::poison::or_stop(self.shared.tail.read(), "log");
-            out.extend(tail.entries.range(disk_end..end).map(|(_, (e, _))| e.clone()));
+            tail.read(disk_end, end, &mut out).map_err(read_err)?;
             return Ok(out);
         }
-        out.extend(tail.entries.range(start..end).map(|(_, (e, _))| e.clone()));
+        tail.read(start, end, &mut out).map_err(read_err)?;
         Ok(out)
     }
 }
@@ -499,27 +493,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 if purged.is_some_and(|p| index <= p.index) {
                     *purged = None;
                 }
+                self.shared.appended_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                tail.insert(index, bytes.clone());
                 encoded.push((log_pos(&e.log_id), bytes));
-                let size = encoded.last().map(|(_, b)| b.len()).unwrap_or(0);
-                self.shared.appended_bytes.fetch_add(size as u64, Ordering::Relaxed);
-                // A re-append after a truncation replaces what the tail held at that index.
-                if let Some((_, old)) = tail.entries.insert(index, (e, size)) {
-                    tail.bytes -= old;
-                }
-                tail.bytes += size;
                 self.shared.appended.store(index + 1, Ordering::Release);
             }
             // Keep the tail bounded: drop the oldest entries that are already on disk.
-            let synced = self.shared.synced.load(Ordering::Acquire);
-            while tail.bytes > TAIL_BYTES_MAX {
-                let Some((&i, _)) = tail.entries.first_key_value() else { break };
-                if i >= synced {
-                    break;
-                }
-                if let Some((_, (_, size))) = tail.entries.pop_first() {
-                    tail.bytes -= size;
-                }
-            }
+            tail.trim(self.shared.synced.load(Ordering::Acquire));
         }
         self.send(LogOp::Append(encoded, callback)).map_err(write_err)
     }
@@ -528,8 +508,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         {
             let mut tail = crate::poison::or_stop(self.shared.tail.write(), "log");
-            let removed = tail.entries.split_off(&log_id.index);
-            tail.bytes -= removed.values().map(|(_, s)| *s).sum::<usize>();
+            tail.truncate_from(log_id.index);
             let appended = self.shared.appended.load(Ordering::Acquire);
             self.shared.appended.store(appended.min(log_id.index), Ordering::Release);
         }
@@ -545,11 +524,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         {
-            let mut tail = crate::poison::or_stop(self.shared.tail.write(), "log");
-            let keep = tail.entries.split_off(&(log_id.index + 1));
-            let dropped: usize = tail.entries.values().map(|(_, s)| *s).sum();
-            tail.entries = keep;
-            tail.bytes -= dropped;
+            crate::poison::or_stop(self.shared.tail.write(), "log").purge_through(log_id.index);
             let appended = self.shared.appended.load(Ordering::Acquire);
             self.shared.appended.store(appended.max(log_id.index + 1), Ordering::Release);
         }
