@@ -165,7 +165,8 @@ fn ingest_record(data: &[u8]) {
             let wire = serde_json::to_vec(&task).expect("a mapped task serializes");
             let back: minion_client::wire::TaskIn =
                 serde_json::from_slice(&wire).expect("the API reads what ingest sends");
-            assert_eq!(serde_json::to_vec(&back).expect("re-serializes"), wire, "the task survives the wire");
+            let again = serde_json::to_vec(&back).expect("re-serializes");
+            assert_eq!(as_read(&again), as_read(&wire), "the task survives the wire");
         }
         Mapped::Rejected(r) => {
             assert!(!r.reason.is_empty(), "a rejection says why");
@@ -173,6 +174,19 @@ fn ingest_record(data: &[u8]) {
             serde_json::to_vec(&r).expect("a rejection serializes");
         }
     }
+}
+
+/// A task as the API understands it: an absent payload and a JSON `null` one are the same task
+/// (the wire type reads `"payload": null` as absent). Found by fuzzing: a record whose value is
+/// `null` maps to `"payload": null`, which reads back as no payload (seed `ingest-null`).
+fn as_read(wire: &[u8]) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(wire).expect("JSON");
+    if let Some(o) = v.as_object_mut() {
+        if o.get("payload").is_some_and(serde_json::Value::is_null) {
+            o.remove("payload");
+        }
+    }
+    v
 }
 
 /// Types without `PartialEq`: what decodes re-encodes, and the re-encoding is a fixed point.

@@ -227,6 +227,8 @@ fn seeds_are_current() {
             .to_vec(),
     ));
     frames.push(("ingest-raw".into(), b"\x03kind=resize\0\xff\xfehello".to_vec()));
+    // Found by libFuzzer (2026-12-06): a record whose value is JSON `null` (auto format).
+    frames.push(("ingest-null".into(), b"\x10null".to_vec()));
     // The state image of releases before the record store, both layouts.
     let legacy = minion_engine::legacy::LegacyImageV1 {
         meta: minion_engine::legacy::LegacyMeta {
