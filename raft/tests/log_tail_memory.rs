@@ -13,8 +13,13 @@ use minion_raft::Entry;
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
 fn entry(index: u64) -> Entry {
-    let cmd = if index % 2 == 0 {
-        Command::Claim { agent_id: format!("agent-{}", index % 16), queues: vec!["q".into()], capabilities: vec![], max: 1 }
+    let cmd = if index.is_multiple_of(2) {
+        Command::Claim {
+            agent_id: format!("agent-{}", index % 16),
+            queues: vec!["q".into()],
+            capabilities: vec![],
+            max: 1,
+        }
     } else {
         Command::Complete { task_id: index, lease_token: index, result: Some("{\"ok\":true}".into()) }
     };
