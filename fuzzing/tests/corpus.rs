@@ -300,7 +300,7 @@ fn seeds_are_current() {
         ("raw-token", format!("POST /v1/tokens\nauthorization: Bearer {admin}\ncontent-type: application/json\n\n{{\"role\":\"producer\",\"queues\":[\"q*\"]}}")),
         ("raw-bad-token", "GET /v1/queues\nauthorization: Bearer mn_1_secret\n\n".to_string()),
         ("raw-path", format!("DELETE /v1/agents/%FF%00..%2F\nauthorization: Bearer {admin}\n\n")),
-        ("raw-wait", format!("GET /v1/tasks/2/wait?timeout_ms=0\nauthorization: Bearer {admin}\n\n")),
+        ("raw-wait", format!("GET /v1/tasks/2?wait_ms=0\nauthorization: Bearer {admin}\n\n")),
     ];
     for (name, text) in raw {
         let mut v = vec![minion_fuzzing::http::RAW];
