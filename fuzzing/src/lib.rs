@@ -208,7 +208,7 @@ fn wal_directory(data: &[u8]) {
     let vfs: SharedVfs = std::sync::Arc::new(fs);
     let dir = std::path::Path::new("/w/log");
     vfs.create_dir_all(dir).expect("mkdir");
-    let file = vfs.open(&dir.join(format!("{:020}.wal", 0)), OpenMode::CreateNew).expect("create");
+    let file = vfs.open(&dir.join(minion_storage::wal::segment_name(0)), OpenMode::CreateNew).expect("create");
     file.write_all_at(data, 0).expect("write");
     drop(file);
     let opts = WalOptions { segment_bytes: 1 << 20, fsync: true };

@@ -26,21 +26,27 @@ pub fn frame(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Write-ahead log records from `at` on: `[body_len u32][CRC-32 of body_len and body][body]`,
-/// as far as whole records go.
-fn wal_records(out: &mut [u8], mut at: usize) {
-    while let Some(len) = u32_at(out, at) {
-        let end = match (at + 8).checked_add(len) {
+/// Checksummed blocks from `at` on, as far as whole blocks go: each is `[prefix][CRC-32 of prefix
+/// and body][body]`, where the prefix is `prefix_len` bytes ending in the body's length (u32).
+fn seal_blocks(out: &mut [u8], mut at: usize, prefix_len: usize) {
+    while let Some(len) = u32_at(out, at + prefix_len - 4) {
+        let body = at + prefix_len + 4;
+        let end = match body.checked_add(len) {
             Some(end) if end <= out.len() => end,
             _ => break,
         };
         let mut h = crc32fast::Hasher::new();
-        h.update(&out[at..at + 4]);
-        h.update(&out[at + 8..end]);
+        h.update(&out[at..at + prefix_len]);
+        h.update(&out[body..end]);
         let crc = h.finalize();
-        put_crc(out, at + 4, crc);
+        put_crc(out, at + prefix_len, crc);
         at = end;
     }
+}
+
+/// Write-ahead log records from `at` on: `[body_len u32][CRC-32 of body_len and body][body]`.
+fn wal_records(out: &mut [u8], at: usize) {
+    seal_blocks(out, at, 4);
 }
 
 /// One write-ahead log record.
@@ -65,19 +71,7 @@ pub fn wal_segment(data: &[u8]) -> Vec<u8> {
 /// `[kind u8][body_len u32][CRC-32 of kind, length and body][body]`.
 pub fn snapshot(data: &[u8]) -> Vec<u8> {
     let mut out = data.to_vec();
-    let mut at = 8;
-    while let Some(len) = u32_at(&out, at + 1) {
-        let end = match (at + 9).checked_add(len) {
-            Some(end) if end <= out.len() => end,
-            _ => break,
-        };
-        let mut h = crc32fast::Hasher::new();
-        h.update(&out[at..at + 5]);
-        h.update(&out[at + 9..end]);
-        let crc = h.finalize();
-        put_crc(&mut out, at + 5, crc);
-        at = end;
-    }
+    seal_blocks(&mut out, 8, 5);
     out
 }
 

@@ -198,7 +198,7 @@ fn seeds_are_current() {
     wal.append(&entries).expect("append");
     wal.sync().expect("sync");
     drop(wal);
-    let segment = std::path::Path::new("/w/log").join(format!("{:020}.wal", 0));
+    let segment = std::path::Path::new("/w/log").join(minion_storage::wal::segment_name(0));
     frames.push(("wal-segment".into(), fs.contents(&segment).expect("segment file")));
     // A snapshot (backup) file of the state's records.
     let fs = minion_storage::sim::SimFs::with_dirs(&["/s"]);

@@ -145,7 +145,8 @@ pub fn encode_record(pos: LogPos, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn segment_name(seq: u64) -> String {
+/// The file name of the segment whose first record is `seq` (zero-padded so names sort by `seq`).
+pub fn segment_name(seq: u64) -> String {
     format!("{seq:020}.wal")
 }
 
