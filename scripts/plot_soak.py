@@ -40,6 +40,32 @@ for n in nodes:
           f"(after minute 10: {min(lmib('data_dir_bytes')):.1f}–{max(lmib('data_dir_bytes')):.1f}); "
           f"RSS max {max(mib('rss_bytes')):.1f} MiB (after minute 10: "
           f"{min(lmib('rss_bytes')):.1f}–{max(lmib('rss_bytes')):.1f}); last RSS {mib('rss_bytes')[-1]:.1f} MiB")
+
+
+def slope_per_hour(rs, k):
+    """Least-squares slope of column k, in MiB per hour."""
+    xs = [int(r["seconds"]) / 3600 for r in rs]
+    ys = [num(r, k) / 2**20 for r in rs]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
+
+
+# Flatness: each node's RSS and data directory per 20-minute window (min / mean / max MiB), and
+# the trend over the second half of the run.
+WINDOW = 1200
+for n in nodes:
+    rs = [r for r in rows if r.get("node", "1") == n]
+    end = int(rs[-1]["seconds"])
+    for k, label in [("rss_bytes", "RSS"), ("data_dir_bytes", "data dir")]:
+        cells = []
+        for w0 in range(0, end + 1, WINDOW):
+            v = [num(r, k) / 2**20 for r in rs if w0 <= int(r["seconds"]) < w0 + WINDOW]
+            if v:
+                cells.append(f"{w0 // 60}-{(w0 + WINDOW) // 60}m {min(v):.0f}/{sum(v) / len(v):.0f}/{max(v):.0f}")
+        half = [r for r in rs if int(r["seconds"]) >= end / 2]
+        print(f"node {n} {label} (min/mean/max MiB): " + "; ".join(cells)
+              + f"; trend over the second half {slope_per_hour(half, k):+.1f} MiB/h")
 caps = [num(r, "bloom_capacity") for r in first if r.get("bloom_capacity")]
 keys = [num(r, "dedup_keys") for r in first if r.get("dedup_keys")]
 if caps:

@@ -331,17 +331,35 @@ impl Writer {
         self.arrived.notify_all();
     }
 
-    /// Start reading a snapshot of the store as of the last written index. Only one at a time.
+    /// Start reading a snapshot of the store as of the last written index. One is read at a time:
+    /// a second caller (raft building a snapshot while an operator's backup or a state digest
+    /// reads one) waits until the first view is finished or dropped, without holding up writes.
     pub fn begin_snapshot(&self) -> Result<SnapshotView, StoreError> {
-        let _w = lock(&self.writing);
-        self.check()?;
-        let mut t = lock(&self.tracking.track);
-        if t.is_some() {
-            return Err(StoreError::Io { path: "snapshot".into(), message: "a snapshot is already being read".into() });
+        loop {
+            self.wait_for_no_snapshot()?;
+            let _w = lock(&self.writing);
+            self.check()?;
+            let mut t = lock(&self.tracking.track);
+            if t.is_some() {
+                continue; // another caller began one between the wait and the writing lock
+            }
+            let applied = self.store.applied()?.unwrap_or_default();
+            *t = Some(Track { cursor: None, undo: BTreeMap::new(), bytes: 0 });
+            return Ok(SnapshotView { store: self.store.clone(), tracking: self.tracking.clone(), applied, done: false });
         }
-        let applied = self.store.applied()?.unwrap_or_default();
-        *t = Some(Track { cursor: None, undo: BTreeMap::new(), bytes: 0 });
-        Ok(SnapshotView { store: self.store.clone(), tracking: self.tracking.clone(), applied, done: false })
+    }
+
+    /// Wait (without the writing lock) until no snapshot view is being read.
+    fn wait_for_no_snapshot(&self) -> Result<(), StoreError> {
+        let mut t = lock(&self.tracking.track);
+        while t.is_some() {
+            t = match self.tracking.moved.wait_timeout(t, Duration::from_millis(50)) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+            self.check()?;
+        }
+        Ok(())
     }
 
     /// Replace the store's content with `records` (a snapshot being installed): waits for queued
@@ -522,6 +540,54 @@ mod tests {
             }
         }
         assert!(waits > 0, "with a 1,500-byte cap the writer must have waited for the reader");
+    }
+
+    /// A second snapshot (an operator's backup or a digest while raft builds one) waits for the
+    /// first instead of failing — a failure here stopped raft on a node — and, when it begins, it
+    /// is exact as of the index written by then.
+    #[test]
+    fn a_second_snapshot_waits_for_the_first() {
+        let store = Arc::new(MemStateStore::default());
+        let writer = Arc::new(Writer::new(store, Arc::new(Overlay::default()), None, 1 << 20));
+        let put = |seq: u64, v: &str| {
+            let b = Batch { seq, applied: marker(seq), changes: vec![(key(seq % 4), Some(v.into()))], feed: vec![] };
+            writer.submit(b).expect("submit");
+            writer.write_pending().expect("write");
+        };
+        for seq in 0..8 {
+            put(seq, "before");
+        }
+        let mut first = writer.begin_snapshot().expect("first");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let w = writer.clone();
+        let second = std::thread::spawn(move || {
+            let r = w.begin_snapshot().map(|mut view| {
+                let mut got = BTreeMap::new();
+                while let Some(c) = view.next_chunk(3).expect("chunk") {
+                    got.extend(c);
+                }
+                (view.applied().index, got)
+            });
+            tx.send(()).expect("send");
+            r
+        });
+        for seq in 8..12 {
+            put(seq, "after");
+        }
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the second snapshot must wait while the first is read (not fail, not run beside it)"
+        );
+        let mut got = BTreeMap::new();
+        while let Some(c) = first.next_chunk(3).expect("chunk") {
+            got.extend(c);
+        }
+        assert_eq!(first.applied().index, Some(7));
+        assert!(got.values().all(|v| v == b"before"), "the first is as of index 7: {got:?}");
+        let (index, got) = second.join().expect("thread").expect("the second snapshot begins once the first is done");
+        assert_eq!(index, Some(11));
+        assert_eq!(got.len(), 4);
+        assert!(got.values().all(|v| v == b"after"), "the second is as of index 11: {got:?}");
     }
 
     #[test]
