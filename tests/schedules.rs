@@ -20,9 +20,15 @@ async fn put(api: &Api, name: &str, body: Value) -> (u16, Value) {
 /// The due times of the runs in `queue` (from their idempotency keys), with each task's
 /// creation time, in due-time order; every key must name `name`.
 async fn runs(api: &Api, queue: &str, name: &str) -> Vec<(u64, u64)> {
+    try_runs(api, queue, name).await.unwrap_or_else(|(s, v)| panic!("listing runs answered {s}: {v}"))
+}
+
+/// [`runs`], or the refusal of a read the node could not yet serve (503 while a new leader
+/// confirms its term): polls across a failover retry on that instead of failing.
+async fn try_runs(api: &Api, queue: &str, name: &str) -> Result<Vec<(u64, u64)>, (u16, Value)> {
     let mut out: Vec<(u64, u64)> = api
-        .tasks(&format!("queue={queue}"))
-        .await
+        .try_tasks(&format!("queue={queue}"))
+        .await?
         .iter()
         .map(|t| {
             let key = t["idempotency_key"].as_str().unwrap_or_else(|| panic!("a run has a key: {t}"));
@@ -31,7 +37,7 @@ async fn runs(api: &Api, queue: &str, name: &str) -> Vec<(u64, u64)> {
         })
         .collect();
     out.sort();
-    out
+    Ok(out)
 }
 
 #[tokio::test]
@@ -207,9 +213,17 @@ async fn a_failover_neither_loses_nor_repeats_a_run() {
     let new_leader = c.leader(30).await;
     assert_ne!(new_leader, leader);
     let survivor = c.api(new_leader);
-    let before = runs(&survivor, "beats", "beat").await.len();
+    let readable = |r: Result<Vec<(u64, u64)>, (u16, Value)>| match r {
+        Ok(runs) => Some(runs.len()),
+        Err((503, _)) => None,
+        Err((s, v)) => panic!("listing runs answered {s}: {v}"),
+    };
+    let before = common::eventually(30, "a read on the new leader", || async {
+        readable(try_runs(&survivor, "beats", "beat").await)
+    })
+    .await;
     common::eventually(30, "runs fired by the new leader", || async {
-        (runs(&survivor, "beats", "beat").await.len() >= before + 3).then_some(())
+        readable(try_runs(&survivor, "beats", "beat").await).filter(|n| *n >= before + 3).map(|_| ())
     })
     .await;
     // Paused (its counts stay) so that the runs and the counts are read at one point.

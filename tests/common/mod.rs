@@ -313,6 +313,12 @@ impl Api {
 
     /// Every task matching `query` (`/v1/tasks` filters), following the cursor.
     pub async fn tasks(&self, query: &str) -> Vec<Value> {
+        self.try_tasks(query).await.unwrap_or_else(|(s, v)| panic!("listing tasks answered {s}: {v}"))
+    }
+
+    /// [`Api::tasks`], or the first answer that is not 200 (a read during a failover can be
+    /// refused with 503 until the new leader has confirmed its term).
+    pub async fn try_tasks(&self, query: &str) -> Result<Vec<Value>, (u16, Value)> {
         let mut out = Vec::new();
         let mut after: Option<u64> = None;
         loop {
@@ -321,11 +327,13 @@ impl Api {
                 None => format!("/v1/tasks?limit=1000&{query}"),
             };
             let (s, v) = self.get(&path).await;
-            assert_eq!(s, 200, "{v}");
+            if s != 200 {
+                return Err((s, v));
+            }
             out.extend(v["tasks"].as_array().cloned().unwrap_or_default());
             match v["next"].as_u64() {
                 Some(next) => after = Some(next),
-                None => return out,
+                None => return Ok(out),
             }
         }
     }
