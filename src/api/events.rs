@@ -350,8 +350,11 @@ impl Pump {
         let target = self.applied();
         while self.cursor < target {
             let records = self.s.state.records().clone();
+            let storage = self.s.node.storage.clone();
             let after = self.cursor;
-            let page = tokio::task::spawn_blocking(move || records.feed_page(after, PAGE_ENTRIES))
+            let page = tokio::task::spawn_blocking(move || {
+                super::feed::feed_page_through_applied(&storage, &records, after, PAGE_ENTRIES)
+            })
                 .await
                 .map_err(|e| Stop::Failed(e.to_string()))??;
             if let Some(purged_before) = page.gap_after(after) {

@@ -32,6 +32,20 @@ pub(super) fn change_json(c: &minion_engine::Change) -> serde_json::Value {
     }
 }
 
+/// A page of the change feed that holds every entry applied before the call. Feed entries reach
+/// the store with the state writer, behind apply; this waits for what is queued first, so a
+/// change acknowledged before a read (or before an event stream's catch-up target) is in the
+/// page rather than silently after its end. Blocking.
+pub(super) fn feed_page_through_applied(
+    storage: &minion_raft::StorageHandle,
+    records: &minion_storage::records::Records,
+    after: u64,
+    limit: usize,
+) -> Result<minion_storage::records::FeedPage, minion_engine::ColdError> {
+    storage.writer.flush().map_err(|e| minion_engine::ColdError(format!("state writer: {e}")))?;
+    records.feed_page(after, limit)
+}
+
 /// The change feed: whole log entries with index > `after`. 410 `compacted` when entries after
 /// `after` were already purged from the feed; the reader then backfills from the ledger.
 #[utoipa::path(
@@ -57,11 +71,12 @@ pub(super) async fn changes(
     let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000);
     let applied = s.state.read().applied.last_applied.map(|l| l.index).unwrap_or(0);
     let records = s.state.records().clone();
+    let storage = s.node.storage.clone();
     let after = q.after;
     // The entries are read before the watermark (`feed_page`): a purge in between shows as a gap
     // (410), never as entries silently missing.
     let (entries, gap) = tokio::task::spawn_blocking(move || -> Result<_, minion_engine::ColdError> {
-        let page = records.feed_page(after, limit)?;
+        let page = feed_page_through_applied(&storage, &records, after, limit)?;
         let gap = page.gap_after(after);
         let mut out = Vec::with_capacity(page.entries.len());
         for (index, touched) in page.entries {
