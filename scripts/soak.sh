@@ -52,7 +52,9 @@ gauge() { # metrics text, name
     now=$(( $(date +%s) - start ))
     for i in "${!PIDS[@]}"; do
       pid=${PIDS[$i]}
-      bytes=$(du -sb "${DATA[$i]}" | cut -f1)
+      # du exits 1 when a file goes away while it walks (a checkpoint's temporary file); its
+      # total is still printed, and the sampler must not stop on it (set -e, pipefail).
+      bytes=$( (du -sb "${DATA[$i]}" 2>/dev/null || true) | cut -f1)
       rss=$(( $(awk '/VmRSS/ {print $2}' /proc/"$pid"/status 2>/dev/null || echo 0) * 1024 ))
       m=$(curl -fsS "${BASES[$i]}/metrics" 2>/dev/null || true)
       echo "$now,$((i + 1)),$bytes,$rss,$(gauge "$m" minion_ledger_tasks),$(gauge "$m" minion_dedup_keys),$(gauge "$m" minion_dedup_bloom_items),$(gauge "$m" minion_dedup_bloom_capacity)" >>"$DIR/soak.csv"
