@@ -12,21 +12,38 @@ src, out, title = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = [r for r in csv.DictReader(open(src)) if r["rss_bytes"] and r["rss_bytes"] != "0"]
 nodes = sorted({r.get("node", "1") for r in rows})
 num = lambda r, k: int(r[k]) if r.get(k) else None  # noqa: E731
+GAP = 60  # seconds between samples (normally 10) above which the line is broken, not drawn across
+
+
+def broken(rs, ys):
+    """Minutes and values, with a NaN wherever samples are missing, so no line crosses a gap."""
+    t_out, y_out = [], []
+    for i, (r, y) in enumerate(zip(rs, ys)):
+        if i and int(r["seconds"]) - int(rs[i - 1]["seconds"]) > GAP:
+            t_out.append(float("nan"))
+            y_out.append(float("nan"))
+        t_out.append(int(r["seconds"]) / 60)
+        y_out.append(y)
+    return t_out, y_out
+
+
 fig, (ax, bx) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
 for n in nodes:
     rs = [r for r in rows if r.get("node", "1") == n]
-    t = [int(r["seconds"]) / 60 for r in rs]
-    ax.plot(t, [num(r, "data_dir_bytes") / 2**20 for r in rs], label=f"node {n} data directory")
-    ax.plot(t, [num(r, "rss_bytes") / 2**20 for r in rs], linestyle="--", label=f"node {n} RSS")
+    ax.plot(*broken(rs, [num(r, "data_dir_bytes") / 2**20 for r in rs]), label=f"node {n} data directory")
+    ax.plot(*broken(rs, [num(r, "rss_bytes") / 2**20 for r in rs]), linestyle="--", label=f"node {n} RSS")
+    gaps = [(int(a["seconds"]), int(b["seconds"])) for a, b in zip(rs, rs[1:])
+            if int(b["seconds"]) - int(a["seconds"]) > GAP]
+    for a, b in gaps:
+        print(f"node {n}: no samples from second {a} to {b} (minute {a / 60:.1f} to {b / 60:.1f})")
 ax.set_ylabel("MiB")
 ax.legend(loc="upper left", fontsize=8, ncol=2)
 ax.set_title(title)
 first = [r for r in rows if r.get("node", "1") == nodes[0]]
-t = [int(r["seconds"]) / 60 for r in first]
 for k, label in [("tasks_in_ledger", "tasks in the ledger"), ("dedup_keys", "dedup keys"),
                  ("bloom_capacity", "bloom filter capacity (keys)")]:
     if k in first[0]:
-        bx.plot(t, [num(r, k) for r in first], label=f"{label} (node {nodes[0]})")
+        bx.plot(*broken(first, [num(r, k) for r in first]), label=f"{label} (node {nodes[0]})")
 bx.set_xlabel("minutes")
 bx.legend(loc="upper left", fontsize=8)
 fig.tight_layout()
