@@ -355,8 +355,8 @@ impl Pump {
             let page = tokio::task::spawn_blocking(move || {
                 super::feed::feed_page_through_applied(&storage, &records, after, PAGE_ENTRIES)
             })
-                .await
-                .map_err(|e| Stop::Failed(e.to_string()))??;
+            .await
+            .map_err(|e| Stop::Failed(e.to_string()))??;
             if let Some(purged_before) = page.gap_after(after) {
                 let data = serde_json::json!({
                     "missed_from": after + 1,

@@ -77,6 +77,17 @@ struct Tracking {
     waits: AtomicU64,
 }
 
+impl Tracking {
+    /// Wait (50 ms at most, then the caller checks for a failed writer) for the snapshot's reader
+    /// to move on or end.
+    fn wait_moved<'a>(&self, t: MutexGuard<'a, Option<Track>>) -> MutexGuard<'a, Option<Track>> {
+        match self.moved.wait_timeout(t, Duration::from_millis(50)) {
+            Ok((g, _)) => g,
+            Err(p) => p.into_inner().0,
+        }
+    }
+}
+
 /// Bytes of old values kept for a snapshot in progress, at most. At the cap, the state writer
 /// waits for the snapshot's reader to move past the keys it holds (apply goes on into the
 /// overlay until the state queue is full); a snapshot never fails because the store is busy.
@@ -251,10 +262,7 @@ impl Writer {
                         waited = true;
                         self.tracking.waits.fetch_add(1, Ordering::Relaxed);
                     }
-                    t = match self.tracking.moved.wait_timeout(t, Duration::from_millis(50)) {
-                        Ok((g, _)) => g,
-                        Err(p) => p.into_inner().0,
-                    };
+                    t = self.tracking.wait_moved(t);
                     self.check()?;
                     continue;
                 }
@@ -345,7 +353,12 @@ impl Writer {
             }
             let applied = self.store.applied()?.unwrap_or_default();
             *t = Some(Track { cursor: None, undo: BTreeMap::new(), bytes: 0 });
-            return Ok(SnapshotView { store: self.store.clone(), tracking: self.tracking.clone(), applied, done: false });
+            return Ok(SnapshotView {
+                store: self.store.clone(),
+                tracking: self.tracking.clone(),
+                applied,
+                done: false,
+            });
         }
     }
 
@@ -353,10 +366,7 @@ impl Writer {
     fn wait_for_no_snapshot(&self) -> Result<(), StoreError> {
         let mut t = lock(&self.tracking.track);
         while t.is_some() {
-            t = match self.tracking.moved.wait_timeout(t, Duration::from_millis(50)) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            t = self.tracking.wait_moved(t);
             self.check()?;
         }
         Ok(())
